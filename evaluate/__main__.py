@@ -1,0 +1,18 @@
+"""`python -m evaluate <command>`: metrics and reports."""
+from __future__ import annotations
+
+import click
+
+from shared.cli import LazyGroup
+
+COMMANDS: dict[str, str] = {
+}
+
+
+@click.group(cls=LazyGroup, lazy=COMMANDS)
+def main() -> None:
+    """Metrics and reports: region proposals, depth, unsupervised segmentation."""
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Offline CPU stages: indexing, synthetic city, depth inference, regions, shards."""

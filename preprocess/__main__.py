@@ -1,0 +1,20 @@
+"""`python -m preprocess <command>`: the offline CPU stages."""
+from __future__ import annotations
+
+import click
+
+from shared.cli import LazyGroup
+
+# command name -> "module:click command"; each stage module owns its command.
+COMMANDS = {
+    "index": "preprocess.index:index",
+}
+
+
+@click.group(cls=LazyGroup, lazy=COMMANDS)
+def main() -> None:
+    """Offline CPU stages: synthetic city, frame index, depth inference, regions, shards."""
+
+
+if __name__ == "__main__":
+    main()

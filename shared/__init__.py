@@ -1,0 +1,1 @@
+"""Code that two or more stages use: dataset readers, formats, geometry, networks, config."""

@@ -1,0 +1,27 @@
+"""Dataset readers: each turns an official on-disk layout into a frame index (`shared.frames`).
+
+    build_index("kitti", root)       KITTI raw: <date>/<date>_drive_XXXX_sync/image_02/data/*.png
+    build_index("cityscapes", root)  leftImg8bit_sequence/, leftImg8bit/, gtFine/
+    build_index("folder", root)      any folder of images, sorted = sequence order
+    build_index("synthetic", root)   the built-in synthetic city (preprocess.synth)
+"""
+from __future__ import annotations
+
+import importlib
+import os
+
+from shared.frames import Frame
+
+READERS = {
+    "kitti": "shared.datasets.kitti:read_kitti",
+    "cityscapes": "shared.datasets.cityscapes:read_cityscapes",
+    "folder": "shared.datasets.folder:read_folder",
+    "synthetic": "shared.datasets.synthetic:read_synthetic",
+}
+
+
+def build_index(dataset: str, root: str | os.PathLike) -> list[Frame]:
+    if dataset not in READERS:
+        raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(READERS)}")
+    module, fn = READERS[dataset].split(":")
+    return getattr(importlib.import_module(module), fn)(root)

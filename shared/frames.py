@@ -1,0 +1,105 @@
+"""The frame index: one row per frame, the contract every dataset reader produces (DESIGN §4).
+
+A row says where the image is, which sequence it belongs to and which frames are its temporal
+neighbours (for depth training), the normalised intrinsics, and the label / depth files when the
+dataset has them. Readers in `shared.datasets` build it; stages read it, never the raw layout.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Optional, Sequence
+
+import numpy as np
+
+
+class DataError(ValueError):
+    """Bad input: always names the offending path and what is wrong with it."""
+
+    def __init__(self, path: str | os.PathLike, problem: str):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+@dataclass(frozen=True)
+class Frame:
+    id: str  # unique within the index, filename-safe, no dots: "<sequence>_<index:06d>"-style
+    image: str  # path to the RGB image (png or jpg)
+    split: str  # "train" | "val" | "test"
+    sequence: str  # sequence (video / snippet) id
+    index: int  # position within the sequence (0-based, contiguous order of the video)
+    width: int  # original image size in pixels
+    height: int
+    # Normalised intrinsics: fx/W, fy/H, cx/W, cy/H. Scale by any working resolution to get pixels.
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+    prev: Optional[str] = None  # id of the previous frame in the sequence (None at the start)
+    next: Optional[str] = None  # id of the next frame in the sequence (None at the end)
+    semantic: Optional[str] = None  # Cityscapes labelIds PNG (uint8), if labelled
+    instance: Optional[str] = None  # Cityscapes instanceIds PNG (uint16: labelId*1000+k), if labelled
+    depth: Optional[str] = None  # ground-truth depth in metres (.npy float32 or .npz), if any
+    pose: Optional[tuple[float, ...]] = None  # camera-to-world 4x4, row-major (16 floats), if known
+
+    def K(self, width: int, height: int) -> np.ndarray:
+        """3x3 pixel intrinsics at a working resolution (pixel centres at integer coordinates + 0.5)."""
+        return np.array([[self.fx * width, 0.0, self.cx * width],
+                         [0.0, self.fy * height, self.cy * height],
+                         [0.0, 0.0, 1.0]], dtype=np.float64)
+
+    def pose_matrix(self) -> np.ndarray | None:
+        return None if self.pose is None else np.asarray(self.pose, dtype=np.float64).reshape(4, 4)
+
+
+def link_sequences(frames: Sequence[Frame]) -> list[Frame]:
+    """Fill prev/next from (sequence, index) order; neighbours must be consecutive indices."""
+    by_seq: dict[str, list[Frame]] = {}
+    for f in frames:
+        by_seq.setdefault(f.sequence, []).append(f)
+    out: list[Frame] = []
+    for seq in sorted(by_seq):
+        fs = sorted(by_seq[seq], key=lambda f: f.index)
+        for i, f in enumerate(fs):
+            prev = fs[i - 1].id if i > 0 and fs[i - 1].index == f.index - 1 else None
+            nxt = fs[i + 1].id if i + 1 < len(fs) and fs[i + 1].index == f.index + 1 else None
+            out.append(dataclasses.replace(f, prev=prev, next=nxt))
+    return out
+
+
+def save_index(frames: Iterable[Frame], path: str | os.PathLike) -> Path:
+    """JSON lines, one frame per line; written to a temporary name then renamed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as fh:
+        for f in frames:
+            fh.write(json.dumps(dataclasses.asdict(f), sort_keys=True) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def load_index(path: str | os.PathLike) -> list[Frame]:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "frame index not found")
+    frames = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            d = json.loads(line)
+            if d.get("pose") is not None:
+                d["pose"] = tuple(d["pose"])
+            frames.append(Frame(**d))
+        except (json.JSONDecodeError, TypeError) as e:
+            raise DataError(path, f"line {n} is not a frame record ({e})") from e
+    return frames
+
+
+def by_id(frames: Iterable[Frame]) -> dict[str, Frame]:
+    return {f.id: f for f in frames}

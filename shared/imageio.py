@@ -1,0 +1,62 @@
+"""Reading and writing images and maps with errors that name the file."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from shared.frames import DataError
+
+
+def _open(path: str | os.PathLike) -> Image.Image:
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(p, "file not found")
+    try:
+        img = Image.open(p)
+        img.load()  # forces a full decode, so truncated files fail here and not later
+    except (OSError, SyntaxError, ValueError) as e:
+        raise DataError(p, f"unreadable or truncated image ({e})") from e
+    return img
+
+
+def read_rgb(path: str | os.PathLike, size: tuple[int, int] | None = None) -> np.ndarray:
+    """uint8 [H, W, 3]; `size` = (height, width) resizes bilinearly (antialiased)."""
+    img = _open(path).convert("RGB")
+    if size is not None and (img.height, img.width) != tuple(size):
+        img = img.resize((size[1], size[0]), Image.BILINEAR)
+    return np.asarray(img, dtype=np.uint8)
+
+
+def read_label(path: str | os.PathLike, size: tuple[int, int] | None = None) -> np.ndarray:
+    """Integer label map (uint8 labelIds or uint16/int32 instanceIds); resized with nearest neighbour."""
+    img = _open(path)
+    if size is not None and (img.height, img.width) != tuple(size):
+        img = img.resize((size[1], size[0]), Image.NEAREST)
+    arr = np.asarray(img)
+    if arr.ndim != 2:
+        raise DataError(path, f"expected a single-channel label map, got shape {arr.shape}")
+    return arr
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(height, width) from the header only."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(p, "file not found")
+    try:
+        with Image.open(p) as img:
+            return img.height, img.width
+    except (OSError, SyntaxError) as e:
+        raise DataError(p, f"not an image ({e})") from e
+
+
+def write_png(path: str | os.PathLike, arr: np.ndarray) -> None:
+    """uint8 RGB/grey or uint16 grey PNG, written then renamed so readers never see half a file."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(p.name + ".tmp")
+    Image.fromarray(arr).save(tmp, format="PNG")
+    os.replace(tmp, p)

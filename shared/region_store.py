@@ -1,0 +1,160 @@
+"""The region store: per-frame depth and coherent-region maps in HDF5 chunks plus a manifest.
+
+Layout of a store folder (written by `preprocess regions`, read by `shards` and `evaluate`):
+
+    <store>/
+      manifest.json        config, config hash, working size, chunks {name: {frames, bytes, sha256}}, skipped
+      config.json          the resolved config of the run that wrote it
+      chunk_00000.h5       one HDF5 file per chunk of frames, written to *.tmp then renamed
+      chunk_00001.h5 ...
+
+Inside a chunk, one group per frame id:
+    /<frame_id>/depth    float16 [H, W]  depth at the working resolution (units in the manifest)
+    /<frame_id>/regions  uint16  [H, W]  region ids, 0 = no region (filtered out), 1..N regions
+    attrs: image (source image path), n_regions, and whatever per-frame parameters the writer adds.
+
+A chunk counts as finished only when it is listed in the manifest with a matching size and sha256,
+so a killed run never mistakes a half-written file for a finished one. HDF5 timestamps are off
+(track_times=False) so the same inputs give byte-identical chunks.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import h5py
+import numpy as np
+
+from shared.frames import DataError
+
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class RegionRecord:
+    frame_id: str
+    depth: np.ndarray  # float32 [H, W] when read (stored float16)
+    regions: np.ndarray  # uint16 [H, W], 0 = no region
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+
+def sha256_file(path: str | os.PathLike, block: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(block):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def chunk_name(i: int) -> str:
+    return f"chunk_{i:05d}.h5"
+
+
+def write_chunk(path: str | os.PathLike, records: list[RegionRecord]) -> dict[str, Any]:
+    """Write records to `path` via a temporary file; returns the manifest entry for the chunk."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    if tmp.exists():
+        tmp.unlink()
+    with h5py.File(tmp, "w", libver=("earliest", "v110"), track_order=True) as h5:
+        for r in records:
+            g = h5.create_group(r.frame_id, track_order=True)
+            g.create_dataset("depth", data=r.depth.astype(np.float16), track_times=False,
+                             compression="gzip", compression_opts=4, shuffle=True)
+            g.create_dataset("regions", data=r.regions.astype(np.uint16), track_times=False,
+                             compression="gzip", compression_opts=4, shuffle=True)
+            for k, v in sorted(r.attrs.items()):
+                g.attrs[k] = json.dumps(v) if isinstance(v, (dict, list, tuple)) else v
+    os.replace(tmp, path)
+    return {"frames": [r.frame_id for r in records], "bytes": path.stat().st_size,
+            "sha256": sha256_file(path)}
+
+
+def read_manifest(root: str | os.PathLike) -> dict[str, Any]:
+    p = Path(root) / MANIFEST
+    if not p.is_file():
+        raise DataError(p, "region store manifest not found (run `make regions` first)")
+    try:
+        return json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise DataError(p, f"corrupt manifest ({e})") from e
+
+
+def write_manifest(root: str | os.PathLike, manifest: dict[str, Any]) -> None:
+    p = Path(root) / MANIFEST
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(p.name + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, p)
+
+
+def chunk_is_finished(root: str | os.PathLike, name: str, manifest: dict[str, Any],
+                      verify: bool = True) -> bool:
+    """True when the chunk is in the manifest and the file on disk matches its size (and sha256)."""
+    entry = manifest.get("chunks", {}).get(name)
+    p = Path(root) / name
+    if entry is None or not p.is_file() or p.stat().st_size != entry["bytes"]:
+        return False
+    return not verify or sha256_file(p) == entry["sha256"]
+
+
+class RegionStore:
+    """Read access to a finished (or partly finished) store; only manifest-listed chunks are visible."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        self.manifest = read_manifest(self.root)
+        self._where: dict[str, str] = {}
+        for name, entry in sorted(self.manifest.get("chunks", {}).items()):
+            for fid in entry["frames"]:
+                self._where[fid] = name
+        self._open: dict[str, h5py.File] = {}
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(height, width) of the stored maps."""
+        return int(self.manifest["height"]), int(self.manifest["width"])
+
+    def frame_ids(self) -> list[str]:
+        return list(self._where)
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def __contains__(self, frame_id: str) -> bool:
+        return frame_id in self._where
+
+    def _file(self, name: str) -> h5py.File:
+        if name not in self._open:
+            p = self.root / name
+            try:
+                self._open[name] = h5py.File(p, "r")
+            except OSError as e:
+                raise DataError(p, f"unreadable region chunk ({e})") from e
+        return self._open[name]
+
+    def read(self, frame_id: str) -> RegionRecord:
+        if frame_id not in self._where:
+            raise KeyError(f"frame {frame_id!r} is not in region store {self.root}")
+        g = self._file(self._where[frame_id])[frame_id]
+        attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in g.attrs.items()}
+        return RegionRecord(frame_id, g["depth"][()].astype(np.float32), g["regions"][()], attrs)
+
+    def __iter__(self) -> Iterator[RegionRecord]:
+        for fid in self._where:
+            yield self.read(fid)
+
+    def close(self) -> None:
+        for f in self._open.values():
+            f.close()
+        self._open.clear()
+
+    def __enter__(self) -> "RegionStore":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

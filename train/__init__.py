@@ -1,0 +1,1 @@
+"""GPU stages: depth network, contrastive pre-training."""

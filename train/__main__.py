@@ -1,0 +1,18 @@
+"""`python -m train <command>`: the training stages."""
+from __future__ import annotations
+
+import click
+
+from shared.cli import LazyGroup
+
+COMMANDS: dict[str, str] = {
+}
+
+
+@click.group(cls=LazyGroup, lazy=COMMANDS)
+def main() -> None:
+    """Training stages: self-supervised depth, dense SwAV pre-training."""
+
+
+if __name__ == "__main__":
+    main()
