@@ -70,3 +70,25 @@ def frames_for(cfg: StageConfig) -> list[Frame]:
 def cached_frames(cfg: StageConfig) -> list[Frame]:
     p = output_dir(cfg, "index.jsonl")
     return load_index(p) if p.is_file() else frames_for(cfg)
+
+
+def write_pointer(cfg: StageConfig, stage: str, name: str, target: Path) -> Path:
+    """Record `target` as the current output of `stage` (e.g. regions/depth.current), so the next
+    stage finds it without recomputing the config hash: `make shards` follows regions, `make train`
+    follows shards."""
+    p = output_dir(cfg, stage, f"{name}.current")
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(p.name + ".tmp")
+    tmp.write_text(str(Path(target).resolve()) + "\n")
+    tmp.replace(p)
+    return p
+
+
+def read_pointer(cfg: StageConfig, stage: str, name: str) -> Path:
+    p = output_dir(cfg, stage, f"{name}.current")
+    if not p.is_file():
+        raise DataError(p, f"no {stage} output recorded yet (run `make {stage}` for this DATASET/DEMO_SIZE first)")
+    target = Path(p.read_text().strip())
+    if not target.exists():
+        raise DataError(target, f"recorded in {p} but missing (delete {p} and rerun `make {stage}`)")
+    return target
