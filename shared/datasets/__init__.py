@@ -24,4 +24,5 @@ def build_index(dataset: str, root: str | os.PathLike) -> list[Frame]:
     if dataset not in READERS:
         raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(READERS)}")
     module, fn = READERS[dataset].split(":")
-    return getattr(importlib.import_module(module), fn)(root)
+    # Absolute paths: the index is read by stages (and joblib workers) from other working folders.
+    return getattr(importlib.import_module(module), fn)(os.path.abspath(root))

@@ -1,0 +1,58 @@
+"""`python -m preprocess index`: build the frame index of a dataset and print what was found."""
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+import click
+from tqdm import tqdm
+
+from shared.config import build_config, config_options, field, save_config
+from shared.frames import DataError, Frame
+from shared.imageio import read_rgb
+from shared.stage import StageConfig, frames_for, output_dir
+
+
+@dataclass
+class IndexConfig(StageConfig):
+    verify: bool = field(False, "decode every image fully (finds truncated files; slow on big datasets)", hash=False)
+
+
+def summarise(frames: list[Frame]) -> list[str]:
+    """Human-readable summary lines: counts, splits, sizes, intrinsics, labels, neighbours."""
+    seqs = Counter(f.sequence for f in frames)
+    sizes = Counter(f"{f.width}x{f.height}" for f in frames)
+    splits = Counter(f.split for f in frames)
+    intr = Counter(f"fx={f.fx:.3f} fy={f.fy:.3f} cx={f.cx:.3f} cy={f.cy:.3f}" for f in frames)
+    with_both = sum(1 for f in frames if f.prev and f.next)
+    return [
+        f"frames       {len(frames)}",
+        f"sequences    {len(seqs)} (frames per sequence: min {min(seqs.values())}, max {max(seqs.values())})",
+        f"splits       " + ", ".join(f"{k} {v}" for k, v in sorted(splits.items())),
+        f"resolution   " + ", ".join(f"{k} ({v})" for k, v in sizes.most_common()),
+        f"intrinsics   " + "; ".join(f"{k} ({v})" for k, v in intr.most_common(3)) + " (normalised by image size)",
+        f"labels       semantic {sum(f.semantic is not None for f in frames)}, "
+        f"instance {sum(f.instance is not None for f in frames)}, depth {sum(f.depth is not None for f in frames)}",
+        f"neighbours   {with_both} frames have both temporal neighbours (usable as depth-training targets)",
+    ]
+
+
+@click.command("index")
+@config_options(IndexConfig)
+def index(**kwargs) -> None:
+    """Build the frame index of DATASET and print a summary (frames, sequences, resolution, intrinsics, labels)."""
+    cfg = build_config(IndexConfig, kwargs)
+    t0 = time.perf_counter()
+    try:
+        frames = frames_for(cfg)
+        if cfg.verify:
+            for f in tqdm(frames, desc="verify images", unit="img"):
+                read_rgb(f.image)
+    except DataError as e:
+        raise click.ClickException(str(e)) from e
+    out = output_dir(cfg, "index.jsonl")
+    save_config(cfg, output_dir(cfg, "index.config.json"))
+    for line in summarise(frames):
+        click.echo(line)
+    click.echo(f"wrote {out} in {time.perf_counter() - t0:.1f} s")

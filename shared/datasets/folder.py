@@ -1,0 +1,54 @@
+"""Any folder of images: the user's own footage.
+
+    <root>/*.png|jpg                  one sequence, sorted by name = time order
+    <root>/<sequence>/*.png|jpg       or one sub-folder per sequence
+    <root>/intrinsics.json            optional {"fx", "fy", "cx", "cy"} normalised by image size
+    <root>/depth/<stem>.npy           optional depth in metres, per image stem (single-sequence form)
+    <root>/<sequence>/depth/<stem>.npy
+
+Without intrinsics.json the KITTI-like default (fx 0.58, fy 1.92, cx 0.5, cy 0.5) is used: depth is
+learnt up to scale anyway, but a wrong field of view bends planes, so give real intrinsics if known.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from shared.frames import DataError, Frame, link_sequences
+from shared.imageio import image_size
+
+DEFAULT_INTRINSICS = (0.58, 1.92, 0.5, 0.5)
+_EXTS = (".png", ".jpg", ".jpeg")
+
+
+def _images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in _EXTS)
+
+
+def read_folder(root: str | os.PathLike) -> list[Frame]:
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(root, "image folder not found")
+    intr = DEFAULT_INTRINSICS
+    ipath = root / "intrinsics.json"
+    if ipath.is_file():
+        try:
+            d = json.loads(ipath.read_text())
+            intr = (float(d["fx"]), float(d["fy"]), float(d["cx"]), float(d["cy"]))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            raise DataError(ipath, f'expected {{"fx", "fy", "cx", "cy"}} normalised by image size ({e})') from e
+    seqs = [(root.name or "folder", root)] if _images(root) else [
+        (d.name, d) for d in sorted(root.iterdir()) if d.is_dir() and d.name != "depth" and _images(d)]
+    if not seqs:
+        raise DataError(root, "no .png/.jpg images in the folder or its sub-folders")
+    frames = []
+    for seq, folder in seqs:
+        for i, img in enumerate(_images(folder)):
+            h, w = image_size(img)
+            depth = folder / "depth" / f"{img.stem}.npy"
+            fid = f"{seq}_{img.stem}".replace(".", "_")
+            frames.append(Frame(id=fid, image=str(img), split="train", sequence=seq, index=i, width=w, height=h,
+                                fx=intr[0], fy=intr[1], cx=intr[2], cy=intr[3],
+                                depth=str(depth) if depth.is_file() else None))
+    return link_sequences(frames)
