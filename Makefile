@@ -18,7 +18,6 @@ help:  ## list the targets
 
 .venv/.done: requirements.txt
 	python3 -m venv .venv
-	.venv/bin/pip install --upgrade pip
 	.venv/bin/pip install -r requirements.txt
 	touch $@
 
