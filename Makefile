@@ -26,6 +26,10 @@ setup: .venv/.done  ## create .venv and install the pinned requirements
 test: .venv/.done  ## run the test suite (what CI runs)
 	$(PY) -m pytest -q tests
 
+.PHONY: synth
+synth: .venv/.done  ## render the built-in synthetic city (DEMO_SIZE=tiny|small, else 8x40 frames at 384x768)
+	$(PY) -m preprocess synth $(STAGE_ARGS)
+
 index: .venv/.done  ## build and summarise the frame index of DATASET
 	$(PY) -m preprocess index $(STAGE_ARGS)
 

@@ -7,6 +7,7 @@ from shared.cli import LazyGroup
 
 # command name -> "module:click command"; each stage module owns its command.
 COMMANDS = {
+    "synth": "preprocess.synth:synth",
     "index": "preprocess.index:index",
 }
 
