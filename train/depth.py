@@ -1,0 +1,530 @@
+"""`python -m train depth`: self-supervised monocular depth from video (Monodepth2, DESIGN §5).
+
+No labels, stereo or LiDAR: for every target frame t with both temporal neighbours, the depth
+network predicts t's disparity, the pose network the motion t->t-1 and t->t+1, and the neighbours
+are warped into t. The loss is the per-pixel minimum photometric error (0.85 SSIM + 0.15 L1) over
+the two warps, auto-masked where an unwarped neighbour already matches (static camera, objects
+moving with it), plus edge-aware smoothness 1e-3 / 2^scale, averaged over 4 scales (each
+disparity upsampled to the input size before warping).
+
+Data path: frames are decoded once, resized to the training resolution, into a uint8 memmap cache
+(resumable, built by joblib workers); every step gathers its triplets from it in a background
+thread, so the step loop never decodes JPEG/PNG. Flip and colour augmentation run batched on the
+training device; colour changes only the network inputs, the losses see the original pixels.
+
+Outputs under <out>/<dataset>[-<demo>]/depth/run-<config hash>/: checkpoint.pt (model, optimizer,
+step, config, RNG, written atomically; an existing one is resumed automatically), config.json,
+log.jsonl (one JSON object per log step, with images/s), images/step-XXXXXX.png (target, disparity,
+auto-mask). The checkpoint is recorded as the stage's current model (depth/model.current).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from shared.camera_torch import pose_from_axis_angle, warp
+from shared.config import build_config, config_hash, config_options, field, save_config, to_dict
+from shared.frames import DataError, Frame, by_id
+from shared.nets.depth_net import NUM_SCALES, DepthModel, disp_to_depth
+from shared.stage import StageConfig, frames_for, output_dir, write_pointer
+from train.depth_losses import min_reprojection, photometric_error, smoothness
+
+# demo size -> (height, width, batch size, steps); "" = the paper's setting, steps from epochs.
+PRESETS = {"": (192, 640, 12, 0), "small": (96, 320, 6, 300), "tiny": (64, 192, 4, 24)}
+
+
+@dataclass
+class DepthTrainConfig(StageConfig):
+    height: int = field(0, "training height in pixels, a multiple of 32 (0 = preset: 192; small 96, tiny 64)")
+    width: int = field(0, "training width in pixels, a multiple of 32 (0 = preset: 640; small 320, tiny 192)")
+    batch_size: int = field(0, "target frames per step (0 = preset: 12; small 6, tiny 4)")
+    epochs: int = field(20, "passes over the training targets (Monodepth2: 20)")
+    max_steps: int = field(0, "stop after this many steps instead (0 = preset: from epochs; small 300, tiny 24)")
+    lr: float = field(1e-4, "Adam learning rate")
+    lr_decay_epochs: int = field(15, "multiply the learning rate by --lr-decay after this many epochs (step decay)")
+    lr_decay: float = field(0.1, "step-decay factor")
+    min_depth: float = field(0.1, "depth range of the sigmoid disparity: nearest")
+    max_depth: float = field(100.0, "depth range of the sigmoid disparity: farthest")
+    ssim_weight: float = field(0.85, "photometric error = w * SSIM dissimilarity + (1 - w) * L1")
+    smoothness: float = field(1e-3, "edge-aware smoothness weight (divided by 2^scale)")
+    automask: bool = field(True, "auto-mask pixels where an unwarped neighbour already matches")
+    min_reprojection: bool = field(True, "per-pixel minimum over the two neighbours (else their mean)")
+    color_aug: float = field(0.5, "probability of colour jitter (brightness/contrast/saturation 0.2, hue 0.1) on network inputs")
+    flip: float = field(0.5, "probability of a horizontal flip of a whole triplet")
+    split: str = field("train", "frames of this split are training targets")
+    on_bad: str = field("error", "bad frames (short sequence, missing neighbour, size mismatch): stop or skip and report",
+                        choices=["error", "skip"])
+    init_weights: str = field("", "local torchvision-format ResNet-18 state dict for both encoders (default: random init)")
+    seed: int = field(0, "random seed (data order, augmentation, initialisation)")
+    device: str = field("auto", "auto = cuda when available", choices=["auto", "cpu", "cuda"], hash=False)
+    bf16: bool = field(True, "bf16 autocast on CUDA (ignored on CPU)")
+    channels_last: bool = field(True, "channels_last memory format on CUDA", hash=False)
+    compile: bool = field(False, "torch.compile the networks (CUDA; slower start, faster steps)", hash=False)
+    workers: int = field(2, "processes decoding frames into the cache", hash=False)
+    log_every: int = field(10, "steps between log lines", hash=False)
+    image_every: int = field(250, "steps between PNG snapshots (0 = only at the end)", hash=False)
+    ckpt_every: int = field(250, "steps between checkpoints", hash=False)
+
+
+def resolved(cfg: DepthTrainConfig) -> DepthTrainConfig:
+    """Fill the preset-dependent fields (0 = preset) and validate."""
+    import dataclasses
+
+    h, w, b, s = PRESETS[cfg.demo_size]
+    cfg = dataclasses.replace(cfg, height=cfg.height or h, width=cfg.width or w,
+                              batch_size=cfg.batch_size or b, max_steps=cfg.max_steps or s)
+    if cfg.height % 32 or cfg.width % 32:
+        raise click.UsageError(f"--height/--width must be multiples of 32 (the encoder's stride), got {cfg.height}x{cfg.width}")
+    if not 0 < cfg.min_depth < cfg.max_depth:
+        raise click.UsageError(f"need 0 < min_depth < max_depth, got {cfg.min_depth}, {cfg.max_depth}")
+    return cfg
+
+
+# ----------------------------------------------------------------------------------------------
+# Training triplets from the frame index
+
+
+def training_triplets(frames: list[Frame], split: str, on_bad: str = "error") -> tuple[list[tuple[str, str, str]], list[str]]:
+    """(prev, target, next) ids of every frame of `split` with both neighbours, and the problems skipped.
+
+    Problems (sequence of fewer than 3 frames, neighbour missing from the index, neighbour of a
+    different size) raise DataError naming the frames when on_bad == "error".
+    """
+    index = by_id(frames)
+    chosen = [f for f in frames if f.split == split]
+    problems: list[str] = []
+    seqs: dict[str, list[Frame]] = {}
+    for f in chosen:
+        seqs.setdefault(f.sequence, []).append(f)
+    for seq, fs in sorted(seqs.items()):
+        if len(fs) < 3:
+            ids = ", ".join(sorted(f.id for f in fs))
+            problems.append(f"{fs[0].image}: sequence {seq} has {len(fs)} frame(s) ({ids}); depth training needs 3 consecutive frames")
+    triplets = []
+    for f in chosen:
+        if not f.prev or not f.next:
+            continue
+        bad = False
+        for nid in (f.prev, f.next):
+            n = index.get(nid)
+            if n is None:
+                problems.append(f"{f.image}: neighbour {nid} of frame {f.id} is not in the frame index")
+                bad = True
+            elif (n.width, n.height) != (f.width, f.height):
+                problems.append(f"{n.image}: frame {n.id} is {n.width}x{n.height} but its neighbour {f.id} is {f.width}x{f.height}")
+                bad = True
+        if not bad:
+            triplets.append((f.prev, f.id, f.next))
+    if problems and on_bad == "error":
+        raise DataError(problems[0].split(": ", 1)[0], problems[0].split(": ", 1)[1]
+                        + (f" (and {len(problems) - 1} more problem(s); --on-bad skip trains on the rest)" if len(problems) > 1 else ""))
+    if not triplets:
+        where = chosen[0].image if chosen else "frame index"
+        raise DataError(where, f"no frame of split {split!r} has both temporal neighbours "
+                               f"({len(chosen)} frames in that split): nothing to train depth on")
+    return triplets, problems
+
+
+# ----------------------------------------------------------------------------------------------
+# Decoded-frame cache: uint8 [N, H, W, 3] memmap at the training resolution
+
+
+def _decode_chunk(path: str, shape: tuple[int, int, int, int], rows: list[int], images: list[str],
+                  sizes: list[tuple[int, int]], done_marker: str) -> int:
+    from shared.imageio import image_size, read_rgb
+
+    cache = np.memmap(path, dtype=np.uint8, mode="r+", shape=shape)
+    for r, img, (w, h) in zip(rows, images, sizes):
+        if image_size(img) != (h, w):
+            raise DataError(img, f"image is {image_size(img)[1]}x{image_size(img)[0]} but the frame index says {w}x{h}")
+        cache[r] = read_rgb(img, size=shape[1:3])
+    cache.flush()
+    Path(done_marker).touch()
+    return len(rows)
+
+
+def build_frame_cache(frames: list[Frame], height: int, width: int, cache_dir: Path, workers: int,
+                      chunk: int = 64) -> np.ndarray:
+    """Decode `frames` (in order) into a read-only memmap; resumes a killed build chunk by chunk."""
+    from joblib import Parallel, delayed
+    from tqdm import tqdm
+
+    import hashlib
+    key = hashlib.sha256(json.dumps([[f.image, f.width, f.height] for f in frames] + [height, width]).encode()).hexdigest()[:12]
+    final = cache_dir / f"frames-{height}x{width}-{key}.u8"
+    shape = (len(frames), height, width, 3)
+    if not final.is_file():
+        tmp = final.with_name(final.name + ".tmp")
+        marks = final.with_name(final.name + ".chunks")
+        marks.mkdir(parents=True, exist_ok=True)
+        if not tmp.is_file() or tmp.stat().st_size != int(np.prod(shape)):
+            np.memmap(tmp, dtype=np.uint8, mode="w+", shape=shape).flush()
+        jobs = []
+        for c, start in enumerate(range(0, len(frames), chunk)):
+            mark = marks / f"{c}.done"
+            if mark.is_file():
+                continue
+            part = frames[start:start + chunk]
+            jobs.append(delayed(_decode_chunk)(str(tmp), shape, list(range(start, start + len(part))),
+                                               [f.image for f in part], [(f.width, f.height) for f in part], str(mark)))
+        if jobs:
+            with tqdm(total=sum(len(j[1][2]) for j in jobs), desc="decode frames", unit="img") as bar:
+                if len(jobs) == 1 or workers <= 1:  # process start-up costs more than one chunk
+                    results = (fn(*args, **kw) for fn, args, kw in jobs)
+                else:
+                    results = Parallel(n_jobs=workers, return_as="generator_unordered")(jobs)
+                for n in results:
+                    bar.update(n)
+        os.replace(tmp, final)
+        for m in marks.iterdir():
+            m.unlink()
+        marks.rmdir()
+    return np.memmap(final, dtype=np.uint8, mode="r", shape=shape)
+
+
+class TripletBatches:
+    """Step s -> uint8 batch [B, 3 frames (t, t-1, t+1), H, W, 3] and target rows, deterministic in (seed, s).
+
+    The order is an endless concatenation of per-epoch permutations of the targets, so a resumed
+    run continues exactly where the killed one stopped.
+    """
+
+    def __init__(self, cache: np.ndarray, rows: np.ndarray, batch_size: int, seed: int):
+        self.cache, self.rows, self.batch_size, self.seed = cache, rows, batch_size, seed  # rows [N,3]
+        self._perms: dict[int, np.ndarray] = {}
+
+    def _order(self, start: int, count: int) -> np.ndarray:
+        n = len(self.rows)
+        out = []
+        for k in range(start, start + count):
+            epoch, pos = divmod(k, n)
+            if epoch not in self._perms:
+                self._perms = {epoch: np.random.default_rng([self.seed, epoch]).permutation(n)}
+            out.append(self._perms[epoch][pos])
+        return np.asarray(out)
+
+    def __call__(self, step: int) -> tuple[torch.Tensor, np.ndarray]:
+        targets = self._order(step * self.batch_size, self.batch_size)
+        rows = self.rows[targets]  # [B,3]
+        batch = np.asarray(self.cache[rows.reshape(-1)]).reshape(len(targets), 3, *self.cache.shape[1:])
+        return torch.from_numpy(batch), targets
+
+
+# ----------------------------------------------------------------------------------------------
+# Augmentation on the training device
+
+
+def _rgb_to_yiq() -> torch.Tensor:
+    return torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+
+
+def augment(images: torch.Tensor, K: torch.Tensor, gen: torch.Generator, color_p: float, flip_p: float
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """images [B,F,3,H,W] float in [0,1], K [B,3,3] pixels.
+
+    Returns (images flipped, network inputs flipped and colour-jittered, K of the flipped views).
+    A triplet shares one flip and one jitter so the frames stay photometrically comparable.
+    Hue is shifted by rotating the chroma plane in YIQ space (a linear GPU-friendly stand-in for
+    an HSV hue shift).
+    """
+    B, device = images.shape[0], images.device
+    rand = torch.rand(B, 6, generator=gen, device=gen.device).to(device)
+    flip = rand[:, 0] < flip_p
+    images = torch.where(flip[:, None, None, None, None], images.flip(-1), images)
+    K = K.clone()
+    W = images.shape[-1]
+    K[:, 0, 2] = torch.where(flip, W - K[:, 0, 2], K[:, 0, 2])
+    jitter = (rand[:, 1] < color_p)[:, None]
+    u = torch.rand(B, 4, generator=gen, device=gen.device).to(device) * 2.0 - 1.0  # [-1, 1)
+    bright, contrast, sat = [torch.where(jitter[:, 0], 1.0 + 0.2 * u[:, i], torch.ones_like(u[:, i])) for i in range(3)]
+    hue = torch.where(jitter[:, 0], 0.1 * u[:, 3], torch.zeros_like(u[:, 3]))
+    x = (images * bright[:, None, None, None, None]).clamp(0, 1)
+    gray_w = torch.tensor([0.299, 0.587, 0.114], device=device)[None, None, :, None, None]
+    mean = (x * gray_w).sum(2, keepdim=True).mean((3, 4), keepdim=True)
+    x = ((x - mean) * contrast[:, None, None, None, None] + mean).clamp(0, 1)
+    gray = (x * gray_w).sum(2, keepdim=True)
+    x = ((x - gray) * sat[:, None, None, None, None] + gray).clamp(0, 1)
+    yiq = _rgb_to_yiq().to(device)
+    theta = 2.0 * math.pi * hue
+    c, s = torch.cos(theta), torch.sin(theta)
+    rot = torch.zeros(B, 3, 3, device=device)
+    rot[:, 0, 0] = 1.0
+    rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = c, -s, s, c
+    M = torch.linalg.inv(yiq) @ rot @ yiq  # [B,3,3]
+    x = torch.einsum("bij,bfjhw->bfihw", M, x).clamp(0, 1)
+    return images, x, K
+
+
+# ----------------------------------------------------------------------------------------------
+# The loss of one batch
+
+
+def depth_losses(model: DepthModel, images: torch.Tensor, inputs: torch.Tensor, K: torch.Tensor,
+                 cfg: DepthTrainConfig, gen: torch.Generator | None, autocast: torch.autocast | None = None,
+                 disparities_fn=None, pose_fn=None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """images / inputs [B,3,3,H,W] (frames t, t-1, t+1; original / augmented), K [B,3,3] -> (loss, parts).
+
+    parts: "disp" (finest disparity [B,1,H,W]), "automask" ([B,1,H,W] bool), "photometric", "smooth".
+    """
+    disparities_fn = disparities_fn or model.disparities
+    pose_fn = pose_fn or model.pose
+    target, prev, nxt = images[:, 0], images[:, 1], images[:, 2]
+    ctx = autocast if autocast is not None else torch.autocast("cpu", enabled=False)
+    with ctx:
+        disps = disparities_fn(inputs[:, 0])
+        aa_p, t_p = pose_fn(inputs[:, 1], inputs[:, 0])  # motion t-1 -> t
+        aa_n, t_n = pose_fn(inputs[:, 0], inputs[:, 2])  # motion t -> t+1
+    # Both poses map target-camera points into the source camera.
+    poses = [pose_from_axis_angle(aa_p.float(), t_p.float(), invert=True),
+             pose_from_axis_angle(aa_n.float(), t_n.float(), invert=False)]
+    sources = [prev, nxt]
+    inv_K = torch.linalg.inv(K)
+    H, W = target.shape[-2:]
+
+    identity = None
+    if cfg.automask:
+        identity = torch.cat([photometric_error(s, target, cfg.ssim_weight) for s in sources], 1)  # [B,2,H,W]
+    noise = None
+    if identity is not None:
+        noise = torch.randn(identity.shape, generator=gen, device=gen.device).to(identity.device) * 1e-5 if gen is not None \
+            else torch.randn_like(identity) * 1e-5
+    photo_total = torch.zeros((), device=target.device)
+    smooth_total = torch.zeros((), device=target.device)
+    mask0 = None
+    for s in range(NUM_SCALES):
+        disp = disps[s].float()
+        disp_full = disp if s == 0 else F.interpolate(disp, (H, W), mode="bilinear", align_corners=False)
+        depth = disp_to_depth(disp_full, cfg.min_depth, cfg.max_depth)
+        reproj = torch.cat([photometric_error(warp(src, depth, T, K, inv_K)[0], target, cfg.ssim_weight)
+                            for src, T in zip(sources, poses)], 1)  # [B,2,H,W]
+        if cfg.min_reprojection:
+            per_pixel, mask = min_reprojection(reproj, identity, noise)
+        else:
+            per_pixel, mask = reproj.mean(1, keepdim=True), torch.ones_like(reproj[:, :1], dtype=torch.bool)
+            if identity is not None:
+                mask = reproj.mean(1, keepdim=True) < identity.mean(1, keepdim=True)
+                per_pixel = per_pixel * mask
+        if s == 0:
+            mask0 = mask
+        photo_total = photo_total + per_pixel.mean()
+        small_target = target if s == 0 else F.interpolate(target, disp.shape[-2:], mode="area")
+        smooth_total = smooth_total + cfg.smoothness * smoothness(disp, small_target) / (2 ** s)
+    loss = (photo_total + smooth_total) / NUM_SCALES
+    return loss, {"disp": disps[0].detach(), "automask": mask0, "photometric": photo_total.detach() / NUM_SCALES,
+                  "smooth": smooth_total.detach() / NUM_SCALES}
+
+
+# ----------------------------------------------------------------------------------------------
+# Snapshots and checkpoints
+
+
+def colorize(x: np.ndarray) -> np.ndarray:
+    """float [H,W] -> uint8 RGB with a dark-blue -> magenta -> yellow ramp (near = bright)."""
+    anchors = np.array([[0, 0, 4], [80, 18, 123], [182, 54, 121], [251, 136, 97], [252, 253, 191]], np.float32)
+    lo, hi = np.percentile(x, 1), np.percentile(x, 99)
+    t = np.clip((x - lo) / max(hi - lo, 1e-12), 0, 1) * (len(anchors) - 1)
+    i = np.minimum(t.astype(int), len(anchors) - 2)
+    f = (t - i)[..., None]
+    return (anchors[i] * (1 - f) + anchors[i + 1] * f).astype(np.uint8)
+
+
+def write_snapshot(path: Path, image: torch.Tensor, disp: torch.Tensor, mask: torch.Tensor) -> None:
+    """image [3,H,W], disp [1,H,W], mask [1,H,W] -> one PNG: input above disparity above auto-mask."""
+    from shared.imageio import write_png
+
+    rgb = (image.permute(1, 2, 0).float().cpu().numpy() * 255).round().astype(np.uint8)
+    d = colorize(disp[0].float().cpu().numpy())
+    m = np.repeat((mask[0].cpu().numpy() * 255).astype(np.uint8)[..., None], 3, -1)
+    write_png(path, np.concatenate([rgb, d, m], 0))
+
+
+def code_version() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).resolve().parent, timeout=5).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def save_checkpoint(path: Path, model: DepthModel, opt: torch.optim.Optimizer, step: int,
+                    cfg: DepthTrainConfig, extra: dict) -> None:
+    state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+             "config": to_dict(cfg), "config_class": type(cfg).__name__, "code_version": code_version(),
+             "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+             **extra}
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict:
+    """Read a depth checkpoint; DataError naming the file when it is not one."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(p, "depth checkpoint not found")
+    try:
+        state = torch.load(p, map_location=device, weights_only=False)
+    except (OSError, RuntimeError, EOFError, ValueError) as e:
+        raise DataError(p, f"unreadable or truncated depth checkpoint ({e})") from e
+    if not isinstance(state, dict) or "model" not in state or state.get("config_class") != "DepthTrainConfig":
+        raise DataError(p, "not a depth checkpoint written by `train depth`")
+    return state
+
+
+def lr_at(step: int, steps_per_epoch: int, cfg: DepthTrainConfig) -> float:
+    return cfg.lr * (cfg.lr_decay if step >= cfg.lr_decay_epochs * steps_per_epoch else 1.0)
+
+
+# ----------------------------------------------------------------------------------------------
+# The step loop
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise click.UsageError("--device cuda but no CUDA device is available")
+    return torch.device("cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu")
+
+
+def run_dir(cfg: DepthTrainConfig) -> Path:
+    return output_dir(cfg, "depth", f"run-{config_hash(cfg)}")
+
+
+def train(cfg: DepthTrainConfig, frames: list[Frame] | None = None, echo=click.echo) -> Path:
+    """Train (or resume, or reuse) the run of `cfg`; returns the checkpoint path."""
+    cfg = resolved(cfg)
+    t_start = time.perf_counter()
+    out = run_dir(cfg)
+    ckpt_path = out / "checkpoint.pt"
+    frames = frames if frames is not None else frames_for(cfg)
+    triplets, skipped = training_triplets(frames, cfg.split, cfg.on_bad)
+    for p in skipped[:10]:
+        echo(f"skipped: {p}")
+    if len(skipped) > 10:
+        echo(f"skipped: ... and {len(skipped) - 10} more")
+
+    index = by_id(frames)
+    used = sorted({i for t in triplets for i in t})
+    row_of = {fid: r for r, fid in enumerate(used)}
+    rows = np.array([[row_of[t], row_of[p], row_of[n]] for p, t, n in triplets], dtype=np.int64)  # [N,3]: t, t-1, t+1
+    K_all = torch.tensor(np.stack([index[t].K(cfg.width, cfg.height) for _, t, _ in triplets]), dtype=torch.float32)
+    steps_per_epoch = math.ceil(len(triplets) / cfg.batch_size)
+    total = cfg.max_steps or cfg.epochs * steps_per_epoch
+
+    device = pick_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    model = DepthModel(cfg.init_weights or None).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    step = 0
+    if ckpt_path.is_file():
+        state = load_checkpoint(ckpt_path, device)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        step = int(state["step"])
+        torch.set_rng_state(state["rng"]["torch"])
+        np.random.set_state(state["rng"]["numpy"])
+        echo(f"depth: resuming {ckpt_path} at step {step}/{total}" if step < total
+             else f"depth: reusing finished run {ckpt_path} ({step} steps)")
+    if step >= total:
+        write_pointer(cfg, "depth", "model", ckpt_path)
+        return ckpt_path
+
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.json", extra={"targets": len(triplets), "frames": len(used), "steps": total})
+    cache = build_frame_cache([index[i] for i in used], cfg.height, cfg.width, output_dir(cfg, "depth", "cache"), cfg.workers)
+    batches = TripletBatches(cache, rows, cfg.batch_size, cfg.seed)
+
+    cuda = device.type == "cuda"
+    memfmt = torch.channels_last if (cuda and cfg.channels_last) else torch.contiguous_format
+    model = model.to(memory_format=memfmt)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and cfg.bf16) if cuda else None
+    disparities_fn, pose_fn = model.disparities, model.pose
+    if cfg.compile:
+        disparities_fn, pose_fn = torch.compile(model.disparities), torch.compile(model.pose)
+
+    log = open(out / "log.jsonl", "a")
+    from tqdm import tqdm
+    pool = ThreadPoolExecutor(1)
+    pending = pool.submit(batches, step)
+    model.train()
+    bar = tqdm(total=total, initial=step, desc="depth train", unit="step")
+    t_log, n_log, wait_log, loss_sum = time.perf_counter(), 0, 0.0, 0.0
+    first_loss = last_loss = None
+    try:
+        while step < total:
+            t0 = time.perf_counter()
+            batch_u8, targets = pending.result()
+            wait_log += time.perf_counter() - t0
+            if step + 1 < total:
+                pending = pool.submit(batches, step + 1)
+            if cuda:
+                batch_u8 = batch_u8.pin_memory()
+            x = batch_u8.to(device, non_blocking=True).permute(0, 1, 4, 2, 3).float().div_(255.0)  # [B,3,3,H,W]
+            K = K_all[targets].to(device)
+            gen = torch.Generator(device="cpu").manual_seed(cfg.seed * 1_000_003 + step)
+            images, inputs, K = augment(x, K, gen, cfg.color_aug, cfg.flip)
+            if memfmt is torch.channels_last:
+                inputs = inputs.flatten(0, 1).contiguous(memory_format=memfmt).unflatten(0, inputs.shape[:2])
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, steps_per_epoch, cfg)
+
+            loss, parts = depth_losses(model, images, inputs, K, cfg, gen, autocast, disparities_fn, pose_fn)
+            if not torch.isfinite(loss):
+                raise RuntimeError(f"non-finite depth loss at step {step}; last checkpoint {ckpt_path} is kept")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            value = float(loss.detach())
+            first_loss = value if first_loss is None else first_loss
+            last_loss = value
+            loss_sum += value
+            n_log += 1
+            bar.update(1)
+            if step % cfg.log_every == 0 or step == total:
+                dt = time.perf_counter() - t_log
+                rec = {"step": step, "loss": loss_sum / n_log, "lr": opt.param_groups[0]["lr"],
+                       "photometric": float(parts["photometric"]), "smooth": float(parts["smooth"]),
+                       "automask_used": float(parts["automask"].float().mean()),
+                       "images_per_s": n_log * cfg.batch_size / dt, "data_wait_s": wait_log / n_log,
+                       "elapsed_s": time.perf_counter() - t_start}
+                log.write(json.dumps(rec) + "\n")
+                log.flush()
+                bar.set_postfix(loss=f"{rec['loss']:.4f}", img_s=f"{rec['images_per_s']:.1f}")
+                t_log, n_log, wait_log, loss_sum = time.perf_counter(), 0, 0.0, 0.0
+            if (cfg.image_every and step % cfg.image_every == 0) or step == total:
+                write_snapshot(out / "images" / f"step-{step:06d}.png", images[0, 0], parts["disp"][0], parts["automask"][0])
+            if step % cfg.ckpt_every == 0 or step == total:
+                save_checkpoint(ckpt_path, model, opt, step, cfg, {"targets": len(triplets)})
+    finally:
+        bar.close()
+        log.close()
+        pool.shutdown(wait=True)
+    write_pointer(cfg, "depth", "model", ckpt_path)
+    echo(f"depth: {len(triplets)} targets, {total} steps of {cfg.batch_size} at {cfg.width}x{cfg.height}, "
+         f"loss {first_loss:.4f} -> {last_loss:.4f}")
+    echo(f"depth: wrote {ckpt_path}, {out / 'log.jsonl'}, {out / 'images'} in {time.perf_counter() - t_start:.1f} s")
+    return ckpt_path
+
+
+@click.command("depth")
+@config_options(DepthTrainConfig)
+def depth(**kwargs) -> None:
+    """Train the self-supervised monocular depth network on DATASET's videos (resumes automatically)."""
+    cfg = build_config(DepthTrainConfig, kwargs)
+    try:
+        train(cfg)
+    except DataError as e:
+        raise click.ClickException(str(e)) from e
