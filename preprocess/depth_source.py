@@ -1,0 +1,192 @@
+"""Where the regions stage gets each frame's depth (`--depth`):
+
+    gt            ground-truth metric depth of the frame (Frame.depth: .npy float32 metres, or .npz);
+                  the synthetic city has it
+    files:DIR     one map per frame in DIR (searched recursively), named <frame id>, <image stem> or
+                  <image stem with leftImg8bit -> disparity>, as .npy (float) or 16-bit .png;
+                  value = raw / --depth-scale, read as depth or as disparity (--depth-kind)
+    model:CKPT    the trained monocular depth network (preprocess.depth_inference.DepthPredictor)
+
+The grouping only needs depth up to scale (it normalises X, Y, Z by their spread), so a disparity
+map of unknown baseline or a relative-depth prediction are both fine; the unit is recorded in the
+store manifest. Maps are resized to the working size with NEAREST: bilinear would blend the two
+sides of an occlusion boundary into a surface that is not there.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+from shared.frames import DataError, Frame
+
+
+@dataclass(frozen=True)
+class DepthSpec:
+    kind: str  # "gt" | "files" | "model"
+    arg: str = ""  # folder or checkpoint
+    depth_kind: str = "depth"  # files: "depth" | "disparity"
+    scale: float = 1.0  # files: value = raw / scale
+    device: str = "cpu"  # model
+
+    @property
+    def units(self) -> str:
+        if self.kind == "gt":
+            return "metres (ground truth)"
+        if self.kind == "model":
+            return f"relative depth (up to scale) from {self.arg}"
+        unit = "depth" if self.depth_kind == "depth" else "depth = 1 / disparity"
+        return f"{unit}, raw file values / {self.scale:g} ({self.arg})"
+
+
+def parse_depth_spec(text: str, dataset: str, depth_kind: str = "depth", scale: float = 1.0,
+                     device: str = "cpu") -> DepthSpec:
+    """`--depth` text -> DepthSpec; empty means gt for the synthetic city and is an error elsewhere."""
+    text = (text or "").strip()
+    if not text:
+        if dataset == "synthetic":
+            return DepthSpec("gt")
+        raise ValueError(f"DATASET={dataset} has no ground-truth depth: pass --depth files:DIR "
+                         f"(depth or disparity maps) or --depth model:CKPT (make regions DEPTH=...)")
+    if text == "gt":
+        return DepthSpec("gt")
+    kind, sep, arg = text.partition(":")
+    if not sep or kind not in ("files", "model") or not arg:
+        raise ValueError(f"--depth {text!r}: expected gt, files:DIR or model:CKPT")
+    if depth_kind not in ("depth", "disparity"):
+        raise ValueError(f"--depth-kind {depth_kind!r}: expected depth or disparity")
+    if not scale > 0:
+        raise ValueError(f"--depth-scale must be > 0, got {scale}")
+    if kind == "files" and not Path(arg).is_dir():
+        raise DataError(arg, "depth folder not found (--depth files:DIR)")
+    if kind == "model" and not Path(arg).is_file():
+        raise DataError(arg, "depth checkpoint not found (--depth model:CKPT)")
+    return DepthSpec(kind, arg, depth_kind, float(scale), device)
+
+
+def read_depth_file(path: str | os.PathLike) -> np.ndarray:
+    """A depth/disparity map file -> float32 [H, W] of raw values (.npy, .npz first array, 16-bit/8-bit png)."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(p, "depth file not found")
+    try:
+        if p.suffix == ".npy":
+            arr = np.load(p, allow_pickle=False)
+        elif p.suffix == ".npz":
+            with np.load(p, allow_pickle=False) as z:
+                if not z.files:
+                    raise DataError(p, "empty .npz")
+                arr = z[z.files[0]]
+        elif p.suffix == ".png":
+            with Image.open(p) as img:
+                img.load()
+                arr = np.asarray(img)
+        else:
+            raise DataError(p, "unsupported depth file type (use .npy, .npz or 16-bit .png)")
+    except DataError:
+        raise
+    except (OSError, ValueError) as e:
+        raise DataError(p, f"unreadable or truncated depth file ({e})") from e
+    arr = np.squeeze(arr)
+    if arr.ndim != 2:
+        raise DataError(p, f"expected a single-channel depth map, got shape {arr.shape}")
+    return arr.astype(np.float32)
+
+
+def resize_nearest(depth: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    if depth.shape == tuple(size):
+        return depth
+    img = Image.fromarray(depth.astype(np.float32), mode="F")
+    return np.asarray(img.resize((size[1], size[0]), Image.NEAREST), dtype=np.float32)
+
+
+def check_depth(depth: np.ndarray, path: str, max_invalid: float = 0.0) -> np.ndarray:
+    """Reject (DataError naming `path`) a map with NaN/inf/non-positive values beyond a `max_invalid`
+    fraction; a tolerated few are filled from the nearest valid pixel."""
+    bad = ~np.isfinite(depth) | (depth <= 0)
+    if not bad.any():
+        return depth
+    frac = float(bad.mean())
+    if frac > max_invalid or bad.all():
+        kinds = []
+        if np.isnan(depth).any():
+            kinds.append("NaN")
+        if np.isinf(depth).any():
+            kinds.append("inf")
+        if (depth <= 0).any():
+            kinds.append("zero/negative")
+        raise DataError(path, f"{100 * frac:.2f}% of depth pixels are invalid ({', '.join(kinds)}); "
+                              f"allowed: {100 * max_invalid:.2f}% (--max-invalid-depth)")
+    idx = ndimage.distance_transform_edt(bad, return_distances=False, return_indices=True)
+    return depth[tuple(idx)]
+
+
+class DepthSource:
+    """Gives the depth of a frame at the working size; errors name the file."""
+
+    def __init__(self, spec: DepthSpec, max_invalid: float = 0.0):
+        self.spec = spec
+        self.max_invalid = max_invalid
+        self._files: dict[str, Path] | None = None
+        self._predictor = None
+
+    def _file_index(self) -> dict[str, Path]:
+        if self._files is None:
+            files: dict[str, Path] = {}
+            for p in sorted(Path(self.spec.arg).rglob("*")):
+                if p.suffix in (".npy", ".npz", ".png") and p.is_file():
+                    files.setdefault(p.stem, p)
+            self._files = files
+        return self._files
+
+    def path_for(self, frame: Frame) -> Path:
+        if self.spec.kind == "gt":
+            if not frame.depth:
+                raise DataError(frame.image, "frame has no ground-truth depth (use --depth files:DIR or model:CKPT)")
+            return Path(frame.depth)
+        files = self._file_index()
+        stem = Path(frame.image).stem
+        for key in (frame.id, stem, stem.replace("leftImg8bit", "disparity"), stem.replace("leftImg8bit", "depth")):
+            if key in files:
+                return files[key]
+        raise DataError(Path(self.spec.arg) / f"{frame.id}.npy",
+                        f"no depth map for frame {frame.id} (looked for {frame.id}, {stem} as .npy/.npz/.png)")
+
+    def _model(self):
+        if self._predictor is None:
+            try:
+                from preprocess.depth_inference import DepthPredictor  # lazy: torch import cost
+            except ImportError as e:
+                raise RuntimeError("--depth model:CKPT needs preprocess/depth_inference.py (DepthPredictor), "
+                                   f"which is not available in this checkout ({e})") from e
+            self._predictor = DepthPredictor(self.spec.arg, device=self.spec.device)
+        return self._predictor
+
+    def load(self, frame: Frame, size: tuple[int, int], rgb: np.ndarray | None = None) -> np.ndarray:
+        """float32 [H, W] depth (> 0, finite) at `size` = (H, W). `rgb` (uint8 at `size`) is the model's input."""
+        if self.spec.kind == "model":
+            if rgb is None:
+                raise ValueError("the model depth source needs the image")
+            depth = np.asarray(self._model().predict(rgb), dtype=np.float32)
+            if depth.shape != tuple(size):
+                raise DataError(self.spec.arg, f"model returned depth {depth.shape} for an image {tuple(size)}")
+            return check_depth(depth, frame.image, self.max_invalid)
+        path = self.path_for(frame)
+        raw = read_depth_file(path)
+        if self.spec.kind == "files" and raw.shape[0] * size[1] != raw.shape[1] * size[0]:
+            # a different aspect ratio means the map belongs to another image (or a crop)
+            raise DataError(path, f"depth map is {raw.shape[0]}x{raw.shape[1]}, its aspect ratio does not "
+                                  f"match the working size {size[0]}x{size[1]}")
+        if self.spec.kind == "gt" and raw.shape != (frame.height, frame.width):
+            raise DataError(path, f"depth map is {raw.shape[0]}x{raw.shape[1]}, the image is "
+                                  f"{frame.height}x{frame.width}")
+        value = raw / self.spec.scale if self.spec.kind == "files" else raw
+        if self.spec.kind == "files" and self.spec.depth_kind == "disparity":
+            value = check_depth(value, str(path), self.max_invalid)  # zero disparity = invalid
+            value = 1.0 / value
+        value = check_depth(value, str(path), self.max_invalid)
+        return resize_nearest(value.astype(np.float32), size)
