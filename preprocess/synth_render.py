@@ -28,6 +28,7 @@ from numba import njit
 
 from preprocess.synth_scene import (BOX, CYLINDER, SPHERE, TEX_CAR, TEX_FACADE, TEX_FOLIAGE, TEX_NOISE,
                                     TEX_SKIN, TEX_TILES, Scene)
+from shared.labels import SKY
 
 LEVEL_CAMERA = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
 SUN = np.array([0.35, -0.45, 0.82]) / np.linalg.norm([0.35, -0.45, 0.82])  # from the front-right, high
@@ -217,10 +218,10 @@ def _road_colour(x, y, edge_line, marks, seed, out):
 
 
 @njit(cache=True)
-def _sky_colour(dx, dy, dz, px, py, pz, seed, out):
-    """Blue gradient by elevation with soft clouds fixed to the sky box."""
-    norm = np.sqrt(dx * dx + dy * dy + dz * dz)
-    e = max(dz / norm, 0.0)
+def _sky_colour(px, py, pz, z_top, seed, out):
+    """Blue gradient by height on the sky box with soft clouds; a function of the point only, so
+    the sky reprojects consistently like every other static surface."""
+    e = min(max(pz / z_top, 0.0), 1.0)
     cloud = max(_fbm(px, py, pz, 40.0, seed + 200) + 0.05, 0.0) * 1.6
     out[0] = 0.55 - 0.25 * e + cloud
     out[1] = 0.7 - 0.2 * e + cloud
@@ -228,99 +229,99 @@ def _sky_colour(dx, dy, dz, px, py, pz, seed, out):
 
 
 @njit(cache=True)
-def render_kernel(origin, R, Kinv, height, width, kind, geom, colour, texture, label, instance, offset,
+def render_kernel(origin, R, Kinv, uv, kind, geom, colour, texture, label, instance, offset,
                   tex_seed, ground, road_half, ground_outer_label, marks, edge_line, sky_box, sun, ambient, seed, ground_label,
                   rgb, depth, lab, inst):
-    """Fill rgb float32 [H, W, 3] (0..1), depth float32 [H, W], lab uint8 [H, W], inst int32 [H, W]."""
+    """For each image point uv[n] = (u, v) (pixel units, N points) fill rgb float32 [N, 3] (0..1),
+    depth float32 [N], lab uint8 [N], inst int32 [N]."""
     n_prim = kind.shape[0]
     d = np.empty(3)
     dc = np.empty(3)
     alb = np.empty(3)
-    for i in range(height):
-        for j in range(width):
-            u = j + 0.5
-            v = i + 0.5
-            for a in range(3):
-                dc[a] = Kinv[a, 0] * u + Kinv[a, 1] * v + Kinv[a, 2]
-            for a in range(3):
-                d[a] = R[a, 0] * dc[0] + R[a, 1] * dc[1] + R[a, 2] * dc[2]
-            # sky: exit of the world-fixed sky box (the camera is inside it)
-            t_sky = np.inf
-            for a in range(3):
-                if d[a] > 1e-12:
-                    t = (sky_box[a + 3] - origin[a]) / d[a]
-                elif d[a] < -1e-12:
-                    t = (sky_box[a] - origin[a]) / d[a]
-                else:
-                    t = np.inf
-                if t < t_sky:
-                    t_sky = t
-            best = t_sky
-            hit = -2  # -2 sky, -1 ground, >= 0 primitive
-            nx = 0.0
-            ny = 0.0
-            nz = 1.0
-            if ground != 0 and d[2] < -1e-12:
-                t = -origin[2] / d[2]
-                if EPS < t < best:
-                    best = t
-                    hit = -1
-            for k in range(n_prim):
-                g = geom[k]
-                if kind[k] == BOX:
-                    t, axis, s = _hit_box(origin, d, g)
-                    if t < best:
-                        best = t
-                        hit = k
-                        nx = s if axis == 0 else 0.0
-                        ny = s if axis == 1 else 0.0
-                        nz = s if axis == 2 else 0.0
-                elif kind[k] == CYLINDER:
-                    t, part = _hit_cylinder(origin, d, g)
-                    if t < best:
-                        best = t
-                        hit = k
-                        if part == 1:
-                            nx, ny, nz = 0.0, 0.0, 1.0
-                        else:
-                            px = origin[0] + t * d[0] - g[0]
-                            py = origin[1] + t * d[1] - g[1]
-                            nx, ny, nz = px / g[2], py / g[2], 0.0
-                else:
-                    t = _hit_sphere(origin, d, g)
-                    if t < best:
-                        best = t
-                        hit = k
-                        nx = (origin[0] + t * d[0] - g[0]) / g[3]
-                        ny = (origin[1] + t * d[1] - g[1]) / g[3]
-                        nz = (origin[2] + t * d[2] - g[2]) / g[3]
-            px = origin[0] + best * d[0]
-            py = origin[1] + best * d[1]
-            pz = origin[2] + best * d[2]
-            depth[i, j] = best
-            if hit == -2:
-                _sky_colour(d[0], d[1], d[2], px, py, pz, seed, alb)
-                lab[i, j] = 23
-                inst[i, j] = 23
-                for a in range(3):
-                    rgb[i, j, a] = alb[a]
-                continue
-            if hit == -1:
-                _road_colour(px, py, edge_line, marks, seed, alb)
-                if abs(py) <= road_half:
-                    lab[i, j] = ground_label
-                    inst[i, j] = ground_label
-                else:
-                    lab[i, j] = ground_outer_label
-                    inst[i, j] = ground_outer_label
+    for n in range(uv.shape[0]):
+        u = uv[n, 0]
+        v = uv[n, 1]
+        for a in range(3):
+            dc[a] = Kinv[a, 0] * u + Kinv[a, 1] * v + Kinv[a, 2]
+        for a in range(3):
+            d[a] = R[a, 0] * dc[0] + R[a, 1] * dc[1] + R[a, 2] * dc[2]
+        # sky: exit of the world-fixed sky box (the camera is inside it)
+        t_sky = np.inf
+        for a in range(3):
+            if d[a] > 1e-12:
+                t = (sky_box[a + 3] - origin[a]) / d[a]
+            elif d[a] < -1e-12:
+                t = (sky_box[a] - origin[a]) / d[a]
             else:
-                _surface_colour(texture[hit], colour[hit], px - offset[hit, 0], py - offset[hit, 1],
-                                pz - offset[hit, 2], nx, ny, nz, seed + tex_seed[hit], alb)
-                lab[i, j] = label[hit]
-                inst[i, j] = instance[hit]
-            shade = ambient + (1.0 - ambient) * max(nx * sun[0] + ny * sun[1] + nz * sun[2], 0.0)
+                t = np.inf
+            if t < t_sky:
+                t_sky = t
+        best = t_sky
+        hit = -2  # -2 sky, -1 ground, >= 0 primitive
+        nx = 0.0
+        ny = 0.0
+        nz = 1.0
+        if ground != 0 and d[2] < -1e-12:
+            t = -origin[2] / d[2]
+            if EPS < t < best:
+                best = t
+                hit = -1
+        for k in range(n_prim):
+            g = geom[k]
+            if kind[k] == BOX:
+                t, axis, s = _hit_box(origin, d, g)
+                if t < best:
+                    best = t
+                    hit = k
+                    nx = s if axis == 0 else 0.0
+                    ny = s if axis == 1 else 0.0
+                    nz = s if axis == 2 else 0.0
+            elif kind[k] == CYLINDER:
+                t, part = _hit_cylinder(origin, d, g)
+                if t < best:
+                    best = t
+                    hit = k
+                    if part == 1:
+                        nx, ny, nz = 0.0, 0.0, 1.0
+                    else:
+                        px = origin[0] + t * d[0] - g[0]
+                        py = origin[1] + t * d[1] - g[1]
+                        nx, ny, nz = px / g[2], py / g[2], 0.0
+            else:
+                t = _hit_sphere(origin, d, g)
+                if t < best:
+                    best = t
+                    hit = k
+                    nx = (origin[0] + t * d[0] - g[0]) / g[3]
+                    ny = (origin[1] + t * d[1] - g[1]) / g[3]
+                    nz = (origin[2] + t * d[2] - g[2]) / g[3]
+        px = origin[0] + best * d[0]
+        py = origin[1] + best * d[1]
+        pz = origin[2] + best * d[2]
+        depth[n] = best
+        if hit == -2:
+            _sky_colour(px, py, pz, sky_box[5], seed, alb)
+            lab[n] = SKY
+            inst[n] = SKY
             for a in range(3):
-                rgb[i, j, a] = alb[a] * shade
+                rgb[n, a] = alb[a]
+            continue
+        if hit == -1:
+            _road_colour(px, py, edge_line, marks, seed, alb)
+            if abs(py) <= road_half:
+                lab[n] = ground_label
+                inst[n] = ground_label
+            else:
+                lab[n] = ground_outer_label
+                inst[n] = ground_outer_label
+        else:
+            _surface_colour(texture[hit], colour[hit], px - offset[hit, 0], py - offset[hit, 1],
+                            pz - offset[hit, 2], nx, ny, nz, seed + tex_seed[hit], alb)
+            lab[n] = label[hit]
+            inst[n] = instance[hit]
+        shade = ambient + (1.0 - ambient) * max(nx * sun[0] + ny * sun[1] + nz * sun[2], 0.0)
+        for a in range(3):
+            rgb[n, a] = alb[a] * shade
 
 
 def render(scene: Scene, K: np.ndarray, cam_to_world: np.ndarray, size: tuple[int, int]) -> dict[str, np.ndarray]:
@@ -333,16 +334,28 @@ def render(scene: Scene, K: np.ndarray, cam_to_world: np.ndarray, size: tuple[in
       instance  int32   [H, W]  Cityscapes instanceIds (labelId*1000+k for things, labelId for stuff)
     """
     H, W = int(size[0]), int(size[1])
+    v, u = np.mgrid[0:H, 0:W].astype(np.float64) + 0.5
+    out = render_points(scene, K, cam_to_world, np.stack([u.ravel(), v.ravel()], axis=1))
+    return {"rgb": out["rgb"].reshape(H, W, 3), "depth": out["depth"].reshape(H, W),
+            "label": out["label"].reshape(H, W), "instance": out["instance"].reshape(H, W)}
+
+
+def render_points(scene: Scene, K: np.ndarray, cam_to_world: np.ndarray, uv: np.ndarray) -> dict[str, np.ndarray]:
+    """Ray cast the rays through arbitrary image points uv float [N, 2] = (u, v) in pixel units
+    (pixel (i, j) has its centre at (j + 0.5, i + 0.5)): rgb uint8 [N, 3], depth float32 [N],
+    label uint8 [N], instance int32 [N]. Lets a test look up exactly where a point reprojects."""
     K = np.asarray(K, dtype=np.float64)
     T = np.asarray(cam_to_world, dtype=np.float64)
-    rgb = np.zeros((H, W, 3), np.float32)
-    depth = np.zeros((H, W), np.float32)
-    lab = np.zeros((H, W), np.uint8)
-    inst = np.zeros((H, W), np.int32)
-    render_kernel(np.ascontiguousarray(T[:3, 3]), np.ascontiguousarray(T[:3, :3]), np.linalg.inv(K), H, W,
+    uv = np.ascontiguousarray(uv, dtype=np.float64).reshape(-1, 2)
+    N = uv.shape[0]
+    rgb = np.zeros((N, 3), np.float32)
+    depth = np.zeros(N, np.float32)
+    lab = np.zeros(N, np.uint8)
+    inst = np.zeros(N, np.int32)
+    render_kernel(np.ascontiguousarray(T[:3, 3]), np.ascontiguousarray(T[:3, :3]), np.linalg.inv(K), uv,
                   scene.kind, scene.geom, scene.colour, scene.texture, scene.label, scene.instance, scene.offset,
-                  scene.tex_seed,
-                  int(scene.ground), float(scene.road_half), int(scene.ground_outer_label), int(scene.marks), float(scene.edge_line),
-                  scene.sky_box, SUN, AMBIENT, int(scene.seed), int(scene.ground_label), rgb, depth, lab, inst)
+                  scene.tex_seed, int(scene.ground), float(scene.road_half), int(scene.ground_outer_label),
+                  int(scene.marks), float(scene.edge_line), scene.sky_box, SUN, AMBIENT, int(scene.seed),
+                  int(scene.ground_label), rgb, depth, lab, inst)
     out = np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
     return {"rgb": out, "depth": depth, "label": lab, "instance": inst}

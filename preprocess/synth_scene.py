@@ -198,20 +198,24 @@ def _simple_world(prims: list[Primitive], seed: int) -> World:
                  seed=seed)
 
 
-def car_in_front_of_facade(car_distance: float = 10.0, facade_distance: float = 25.0, seed: int = 0) -> Scene:
-    """One car centred `car_distance` m ahead of the origin on Y = 0 and a building facade (front
-    face at X = facade_distance, 80 m wide, 30 m high) behind it; the ground is road everywhere.
+def car_in_front_of_facade(car_distance: float = 10.0, facade_distance: float = 25.0, facade_height: float = 8.0,
+                           seed: int = 0) -> Scene:
+    """One car (4.3 m long, 1.8 m wide, body 0.2-1.0 m, cabin to 1.45 m) centred `car_distance` m
+    ahead of the origin on Y = 0, and a building facade (front face at X = facade_distance, 80 m
+    wide, `facade_height` m high) behind it; the ground is road everywhere. Seen from `level_pose()`
+    with `pixel_K`: road below, the car in the middle, facade behind, sky above the facade.
     Labels: road 7, car 26 (instance 26000), building 11, sky 23."""
     prims = car(car_distance, 0.0, 0, (0.7, 0.1, 0.1), tex_seed=3)
-    prims.append(facade(facade_distance, facade_distance + 10.0, -40.0, 40.0, 30.0, (0.75, 0.6, 0.45), 7))
+    prims.append(facade(facade_distance, facade_distance + 10.0, -40.0, 40.0, facade_height, (0.75, 0.6, 0.45), 7))
     return _simple_world(prims, seed).scene_at(0)
 
 
-def two_planes(wall_distance: float = 20.0, seed: int = 0) -> Scene:
+def two_planes(wall_distance: float = 20.0, wall_height: float = 30.0, seed: int = 0) -> Scene:
     """The road plane Z = 0 and a facade wall with front face at X = wall_distance (80 m wide,
-    30 m high): a level camera sees road below the horizon, wall above the road, sky above it."""
-    return _simple_world([facade(wall_distance, wall_distance + 10.0, -40.0, 40.0, 30.0, (0.7, 0.55, 0.45), 7)],
-                         seed).scene_at(0)
+    `wall_height` m high): a level camera sees road below the horizon, the wall above the road
+    and sky above the wall."""
+    return _simple_world([facade(wall_distance, wall_distance + 10.0, -40.0, 40.0, wall_height,
+                                 (0.7, 0.55, 0.45), 7)], seed).scene_at(0)
 
 
 def box_on_ground(distance: float = 8.0, size: tuple[float, float, float] = (2.0, 2.0, 1.5), seed: int = 0) -> Scene:
@@ -320,9 +324,10 @@ def street(rng: np.random.Generator, length: float, speed: float, seed: int) -> 
         k_car += 1
     # people on the sidewalks, some walking along them
     k_person = 0
-    for _ in range(int(rng.integers(4, 9))):
+    for n in range(int(rng.integers(4, 9))):
         s = 1.0 if rng.random() < 0.5 else -1.0
-        x = float(rng.uniform(5.0, x_end - 5))
+        # the first one stands just ahead, so even a few frames show a person
+        x = float(rng.uniform(10.0, 22.0)) if n == 0 else float(rng.uniform(5.0, x_end - 5))
         y = s * float(rng.uniform(ROAD_HALF + 0.7, wall - 0.5))
         v = (float(rng.choice([-1.0, 1.0]) * rng.uniform(0.1, 0.16)), 0.0, 0.0) if rng.random() < 0.5 else (0.0, 0.0, 0.0)
         prims += pedestrian(x, y, k_person, CLOTHES[int(rng.integers(len(CLOTHES)))], tex_seed=next(ts), velocity=v)
