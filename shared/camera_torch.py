@@ -16,21 +16,25 @@ import torch
 import torch.nn.functional as F
 
 
+def skew(v: torch.Tensor) -> torch.Tensor:
+    """[B,3] -> cross-product matrices [B,3,3] (skew(a) @ b = a x b)."""
+    x, y, z = v.unbind(-1)
+    o = torch.zeros_like(x)
+    return torch.stack([torch.stack([o, -z, y], -1), torch.stack([z, o, -x], -1), torch.stack([-y, x, o], -1)], -2)
+
+
 def axis_angle_to_matrix(axis_angle: torch.Tensor) -> torch.Tensor:
-    """Rodrigues' formula. axis_angle [B,3] -> rotation [B,3,3]."""
-    angle = axis_angle.norm(dim=-1, keepdim=True)  # [B,1]
-    # The tiny floor keeps the gradient finite at zero rotation; the axis is irrelevant there.
-    axis = axis_angle / angle.clamp_min(1e-7)
-    x, y, z = axis.unbind(-1)
-    c = torch.cos(angle)[..., 0]
-    s = torch.sin(angle)[..., 0]
-    C = 1.0 - c
-    rot = torch.stack([
-        torch.stack([c + x * x * C, x * y * C - z * s, x * z * C + y * s], -1),
-        torch.stack([y * x * C + z * s, c + y * y * C, y * z * C - x * s], -1),
-        torch.stack([z * x * C - y * s, z * y * C + x * s, c + z * z * C], -1),
-    ], -2)
-    return rot
+    """Rodrigues' formula R = I + a [w]x + b [w]x^2. axis_angle [B,3] -> rotation [B,3,3]."""
+    theta2 = (axis_angle * axis_angle).sum(-1)  # [B]
+    small = theta2 < 1e-8
+    # Taylor series below 1e-4 rad: exact to double precision there, and finite gradients at zero.
+    safe2 = torch.where(small, torch.ones_like(theta2), theta2)
+    safe = safe2.sqrt()
+    a = torch.where(small, 1.0 - theta2 / 6.0, torch.sin(safe) / safe)
+    b = torch.where(small, 0.5 - theta2 / 24.0, (1.0 - torch.cos(safe)) / safe2)
+    Kx = skew(axis_angle)
+    eye = torch.eye(3, dtype=axis_angle.dtype, device=axis_angle.device)
+    return eye + a[:, None, None] * Kx + b[:, None, None] * (Kx @ Kx)
 
 
 def matrix_to_axis_angle(rot: torch.Tensor) -> torch.Tensor:
