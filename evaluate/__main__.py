@@ -6,6 +6,7 @@ import click
 from shared.cli import LazyGroup
 
 COMMANDS: dict[str, str] = {
+    "unsupervised": "evaluate.unsupervised:unsupervised",
 }
 
 

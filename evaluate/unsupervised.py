@@ -1,0 +1,426 @@
+"""`python -m evaluate unsupervised`: unsupervised semantic segmentation of a pre-trained network,
+with a randomly initialised network of the same architecture scored beside it as the baseline.
+
+    labelled frames -> network -> z [B, 128, H/4, W/4]
+      -> clusters: the K prototypes grouped into C by agglomerative clustering (cosine, average
+         linkage), or spherical k-means on sampled pixel features (--clustering kmeans)
+      -> every pixel (features bilinearly upsampled to the label size, re-normalised) takes the
+         cluster of its nearest prototype / centroid
+      -> confusion with the ground truth -> Hungarian matching -> pixel accuracy, IoU, mIoU
+
+Protocols (see evaluate.segmentation_metrics): `paper` = 19 trainIds, matching maximising the
+summed IoU; `picie` = 27 classes, matching maximising matched pixels; `both` (default) scores each.
+C defaults to the number of the protocol's classes present in the evaluated ground truth (19 on the
+full Cityscapes val set), and the mIoU averages over those present classes.
+
+Writes to <out>/<dataset>/eval/<name>/: report.json (every number), report.md and report.html
+(self-contained) with the per-class IoU tables, confusion_<protocol>.png, iou_<protocol>.png,
+predictions_<frame>.png (image, ground truth, both models' predictions) and pca_<frame>.png
+(3 principal components of the features as RGB).
+"""
+from __future__ import annotations
+
+import base64
+import html as html_text
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from evaluate.clustering import Codebook, kmeans_codebook, nearest_centre, prototype_codebook
+from evaluate.report_pictures import (class_palette, colourise, confusion_picture, iou_bars, panel, pca_rgb,
+                                      side_by_side, stack_rows)
+from evaluate.segmentation_metrics import PROTOCOLS, Protocol, confusion_matrix, evaluate_clusters
+from shared.config import build_config, config_options, field, save_config
+from shared.frames import DataError, Frame
+from shared.imageio import read_label, read_rgb, write_png
+from shared.stage import StageConfig, frames_for, output_dir, read_pointer, write_pointer
+
+# Working resolution (H, W) of the datasets with a fixed one; the others are evaluated at native size.
+DEFAULT_SIZES = {"cityscapes": (384, 768), "kitti": (384, 1280)}
+DEMO_DIVISOR = {"tiny": 4, "small": 2}
+DEMO_MAX_FRAMES = {"tiny": 4, "small": 16}
+MODEL_NAMES = ("pre-trained", "random init")
+SERIES_COLOURS = {"pre-trained": (31, 119, 180), "random init": (200, 200, 200)}
+
+
+@dataclass
+class UnsupervisedConfig(StageConfig):
+    checkpoint: str = field("auto", "pre-trained checkpoint: auto = the latest of `make train` for this "
+                                    "DATASET/DEMO_SIZE, or a path")
+    split: str = field("auto", "frames to evaluate (only labelled ones): auto = val if it has labelled "
+                               "frames, else all labelled frames", choices=["auto", "train", "val", "test", "all"])
+    protocol: str = field("both", "paper: 19 trainIds, max summed IoU matching; picie: 27 classes, max "
+                                  "matched pixels; both", choices=["paper", "picie", "both"])
+    clustering: str = field("agglomerative", "agglomerative: prototypes grouped by cosine average linkage; "
+                                             "kmeans: spherical k-means on pixel features",
+                            choices=["agglomerative", "kmeans"])
+    n_clusters: int = field(0, "clusters C (0 = number of the protocol's classes present in the evaluated labels)")
+    height: int = field(0, "evaluation height (0 = Cityscapes/KITTI 384, synthetic/folder native; DEMO_SIZE shrinks)")
+    width: int = field(0, "evaluation width (0 = Cityscapes 768, KITTI 1280, synthetic/folder native)")
+    max_frames: int = field(0, "evaluate at most this many frames (0 = all; DEMO_SIZE tiny 4, small 16)")
+    baseline: bool = field(True, "also score a randomly initialised network of the same architecture")
+    seed: int = field(0, "seed of the random-init baseline and of k-means")
+    kmeans_samples: int = field(50000, "pixel features sampled (over all frames) to fit k-means")
+    pictures: int = field(4, "frames drawn with predictions and PCA maps", hash=False)
+    batch_size: int = field(2, "images per forward pass", hash=False)
+    device: str = field("auto", "auto = cuda when available", choices=["auto", "cpu", "cuda"], hash=False)
+    name: str = field("", "run folder under <out>/<dataset>/eval/ (default <checkpoint folder>-<clustering>)",
+                      hash=False)
+
+
+def load_ground_truth(path: str | os.PathLike, size: tuple[int, int], protocol: Protocol) -> np.ndarray:
+    """uint8 [H, W] class ids of a labelIds PNG under a protocol (nearest resize; IGNORE elsewhere).
+
+    The files hold labelIds, never trainIds: the protocol's mapping is always applied.
+    """
+    return protocol.to_classes(read_label(path, size))
+
+
+def select_frames(frames: list[Frame], split: str, max_frames: int) -> tuple[list[Frame], str]:
+    """The labelled frames to evaluate, and the split actually used."""
+    labelled = [f for f in frames if f.semantic]
+    if split == "auto":
+        split = "val" if any(f.split == "val" for f in labelled) else "all"
+    chosen = labelled if split == "all" else [f for f in labelled if f.split == split]
+    chosen = sorted(chosen, key=lambda f: f.id)
+    if max_frames > 0 and len(chosen) > max_frames:
+        # evenly spread, so a short run still sees several sequences
+        pick = np.linspace(0, len(chosen) - 1, max_frames).round().astype(int)
+        chosen = [chosen[i] for i in pick]
+    return chosen, split
+
+
+def eval_size(cfg: UnsupervisedConfig, frames: list[Frame]) -> tuple[int, int]:
+    """(H, W) at which images are fed and labels scored."""
+    if cfg.height > 0 and cfg.width > 0:
+        return cfg.height, cfg.width
+    if cfg.dataset in DEFAULT_SIZES:
+        h, w = DEFAULT_SIZES[cfg.dataset]
+        div = DEMO_DIVISOR.get(cfg.demo_size, 1)
+        # multiples of 32 keep the FPN levels aligned
+        return max(64, h // div // 32 * 32), max(64, w // div // 32 * 32)
+    # synthetic (already rendered at its demo size) and folders: the first frame's native size
+    return frames[0].height, frames[0].width
+
+
+def resolve_checkpoint(cfg: UnsupervisedConfig) -> Path:
+    path = read_pointer(cfg, "train", "model") if cfg.checkpoint == "auto" else Path(cfg.checkpoint)
+    if not path.is_file():
+        raise DataError(path, "checkpoint not found")
+    return path
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise click.UsageError("--device cuda but no CUDA device is available")
+    return torch.device(name)
+
+
+def _batches(items: list[Any], size: int) -> list[list[Any]]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+@torch.no_grad()
+def _features(model: torch.nn.Module, frames: list[Frame], size: tuple[int, int], device: torch.device) -> tuple[torch.Tensor, np.ndarray]:
+    from shared.nets.semantic_fpn import normalize_images
+
+    images = np.stack([read_rgb(f.image, size) for f in frames])  # [B, H, W, 3]
+    x = normalize_images(torch.from_numpy(images).to(device))
+    return model(x).float(), images  # z [B, D, H/4, W/4]
+
+
+@torch.no_grad()
+def kmeans_sample(model: torch.nn.Module, frames: list[Frame], size: tuple[int, int], device: torch.device,
+                  n_samples: int, batch_size: int, seed: int, desc: str) -> torch.Tensor:
+    """[N, D] pixel features drawn evenly from every frame (at feature resolution) for k-means."""
+    gen = torch.Generator().manual_seed(seed)
+    per_frame = max(1, n_samples // max(1, len(frames)))
+    out = []
+    for batch in tqdm(_batches(frames, batch_size), desc=f"{desc}: k-means sample", unit="batch"):
+        z, _ = _features(model, batch, size, device)
+        for zi in z.cpu():
+            flat = zi.flatten(1).T  # [h*w, D]
+            out.append(flat[torch.randperm(flat.shape[0], generator=gen)[:per_frame]])
+    return torch.cat(out)
+
+
+@dataclass
+class ModelResult:
+    confusions: dict[str, np.ndarray]  # protocol -> [n_classes, C]
+    cluster_maps: dict[str, list[np.ndarray]]  # protocol -> per picture frame [H, W] cluster ids
+    features: list[torch.Tensor]  # per picture frame [D, h, w] (cpu)
+    images: list[np.ndarray]  # per picture frame [H, W, 3]
+    seconds: float
+
+
+@torch.no_grad()
+def run_model(model: torch.nn.Module, frames: list[Frame], gts: dict[str, list[np.ndarray]],
+              codebooks: dict[str, Codebook], size: tuple[int, int], device: torch.device,
+              batch_size: int, n_pictures: int, desc: str) -> ModelResult:
+    """Forward every frame once and accumulate the cluster/class confusion of every protocol."""
+    t0 = time.perf_counter()
+    model = model.to(device).eval()
+    protos = {p: PROTOCOLS[p] for p in codebooks}
+    confs = {p: np.zeros((protos[p].n_classes, cb.n_clusters), np.int64) for p, cb in codebooks.items()}
+    maps: dict[str, list[np.ndarray]] = {p: [] for p in codebooks}
+    feats: list[torch.Tensor] = []
+    images: list[np.ndarray] = []
+    # protocols that share the same centres (prototypes) share one nearest-centre search
+    by_centres: dict[int, list[str]] = {}
+    for p, cb in codebooks.items():
+        by_centres.setdefault(id(cb.centres), []).append(p)
+    done = 0
+    for batch in tqdm(_batches(frames, batch_size), desc=desc, unit="batch"):
+        z, imgs = _features(model, batch, size, device)
+        for group in by_centres.values():
+            idx = nearest_centre(z, codebooks[group[0]].centres, size).cpu()  # [B, H, W]
+            for p in group:
+                clusters = codebooks[p].cluster_of[idx].numpy()  # [B, H, W]
+                for i in range(len(batch)):
+                    confs[p] += confusion_matrix(gts[p][done + i], clusters[i], protos[p].n_classes,
+                                                 codebooks[p].n_clusters)
+                    if done + i < n_pictures:
+                        maps[p].append(clusters[i])
+        for i in range(len(batch)):
+            if done + i < n_pictures:
+                feats.append(z[i].cpu())
+                images.append(imgs[i])
+        done += len(batch)
+    return ModelResult(confs, maps, feats, images, time.perf_counter() - t0)
+
+
+def _png_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+
+
+def _fmt(v: float | None) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.2f}"
+
+
+def write_report(out: Path, summary: dict[str, Any], pictures: dict[str, list[str]]) -> tuple[Path, Path]:
+    """report.md (pictures referenced relatively) and report.html (pictures embedded)."""
+    lines = [f"# Unsupervised semantic segmentation: {summary['dataset']}", "",
+             f"- checkpoint: `{summary['checkpoint']}`",
+             f"- frames: {len(summary['frames'])} ({summary['split']} split) at {summary['size'][0]}x{summary['size'][1]}",
+             f"- clustering: {summary['clustering']}",
+             f"- mIoU rule: {summary['averaging_rule']}", ""]
+    lines += ["| protocol | model | clusters | pixel accuracy | mIoU |", "| --- | --- | --- | --- | --- |"]
+    for pname, pr in summary["protocols"].items():
+        for mname, mr in pr["models"].items():
+            lines.append(f"| {pname} | {mname} | {pr['n_clusters']} | {_fmt(mr['pixel_accuracy'])} | {_fmt(mr['miou'])} |")
+    for pname, pr in summary["protocols"].items():
+        models = list(pr["models"])
+        lines += ["", f"## Protocol `{pname}`: {pr['description']}", "",
+                  "| class | " + " | ".join(f"IoU {m}" for m in models) + " |",
+                  "| --- | " + " | ".join("---" for _ in models) + " |"]
+        for cname in pr["present_classes"]:
+            lines.append(f"| {cname} | " + " | ".join(_fmt(pr["models"][m]["per_class_iou"][cname]) for m in models) + " |")
+        lines += [f"| **mean** | " + " | ".join(f"**{_fmt(pr['models'][m]['miou'])}**" for m in models) + " |", ""]
+        lines += [f"![per-class IoU, {pname}](iou_{pname}.png)", "",
+                  f"Confusion (rows: ground truth, normalised; blue = matched class), {', '.join(models)}:", "",
+                  f"![confusion, {pname}](confusion_{pname}.png)", ""]
+    lines += ["## Frames", "",
+              "Each frame: the image, then per protocol the ground truth and each model's matched prediction "
+              "(white = cluster matched to no class, black = ignored). Then the first 3 principal components "
+              "of each model's features as RGB.", ""]
+    for fid, files in pictures.items():
+        lines += [f"### {fid}", ""] + [f"![{Path(f).stem}]({f})" for f in files] + [""]
+    md = out / "report.md"
+    md.write_text("\n".join(lines) + "\n")
+
+    # HTML: the same content with every picture embedded, so the file can be mailed or archived alone.
+    html = ["<!doctype html><html><head><meta charset='utf-8'><title>Unsupervised segmentation report</title>",
+            "<style>body{font-family:sans-serif;max-width:1400px;margin:auto}table{border-collapse:collapse}"
+            "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}td:first-child{text-align:left}"
+            "img{max-width:100%}</style></head><body>"]
+    in_table = False
+    for line in lines:
+        if line.startswith("| ---"):
+            continue
+        if line.startswith("|"):
+            cells = [html_text.escape(c.strip().replace("**", "")) for c in line.strip("|").split("|")]
+            if not in_table:
+                html.append("<table><tr>" + "".join(f"<th>{c}</th>" for c in cells) + "</tr>")
+                in_table = True
+            else:
+                html.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+            continue
+        if in_table:
+            html.append("</table>")
+            in_table = False
+        if line.startswith("!["):
+            src = line[line.index("](") + 2:-1]
+            html.append(f"<p><img alt='{src}' src='{_png_uri(out / src)}'></p>")
+            continue
+        line = html_text.escape(line, quote=False)
+        if line.startswith("### "):
+            html.append(f"<h3>{line[4:]}</h3>")
+        elif line.startswith("## "):
+            html.append(f"<h2>{line[3:].replace('`', '')}</h2>")
+        elif line.startswith("# "):
+            html.append(f"<h1>{line[2:]}</h1>")
+        elif line.startswith("- "):
+            html.append(f"<div>{line[2:].replace('`', '')}</div>")
+        elif line:
+            html.append(f"<p>{line}</p>")
+    if in_table:
+        html.append("</table>")
+    html.append("</body></html>")
+    page = out / "report.html"
+    page.write_text("\n".join(html) + "\n")
+    return md, page
+
+
+def _scores_dict(conf: np.ndarray, protocol: Protocol) -> dict[str, Any]:
+    mapping, cc, s = evaluate_clusters(conf, protocol.matching)
+    return {
+        "pixel_accuracy": s.pixel_accuracy,
+        "miou": s.miou,
+        "per_class_iou": {n: (None if np.isnan(v) else float(v)) for n, v in zip(protocol.class_names, s.iou)},
+        "cluster_to_class": [protocol.class_names[m] if m >= 0 else None for m in mapping.tolist()],
+        "confusion_clusters": conf.tolist(),
+        "confusion_matched": cc.tolist(),
+        "_mapping": mapping,
+        "_class_conf": cc,
+        "_iou": s.iou,
+    }
+
+
+def evaluate_unsupervised(cfg: UnsupervisedConfig) -> Path:
+    from shared.nets.semantic_fpn import DenseSwAVNet, load_pretrained
+
+    t_start = time.perf_counter()
+    device = _device(cfg.device)
+    ckpt = resolve_checkpoint(cfg)
+    all_frames = frames_for(cfg)
+    max_frames = cfg.max_frames or DEMO_MAX_FRAMES.get(cfg.demo_size, 0)
+    frames, split = select_frames(all_frames, cfg.split, max_frames)
+    if not frames:
+        raise DataError(output_dir(cfg, "index.jsonl"),
+                        f"no frames with semantic labels in split {cfg.split!r} of dataset {cfg.dataset}")
+    size = eval_size(cfg, frames)
+    pnames = ["paper", "picie"] if cfg.protocol == "both" else [cfg.protocol]
+    name = cfg.name or f"{ckpt.parent.name}-{ckpt.stem}-{cfg.clustering}"
+    out = output_dir(cfg, "eval", name)
+    out.mkdir(parents=True, exist_ok=True)
+    click.echo(f"unsupervised eval: {len(frames)} frames ({split}) of {cfg.dataset} at {size[0]}x{size[1]}, "
+               f"protocol {', '.join(pnames)}, clustering {cfg.clustering}, checkpoint {ckpt}")
+
+    label_ids = [read_label(f.semantic, size) for f in tqdm(frames, desc="labels", unit="frame")]  # type: ignore[arg-type]
+    gts = {p: [PROTOCOLS[p].to_classes(l) for l in label_ids] for p in pnames}
+    present = {p: np.flatnonzero(sum(np.bincount(g.reshape(-1), minlength=256)[:PROTOCOLS[p].n_classes]
+                                     for g in gts[p])) for p in pnames}
+    n_clusters = {p: cfg.n_clusters or max(1, len(present[p])) for p in pnames}
+
+    model, ckpt_config = load_pretrained(ckpt, map_location="cpu")
+    models: dict[str, torch.nn.Module] = {MODEL_NAMES[0]: model}
+    if cfg.baseline:
+        torch.manual_seed(cfg.seed)
+        models[MODEL_NAMES[1]] = DenseSwAVNet(**model.net_args).eval()
+
+    results: dict[str, ModelResult] = {}
+    for mname, net in models.items():
+        net = net.to(device).eval()
+        codebooks: dict[str, Codebook] = {}
+        if cfg.clustering == "agglomerative":
+            # one set of centres (the prototypes) for every protocol: one nearest-prototype search
+            # per pixel serves them all, only the prototype -> cluster grouping differs
+            centres = prototype_codebook(net.prototypes.weight, 1).centres
+            for p in pnames:
+                codebooks[p] = Codebook(centres, prototype_codebook(centres, n_clusters[p]).cluster_of, n_clusters[p])
+        else:
+            sample = kmeans_sample(net, frames, size, device, cfg.kmeans_samples, cfg.batch_size, cfg.seed, mname)
+            for p in pnames:
+                codebooks[p] = kmeans_codebook(sample, n_clusters[p], seed=cfg.seed)
+        results[mname] = run_model(net, frames, gts, codebooks, size, device, cfg.batch_size, cfg.pictures, mname)
+        net.cpu()
+
+    # Numbers.
+    summary: dict[str, Any] = {
+        "dataset": cfg.dataset, "split": split, "size": list(size), "checkpoint": str(ckpt),
+        "net_args": model.net_args, "checkpoint_config": ckpt_config, "clustering": cfg.clustering,
+        "frames": [f.id for f in frames],
+        "averaging_rule": "mean IoU over the classes with ground-truth pixels in the evaluated frames "
+                          "(all classes on the full Cityscapes val set); only those classes are matched",
+        "protocols": {},
+        "seconds": {m: round(r.seconds, 2) for m, r in results.items()},
+    }
+    for p in pnames:
+        proto = PROTOCOLS[p]
+        summary["protocols"][p] = {
+            "description": proto.description, "matching": proto.matching, "n_clusters": n_clusters[p],
+            "classes": proto.class_names, "present_classes": [proto.class_names[c] for c in present[p]],
+            "models": {m: _scores_dict(r.confusions[p], proto) for m, r in results.items()},
+        }
+
+    # Pictures.
+    for p in pnames:
+        proto = PROTOCOLS[p]
+        mres = summary["protocols"][p]["models"]
+        confs = [confusion_picture(mres[m]["_class_conf"], proto.class_names, title=f"{m} ({p})") for m in mres]
+        write_png(out / f"confusion_{p}.png", side_by_side(confs))
+        bars = iou_bars(proto.class_names, [(m, mres[m]["_iou"], SERIES_COLOURS[m]) for m in mres])
+        write_png(out / f"iou_{p}.png", bars)
+    pictures: dict[str, list[str]] = {}
+    first = results[MODEL_NAMES[0]]
+    pcas = {m: pca_rgb(r.features) for m, r in results.items()}
+    tile_h = min(size[0], 256)
+    for i, image in enumerate(first.images):
+        fid = frames[i].id
+        rows = []
+        for p in pnames:
+            proto = PROTOCOLS[p]
+            palette = class_palette(p)
+            tiles = [("image", image), (f"ground truth ({p})", colourise(gts[p][i], palette))]
+            for m, r in results.items():
+                mapping = summary["protocols"][p]["models"][m]["_mapping"]
+                classes = np.where(mapping >= 0, mapping, proto.n_classes)[r.cluster_maps[p][i]]
+                tiles.append((f"{m} ({p})", colourise(classes, palette)))
+            rows.append(panel(tiles, tile_h))
+        write_png(out / f"predictions_{fid}.png", stack_rows(rows))
+        write_png(out / f"pca_{fid}.png", panel([("image", image)] + [(f"PCA {m}", pcas[m][i]) for m in results],
+                                                 tile_h))
+        pictures[fid] = [f"predictions_{fid}.png", f"pca_{fid}.png"]
+
+    for p in pnames:
+        for mr in summary["protocols"][p]["models"].values():
+            for k in [k for k in mr if k.startswith("_")]:
+                del mr[k]
+    report_json = out / "report.json"
+    tmp = report_json.with_name("report.json.tmp")
+    tmp.write_text(json.dumps(summary, indent=1, default=str) + "\n")
+    os.replace(tmp, report_json)
+    md, html = write_report(out, summary, pictures)
+    save_config(cfg, out / "config.json")
+    write_pointer(cfg, "eval", "unsupervised", out)
+
+    click.echo(f"unsupervised eval: wrote {out} in {time.perf_counter() - t_start:.1f} s")
+    for p in pnames:
+        for m, mr in summary["protocols"][p]["models"].items():
+            click.echo(f"  {p:6s} {m:12s} C={n_clusters[p]:3d}  pixel acc {mr['pixel_accuracy']:6.2f}  "
+                       f"mIoU {mr['miou']:6.2f}")
+    click.echo(f"  report: {html} | {md} | {report_json}")
+    return out
+
+
+@click.command("unsupervised", context_settings={"show_default": True})
+@config_options(UnsupervisedConfig)
+def unsupervised(**kwargs: Any) -> None:
+    """Unsupervised semantic segmentation of a pre-trained checkpoint (+ random-init baseline): pixel
+    accuracy, per-class IoU and mIoU after Hungarian matching, confusion matrices, predictions, PCA
+    feature maps, as report.json, report.md and report.html."""
+    cfg = build_config(UnsupervisedConfig, kwargs)
+    try:
+        evaluate_unsupervised(cfg)
+    except DataError as e:
+        raise click.ClickException(str(e)) from e
