@@ -9,6 +9,8 @@ what the trainer needs to find positives, compactly:
     img00.jpg ...    RGB JPEG of each synthesised image
     reg00.png ...    uint16 PNG, region id of every pixel, unique within the group; 0 = no region
     lay00.png ...    uint8 PNG, which layer of that image each pixel shows; 255 = no source
+                     (uint16 PNG with 65535 = no source when a group has an image with more than
+                     254 layers: read the dtype, or use `no_layer(layers)`)
 
 Layer 0 of every image is its background frame (`base`, identity affine); layer k >= 1 is the
 k-th paste. A layer's affine maps a pixel (x = column, y = row) of the synthesised image to a
@@ -35,7 +37,8 @@ import numpy as np
 from PIL import Image
 
 SCHEMA_VERSION = 1
-NO_LAYER = 255
+NO_LAYER = 255  # "no source" in a uint8 layer map
+NO_LAYER16 = 65535  # the same in a uint16 layer map (groups whose images have > 254 layers)
 
 
 def group_key(epoch: int, group: int) -> str:
@@ -46,12 +49,17 @@ def group_key(epoch: int, group: int) -> str:
 class Group:
     images: np.ndarray  # uint8 [N, H, W, 3]
     regions: np.ndarray  # uint16 [N, H, W], 0 = no region
-    layers: np.ndarray  # uint8 [N, H, W], NO_LAYER = no source
+    layers: np.ndarray  # uint8 [N, H, W], NO_LAYER = no source (uint16 / NO_LAYER16 for > 254 layers)
     meta: dict[str, Any]  # see module docstring
 
     @property
     def n_images(self) -> int:
         return int(self.images.shape[0])
+
+
+def no_layer(layers: np.ndarray) -> int:
+    """The "no source" value of a layer map: 255 for uint8, 65535 for uint16."""
+    return NO_LAYER16 if layers.dtype == np.uint16 else NO_LAYER
 
 
 def _png(arr: np.ndarray) -> bytes:
@@ -75,11 +83,12 @@ def encode_group(key: str, g: Group, jpeg_quality: int = 90) -> dict[str, Any]:
     if len(g.meta["images"]) != n:
         raise ValueError(f"meta describes {len(g.meta['images'])} images, arrays hold {n}")
     meta = dict(g.meta, schema=SCHEMA_VERSION, height=int(g.images.shape[1]), width=int(g.images.shape[2]))
+    lay_dtype = np.uint16 if g.layers.dtype == np.uint16 else np.uint8
     sample: dict[str, Any] = {"__key__": key, "meta.json": json.dumps(meta, sort_keys=True).encode()}
     for i in range(n):
         sample[f"img{i:02d}.jpg"] = _jpg(g.images[i], jpeg_quality)
         sample[f"reg{i:02d}.png"] = _png(g.regions[i].astype(np.uint16))
-        sample[f"lay{i:02d}.png"] = _png(g.layers[i].astype(np.uint8))
+        sample[f"lay{i:02d}.png"] = _png(g.layers[i].astype(lay_dtype))
     return sample
 
 
@@ -95,7 +104,8 @@ def decode_group(sample: dict[str, Any]) -> Group:
 
     images = np.stack([load(f"img{i:02d}.jpg") for i in range(n)])
     regions = np.stack([load(f"reg{i:02d}.png") for i in range(n)]).astype(np.uint16)
-    layers = np.stack([load(f"lay{i:02d}.png") for i in range(n)]).astype(np.uint8)
+    lay = [load(f"lay{i:02d}.png") for i in range(n)]
+    layers = np.stack(lay).astype(np.uint16 if any(a.dtype != np.uint8 for a in lay) else np.uint8)
     return Group(images, regions, layers, meta)
 
 

@@ -1,0 +1,463 @@
+"""Depth-coherent copy-paste synthesis of one group (the paper's Algorithm 2), pure and seeded.
+
+A group takes M source frames (image, depth, coherent-region map, horizon row) and makes 2M images:
+in each of the rounds (default two, e = [1, 2] expected pastes per region), every source frame is
+the untouched background of one image, and every region of every source frame that passes the size
+filter (bounding box >= 16 px high and >= 6 px wide) is pasted e times (floor(e) times plus once more
+with probability frac(e)) into the images of that round, the copies shuffled and dealt round-robin.
+
+One paste, in the order it is drawn:
+- scale s about the horizon row c (row cy*H of the frame's K): a point at row V lands at row
+  c_t + s (V - c_f) (c_f, c_t: horizon of source and target frame, equal for one camera). This is
+  "the same object at 1/s of its distance" for a level camera, so its disparity (1/depth) is
+  multiplied by s. 1/s is uniform in [1/s_max, 1/s_min] (uniform in depth), s_min = max(0.2,
+  8 px / box side), s_max = min(2, 2H / box height, 2W / box width, what keeps the region on its
+  side of the horizon inside the image); when s_max <= s_min the paste keeps s = 1.
+- horizontal flip (p = 0.5) about the region's box; horizontal position uniform over every
+  position where the box overlaps the image.
+- vertical offset: the box's top edge lands within h_t = 16 px of c_t + s (top - c_f), the row
+  the scaled region would sit at (an integer offset, so at s = 1 pixels are copied exactly).
+- colour jitter (p = 0.8: brightness, contrast, saturation 0.5, hue 0.2, in random order),
+  grayscale (p = 0.1), Gaussian blur (p = 0.2, 5 taps, sigma in [0.1, 2]). The jitter ops are
+  composed into one 3x4 colour matrix and clamped once at the end (torchvision clamps after each
+  op); contrast pulls towards the region's mean grey level; hue rotates the chroma plane of YIQ,
+  a linear stand-in for the HSV hue shift.
+- DepthMix: a pasted pixel is written only where its scaled disparity is strictly larger (nearer)
+  than the disparity already there (background or an earlier paste), so later pastes respect
+  earlier ones.
+
+Sampling: every synthesised pixel x' maps through the paste's affine to a source point
+(sx, sy); the pixel belongs to the paste when source pixel (rint(sx), rint(sy)) lies in the region
+(nearest for ids, disparity and membership, exactly as `shared.shard_schema.source_ids` rebuilds
+it); its colour is sampled bilinearly at (sx, sy). Pixel centres sit at integer + 0.5 in the
+continuous coordinates the scale acts on; the stored affine maps integer pixel indices.
+
+Schema decisions (see `shared.shard_schema`): region ids are unique within the group
+(id = offset of the source frame + its local region id), and a pasted copy keeps the id of its
+original, so all copies of a region and the region in its own background are region-level positives.
+Layer 0 of each image is its background; only pastes with at least one visible pixel become layers
+(in paste order), so the layer maps stay small; the maps are uint8 unless an image of the group
+has more than 254 layers (many regions with e = 2), then uint16 (the schema's extension). Each
+layer entry carries, besides the schema's
+`source` and `affine`, `region` (group region id, 0 for the background), `scale` and `flip`.
+Soft (blurred) paste edges of the original code are left out: they would make a pixel show a mix
+of two sources, and pixel-level positives must be exact.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numba
+import numpy as np
+
+from shared.shard_schema import NO_LAYER, NO_LAYER16, Group
+
+GREY = np.array([0.299, 0.587, 0.114])  # ITU-R 601 luma, as torchvision's rgb_to_grayscale
+# RGB <-> YIQ: hue is a rotation of the (I, Q) chroma plane.
+_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+_YIQ_INV = np.linalg.inv(_YIQ)
+
+
+@dataclass(frozen=True)
+class PasteParams:
+    """The copy-paste knobs; defaults are the paper's (original code where the paper is silent)."""
+
+    rounds: tuple[float, ...] = (1.0, 2.0)  # expected pastes per region in each round
+    min_height: int = 16  # region filter: bounding box height and width in px
+    min_width: int = 6
+    scale_range: tuple[float, float] = (0.2, 2.0)
+    min_size: int = 8  # a scaled box keeps both sides >= this many px
+    height_tolerance: int = 16  # h_t
+    flip_prob: float = 0.5
+    jitter: tuple[float, float, float, float] = (0.5, 0.5, 0.5, 0.2)  # brightness, contrast, saturation, hue
+    jitter_prob: float = 0.8
+    gray_prob: float = 0.1
+    blur_prob: float = 0.2
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+
+
+@dataclass
+class SourceFrame:
+    frame_id: str
+    image: np.ndarray  # uint8 [H, W, 3]
+    depth: np.ndarray  # float32 [H, W], > 0 (non-positive = infinitely far)
+    regions: np.ndarray  # uint16 [H, W], 0 = no region
+    horizon: float  # horizon row in continuous pixel coordinates (cy * H)
+
+
+@dataclass
+class Paste:
+    """One drawn paste (visible or not); `image` is the synthesised image it went into."""
+
+    image: int
+    source: int  # index of the source frame within the group
+    region: int  # local region id in the source frame
+    group_region: int
+    scale: float
+    flip: bool
+    affine: tuple[float, float, float, float, float, float]  # synthesised (x, y) -> source (sx, sy)
+    ideal_top: float  # row the scaled box's top edge would sit at without the vertical jitter
+    top: float  # row it sits at
+    colour: np.ndarray  # float64 [3, 4]: rgb' = colour[:, :3] @ rgb + colour[:, 3]
+    blur: np.ndarray  # float64 [5] kernel taps, all 0 = no blur
+    box: tuple[int, int, int, int]  # y0, y1, x0, x1 of the synthesised pixels it may touch
+
+
+@dataclass
+class Synthesis:
+    group: Group
+    disparity: np.ndarray  # float32 [N, H, W] disparity of what each pixel shows (z-buffer)
+    pastes: list[Paste] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------------------------
+# kernels
+
+@numba.njit(cache=True, nogil=True)
+def region_boxes(regions: np.ndarray, n: int) -> np.ndarray:
+    """int64 [n + 1, 4] rows (y0, y1, x0, x1), half-open, per region id; empty ids get y0 = y1 = 0."""
+    h, w = regions.shape
+    out = np.zeros((n + 1, 4), dtype=np.int64)
+    out[:, 0] = h
+    out[:, 2] = w
+    for y in range(h):
+        for x in range(w):
+            r = regions[y, x]
+            if y < out[r, 0]:
+                out[r, 0] = y
+            if y + 1 > out[r, 1]:
+                out[r, 1] = y + 1
+            if x < out[r, 2]:
+                out[r, 2] = x
+            if x + 1 > out[r, 3]:
+                out[r, 3] = x + 1
+    for r in range(n + 1):
+        if out[r, 1] == 0:
+            out[r, 0] = 0
+            out[r, 2] = 0
+            out[r, 3] = 0
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _paste_all(out_img, out_disp, out_reg, out_lay, src_img, src_disp, src_reg,
+               p_src, p_region, p_greg, p_aff, p_box, p_scale, p_col, p_blur):
+    """Composite pastes into one image in order (DepthMix z-test against out_disp).
+
+    out_img uint8 [H, W, 3], out_disp float32 [H, W], out_reg uint16 [H, W], out_lay int32 [H, W]
+    src_* [M, H, W(, 3)]; per paste k: p_aff [P, 6], p_box [P, 4] (y0, y1, x0, x1), p_col [P, 12],
+    p_blur [P, 5]. Layer written for paste k is k + 1.
+    """
+    h, w = out_disp.shape
+    for k in range(p_src.shape[0]):
+        s = p_src[k]
+        reg = p_region[k]
+        a, b, c, d, e, f = p_aff[k, 0], p_aff[k, 1], p_aff[k, 2], p_aff[k, 3], p_aff[k, 4], p_aff[k, 5]
+        y0, y1, x0, x1 = p_box[k, 0], p_box[k, 1], p_box[k, 2], p_box[k, 3]
+        if y1 <= y0 or x1 <= x0:
+            continue
+        ph, pw = y1 - y0, x1 - x0
+        col = np.empty((ph, pw, 3), dtype=np.float32)
+        pdisp = np.full((ph, pw), -1.0, dtype=np.float32)  # -1 = not in the region
+        any_in = False
+        for yy in range(ph):
+            y = y0 + yy
+            for xx in range(pw):
+                x = x0 + xx
+                sx = a * x + b * y + c
+                sy = d * x + e * y + f
+                # bilinear colour, clamped to the source frame (so blur sees real context)
+                fx = min(max(sx, 0.0), w - 1.0)
+                fy = min(max(sy, 0.0), h - 1.0)
+                ix = int(math.floor(fx))
+                iy = int(math.floor(fy))
+                ix1 = min(ix + 1, w - 1)
+                iy1 = min(iy + 1, h - 1)
+                wx = fx - ix
+                wy = fy - iy
+                for ch in range(3):
+                    top = src_img[s, iy, ix, ch] * (1.0 - wx) + src_img[s, iy, ix1, ch] * wx
+                    bot = src_img[s, iy1, ix, ch] * (1.0 - wx) + src_img[s, iy1, ix1, ch] * wx
+                    col[yy, xx, ch] = top * (1.0 - wy) + bot * wy
+                rx = np.rint(sx)
+                ry = np.rint(sy)
+                if rx >= 0 and rx < w and ry >= 0 and ry < h:
+                    jx = int(rx)
+                    jy = int(ry)
+                    if src_reg[s, jy, jx] == reg:
+                        pdisp[yy, xx] = src_disp[s, jy, jx] * p_scale[k]
+                        any_in = True
+        if not any_in:
+            continue
+        # colour matrix (identity skips: exact copies when augmentation is off)
+        cm = p_col[k]
+        ident = (cm[0] == 1.0 and cm[1] == 0.0 and cm[2] == 0.0 and cm[3] == 0.0 and cm[4] == 0.0 and cm[5] == 1.0
+                 and cm[6] == 0.0 and cm[7] == 0.0 and cm[8] == 0.0 and cm[9] == 0.0 and cm[10] == 1.0
+                 and cm[11] == 0.0)
+        if not ident:
+            for yy in range(ph):
+                for xx in range(pw):
+                    r0 = col[yy, xx, 0]
+                    g0 = col[yy, xx, 1]
+                    b0 = col[yy, xx, 2]
+                    for ch in range(3):
+                        col[yy, xx, ch] = cm[4 * ch] * r0 + cm[4 * ch + 1] * g0 + cm[4 * ch + 2] * b0 + cm[4 * ch + 3]
+        kern = p_blur[k]
+        if kern[2] != 0.0:
+            tmp = np.empty_like(col)
+            for yy in range(ph):  # horizontal pass, edges clamped
+                for xx in range(pw):
+                    for ch in range(3):
+                        acc = 0.0
+                        for t in range(5):
+                            xs = min(max(xx + t - 2, 0), pw - 1)
+                            acc += kern[t] * col[yy, xs, ch]
+                        tmp[yy, xx, ch] = acc
+            for yy in range(ph):  # vertical pass
+                for xx in range(pw):
+                    for ch in range(3):
+                        acc = 0.0
+                        for t in range(5):
+                            ys = min(max(yy + t - 2, 0), ph - 1)
+                            acc += kern[t] * tmp[ys, xx, ch]
+                        col[yy, xx, ch] = acc
+        greg = p_greg[k]
+        for yy in range(ph):
+            y = y0 + yy
+            for xx in range(pw):
+                dd = pdisp[yy, xx]
+                x = x0 + xx
+                if dd >= 0.0 and dd > out_disp[y, x]:
+                    out_disp[y, x] = dd
+                    out_reg[y, x] = greg
+                    out_lay[y, x] = k + 1
+                    for ch in range(3):
+                        v = col[yy, xx, ch] + 0.5
+                        out_img[y, x, ch] = np.uint8(min(max(v, 0.0), 255.0))
+
+
+# ----------------------------------------------------------------------------------------------
+# drawing the random parameters
+
+def colour_matrix(rng: np.random.Generator, p: PasteParams, mean_rgb: np.ndarray) -> np.ndarray:
+    """float64 [3, 4] affine colour transform for 0..255 RGB; identity when nothing is drawn.
+
+    mean_rgb: float64 [3], the region's mean colour (contrast pulls towards its grey level)."""
+    A = np.eye(3)
+    bias = np.zeros(3)
+    ones = np.ones(3)
+    if p.jitter_prob > 0 and rng.random() < p.jitter_prob:
+        bj, cj, sj, hj = p.jitter
+        for op in rng.permutation(4):
+            if op == 0 and bj > 0:
+                fac = rng.uniform(max(0.0, 1 - bj), 1 + bj)
+                A, bias = fac * A, fac * bias
+            elif op == 1 and cj > 0:
+                fac = rng.uniform(max(0.0, 1 - cj), 1 + cj)
+                m = float(GREY @ (A @ mean_rgb + bias))
+                A, bias = fac * A, fac * bias + (1 - fac) * m * ones
+            elif op == 2 and sj > 0:
+                fac = rng.uniform(max(0.0, 1 - sj), 1 + sj)
+                S = fac * np.eye(3) + (1 - fac) * np.outer(ones, GREY)
+                A, bias = S @ A, S @ bias
+            elif op == 3 and hj > 0:
+                ang = 2 * np.pi * rng.uniform(-hj, hj)
+                R = np.array([[1, 0, 0], [0, np.cos(ang), -np.sin(ang)], [0, np.sin(ang), np.cos(ang)]])
+                Hm = _YIQ_INV @ R @ _YIQ
+                A, bias = Hm @ A, Hm @ bias
+    if p.gray_prob > 0 and rng.random() < p.gray_prob:
+        G = np.outer(ones, GREY)
+        A, bias = G @ A, G @ bias
+    return np.concatenate([A, bias[:, None]], axis=1)
+
+
+def blur_kernel(rng: np.random.Generator, p: PasteParams) -> np.ndarray:
+    """float64 [5] normalised Gaussian taps, or zeros (no blur)."""
+    if p.blur_prob <= 0 or rng.random() >= p.blur_prob:
+        return np.zeros(5)
+    sigma = rng.uniform(*p.blur_sigma)
+    t = np.exp(-0.5 * (np.arange(-2, 3) / sigma) ** 2)
+    return t / t.sum()
+
+
+def draw_scale(rng: np.random.Generator, p: PasteParams, box: Sequence[int], horizon: float,
+               size: tuple[int, int]) -> float:
+    """Scale about the horizon for a region box (y0, y1, x0, x1); 1/s uniform (= uniform in depth)."""
+    y0, y1, x0, x1 = box
+    H, W = size
+    bh, bw = y1 - y0, x1 - x0
+    s_max = min(p.scale_range[1], 2 * H / bh, 2 * W / bw)
+    if y1 < horizon:  # above the horizon: keep the scaled bottom edge below row 0
+        s_max = min(s_max, horizon / (horizon - y1))
+    if y0 > horizon:  # below: keep the scaled top edge above row H
+        s_max = min(s_max, (H - horizon) / (y0 - horizon))
+    s_min = max(p.scale_range[0], p.min_size / bh, p.min_size / bw)
+    if s_max <= s_min:
+        return 1.0
+    return float(1.0 / rng.uniform(1.0 / s_max, 1.0 / s_min))
+
+
+def place(rng: np.random.Generator, p: PasteParams, box: Sequence[int], scale: float, flip: bool,
+          horizon_src: float, horizon_dst: float, size: tuple[int, int]
+          ) -> tuple[tuple[float, ...], float, float, tuple[int, int, int, int]]:
+    """Affine (synthesised index -> source index), ideal and actual top row, touched box.
+
+    Continuous coordinates (centre of pixel i at i + 0.5): U' = s U + px (or -s U + px flipped),
+    V' = s V + oy; oy is an integer within h_t of its ideal c_t - s c_f."""
+    y0, y1, x0, x1 = box
+    H, W = size
+    s = scale
+    sw = s * (x1 - x0)
+    left = int(rng.integers(-int(math.ceil(sw)) + 1, W))  # box overlaps the image
+    px = left + s * x1 if flip else left - s * x0
+    oy_ideal = horizon_dst - s * horizon_src
+    ht = p.height_tolerance
+    oy = float(np.round(oy_ideal + rng.uniform(-ht, ht)))
+    if oy - oy_ideal > ht:
+        oy -= 1.0
+    elif oy_ideal - oy > ht:
+        oy += 1.0
+    if flip:
+        a, c = -1.0 / s, (px - 0.5) / s - 0.5
+    else:
+        a, c = 1.0 / s, (0.5 - px) / s - 0.5
+    e, f = 1.0 / s, (0.5 - oy) / s - 0.5
+    top = s * y0 + oy
+    bottom = s * y1 + oy
+    margin = 3  # rounding, plus the blur's 2-px reach
+    by0 = max(0, int(math.floor(top)) - margin)
+    by1 = min(H, int(math.ceil(bottom)) + margin)
+    bx0 = max(0, int(math.floor(left)) - margin)
+    bx1 = min(W, int(math.ceil(left + sw)) + margin)
+    return (a, 0.0, c, 0.0, e, f), s * y0 + oy_ideal, top, (by0, by1, bx0, bx1)
+
+
+def pastes_per_region(rng: np.random.Generator, e: float, n: int) -> np.ndarray:
+    """int [n] copies per region: floor(e), plus one with probability frac(e) (expectation e)."""
+    base = int(math.floor(e))
+    frac = e - base
+    extra = (rng.random(n) < frac).astype(np.int64) if frac > 0 else np.zeros(n, dtype=np.int64)
+    return base + extra
+
+
+# ----------------------------------------------------------------------------------------------
+# the group
+
+def disparity_of(depth: np.ndarray) -> np.ndarray:
+    """float32 [H, W] 1 / depth; non-positive or non-finite depth counts as infinitely far (0)."""
+    d = depth.astype(np.float32)
+    ok = np.isfinite(d) & (d > 0)
+    out = np.zeros_like(d)
+    np.divide(1.0, d, out=out, where=ok)
+    return out
+
+
+def group_region_offsets(frames: Sequence[SourceFrame]) -> np.ndarray:
+    """int64 [M]: group id of region r of frame m is offsets[m] + r (r > 0); ids stay uint16."""
+    highest = np.array([int(f.regions.max()) for f in frames], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(highest)[:-1]])
+    if highest.sum() > np.iinfo(np.uint16).max:
+        raise ValueError(f"group has {highest.sum()} regions; region ids are uint16 (at most 65535)")
+    return offsets
+
+
+def synthesise(frames: Sequence[SourceFrame], seed: int | Sequence[int], params: PasteParams = PasteParams()
+               ) -> Synthesis:
+    """Synthesise the len(rounds) * M images of one group from M source frames; same seed = same output."""
+    rng = np.random.default_rng(seed)
+    M = len(frames)
+    if M == 0:
+        raise ValueError("a group needs at least one source frame")
+    H, W = frames[0].regions.shape
+    for f in frames:
+        if f.image.shape != (H, W, 3) or f.depth.shape != (H, W) or f.regions.shape != (H, W):
+            raise ValueError(f"frame {f.frame_id}: image/depth/regions shapes {f.image.shape}, {f.depth.shape}, "
+                             f"{f.regions.shape} do not match the group's {H}x{W}")
+    src_img = np.ascontiguousarray(np.stack([f.image for f in frames]))  # uint8 [M, H, W, 3]
+    src_disp = np.ascontiguousarray(np.stack([disparity_of(f.depth) for f in frames]))  # float32 [M, H, W]
+    src_reg = np.ascontiguousarray(np.stack([f.regions.astype(np.uint16) for f in frames]))  # uint16 [M, H, W]
+    offsets = group_region_offsets(frames)
+
+    # candidate regions: (frame, local id, box, mean colour)
+    cands: list[tuple[int, int, tuple[int, int, int, int], np.ndarray]] = []
+    for m, f in enumerate(frames):
+        n = int(f.regions.max())
+        if n == 0:
+            continue
+        boxes = region_boxes(src_reg[m], n)  # [n + 1, 4]
+        flat = src_reg[m].ravel()
+        counts = np.bincount(flat, minlength=n + 1).astype(np.float64)
+        means = np.stack([np.bincount(flat, weights=src_img[m, ..., ch].ravel().astype(np.float64),
+                                      minlength=n + 1) for ch in range(3)], axis=1)
+        means /= np.maximum(counts, 1)[:, None]
+        for r in range(1, n + 1):
+            y0, y1, x0, x1 = (int(v) for v in boxes[r])
+            if counts[r] > 0 and y1 - y0 >= params.min_height and x1 - x0 >= params.min_width:
+                cands.append((m, r, (y0, y1, x0, x1), means[r]))
+
+    n_rounds = len(params.rounds)
+    N = n_rounds * M
+    out_img = np.empty((N, H, W, 3), dtype=np.uint8)
+    out_disp = np.empty((N, H, W), dtype=np.float32)
+    out_reg = np.empty((N, H, W), dtype=np.uint16)
+    layers = np.empty((N, H, W), dtype=np.int32)
+    images_meta: list[dict[str, Any]] = []
+    all_pastes: list[Paste] = []
+    identity = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+
+    for rnd, e in enumerate(params.rounds):
+        copies = np.repeat(np.arange(len(cands)), pastes_per_region(rng, e, len(cands)))
+        copies = copies[rng.permutation(len(copies))]
+        per_image: list[list[Paste]] = [[] for _ in range(M)]
+        for j, ci in enumerate(copies):
+            m_dst = j % M
+            m, r, box, mean = cands[ci]
+            scale = draw_scale(rng, params, box, frames[m].horizon, (H, W))
+            flip = bool(params.flip_prob > 0 and rng.random() < params.flip_prob)
+            aff, ideal, top, tbox = place(rng, params, box, scale, flip, frames[m].horizon,
+                                          frames[m_dst].horizon, (H, W))
+            col = colour_matrix(rng, params, mean)
+            kern = blur_kernel(rng, params)
+            per_image[m_dst].append(Paste(rnd * M + m_dst, m, r, int(offsets[m] + r), scale, flip, aff,
+                                          ideal, top, col, kern, tbox))
+        for m_dst in range(M):
+            i = rnd * M + m_dst
+            out_img[i] = src_img[m_dst]
+            out_disp[i] = src_disp[m_dst]
+            reg = src_reg[m_dst].astype(np.int64)
+            out_reg[i] = np.where(reg > 0, reg + offsets[m_dst], 0)
+            lay = np.zeros((H, W), dtype=np.int32)
+            ps = per_image[m_dst]
+            if ps:
+                _paste_all(out_img[i], out_disp[i], out_reg[i], lay, src_img, src_disp, src_reg,
+                           np.array([q.source for q in ps], dtype=np.int64),
+                           np.array([q.region for q in ps], dtype=np.int64),
+                           np.array([q.group_region for q in ps], dtype=np.int64),
+                           np.array([q.affine for q in ps], dtype=np.float64),
+                           np.array([q.box for q in ps], dtype=np.int64),
+                           np.array([q.scale for q in ps], dtype=np.float64),
+                           np.stack([q.colour.ravel() for q in ps]),
+                           np.stack([q.blur for q in ps]))
+            # keep only visible pastes as layers, renumbered 1.. in paste order
+            visible = np.flatnonzero(np.bincount(lay.ravel(), minlength=len(ps) + 1)[1:])
+            if len(visible) + 1 >= NO_LAYER16:
+                raise ValueError(f"image {i} has {len(visible)} visible pastes; a layer map holds at most "
+                                 f"{NO_LAYER16 - 1}")
+            remap = np.zeros(len(ps) + 1, dtype=np.int32)
+            remap[visible + 1] = np.arange(1, len(visible) + 1, dtype=np.int32)
+            layers[i] = remap[lay]
+            entries = [{"source": m_dst, "affine": identity, "region": 0, "scale": 1.0, "flip": False}]
+            for k in visible:
+                q = ps[k]
+                entries.append({"source": q.source, "affine": [float(v) for v in q.affine],
+                                "region": q.group_region, "scale": q.scale, "flip": q.flip})
+            images_meta.append({"base": m_dst, "round": rnd, "layers": entries})
+            all_pastes.extend(ps)
+
+    # uint8 layer maps unless an image has more layers than 254 (then the whole group is uint16)
+    most = max(len(m["layers"]) for m in images_meta)
+    layers_out = layers.astype(np.uint8 if most < NO_LAYER else np.uint16)
+    meta = {"sources": [f.frame_id for f in frames], "images": images_meta}
+    return Synthesis(Group(out_img, out_reg, layers_out, meta), out_disp, all_pastes)
