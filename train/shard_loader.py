@@ -1,0 +1,288 @@
+"""Streaming the shard set into training batches (DESIGN §4 shards, §6 keep the GPU busy).
+
+One step consumes `groups_per_step` copy-paste groups (the paper: 1 group = 16 images). Each group
+is decoded and augmented in a DataLoader worker: every image gets its own random resized crop and
+flip, applied to its region map and its source-id map too (maps sampled nearest at the centre of
+each 4x4 feature cell), then colour jitter and blur on the image alone. The worker also draws the
+positive samples (train/positives.py), so the step receives uint8 images plus small index tensors.
+
+Order and resumption. The shard shuffle and the split by node and by worker are done here, from
+the manifest, rather than by webdataset's splitters: that makes the whole epoch's stream a pure
+function of (seed, epoch), so a resumed run can rebuild it and skip exactly what was consumed.
+  - epoch e: shards shuffled with seed (seed, e); rank r takes every world-th shard, and the
+    rank's W logical workers every W-th of those. An epoch has W * (fewest batches any logical
+    worker of any rank holds) steps, so all ranks take the same number of steps.
+  - step p of an epoch comes from logical worker p % W (the DataLoader serves workers round robin).
+    After a restart at step c, physical worker q plays logical worker (q + c) % W and skips its
+    first (q + c) // W batches (raw tar records, before the shuffle buffer's output is decoded).
+  - each worker shuffles its samples through a buffer seeded by (seed, epoch, rank, logical
+    worker), and every sample's augmentation is seeded by (seed, epoch, key): nothing depends on
+    what the process did before.
+"""
+from __future__ import annotations
+
+import json
+import random
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchvision.transforms.v2.functional as TF
+import webdataset as wds
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from shared.frames import DataError
+from shared.shard_schema import decode_group, source_ids
+from train.positives import feature_budget, pixel_keys, region_keys, sample_groups, split_budget
+
+GROUP_KEY_OFFSET = 1 << 40  # keeps keys of different groups in one step apart
+
+
+@dataclass(frozen=True)
+class ShardSet:
+    root: Path
+    height: int
+    width: int
+    group_size: int
+    n_groups: int
+    config_hash: str
+    shards: tuple[tuple[str, int], ...]  # (file name, samples)
+
+
+def open_shard_set(path: str | Path) -> ShardSet:
+    """Read and check a shard set folder (manifest.json + its tar files)."""
+    root = Path(path)
+    mpath = root / "manifest.json"
+    if not mpath.is_file():
+        raise DataError(mpath, "shard set has no manifest.json (incomplete or not a shard set folder)")
+    try:
+        m = json.loads(mpath.read_text())
+        shards = tuple((str(s["name"]), int(s["samples"])) for s in m["shards"])
+        info = (int(m["height"]), int(m["width"]), int(m["group_size"]), int(m["n_groups"]))
+    except (ValueError, KeyError, TypeError) as e:
+        raise DataError(mpath, f"unreadable manifest ({e!r})") from e
+    if not shards:
+        raise DataError(mpath, "manifest lists no shards")
+    for s in m["shards"]:
+        p = root / s["name"]
+        if not p.is_file():
+            raise DataError(p, "shard listed in the manifest is missing")
+        if "bytes" in s and p.stat().st_size != int(s["bytes"]):
+            raise DataError(p, f"shard has {p.stat().st_size} bytes, manifest says {s['bytes']} (truncated?)")
+    return ShardSet(root, *info, config_hash=str(m.get("config_hash", "")), shards=shards)
+
+
+@dataclass(frozen=True)
+class EpochPlan:
+    epoch: int
+    steps: int  # steps in this epoch (same on every rank)
+    worker_shards: tuple[tuple[str, ...], ...]  # this rank's shard paths per logical worker
+    groups_used: int  # groups this rank consumes in the epoch
+    groups_available: int  # groups this rank's shards hold
+
+
+def plan_epoch(ss: ShardSet, epoch: int, seed: int, groups_per_step: int, workers: int,
+               rank: int = 0, world: int = 1) -> EpochPlan:
+    """Which shards each rank and logical worker reads in `epoch`, and how many steps it lasts."""
+    n_logical = max(1, workers)
+    need = world * n_logical
+    if len(ss.shards) < need:
+        raise DataError(ss.root, f"{len(ss.shards)} shards for {world} rank(s) x {n_logical} loader worker(s): "
+                                 f"every worker needs at least one shard; use --workers "
+                                 f"{max(0, len(ss.shards) // world)} or write more, smaller shards")
+    order = list(range(len(ss.shards)))
+    random.Random(f"{seed}:{epoch}:shards").shuffle(order)
+    fewest = None
+    mine: list[list[int]] = []
+    for r in range(world):
+        per_rank = order[r::world]
+        for v in range(n_logical):
+            idx = per_rank[v::n_logical]
+            batches = sum(ss.shards[i][1] for i in idx) // groups_per_step
+            fewest = batches if fewest is None else min(fewest, batches)
+            if r == rank:
+                mine.append(idx)
+    steps = n_logical * int(fewest or 0)
+    available = sum(ss.shards[i][1] for w in mine for i in w)
+    paths = tuple(tuple(str(ss.root / ss.shards[i][0]) for i in w) for w in mine)
+    return EpochPlan(epoch, steps, paths, steps * groups_per_step, available)
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Training-time augmentation of one synthesised image (and its maps)."""
+
+    height: int  # output size; multiple of 32
+    width: int
+    scale: tuple[float, float] = (0.5, 1.0)  # crop area / image area
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)  # crop aspect / output aspect
+    flip: float = 0.5
+    jitter: float = 0.8  # probability of colour jitter
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.4
+    hue: float = 0.1
+    blur: float = 0.5  # probability of Gaussian blur
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    stride: int = 4  # the network's output stride
+    pixel_cell: int = 4  # source-grid cell size of a pixel key
+
+
+def crop_box(rng: np.random.Generator, h: int, w: int, aug: Augment) -> tuple[int, int, int, int]:
+    """(y0, x0, crop h, crop w) of a random resized crop, torchvision's rule with the aspect
+    ratio taken relative to the output's, so wide frames are not squeezed."""
+    area = h * w
+    target = aug.width / aug.height
+    for _ in range(10):
+        a = area * rng.uniform(*aug.scale)
+        r = target * float(np.exp(rng.uniform(np.log(aug.ratio[0]), np.log(aug.ratio[1]))))
+        cw, ch = int(round(np.sqrt(a * r))), int(round(np.sqrt(a / r)))
+        if 0 < cw <= w and 0 < ch <= h:
+            return int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1)), ch, cw
+    # fall back to the largest centred crop of the output's aspect
+    ch, cw = (h, min(w, round(h * target))) if w / h >= target else (min(h, round(w / target)), w)
+    return (h - ch) // 2, (w - cw) // 2, ch, cw
+
+
+def augment_image(image: np.ndarray, src: np.ndarray, reg: np.ndarray, rng: np.random.Generator,
+                  aug: Augment) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """image uint8 [H, W, 3], src int64 [H, W] source ids, reg [H, W] region ids ->
+    (image uint8 [3, Ho, Wo], src int64 [Ho/s, Wo/s], reg int64 [Ho/s, Wo/s]).
+
+    The maps are sampled at the output pixel that each feature cell is centred on, through the
+    same crop, scale and flip as the image (nearest), so they say what each feature location sees.
+    """
+    h, w = image.shape[:2]
+    y0, x0, ch, cw = crop_box(rng, h, w, aug)
+    flip = rng.random() < aug.flip
+    s = aug.stride
+    oy = torch.arange(aug.height // s) * s + s // 2  # output rows that feature cells sample
+    ox = torch.arange(aug.width // s) * s + s // 2
+    if flip:
+        ox = aug.width - 1 - ox
+    # pixel centre o + 0.5 of the output lands at (o + 0.5) * crop / out in the crop: nearest = floor
+    my = (y0 + ((oy + 0.5) * ch / aug.height).floor().long()).clamp(0, h - 1)
+    mx = (x0 + ((ox + 0.5) * cw / aug.width).floor().long()).clamp(0, w - 1)
+    src_f = torch.from_numpy(src)[my[:, None], mx[None, :]]
+    reg_f = torch.from_numpy(reg.astype(np.int64))[my[:, None], mx[None, :]]
+
+    x = torch.from_numpy(np.ascontiguousarray(image[y0:y0 + ch, x0:x0 + cw])).permute(2, 0, 1)[None].float()
+    x = F.interpolate(x, size=(aug.height, aug.width), mode="bilinear", align_corners=False,
+                      antialias=(ch > aug.height or cw > aug.width))
+    img = x[0].round_().clamp_(0, 255).to(torch.uint8)  # [3, Ho, Wo]
+    if flip:
+        img = img.flip(-1)
+    if rng.random() < aug.jitter:
+        # SwAV-style jitter; a fixed order keeps the draw count per image constant
+        img = TF.adjust_brightness(img, float(rng.uniform(1 - aug.brightness, 1 + aug.brightness)))
+        img = TF.adjust_contrast(img, float(rng.uniform(1 - aug.contrast, 1 + aug.contrast)))
+        img = TF.adjust_saturation(img, float(rng.uniform(1 - aug.saturation, 1 + aug.saturation)))
+        hue = float(rng.uniform(-aug.hue, aug.hue))
+        if aug.hue > 0:
+            img = TF.adjust_hue(img, hue)
+    if rng.random() < aug.blur:
+        sigma = float(rng.uniform(*aug.blur_sigma))
+        k = 2 * int(np.ceil(3 * sigma)) + 1
+        img = TF.gaussian_blur(img, [k, k], [sigma, sigma])
+    return img, src_f, reg_f
+
+
+def sample_rng(seed: int, epoch: int, key: str) -> np.random.Generator:
+    return np.random.default_rng([seed, epoch, zlib.crc32(key.encode())])
+
+
+def prepare_group(sample: dict[str, Any], aug: Augment, rng: np.random.Generator) -> dict[str, Any]:
+    """A raw webdataset sample -> augmented group at feature resolution:
+    images uint8 [N, 3, Ho, Wo], pixel_keys / region_keys int64 [N, Ho/s, Wo/s] (-1 = none)."""
+    try:
+        g = decode_group(sample)
+        src = source_ids(g.layers, g.meta)  # int64 [N, H, W]
+    except Exception as e:  # name the sample: a bad record in a 10 GB shard set is otherwise a hunt
+        raise DataError(f"{sample.get('__url__', '?')}#{sample.get('__key__', '?')}", f"undecodable group ({e!r})") from e
+    h, w = g.images.shape[1:3]
+    out = [augment_image(g.images[i], src[i], g.regions[i], rng, aug) for i in range(g.n_images)]
+    srcf = torch.stack([o[1] for o in out])
+    return {
+        "key": sample["__key__"],
+        "images": torch.stack([o[0] for o in out]),
+        "pixel_keys": pixel_keys(srcf, h, w, aug.pixel_cell),
+        "region_keys": region_keys(torch.stack([o[2] for o in out])),
+    }
+
+
+def collate_groups(groups: list[dict[str, Any]], features_per_step: int, lam: float,
+                   generator: torch.Generator, keep_keys: bool = False) -> dict[str, Any]:
+    """Groups of one step -> the step's batch: images uint8 [B, 3, Ho, Wo] and, for each level,
+    `<level>_index` int64 [m] (rows of the step's features [B * h * w, D], flattened b, y, x),
+    `<level>_group` int64 [m] and `<level>_groups` (count)."""
+    off = [torch.full_like(g["pixel_keys"], i * GROUP_KEY_OFFSET) for i, g in enumerate(groups)]
+    pk = torch.cat([torch.where(g["pixel_keys"] >= 0, g["pixel_keys"] + o, g["pixel_keys"]) for g, o in zip(groups, off)])
+    rk = torch.cat([torch.where(g["region_keys"] >= 0, g["region_keys"] + o, g["region_keys"]) for g, o in zip(groups, off)])
+    n_pix, n_reg = split_budget(feature_budget(features_per_step, pk.numel()), lam)
+    pi, pg, npg = sample_groups(pk.flatten(), n_pix, generator)
+    ri, rg, nrg = sample_groups(rk.flatten(), n_reg, generator)
+    batch = {
+        "keys": [g["key"] for g in groups],
+        "images": torch.cat([g["images"] for g in groups]),
+        "pixel_index": pi, "pixel_group": pg, "pixel_groups": npg,
+        "region_index": ri, "region_group": rg, "region_groups": nrg,
+    }
+    if keep_keys:
+        batch["pixel_keys"], batch["region_keys"] = pk, rk
+    return batch
+
+
+class ShardStream(IterableDataset):
+    """One epoch of batches for this rank, resumable at any step (see the module docstring)."""
+
+    def __init__(self, plan: EpochPlan, start_step: int, seed: int, groups_per_step: int, aug: Augment,
+                 features_per_step: int, lam: float, shuffle_buffer: int = 64, rank: int = 0):
+        super().__init__()
+        self.plan, self.start, self.seed, self.gps = plan, start_step, seed, groups_per_step
+        self.aug, self.fps, self.lam, self.buffer, self.rank = aug, features_per_step, lam, shuffle_buffer, rank
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = get_worker_info()
+        q, n_phys = (info.id, info.num_workers) if info is not None else (0, 1)
+        n_logical = len(self.plan.worker_shards)
+        assert n_phys == n_logical, "the epoch plan was made for a different number of workers"
+        v = (q + self.start) % n_logical
+        skip = (q + self.start) // n_logical  # batches logical worker v already delivered
+        total = self.plan.steps // n_logical
+        urls = [{"url": u} for u in self.plan.worker_shards[v]]
+        raw = wds.tarfile_to_samples()(iter(urls))
+        if self.buffer > 1:
+            raw = wds.shuffle(self.buffer, initial=self.buffer,
+                              seed=zlib.crc32(f"{self.seed}:{self.plan.epoch}:{self.rank}:{v}".encode()))(raw)
+        batch: list[dict[str, Any]] = []
+        done = 0
+        for sample in raw:
+            if done >= total:
+                return
+            if done < skip:  # consumed before the restart: count it, never decode it
+                batch.append(sample)
+                if len(batch) == self.gps:
+                    batch, done = [], done + 1
+                continue
+            rng = sample_rng(self.seed, self.plan.epoch, sample["__key__"])
+            batch.append(prepare_group(sample, self.aug, rng))
+            if len(batch) == self.gps:
+                gen = torch.Generator().manual_seed(
+                    zlib.crc32(f"{self.seed}:{self.plan.epoch}:{':'.join(b['key'] for b in batch)}".encode()))
+                yield collate_groups(batch, self.fps, self.lam, gen)
+                batch, done = [], done + 1
+
+
+def _worker_init(_: int) -> None:
+    # Workers decode and augment with numpy/PIL/torch on the CPU: one thread each, many workers.
+    torch.set_num_threads(1)
+
+
+def make_loader(stream: ShardStream, workers: int, pin_memory: bool) -> DataLoader:
+    return DataLoader(stream, batch_size=None, num_workers=workers, pin_memory=pin_memory,
+                      worker_init_fn=_worker_init if workers > 0 else None,
+                      prefetch_factor=4 if workers > 0 else None, persistent_workers=False)
