@@ -133,18 +133,27 @@ def _prepare_root(root: Path, params: dict) -> None:
     _write_json(root / "city.json", {"params": params, "complete": False})
 
 
+def sequence_world(params: dict, s: int):
+    """(camera-to-world poses, speed in m/frame, World) of sequence `s`: a pure function of the
+    city parameters, so a test can cast extra rays into exactly the scene that was rendered."""
+    from preprocess.synth_scene import drive, street
+
+    rng = np.random.default_rng([params["seed"], s])
+    poses, speed = drive(rng, params["frames"])
+    world = street(rng, length=speed * params["frames"] + float(rng.uniform(60.0, 90.0)), speed=speed,
+                   seed=int(params["seed"]) * 7919 + s)
+    return poses, speed, world
+
+
 def render_sequence(root: Path, s: int, params: dict, on_frame: Callable[[], None] = lambda: None) -> dict:
     """Render (or resume) sequence `s` of the city described by `params`; returns its summary."""
     from preprocess.synth_render import render
-    from preprocess.synth_scene import drive, pixel_K, street
+    from preprocess.synth_scene import pixel_K
 
     H, W = params["size"]
     frames = params["frames"]
     name = sequence_name(s)
-    rng = np.random.default_rng([params["seed"], s])
-    poses, speed = drive(rng, frames)
-    world = street(rng, length=speed * frames + float(rng.uniform(60.0, 90.0)), speed=speed,
-                   seed=int(params["seed"]) * 7919 + s)
+    poses, speed, world = sequence_world(params, s)
     K = pixel_K((H, W), params["fx"])
     moving = world.dynamic_instances()
     cams = []

@@ -200,7 +200,7 @@ def _surface_colour(tex, base, px, py, pz, nx, ny, nz, seed, out):
 def _road_colour(x, y, edge_line, marks, seed, out):
     """Asphalt with a dashed centre line and solid edge lines (painted on Z = 0)."""
     n = _fbm(x, y, 0.0, 0.5, seed + 101)
-    c = 0.33 * (1.0 + 0.6 * n + 0.25 * (value_noise(x * 7.0, y * 7.0, 0.0, seed + 102) - 0.5))
+    c = 0.33 * (1.0 + 0.3 * n + 0.3 * (value_noise(x * 6.0, y * 6.0, 0.0, seed + 102) - 0.5))
     out[0] = c
     out[1] = c
     out[2] = c * 1.04

@@ -28,6 +28,7 @@ BOX, CYLINDER, SPHERE = 0, 1, 2
 TEX_NOISE, TEX_FACADE, TEX_TILES, TEX_CAR, TEX_FOLIAGE, TEX_SKIN = 0, 1, 2, 3, 4, 5
 
 CAMERA_HEIGHT = 1.6  # metres above the road
+TRAFFIC_LIGHT, TRAFFIC_SIGN = 19, 20  # Cityscapes labelIds
 LANE_Y = -1.75  # the camera drives in the right-hand lane (Y points left)
 TRAVEL_HALF = 3.5  # two 3.5 m travel lanes; the edge lines are painted at |Y| = 3.5
 ROAD_HALF = 5.5  # plus a 2 m parking lane on each side
@@ -169,14 +170,17 @@ def level_pose(x: float = 0.0, y: float = 0.0, height: float = CAMERA_HEIGHT) ->
 
 def car(x: float, y: float, k: int, colour, tex_seed: int = 0, velocity=(0.0, 0.0, 0.0),
         length: float = 4.3, width: float = 1.8) -> list[Primitive]:
-    """A car centred at (x, y): body box and a glass cabin box, one instance CAR*1000+k."""
+    """A car centred at (x, y): a dark chassis (reads as wheels and shadow), the body box and a
+    glass cabin box, one instance CAR*1000+k."""
     inst = CAR * 1000 + k
     hl, hw = length / 2, width / 2
-    body = Primitive(BOX, (x - hl, y - hw, 0.2, x + hl, y + hw, 1.0), tuple(colour), TEX_CAR, CAR, inst,
-                     tex_seed, tuple(velocity))
+    v = tuple(velocity)
+    chassis = Primitive(BOX, (x - hl + 0.4, y - hw + 0.08, 0.0, x + hl - 0.4, y + hw - 0.08, 0.2), (0.06, 0.06, 0.07),
+                        TEX_NOISE, CAR, inst, tex_seed + 2, v)
+    body = Primitive(BOX, (x - hl, y - hw, 0.2, x + hl, y + hw, 1.0), tuple(colour), TEX_CAR, CAR, inst, tex_seed, v)
     cabin = Primitive(BOX, (x - hl * 0.55 - 0.25, y - hw * 0.88, 1.0, x + hl * 0.45 - 0.25, y + hw * 0.88, 1.45),
-                      (0.12, 0.14, 0.17), TEX_CAR, CAR, inst, tex_seed + 1, tuple(velocity))
-    return [body, cabin]
+                      (0.12, 0.14, 0.17), TEX_CAR, CAR, inst, tex_seed + 1, v)
+    return [chassis, body, cabin]
 
 
 def pedestrian(x: float, y: float, k: int, colour, z0: float = KERB, tex_seed: int = 0,
@@ -297,8 +301,18 @@ def street(rng: np.random.Generator, length: float, speed: float, seed: int) -> 
             x += float(rng.uniform(9.0, 16.0))
         x = x_start + float(rng.uniform(0, 10))
         while x < x_end - 3:
-            prims.append(Primitive(CYLINDER, (x, s * (ROAD_HALF + 0.4), 0.09, KERB, float(rng.uniform(4.5, 7.0)), 0.0),
-                                   (0.3, 0.31, 0.33), TEX_NOISE, POLE, POLE, next(ts)))
+            y = s * (ROAD_HALF + 0.4)
+            top = float(rng.uniform(4.5, 7.0))
+            prims.append(Primitive(CYLINDER, (x, y, 0.09, KERB, top, 0.0), (0.3, 0.31, 0.33), TEX_NOISE, POLE, POLE,
+                                   next(ts)))
+            kind = rng.random()
+            if kind < 0.35:  # a sign plate facing the traffic, in front of the pole
+                col = [(0.85, 0.1, 0.1), (0.1, 0.25, 0.75), (0.9, 0.8, 0.1)][int(rng.integers(3))]
+                prims.append(Primitive(BOX, (x - 0.16, y - 0.3, 2.2, x - 0.1, y + 0.3, 2.8), col, TEX_NOISE,
+                                       TRAFFIC_SIGN, TRAFFIC_SIGN, next(ts)))
+            elif kind < 0.55:  # a traffic light head near the top
+                prims.append(Primitive(BOX, (x - 0.35, y - 0.15, top - 1.0, x - 0.1, y + 0.15, top - 0.1),
+                                       (0.08, 0.09, 0.08), TEX_NOISE, TRAFFIC_LIGHT, TRAFFIC_LIGHT, next(ts)))
             x += float(rng.uniform(16.0, 26.0))
     # cars: parked along both kerbs, oncoming in the left lane, maybe one ahead in our lane
     k_car = 0
@@ -311,12 +325,14 @@ def street(rng: np.random.Generator, length: float, speed: float, seed: int) -> 
                 next(ts)
                 k_car += 1
             x += float(rng.uniform(5.5, 8.0))
-    for _ in range(int(rng.integers(1, 4))):
+    oncoming = -float(rng.uniform(0.6, 1.3))  # one speed for the lane, so cars never run into each other
+    x = float(rng.uniform(15.0, 40.0))
+    while x < x_end:
         col = CAR_COLOURS[int(rng.integers(len(CAR_COLOURS)))]
-        x = float(rng.uniform(15.0, x_end))
-        prims += car(x, -LANE_Y, k_car, col, next(ts), velocity=(-float(rng.uniform(0.6, 1.3)), 0.0, 0.0))
+        prims += car(x, -LANE_Y, k_car, col, next(ts), velocity=(oncoming, 0.0, 0.0))
         next(ts)
         k_car += 1
+        x += float(rng.uniform(25.0, 60.0))
     if rng.random() < 0.5:
         col = CAR_COLOURS[int(rng.integers(len(CAR_COLOURS)))]
         prims += car(float(rng.uniform(14.0, 25.0)), LANE_Y, k_car, col, next(ts), velocity=(speed, 0.0, 0.0))
@@ -328,8 +344,14 @@ def street(rng: np.random.Generator, length: float, speed: float, seed: int) -> 
         s = 1.0 if rng.random() < 0.5 else -1.0
         # the first one stands just ahead, so even a few frames show a person
         x = float(rng.uniform(10.0, 22.0)) if n == 0 else float(rng.uniform(5.0, x_end - 5))
-        y = s * float(rng.uniform(ROAD_HALF + 0.7, wall - 0.5))
-        v = (float(rng.choice([-1.0, 1.0]) * rng.uniform(0.1, 0.16)), 0.0, 0.0) if rng.random() < 0.5 else (0.0, 0.0, 0.0)
+        walking = rng.random() < 0.5
+        # walkers keep to the strip between the trees and the facades; people standing still may
+        # also stand between the poles and the trees: nobody walks through a trunk or a pole
+        if walking or rng.random() < 0.5:
+            y = s * float(rng.uniform(ROAD_HALF + 2.25, wall - 0.3))
+        else:
+            y = s * float(rng.uniform(ROAD_HALF + 0.8, ROAD_HALF + 1.4))
+        v = (float(rng.choice([-1.0, 1.0]) * rng.uniform(0.1, 0.16)), 0.0, 0.0) if walking else (0.0, 0.0, 0.0)
         prims += pedestrian(x, y, k_person, CLOTHES[int(rng.integers(len(CLOTHES)))], tex_seed=next(ts), velocity=v)
         next(ts)
         k_person += 1

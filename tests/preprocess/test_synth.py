@@ -174,19 +174,13 @@ def test_consecutive_frames_agree_with_recorded_depth_and_pose(city, seq):
     """Every static point of frame t, moved by the recorded depth and poses into frame t+1, has the
     colour and depth that t+1's camera sees exactly there (the rays are cast through the sub-pixel
     points); a wrong pose or a wrong depth breaks it."""
-    from preprocess.synth_scene import street as make_street
-
     T0, d0, rgb0, inst0, cams = _frame(city, seq, 1)
     T1, *_ = _frame(city, seq, 2)
     K = np.array(cams["K"])
-    # rebuild the street exactly as the generator did, to cast rays for frame t+1
-    s = int(seq[3:])
+    # the street exactly as the generator built it, to cast rays for frame t+1
     params = json.loads((city / "city.json").read_text())["params"]
-    rng = np.random.default_rng([params["seed"], s])
-    poses, speed = drive(rng, params["frames"])
+    poses, _, world = synth.sequence_world(params, int(seq[3:]))
     assert np.allclose(poses[2], T1)
-    world = make_street(rng, length=speed * params["frames"] + float(rng.uniform(60.0, 90.0)), speed=speed,
-                        seed=params["seed"] * 7919 + s)
     scene1 = world.scene_at(2)
     static = ~np.isin(inst0, cams["moving_instance_ids"])
     H, W = d0.shape
