@@ -1,0 +1,165 @@
+"""End-to-end runs of `python -m evaluate unsupervised` on a tiny Cityscapes-layout dataset."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+from torch import nn
+
+from evaluate.unsupervised import select_frames, unsupervised
+from shared.frames import Frame
+from shared.labels import CAR, ROAD, SKY
+
+H, W = 64, 128
+# colours of the three classes of the tiny city, chosen so the oracle network below can tell them apart
+COLOURS = {SKY: (0, 0, 255), ROAD: (255, 0, 0), CAR: (0, 255, 0)}
+
+
+def _scene(shift: int) -> tuple[np.ndarray, np.ndarray]:
+    """(RGB [H, W, 3], labelIds [H, W]): bands of sky, cars, road and the ego vehicle (void, white).
+
+    Band edges lie on multiples of 4 and there are no corners, so a stride-4 network whose features
+    are upsampled bilinearly can be exact (at a corner the three neighbouring blocks outvote it).
+    """
+    lab = np.full((H, W), SKY, np.uint8)
+    lab[20 + shift:36 + shift] = CAR
+    lab[36 + shift:] = ROAD
+    lab[56:] = 1  # ego vehicle: void, must never count, whatever colour it has
+    rgb = np.zeros((H, W, 3), np.uint8)
+    for lid, c in COLOURS.items():
+        rgb[lab == lid] = c
+    rgb[lab == 1] = (255, 255, 255)
+    return rgb, lab
+
+
+def make_city(root: Path) -> dict[int, int]:
+    """Two labelled val frames in the Cityscapes layout; returns pixel counts per labelId."""
+    counts: dict[int, int] = {}
+    for i, shift in enumerate([0, 8]):
+        rgb, lab = _scene(shift)
+        stem = f"testcity_000000_{i:06d}"
+        img_dir, gt_dir = root / "leftImg8bit" / "val" / "testcity", root / "gtFine" / "val" / "testcity"
+        img_dir.mkdir(parents=True, exist_ok=True)
+        gt_dir.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rgb).save(img_dir / f"{stem}_leftImg8bit.png")
+        Image.fromarray(lab).save(gt_dir / f"{stem}_gtFine_labelIds.png")
+        for v, n in zip(*np.unique(lab, return_counts=True)):
+            counts[int(v)] = counts.get(int(v), 0) + int(n)
+    return counts
+
+
+class ColourOracle(nn.Module):
+    """A fake pre-trained network whose stride-4 feature is the mean RGB colour of each 4x4 block and
+    whose prototypes are the RGB axes: a perfect unsupervised segmenter of the tiny city."""
+
+    def __init__(self):
+        super().__init__()
+        self.prototypes = nn.Linear(3, 3, bias=False)
+        with torch.no_grad():
+            self.prototypes.weight.copy_(torch.eye(3))
+        self.net_args = {"arch": "colour-oracle"}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+        std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+        rgb = x * std + mean  # undo the ImageNet normalisation
+        return nn.functional.normalize(nn.functional.avg_pool2d(rgb, 4) + 1e-6, dim=1)
+
+
+def _run(args: list[str]) -> None:
+    result = CliRunner().invoke(unsupervised, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("clustering", ["agglomerative", "kmeans"])
+def test_perfect_network_scores_100_under_both_protocols(tmp_path, monkeypatch, clustering):
+    import shared.nets.semantic_fpn as semantic_fpn
+
+    counts = make_city(tmp_path / "city")
+    ckpt = tmp_path / "oracle.pt"
+    ckpt.write_bytes(b"not read: load_pretrained is replaced")
+    monkeypatch.setattr(semantic_fpn, "load_pretrained", lambda path, map_location="cpu": (ColourOracle(), {}))
+    _run(["--dataset", "cityscapes", "--data-root", str(tmp_path / "city"), "--out", str(tmp_path / "runs"),
+          "--checkpoint", str(ckpt), "--no-baseline", "--clustering", clustering, "--name", "oracle",
+          "--height", str(H), "--width", str(W), "--pictures", "1", "--device", "cpu"])
+    report = json.loads((tmp_path / "runs" / "cityscapes" / "eval" / "oracle" / "report.json").read_text())
+    assert report["size"] == [H, W] and len(report["frames"]) == 2
+    for pname, n_classes in [("paper", 19), ("picie", 27)]:
+        pr = report["protocols"][pname]
+        assert pr["present_classes"] == ["road", "sky", "car"]
+        assert pr["n_clusters"] == 3
+        m = pr["models"]["pre-trained"]
+        assert m["pixel_accuracy"] == 100.0 and m["miou"] == 100.0
+        # void pixels (labelId 0) never count: the matched confusion holds exactly the labelled pixels
+        conf = np.array(m["confusion_matched"])
+        assert conf.shape == (n_classes, n_classes + 1)
+        assert conf.sum() == counts[ROAD] + counts[SKY] + counts[CAR]
+        assert sorted(conf.sum(1)[conf.sum(1) > 0].tolist()) == sorted([counts[ROAD], counts[SKY], counts[CAR]])
+        assert sorted(c for c in m["cluster_to_class"]) == ["car", "road", "sky"]
+
+
+def test_real_network_with_baseline_writes_the_full_report(tmp_path):
+    from shared.nets.semantic_fpn import DenseSwAVNet
+
+    make_city(tmp_path / "city")
+    torch.manual_seed(3)
+    net = DenseSwAVNet("resnet18", num_prototypes=16)
+    ckpt = tmp_path / "run" / "model.pt"
+    ckpt.parent.mkdir()
+    torch.save({"model": net.state_dict(), "net_args": net.net_args, "config": {"backbone": "resnet18"}}, ckpt)
+    _run(["--dataset", "cityscapes", "--data-root", str(tmp_path / "city"), "--out", str(tmp_path / "runs"),
+          "--checkpoint", str(ckpt), "--protocol", "paper", "--height", str(H), "--width", str(W),
+          "--pictures", "2", "--device", "cpu", "--n-clusters", "5"])
+    out = tmp_path / "runs" / "cityscapes" / "eval" / "run-model-agglomerative"
+    for name in ["report.json", "report.md", "report.html", "config.json", "confusion_paper.png", "iou_paper.png",
+                 "predictions_testcity_000000_000000.png", "pca_testcity_000000_000001.png"]:
+        assert (out / name).is_file(), name
+    report = json.loads((out / "report.json").read_text())
+    assert list(report["protocols"]) == ["paper"]
+    models = report["protocols"]["paper"]["models"]
+    assert list(models) == ["pre-trained", "random init"]
+    for m in models.values():
+        assert 0.0 <= m["miou"] <= 100.0 and 0.0 <= m["pixel_accuracy"] <= 100.0
+        assert len(m["cluster_to_class"]) == 5
+        # 5 clusters, 3 present classes: exactly 2 clusters stay unmatched
+        assert sum(c is None for c in m["cluster_to_class"]) == 2
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 2 + 2 * 2  # confusion, bars, 2 frames x 2 pictures
+    md = (out / "report.md").read_text()
+    assert "random init" in md and "](confusion_paper.png)" in md
+    assert (tmp_path / "runs" / "cityscapes" / "eval" / "unsupervised.current").read_text().strip() == str(out.resolve())
+
+
+def test_missing_checkpoint_names_the_file(tmp_path):
+    make_city(tmp_path / "city")
+    result = CliRunner().invoke(unsupervised, ["--dataset", "cityscapes", "--data-root", str(tmp_path / "city"),
+                                               "--out", str(tmp_path / "runs"), "--checkpoint", str(tmp_path / "nope.pt")])
+    assert result.exit_code != 0
+    assert "nope.pt" in result.output and "checkpoint not found" in result.output
+    # --checkpoint auto without a training run says which stage to run
+    result = CliRunner().invoke(unsupervised, ["--dataset", "cityscapes", "--data-root", str(tmp_path / "city"),
+                                               "--out", str(tmp_path / "runs")])
+    assert result.exit_code != 0 and "make train" in result.output
+
+
+def _frame(fid: str, split: str, labelled: bool) -> Frame:
+    return Frame(id=fid, image=f"{fid}.png", split=split, sequence="s", index=0, width=8, height=4,
+                 fx=1, fy=1, cx=0.5, cy=0.5, semantic=f"{fid}_l.png" if labelled else None)
+
+
+def test_frame_selection():
+    frames = [_frame("a", "train", True), _frame("b", "val", True), _frame("c", "val", False),
+              _frame("d", "train", False), _frame("e", "train", True)]
+    chosen, split = select_frames(frames, "auto", 0)
+    assert split == "val" and [f.id for f in chosen] == ["b"]
+    chosen, split = select_frames([f for f in frames if f.split == "train"], "auto", 0)
+    assert split == "all" and [f.id for f in chosen] == ["a", "e"]
+    chosen, _ = select_frames(frames, "all", 0)
+    assert [f.id for f in chosen] == ["a", "b", "e"]
+    chosen, _ = select_frames(frames, "all", 2)
+    assert [f.id for f in chosen] == ["a", "e"]  # evenly spread: first and last
