@@ -30,8 +30,26 @@ test: .venv/.done  ## run the test suite (what CI runs)
 synth: .venv/.done  ## render the built-in synthetic city (DEMO_SIZE=tiny|small, else 8x40 frames at 384x768)
 	$(PY) -m preprocess synth $(STAGE_ARGS)
 
+.PHONY: depth depth-infer
+depth: .venv/.done  ## train the self-supervised depth network on DATASET's videos (resumes; DEPTH_ARGS=...)
+	$(PY) -m train depth $(STAGE_ARGS) --workers $(WORKERS) $(DEPTH_ARGS)
+
+depth-infer: .venv/.done  ## write per-frame depth .npy of DATASET with the current depth model (INFER_ARGS=...)
+	$(PY) -m preprocess depth $(STAGE_ARGS) --workers $(WORKERS) $(INFER_ARGS)
+
 index: .venv/.done  ## build and summarise the frame index of DATASET
 	$(PY) -m preprocess index $(STAGE_ARGS)
+
+.PHONY: regions proposals
+regions: .venv/.done  ## coherent depth regions -> region store (DEPTH=gt|files:DIR|model:CKPT, PROPOSALS=depth|felzenszwalb|gt, REGIONS_ARGS=...)
+	$(PY) -m preprocess regions $(STAGE_ARGS) --workers $(WORKERS) $(if $(DEPTH),--depth $(DEPTH)) $(if $(PROPOSALS),--proposals $(PROPOSALS)) $(REGIONS_ARGS)
+
+proposals: .venv/.done  ## region-proposal quality report vs SLIC / Felzenszwalb baselines on labelled frames (DEPTH=..., PROPOSALS_ARGS=...)
+	$(PY) -m evaluate proposals $(STAGE_ARGS) --workers $(WORKERS) $(if $(DEPTH),--depth $(DEPTH)) $(PROPOSALS_ARGS)
+
+.PHONY: eval
+eval: .venv/.done  ## unsupervised segmentation of the latest `make train` checkpoint vs random init + report (EVAL_ARGS=...)
+	$(PY) -m evaluate unsupervised $(STAGE_ARGS) $(EVAL_ARGS)
 
 demo: .venv/.done  ## the whole pipeline on the built-in synthetic city, CPU, minutes
 	$(MAKE) index DATASET=synthetic DEMO_SIZE=$(or $(DEMO_SIZE),small)

@@ -7,6 +7,7 @@ from shared.cli import LazyGroup
 
 COMMANDS: dict[str, str] = {
     "unsupervised": "evaluate.unsupervised:unsupervised",
+    "proposals": "evaluate.proposals:proposals",
 }
 
 

@@ -9,6 +9,7 @@ from shared.cli import LazyGroup
 COMMANDS = {
     "synth": "preprocess.synth:synth",
     "index": "preprocess.index:index",
+    "regions": "preprocess.regions:regions",
 }
 
 
