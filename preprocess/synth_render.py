@@ -229,12 +229,13 @@ def _sky_colour(px, py, pz, z_top, seed, out):
 
 
 @njit(cache=True)
-def render_kernel(origin, R, Kinv, uv, kind, geom, colour, texture, label, instance, offset,
+def render_kernel(origin, R, Kinv, uv, point_group, group_ptr, group_prims, kind, geom, colour, texture, label, instance, offset,
                   tex_seed, ground, road_half, ground_outer_label, marks, edge_line, sky_box, sun, ambient, seed, ground_label,
                   rgb, depth, lab, inst):
     """For each image point uv[n] = (u, v) (pixel units, N points) fill rgb float32 [N, 3] (0..1),
-    depth float32 [N], lab uint8 [N], inst int32 [N]."""
-    n_prim = kind.shape[0]
+    depth float32 [N], lab uint8 [N], inst int32 [N]. Point n is tested only against the
+    primitives group_prims[group_ptr[g]:group_ptr[g + 1]] of its group g = point_group[n]
+    (ascending indices, so ties resolve as in a test against all primitives)."""
     d = np.empty(3)
     dc = np.empty(3)
     alb = np.empty(3)
@@ -266,7 +267,9 @@ def render_kernel(origin, R, Kinv, uv, kind, geom, colour, texture, label, insta
             if EPS < t < best:
                 best = t
                 hit = -1
-        for k in range(n_prim):
+        grp = point_group[n]
+        for kk in range(group_ptr[grp], group_ptr[grp + 1]):
+            k = group_prims[kk]
             g = geom[k]
             if kind[k] == BOX:
                 t, axis, s = _hit_box(origin, d, g)
@@ -324,6 +327,57 @@ def render_kernel(origin, R, Kinv, uv, kind, geom, colour, texture, label, insta
             rgb[n, a] = alb[a] * shade
 
 
+TILE = 16  # pixels; each tile is tested only against the primitives whose screen box overlaps it
+
+
+def primitive_bounds(scene: Scene) -> np.ndarray:
+    """World axis-aligned bounding boxes of the primitives, float64 [N, 6] (min xyz, max xyz)."""
+    g = scene.geom
+    lo = np.empty((len(g), 3))
+    hi = np.empty((len(g), 3))
+    box, cyl, sph = scene.kind == BOX, scene.kind == CYLINDER, scene.kind == SPHERE
+    lo[box], hi[box] = g[box, :3], g[box, 3:]
+    r = g[cyl, 2]
+    lo[cyl] = np.stack([g[cyl, 0] - r, g[cyl, 1] - r, g[cyl, 3]], axis=1)
+    hi[cyl] = np.stack([g[cyl, 0] + r, g[cyl, 1] + r, g[cyl, 4]], axis=1)
+    r = g[sph, 3:4]
+    lo[sph], hi[sph] = g[sph, :3] - r, g[sph, :3] + r
+    return np.concatenate([lo, hi], axis=1)
+
+
+def screen_rects(scene: Scene, K: np.ndarray, cam_to_world: np.ndarray) -> np.ndarray:
+    """Conservative image-space rectangles (u0, v0, u1, v1) [N, 4] of the primitives: the hull of
+    the projected corners of each bounding box (exact for convex sets in front of the camera),
+    one pixel wider; a box reaching behind the camera gets the whole plane."""
+    b = primitive_bounds(scene)
+    corners = np.stack([b[:, [0 if i & 1 == 0 else 3, 1 if i & 2 == 0 else 4, 2 if i & 4 == 0 else 5]]
+                        for i in range(8)], axis=1)  # [N, 8, 3]
+    T = np.linalg.inv(cam_to_world)
+    pc = corners @ T[:3, :3].T + T[:3, 3]  # camera frame [N, 8, 3]
+    z = pc[..., 2]
+    front = (z > 1e-3).all(axis=1)
+    zs = np.where(z > 1e-3, z, 1.0)
+    u = (K[0, 0] * pc[..., 0] + K[0, 1] * pc[..., 1]) / zs + K[0, 2]
+    v = K[1, 1] * pc[..., 1] / zs + K[1, 2]
+    rects = np.stack([u.min(1) - 1, v.min(1) - 1, u.max(1) + 1, v.max(1) + 1], axis=1)
+    rects[~front] = (-np.inf, -np.inf, np.inf, np.inf)
+    return rects
+
+
+def _tile_lists(rects: np.ndarray, H: int, W: int) -> tuple[np.ndarray, np.ndarray]:
+    """CSR (ptr [T + 1], primitive indices) of the primitives overlapping each TILE x TILE tile."""
+    ty, tx = -(-H // TILE), -(-W // TILE)
+    u0 = (np.arange(tx) * TILE).astype(np.float64)
+    v0 = (np.arange(ty) * TILE).astype(np.float64)
+    over_u = (rects[None, :, 2] >= u0[:, None]) & (rects[None, :, 0] <= u0[:, None] + TILE)  # [tx, N]
+    over_v = (rects[None, :, 3] >= v0[:, None]) & (rects[None, :, 1] <= v0[:, None] + TILE)  # [ty, N]
+    over = over_v[:, None, :] & over_u[None, :, :]  # [ty, tx, N]
+    counts = over.reshape(ty * tx, -1).sum(axis=1)
+    ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    prims = np.nonzero(over.reshape(ty * tx, -1))[1].astype(np.int64)  # row-major: ascending per tile
+    return ptr, prims
+
+
 def render(scene: Scene, K: np.ndarray, cam_to_world: np.ndarray, size: tuple[int, int]) -> dict[str, np.ndarray]:
     """Ray cast `scene` from a camera with pixel intrinsics K (3x3) and pose cam_to_world (4x4).
 
@@ -334,8 +388,13 @@ def render(scene: Scene, K: np.ndarray, cam_to_world: np.ndarray, size: tuple[in
       instance  int32   [H, W]  Cityscapes instanceIds (labelId*1000+k for things, labelId for stuff)
     """
     H, W = int(size[0]), int(size[1])
-    v, u = np.mgrid[0:H, 0:W].astype(np.float64) + 0.5
-    out = render_points(scene, K, cam_to_world, np.stack([u.ravel(), v.ravel()], axis=1))
+    K = np.asarray(K, dtype=np.float64)
+    T = np.asarray(cam_to_world, dtype=np.float64)
+    ptr, prims = _tile_lists(screen_rects(scene, K, T), H, W)
+    i, j = np.mgrid[0:H, 0:W]
+    group = ((i // TILE) * -(-W // TILE) + j // TILE).ravel().astype(np.int64)
+    uv = np.stack([j.ravel() + 0.5, i.ravel() + 0.5], axis=1).astype(np.float64)
+    out = _cast(scene, K, T, uv, group, ptr, prims)
     return {"rgb": out["rgb"].reshape(H, W, 3), "depth": out["depth"].reshape(H, W),
             "label": out["label"].reshape(H, W), "instance": out["instance"].reshape(H, W)}
 
@@ -343,19 +402,25 @@ def render(scene: Scene, K: np.ndarray, cam_to_world: np.ndarray, size: tuple[in
 def render_points(scene: Scene, K: np.ndarray, cam_to_world: np.ndarray, uv: np.ndarray) -> dict[str, np.ndarray]:
     """Ray cast the rays through arbitrary image points uv float [N, 2] = (u, v) in pixel units
     (pixel (i, j) has its centre at (j + 0.5, i + 0.5)): rgb uint8 [N, 3], depth float32 [N],
-    label uint8 [N], instance int32 [N]. Lets a test look up exactly where a point reprojects."""
-    K = np.asarray(K, dtype=np.float64)
-    T = np.asarray(cam_to_world, dtype=np.float64)
+    label uint8 [N], instance int32 [N]. Every ray is tested against every primitive (no tiles),
+    which also makes it the reference the tiled `render` must reproduce."""
     uv = np.ascontiguousarray(uv, dtype=np.float64).reshape(-1, 2)
+    n = len(scene.kind)
+    return _cast(scene, np.asarray(K, dtype=np.float64), np.asarray(cam_to_world, dtype=np.float64), uv,
+                 np.zeros(len(uv), np.int64), np.array([0, n], np.int64), np.arange(n, dtype=np.int64))
+
+
+def _cast(scene: Scene, K: np.ndarray, T: np.ndarray, uv: np.ndarray, group: np.ndarray, ptr: np.ndarray,
+          prims: np.ndarray) -> dict[str, np.ndarray]:
     N = uv.shape[0]
     rgb = np.zeros((N, 3), np.float32)
     depth = np.zeros(N, np.float32)
     lab = np.zeros(N, np.uint8)
     inst = np.zeros(N, np.int32)
-    render_kernel(np.ascontiguousarray(T[:3, 3]), np.ascontiguousarray(T[:3, :3]), np.linalg.inv(K), uv,
-                  scene.kind, scene.geom, scene.colour, scene.texture, scene.label, scene.instance, scene.offset,
-                  scene.tex_seed, int(scene.ground), float(scene.road_half), int(scene.ground_outer_label),
-                  int(scene.marks), float(scene.edge_line), scene.sky_box, SUN, AMBIENT, int(scene.seed),
-                  int(scene.ground_label), rgb, depth, lab, inst)
+    render_kernel(np.ascontiguousarray(T[:3, 3]), np.ascontiguousarray(T[:3, :3]), np.linalg.inv(K), uv, group, ptr,
+                  prims, scene.kind, scene.geom, scene.colour, scene.texture, scene.label, scene.instance,
+                  scene.offset, scene.tex_seed, int(scene.ground), float(scene.road_half),
+                  int(scene.ground_outer_label), int(scene.marks), float(scene.edge_line), scene.sky_box, SUN,
+                  AMBIENT, int(scene.seed), int(scene.ground_label), rgb, depth, lab, inst)
     out = np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
     return {"rgb": out, "depth": depth, "label": lab, "instance": inst}

@@ -127,6 +127,25 @@ def test_culling_behind_camera_changes_nothing():
         assert np.array_equal(full[k], culled[k]), k
 
 
+def test_tiled_render_equals_testing_every_primitive():
+    """`render` tests each 16x16 tile only against primitives whose projected bounds overlap it;
+    that must give exactly what testing every ray against every primitive gives."""
+    params = {"sequences": 1, "frames": 30, "size": [40, 88], "seed": 5, "fx": 0.6, "format": 1}
+    poses, _, world = synth.sequence_world(params, 0)
+    H, W = 40, 88  # not a multiple of the tile size
+    K = pixel_K((H, W))
+    v, u = np.mgrid[0:H, 0:W].astype(np.float64) + 0.5
+    uv = np.stack([u.ravel(), v.ravel()], axis=1)
+    for f in (0, 13, 29):
+        scene = world.scene_at(f)
+        tiled = render(scene, K, poses[f], (H, W))
+        brute = render_points(scene, K, poses[f], uv)
+        for k in tiled:
+            assert np.array_equal(tiled[k].reshape(brute[k].shape), brute[k]), (f, k)
+    empty = render(world.scene_at(0, behind_x=1e9), K, poses[0], (H, W))  # no primitives at all
+    assert set(np.unique(empty["label"]).tolist()) <= {ROAD, SIDEWALK, SKY}
+
+
 # ---------------------------------------------------------------------------------------------
 # A rendered city on disk
 
@@ -276,6 +295,13 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path):
     assert len(a) == 2 * (1 + 2 * 4) + 1
     assert a == b
     assert a.keys() == c.keys() and a["seq00/rgb/000000.png"] != c["seq00/rgb/000000.png"]
+
+
+def test_parallel_workers_write_the_same_bytes(tmp_path):
+    args = dict(sequences=2, frames=2, size=(16, 32), seed=9, progress=False)
+    synth.generate(tmp_path / "one", workers=1, **args)
+    synth.generate(tmp_path / "two", workers=2, **args)
+    assert _tree_bytes(tmp_path / "one") == _tree_bytes(tmp_path / "two")
 
 
 def test_killed_render_is_not_complete_and_resumes_to_the_same_bytes(tmp_path, monkeypatch):
