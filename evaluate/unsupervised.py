@@ -11,7 +11,10 @@ with a randomly initialised network of the same architecture scored beside it as
 Protocols (see evaluate.segmentation_metrics): `paper` = 19 trainIds, matching maximising the
 summed IoU; `picie` = 27 classes, matching maximising matched pixels; `both` (default) scores each.
 C defaults to the number of the protocol's classes present in the evaluated ground truth (19 on the
-full Cityscapes val set), and the mIoU averages over those present classes.
+full Cityscapes val set), and the mIoU averages over those present classes. Images are fed and
+labels (nearest-resized) scored at 384x768 for Cityscapes, 384x1280 for KITTI, native size for the
+synthetic city and folders. k-means, like PiCIE's evaluation, is fitted on features of the evaluated
+frames themselves (transductive); the prototype clustering uses no evaluation data at all.
 
 Writes to <out>/<dataset>/eval/<name>/: report.json (every number), report.md and report.html
 (self-contained) with the per-class IoU tables, confusion_<protocol>.png, iou_<protocol>.png,
@@ -318,6 +321,7 @@ def evaluate_unsupervised(cfg: UnsupervisedConfig) -> Path:
 
     label_ids = [read_label(f.semantic, size) for f in tqdm(frames, desc="labels", unit="frame")]  # type: ignore[arg-type]
     gts = {p: [PROTOCOLS[p].to_classes(l) for l in label_ids] for p in pnames}
+    del label_ids
     present = {p: np.flatnonzero(sum(np.bincount(g.reshape(-1), minlength=256)[:PROTOCOLS[p].n_classes]
                                      for g in gts[p])) for p in pnames}
     n_clusters = {p: cfg.n_clusters or max(1, len(present[p])) for p in pnames}
