@@ -268,9 +268,10 @@ def street(rng: np.random.Generator, length: float, speed: float, seed: int) -> 
     prims: list[Primitive] = []
     ts = iter(range(1, 1_000_000, 2))  # texture seeds: one per primitive, stable across frames
     wall = ROAD_HALF + SIDEWALK_WIDTH
-    # sidewalks (raised by the kerb height)
+    # sidewalks (raised by the kerb height), reaching under the buildings so that a recessed
+    # facade stands on pavement
     for s in (-1.0, 1.0):
-        y0, y1 = sorted((s * ROAD_HALF, s * wall))
+        y0, y1 = sorted((s * ROAD_HALF, s * (wall + 4.0)))
         prims.append(Primitive(BOX, (x_start, y0, 0.0, x_end, y1, KERB), (0.62, 0.6, 0.56), TEX_TILES, SIDEWALK,
                                SIDEWALK, next(ts)))
     # facades, contiguous on both sides, and a cross building closing the street
@@ -280,7 +281,8 @@ def street(rng: np.random.Generator, length: float, speed: float, seed: int) -> 
             w = float(rng.uniform(8.0, 22.0))
             h = float(rng.uniform(7.0, 24.0))
             col = FACADE_COLOURS[int(rng.integers(len(FACADE_COLOURS)))]
-            y0, y1 = sorted((s * wall, s * (wall + 12.0)))
+            setback = float(rng.uniform(0.5, 3.0)) if rng.random() < 0.35 else 0.0  # depth steps along the street
+            y0, y1 = sorted((s * (wall + setback), s * (wall + 12.0)))
             prims.append(facade(x, min(x + w, x_end), y0, y1, h, col, next(ts)))
             x += w
     prims.append(facade(x_end, x_end + 12.0, -(wall + 12.0), wall + 12.0, float(rng.uniform(12.0, 25.0)),

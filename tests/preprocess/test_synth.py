@@ -384,3 +384,17 @@ def test_cli_out_places_the_preset_city_where_stages_look(tmp_path):
                                   "--size", "16x32"])
     assert r.exit_code == 0, r.output
     assert synth.city_is_complete(dataset_root(StageConfig(out=str(tmp_path), demo_size="tiny")))
+
+
+def test_stages_render_the_tiny_preset_once_and_then_reuse_it(tmp_path, capsys):
+    from shared.stage import StageConfig, dataset_root, frames_for
+
+    cfg = StageConfig(out=str(tmp_path), demo_size="tiny")
+    frames = frames_for(cfg)
+    p = synth.PRESETS["tiny"]
+    assert len(frames) == p["sequences"] * p["frames"]
+    assert (frames[0].height, frames[0].width) == p["size"]
+    assert synth.city_is_complete(dataset_root(cfg))
+    assert "rendered" in capsys.readouterr().out
+    assert frames_for(cfg) == frames
+    assert "reusing" in capsys.readouterr().out
