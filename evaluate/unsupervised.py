@@ -75,7 +75,7 @@ class UnsupervisedConfig(StageConfig):
     pictures: int = field(4, "frames drawn with predictions and PCA maps", hash=False)
     batch_size: int = field(2, "images per forward pass", hash=False)
     device: str = field("auto", "auto = cuda when available", choices=["auto", "cpu", "cuda"], hash=False)
-    name: str = field("", "run folder under <out>/<dataset>/eval/ (default <checkpoint folder>-<clustering>)",
+    name: str = field("", "run folder under <out>/<dataset>/eval/ (default <checkpoint's run folder>-<clustering>)",
                       hash=False)
 
 
@@ -313,7 +313,9 @@ def evaluate_unsupervised(cfg: UnsupervisedConfig) -> Path:
                         f"no frames with semantic labels in split {cfg.split!r} of dataset {cfg.dataset}")
     size = eval_size(cfg, frames)
     pnames = ["paper", "picie"] if cfg.protocol == "both" else [cfg.protocol]
-    name = cfg.name or f"{ckpt.parent.name}-{ckpt.stem}-{cfg.clustering}"
+    # the trainer names its checkpoints <run>/checkpoint.pt: the run folder is what tells them apart
+    stem = [] if ckpt.stem in ("checkpoint", "model") else [ckpt.stem]
+    name = cfg.name or "-".join([ckpt.parent.name, *stem, cfg.clustering])
     out = output_dir(cfg, "eval", name)
     out.mkdir(parents=True, exist_ok=True)
     click.echo(f"unsupervised eval: {len(frames)} frames ({split}) of {cfg.dataset} at {size[0]}x{size[1]}, "

@@ -115,7 +115,7 @@ def test_real_network_with_baseline_writes_the_full_report(tmp_path):
     _run(["--dataset", "cityscapes", "--data-root", str(tmp_path / "city"), "--out", str(tmp_path / "runs"),
           "--checkpoint", str(ckpt), "--protocol", "paper", "--height", str(H), "--width", str(W),
           "--pictures", "2", "--device", "cpu", "--n-clusters", "5"])
-    out = tmp_path / "runs" / "cityscapes" / "eval" / "run-model-agglomerative"
+    out = tmp_path / "runs" / "cityscapes" / "eval" / "run-agglomerative"
     for name in ["report.json", "report.md", "report.html", "config.json", "confusion_paper.png", "iou_paper.png",
                  "predictions_testcity_000000_000000.png", "pca_testcity_000000_000001.png"]:
         assert (out / name).is_file(), name
