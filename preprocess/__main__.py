@@ -10,6 +10,7 @@ COMMANDS = {
     "synth": "preprocess.synth:synth",
     "index": "preprocess.index:index",
     "regions": "preprocess.regions:regions",
+    "shards": "preprocess.shards:shards",
 }
 
 

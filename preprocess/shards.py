@@ -1,0 +1,418 @@
+"""`python -m preprocess shards`: pre-synthesise E epochs of copy-paste groups into WebDataset shards.
+
+Input: the region store of `--proposals` (recorded by `make regions`, or `--regions PATH`), the
+source images it names, and the frame index (for the horizon row cy*H of each frame).
+
+Per epoch e, the store's frames (sorted by id) are shuffled with seed (seed, e) and cut into
+groups of M = --group-size; group g is synthesised by `preprocess.copy_paste.synthesise` with seed
+(seed, e, g), so every group is a pure function of the inputs and its position, whatever the number
+of workers or shards. Groups are packed in order into shards of --groups-per-shard groups (by
+default as many as fit in --shard-mb, estimated from the JPEG size of the source frames); a shard
+never spans two epochs, so a trainer can take one epoch as a set of shards.
+
+Output folder, keyed by the config hash (which includes a hash of the region store's content):
+
+    <out>/<dataset>[-<demo>]/shards/<proposals>-<hash>/
+      shard-000000.tar ...   one sample per group (schema: shared.shard_schema), keys e{EE}_g{GGGGGGG}
+      manifest.json          config, config_hash, region_store {path, config_hash, content_hash},
+                             height, width, group_size, images_per_group, n_groups, epochs,
+                             shards [{name, samples, bytes, sha256, epoch, first_group}], complete
+      config.json            the resolved config
+    <out>/<dataset>[-<demo>]/shards/<proposals>.current   pointer read by `make train`
+
+Tars are written with the tarfile module (fixed mtime 0, uid/gid 0, empty user names, mode 0444,
+members in a fixed order) to a temporary name and renamed, then listed in the manifest with their
+size and sha256: same inputs and seed give byte-identical shards; a killed run resumes with the
+shards not yet listed; a listed shard whose size or checksum no longer matches is rewritten, never
+used. A complete set is reused as is (after checking every checksum, unless --no-verify).
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import os
+import tarfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import click
+import numpy as np
+from tqdm import tqdm
+
+from preprocess.copy_paste import PasteParams, SourceFrame, synthesise
+from shared.config import build_config, config_hash, config_options, field, override, save_config, to_dict
+from shared.frames import DataError
+from shared.imageio import read_rgb
+from shared.region_store import RegionStore, read_manifest, sha256_file
+from shared.shard_schema import encode_group, group_key
+from shared.stage import StageConfig, cached_frames, output_dir, read_pointer, write_pointer
+
+MANIFEST = "manifest.json"
+PAPER = PasteParams()
+PAPER_HEIGHT = 384
+# DEMO_SIZE presets; a preset value applies only where the option was not given on the command line.
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {"group_size": 4, "epochs": 1, "max_groups": 2, "groups_per_shard": 1},
+    "small": {"epochs": 2, "max_groups": 3, "groups_per_shard": 2},
+}
+
+
+@dataclass
+class ShardsConfig(StageConfig):
+    """Copy-paste groups -> WebDataset shards (DESIGN §4 shards, §5 copy-paste)."""
+
+    proposals: str = field("depth", "which region store to paste from (the regions stage's --proposals)")
+    regions: str = field("", "region store folder (empty = the one `make regions` recorded for PROPOSALS)",
+                         hash=False)
+    epochs: int = field(2, "pre-synthesised epochs (each uses every frame once, in a new order)")
+    group_size: int = field(8, "M: source frames per group; a group holds len(rounds) * M images")
+    rounds: tuple[float, ...] = field(PAPER.rounds, "expected pastes per region in each round "
+                                                    "(the original code used 2,4)")
+    min_region_height: int = field(PAPER.min_height, "paste filter: min region box height, px (scaled at demo sizes)")
+    min_region_width: int = field(PAPER.min_width, "paste filter: min region box width, px (scaled at demo sizes)")
+    scale_range: tuple[float, ...] = field(PAPER.scale_range, "paste scale range about the horizon row")
+    min_paste_size: int = field(PAPER.min_size, "a scaled paste keeps both box sides >= this, px")
+    height_tolerance: int = field(PAPER.height_tolerance, "h_t: max vertical offset from where the scaled "
+                                                          "region would sit, px (scaled at demo sizes)")
+    flip_prob: float = field(PAPER.flip_prob, "probability of a horizontal flip per paste")
+    jitter: tuple[float, ...] = field(PAPER.jitter, "colour jitter strength: brightness,contrast,saturation,hue")
+    jitter_prob: float = field(PAPER.jitter_prob, "probability of colour jitter per paste")
+    gray_prob: float = field(PAPER.gray_prob, "probability of grayscale per paste")
+    blur_prob: float = field(PAPER.blur_prob, "probability of Gaussian blur (5 taps) per paste")
+    blur_sigma: tuple[float, ...] = field(PAPER.blur_sigma, "blur sigma range")
+    jpeg_quality: int = field(90, "JPEG quality of the synthesised images")
+    shard_mb: float = field(300.0, "target shard size, MB (used when --groups-per-shard is 0)")
+    groups_per_shard: int = field(0, "groups per shard (0 = as many as fit in --shard-mb)")
+    max_groups: int = field(0, "groups per epoch at most (0 = all frames / group size)")
+    seed: int = field(0, "synthesis seed")
+    workers: int = field(os.cpu_count() or 1, "parallel worker processes (one shard per task)", hash=False)
+    verify: bool = field(True, "check the sha256 of already written shards before reusing them", hash=False)
+
+
+# ----------------------------------------------------------------------------------------------
+# pure planning
+
+def paste_params(cfg: ShardsConfig, height: int) -> PasteParams:
+    """The config's constants; at a demo size, paper-valued pixel sizes follow the image height."""
+    min_h, min_w = cfg.min_region_height, cfg.min_region_width
+    ht, min_size = cfg.height_tolerance, cfg.min_paste_size
+    if cfg.demo_size:
+        ratio = min(height / PAPER_HEIGHT, 1.0)
+        min_h = max(2, round(min_h * ratio)) if min_h == PAPER.min_height else min_h
+        min_w = max(2, round(min_w * ratio)) if min_w == PAPER.min_width else min_w
+        ht = max(1, round(ht * ratio)) if ht == PAPER.height_tolerance else ht
+        min_size = max(2, round(min_size * ratio)) if min_size == PAPER.min_size else min_size
+    if len(cfg.scale_range) != 2 or not 0 < cfg.scale_range[0] <= cfg.scale_range[1]:
+        raise click.BadParameter(f"--scale-range needs two values 0 < low <= high, got {cfg.scale_range}")
+    if len(cfg.jitter) != 4 or len(cfg.blur_sigma) != 2 or not cfg.rounds:
+        raise click.BadParameter("--jitter needs 4 values, --blur-sigma 2, --rounds at least one")
+    return PasteParams(rounds=tuple(cfg.rounds), min_height=min_h, min_width=min_w,
+                       scale_range=(cfg.scale_range[0], cfg.scale_range[1]), min_size=min_size,
+                       height_tolerance=ht, flip_prob=cfg.flip_prob, jitter=tuple(cfg.jitter),  # type: ignore[arg-type]
+                       jitter_prob=cfg.jitter_prob, gray_prob=cfg.gray_prob, blur_prob=cfg.blur_prob,
+                       blur_sigma=(cfg.blur_sigma[0], cfg.blur_sigma[1]))
+
+
+def epoch_groups(frame_ids: list[str], group_size: int, epoch: int, seed: int, max_groups: int = 0
+                 ) -> list[list[str]]:
+    """The groups of one epoch: a seeded shuffle of the sorted ids cut into groups (remainder dropped)."""
+    ids = sorted(frame_ids)
+    order = np.random.default_rng([seed, epoch, 0x5EED]).permutation(len(ids))
+    n = len(ids) // group_size
+    if max_groups > 0:
+        n = min(n, max_groups)
+    return [[ids[j] for j in order[g * group_size:(g + 1) * group_size]] for g in range(n)]
+
+
+@dataclass(frozen=True)
+class ShardPlan:
+    name: str
+    epoch: int
+    first_group: int
+    groups: tuple[tuple[str, ...], ...]  # frame ids of each group
+
+
+def shard_name(i: int) -> str:
+    return f"shard-{i:06d}.tar"
+
+
+def plan_shards(frame_ids: list[str], group_size: int, epochs: int, seed: int, max_groups: int,
+                groups_per_shard: int) -> list[ShardPlan]:
+    plans: list[ShardPlan] = []
+    for e in range(epochs):
+        groups = epoch_groups(frame_ids, group_size, e, seed, max_groups)
+        for first in range(0, len(groups), groups_per_shard):
+            chunk = tuple(tuple(g) for g in groups[first:first + groups_per_shard])
+            plans.append(ShardPlan(shard_name(len(plans)), e, first, chunk))
+    return plans
+
+
+def region_store_key(manifest: dict[str, Any]) -> str:
+    """Content hash of a region store: its config hash and every chunk's checksum."""
+    chunks = {k: v.get("sha256") for k, v in sorted(manifest.get("chunks", {}).items())}
+    blob = json.dumps({"config_hash": manifest.get("config_hash"), "chunks": chunks}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------------------------
+# writing
+
+def write_tar(path: Path, samples: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """Deterministic tar (fixed metadata) via a temporary name; returns {samples, bytes, sha256}."""
+    tmp = path.with_name(path.name + ".tmp")
+    n = 0
+    with open(tmp, "wb") as fh, tarfile.open(fileobj=fh, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for sample in samples:
+            key = sample["__key__"]
+            for ext, data in sample.items():
+                if ext == "__key__":
+                    continue
+                info = tarfile.TarInfo(f"{key}.{ext}")
+                info.size, info.mtime, info.mode = len(data), 0, 0o444
+                info.uid = info.gid = 0
+                info.uname = info.gname = ""
+                tar.addfile(info, io.BytesIO(data))
+            n += 1
+    os.replace(tmp, path)
+    return {"samples": n, "bytes": path.stat().st_size, "sha256": sha256_file(path)}
+
+
+def load_source(store: RegionStore, frame_id: str, horizon_frac: float) -> SourceFrame:
+    rec = store.read(frame_id)
+    h, w = rec.regions.shape
+    image = rec.attrs.get("image")
+    if not image:
+        raise DataError(store.root, f"frame {frame_id} has no source image path in the region store")
+    return SourceFrame(frame_id, read_rgb(image, (h, w)), rec.depth, rec.regions, horizon_frac * h)
+
+
+def write_shard(store_root: str, out_dir: str, plan: ShardPlan, horizons: dict[str, float], params: PasteParams,
+                seed: int, jpeg_quality: int) -> dict[str, Any]:
+    """Synthesise and write one shard (a worker task); returns its manifest entry and timings."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    times = {"read": 0.0, "synthesise": 0.0, "encode": 0.0}
+
+    def samples() -> Iterable[dict[str, Any]]:
+        with RegionStore(store_root) as store:
+            for k, ids in enumerate(plan.groups):
+                t0 = time.perf_counter()
+                frames = [load_source(store, fid, horizons[fid]) for fid in ids]
+                t1 = time.perf_counter()
+                g = plan.first_group + k
+                syn = synthesise(frames, [seed, plan.epoch, g], params)
+                t2 = time.perf_counter()
+                sample = encode_group(group_key(plan.epoch, g), syn.group, jpeg_quality)
+                times["read"] += t1 - t0
+                times["synthesise"] += t2 - t1
+                times["encode"] += time.perf_counter() - t2
+                yield sample
+
+    entry = write_tar(Path(out_dir) / plan.name, samples())
+    entry.update(name=plan.name, epoch=plan.epoch, first_group=plan.first_group)
+    return {"entry": entry, "times": times}
+
+
+def estimate_group_bytes(store: RegionStore, frame_ids: list[str], n_images: int, jpeg_quality: int) -> float:
+    """Bytes of one encoded group, from the JPEG size of up to 4 source frames (pastes add a little)."""
+    from shared.shard_schema import _jpg, _png  # the schema's own encoders: same sizes as in the shards
+
+    sizes = []
+    for fid in sorted(frame_ids)[:4]:
+        rec = store.read(fid)
+        img = read_rgb(rec.attrs["image"], rec.regions.shape)
+        sizes.append(len(_jpg(img, jpeg_quality)) + 2 * len(_png(rec.regions)) + len(_png(rec.regions > 0)))
+    return 1.2 * n_images * float(np.mean(sizes))
+
+
+def shard_is_finished(out_dir: Path, entry: dict[str, Any] | None, verify: bool) -> bool:
+    if entry is None:
+        return False
+    p = out_dir / entry["name"]
+    if not p.is_file() or p.stat().st_size != entry["bytes"]:
+        return False
+    return not verify or sha256_file(p) == entry["sha256"]
+
+
+# ----------------------------------------------------------------------------------------------
+# the stage
+
+def source_images(store_root: Path, manifest: dict[str, Any]) -> dict[str, str]:
+    """frame id -> source image path, from the chunks' attributes only (no map is decompressed)."""
+    import h5py
+
+    out: dict[str, str] = {}
+    for name in sorted(manifest.get("chunks", {})):
+        p = store_root / name
+        try:
+            with h5py.File(p, "r") as h5:
+                for fid in h5:
+                    v = h5[fid].attrs.get("image", "")
+                    out[fid] = v.decode() if isinstance(v, bytes) else str(v)
+        except OSError as e:
+            raise DataError(p, f"unreadable region chunk ({e})") from e
+    return out
+
+
+def resolve_store(cfg: ShardsConfig) -> Path:
+    return Path(cfg.regions) if cfg.regions else read_pointer(cfg, "regions", cfg.proposals)
+
+
+def frame_horizons(cfg: ShardsConfig, frame_ids: list[str], echo: Callable[[str], None]) -> dict[str, float]:
+    """Horizon row of each frame as a fraction of the height (cy); 0.5 where the index does not know it."""
+    try:
+        cy = {f.id: f.cy for f in cached_frames(cfg)}
+    except (DataError, click.UsageError) as e:
+        echo(f"shards: no frame index ({e}); horizon at mid-height for every frame")
+        cy = {}
+    missing = [fid for fid in frame_ids if fid not in cy]
+    if missing and cy:
+        echo(f"shards: {len(missing)} frames not in the frame index; horizon at mid-height for them")
+    return {fid: float(cy.get(fid, 0.5)) for fid in frame_ids}
+
+
+def run_shards(cfg: ShardsConfig, echo: Callable[[str], None] = click.echo) -> Path:
+    """Run the stage; returns the shard folder (also recorded as shards/<proposals>.current)."""
+    from joblib import Parallel, delayed, parallel_config
+
+    t_start = time.perf_counter()
+    store_root = resolve_store(cfg)
+    store_manifest = read_manifest(store_root)
+    with RegionStore(store_root) as store:
+        frame_ids = sorted(store.frame_ids())
+        H, W = store.size
+        if len(frame_ids) < cfg.group_size:
+            raise DataError(store_root, f"{len(frame_ids)} frames in the region store, fewer than "
+                                        f"--group-size {cfg.group_size}; pass a smaller --group-size")
+        images = source_images(store_root, store_manifest)
+        missing = [images.get(f) or f"<no image path for frame {f}>" for f in frame_ids
+                   if not images.get(f) or not Path(images[f]).is_file()]
+        if missing:
+            raise DataError(missing[0], f"source image missing ({len(missing)} of {len(frame_ids)} frames "
+                                        f"of region store {store_root}); nothing written")
+        params = paste_params(cfg, H)
+        n_images = len(params.rounds) * cfg.group_size
+        gps = cfg.groups_per_shard
+        if gps <= 0:
+            gps = max(1, int(cfg.shard_mb * 1e6 // estimate_group_bytes(store, frame_ids, n_images,
+                                                                       cfg.jpeg_quality)))
+    store_key = region_store_key(store_manifest)
+    horizons = frame_horizons(cfg, frame_ids, echo)
+    # the horizons come from the frame index, not the config: they key the output too
+    horizon_key = hashlib.sha256(json.dumps(horizons, sort_keys=True).encode()).hexdigest()[:16]
+    h = config_hash(cfg, extra={"region_store": store_key, "horizons": horizon_key})
+    out_dir = output_dir(cfg, "shards", f"{cfg.proposals}-{h}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plans = plan_shards(frame_ids, cfg.group_size, cfg.epochs, cfg.seed, cfg.max_groups, gps)
+    if not plans:
+        raise DataError(store_root, "no groups to write (check --epochs and --max-groups)")
+    n_groups = sum(len(p.groups) for p in plans)
+
+    try:
+        manifest = json.loads((out_dir / MANIFEST).read_text())
+    except (OSError, json.JSONDecodeError):
+        manifest = {}
+    old = {e["name"]: e for e in manifest.get("shards", [])} if manifest.get("config_hash") == h else {}
+    manifest = {
+        "config": to_dict(cfg), "config_hash": h, "schema": 1,
+        "region_store": {"path": str(store_root.resolve()), "config_hash": store_manifest.get("config_hash"),
+                         "content_hash": store_key}, "horizons_hash": horizon_key,
+        "height": H, "width": W, "group_size": cfg.group_size, "images_per_group": n_images,
+        "epochs": cfg.epochs, "n_groups": n_groups, "groups_per_shard": gps, "params": asdict(params),
+        "shards": [], "complete": False,
+    }
+    t_check = time.perf_counter()
+    done: dict[str, dict[str, Any]] = {}
+    rewrite = []
+    for p in plans:
+        e = old.get(p.name)
+        if e is not None and e.get("epoch") == p.epoch and e.get("first_group") == p.first_group \
+                and e.get("samples") == len(p.groups):
+            if shard_is_finished(out_dir, e, cfg.verify):
+                done[p.name] = e
+            else:
+                rewrite.append(p.name)
+    for name in rewrite:
+        echo(f"shards: {out_dir / name} does not match its manifest checksum (truncated or corrupt); rewriting it")
+    pending = [p for p in plans if p.name not in done]
+
+    def save(complete: bool) -> None:
+        manifest["shards"] = [done[p.name] for p in plans if p.name in done]
+        manifest["complete"] = complete
+        tmp = out_dir / (MANIFEST + ".tmp")
+        tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+        os.replace(tmp, out_dir / MANIFEST)
+
+    def finish(note: str) -> Path:
+        save(True)
+        save_config(cfg, out_dir / "config.json", extra={"params": asdict(params), "region_store": str(store_root)})
+        write_pointer(cfg, "shards", cfg.proposals, out_dir)
+        echo(note)
+        return out_dir
+
+    total_bytes = lambda: sum(e["bytes"] for e in done.values())  # noqa: E731
+    if not pending:
+        return finish(f"shards: reusing {out_dir} ({len(done)} shards, {n_groups} groups of {n_images} images, "
+                      f"{total_bytes() / 1e6:.1f} MB; checksums {'verified' if cfg.verify else 'not checked'} "
+                      f"in {time.perf_counter() - t_check:.1f} s)")
+
+    for stale in out_dir.glob("*.tar.tmp"):
+        stale.unlink()
+    save(False)
+    echo(f"shards: {sum(len(p.groups) for p in pending)} groups in {len(pending)} shards to write "
+         f"({len(done)} shards already done), {cfg.epochs} epochs x {n_groups // cfg.epochs} groups, "
+         f"M={cfg.group_size} -> {n_images} images per group at {H}x{W}, {gps} groups per shard, "
+         f"workers={cfg.workers}, from {store_root}")
+    times = {"read": 0.0, "synthesise": 0.0, "encode": 0.0}
+    n_jobs = max(1, min(cfg.workers, len(pending)))
+    t_write = time.perf_counter()
+    with parallel_config(backend="loky", inner_max_num_threads=1), \
+            tqdm(total=sum(len(p.groups) for p in pending), unit="group", desc="shards") as bar:
+        tasks = (delayed(write_shard)(str(store_root), str(out_dir), p, {f: horizons[f] for g in p.groups for f in g},
+                                      params, cfg.seed, cfg.jpeg_quality) for p in pending)
+        for res in Parallel(n_jobs=n_jobs, return_as="generator_unordered")(tasks):
+            e = res["entry"]
+            done[e["name"]] = e
+            save(False)  # after the rename: a listed shard is a finished shard
+            for k, v in res["times"].items():
+                times[k] += v
+            bar.update(e["samples"])
+    wall = time.perf_counter() - t_write
+    n_new = sum(len(p.groups) for p in pending)
+    cpu = sum(times.values())
+    lines = [f"shards: wrote {len(pending)} shards ({n_new} groups, {n_new * n_images} images) into {out_dir} "
+             f"in {time.perf_counter() - t_start:.1f} s",
+             f"  {n_new * n_images / wall:.1f} images/s with {n_jobs} workers; per worker: "
+             + ", ".join(f"{k} {v / max(n_new, 1):.2f} s" for k, v in times.items())
+             + f" per group ({n_new * n_images / max(cpu, 1e-9):.1f} images/s per core)",
+             f"  {total_bytes() / 1e6:.1f} MB in {len(done)} shards, "
+             f"{total_bytes() / max(n_groups * n_images, 1) / 1e3:.0f} kB per image"]
+    return finish("\n".join(lines))
+
+
+def apply_presets(cfg: ShardsConfig, explicit: set[str], echo: Callable[[str], None]) -> ShardsConfig:
+    """DEMO_SIZE presets for the options the user did not set."""
+    preset = {k: v for k, v in PRESETS.get(cfg.demo_size, {}).items() if k not in explicit}
+    if preset:
+        echo(f"shards: DEMO_SIZE={cfg.demo_size} preset: " + ", ".join(f"{k}={v}" for k, v in preset.items()))
+        cfg = override(cfg, **preset)
+    return cfg
+
+
+@click.command("shards")
+@config_options(ShardsConfig)
+def shards(**kwargs) -> None:
+    """Pre-synthesise E epochs of copy-paste groups from the region store into WebDataset shards.
+
+    Reuses a complete shard set for the same config and region store; resumes a killed run;
+    rewrites shards whose checksum does not match."""
+    ctx = click.get_current_context()
+    explicit = {k for k in kwargs if ctx.get_parameter_source(k) != click.core.ParameterSource.DEFAULT}
+    cfg = apply_presets(build_config(ShardsConfig, kwargs), explicit, click.echo)
+    try:
+        run_shards(cfg)
+    except DataError as e:
+        raise click.ClickException(str(e)) from e
