@@ -1,0 +1,134 @@
+"""The training loop end to end on a tiny shard set: the loss goes down, an interrupted run resumes
+to the same losses, the export loads into torchvision, a non-finite loss stops the run cleanly."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from shared.nets.semantic_fpn import load_pretrained
+from train import contrastive as C
+from train.checkpoint import load_checkpoint, save_checkpoint
+from tests.train.conftest import build_shard_set
+
+
+@pytest.fixture(scope="module")
+def shard_dir(tmp_path_factory):
+    return build_shard_set(tmp_path_factory.mktemp("train") / "shards", n_groups=8, n_shards=2)
+
+
+def _cfg(shards, out, **kw):
+    base = dict(shards=str(shards), out=str(out), backbone="resnet18", num_prototypes=30, crop_height=32,
+                crop_width=64, epochs=2, max_steps=6, warmup_epochs=0.25, lr=0.05, workers=0, log_every=1,
+                checkpoint_every=2, progress=False, seed=3)
+    base.update(kw)
+    return C.ContrastiveConfig(**base)
+
+
+def _losses(run_dir):
+    return [json.loads(ln) for ln in (run_dir / "log.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def full_run(shard_dir, tmp_path_factory):
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("full")
+    return C.train(_cfg(shard_dir, out)), out
+
+
+def test_lr_schedule():
+    lrs = C.lr_schedule(100, 10, 0.1, 1e-5)
+    assert lrs.shape == (100,)
+    assert np.allclose(lrs[:10], np.linspace(0.01, 0.1, 10))
+    assert lrs[10] == pytest.approx(0.1) and lrs[-1] == pytest.approx(1e-5)
+    assert (np.diff(lrs[10:]) <= 0).all()
+
+
+def test_loss_goes_down_and_positives_are_logged(full_run):
+    run_dir, _ = full_run
+    log = _losses(run_dir)
+    assert [r["step"] for r in log] == [1, 2, 3, 4, 5, 6]
+    loss = [r["loss"] for r in log]
+    assert all(math.isfinite(v) for v in loss)
+    assert np.mean(loss[-2:]) < np.mean(loss[:2]) - 0.02
+    for r in log:
+        assert r["loss"] == pytest.approx(0.5 * r["loss_pixel"] + 0.5 * r["loss_region"], rel=1e-5)
+        assert r["pixel_groups"] > 0 and r["region_groups"] > 0 and r["pixel_samples"] >= 2 * r["pixel_groups"]
+
+
+def test_export_loads_into_torchvision_and_checkpoint_reloads(full_run):
+    run_dir, _ = full_run
+    sd = torch.load(run_dir / "backbone_resnet18.pth", weights_only=True)
+    ref = torchvision.models.resnet18(weights=None)
+    res = ref.load_state_dict(sd, strict=False)
+    assert res.unexpected_keys == [] and sorted(res.missing_keys) == ["fc.bias", "fc.weight"]
+    model, cfg = load_pretrained(run_dir / "checkpoint.pt")
+    assert cfg["backbone"] == "resnet18" and model.prototypes.weight.shape == (30, 128)
+    assert torch.equal(model.backbone.conv1.weight, ref.conv1.weight)
+    ckpt = load_checkpoint(run_dir / "checkpoint.pt")
+    assert ckpt["step"] == 6 and ckpt["code_version"]
+    assert (run_dir.parent / "model.current").read_text().strip() == str((run_dir / "checkpoint.pt").resolve())
+
+
+def test_interrupted_run_resumes_to_the_same_losses(full_run, shard_dir, tmp_path):
+    """Stop after 2 steps, run 1 more, then lose that step as a kill would (restore the step-2
+    checkpoint) and run to the end: every logged loss equals the uninterrupted run's."""
+    run_full, _ = full_run
+    cfg = _cfg(shard_dir, tmp_path)
+    run_dir = C.train(C.ContrastiveConfig(**{**cfg.__dict__, "stop_after": 2}))
+    assert load_checkpoint(run_dir / "checkpoint.pt")["step"] == 2
+    assert not (run_dir / "backbone_resnet18.pth").exists()
+    saved = (run_dir / "checkpoint.pt").read_bytes()
+    C.train(C.ContrastiveConfig(**{**cfg.__dict__, "stop_after": 1}))
+    assert [r["step"] for r in _losses(run_dir)] == [1, 2, 3]
+    (run_dir / "checkpoint.pt").write_bytes(saved)  # the kill: step 3 never reached a checkpoint
+    C.train(cfg)
+    got, want = _losses(run_dir), _losses(run_full)
+    assert [r["step"] for r in got] == [1, 2, 3, 4, 5, 6]
+    for a, b in zip(got, want):
+        for k in ("loss", "loss_pixel", "loss_region", "lr", "pixel_samples", "region_groups"):
+            assert a[k] == pytest.approx(b[k], rel=1e-5, abs=1e-6), (a["step"], k)
+    m1, _ = load_pretrained(run_dir / "checkpoint.pt")
+    m2, _ = load_pretrained(run_full / "checkpoint.pt")
+    for (k, p), q in zip(m1.state_dict().items(), m2.state_dict().values()):
+        assert torch.allclose(p.float(), q.float(), atol=1e-5), k
+
+
+def test_non_finite_loss_aborts_without_a_checkpoint(shard_dir, tmp_path, monkeypatch):
+    real = C.dense_swav_loss
+
+    def poisoned(*a, **kw):
+        t = real(*a, **kw)
+        return type(t)(t.total * float("nan"), t.pixel, t.region)
+
+    monkeypatch.setattr(C, "dense_swav_loss", poisoned)
+    with pytest.raises(C.NonFiniteLoss, match="non-finite loss"):
+        C.train(_cfg(shard_dir, tmp_path, max_steps=2))
+    assert not list(tmp_path.rglob("checkpoint.pt"))
+
+
+def test_checkpoint_for_another_config_is_refused(full_run, shard_dir):
+    run_dir, out = full_run
+    cfg = _cfg(shard_dir, out, lr=0.2, run=run_dir.name)
+    with pytest.raises(Exception, match="belongs to config"):
+        C.train(cfg)
+
+
+def test_atomic_save_keeps_the_old_checkpoint(tmp_path, monkeypatch):
+    p = tmp_path / "c.pt"
+    save_checkpoint({"step": 1}, p)
+
+    def broken(obj, f):
+        f.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken)
+    with pytest.raises(OSError):
+        save_checkpoint({"step": 2}, p)
+    monkeypatch.undo()
+    assert load_checkpoint(p)["step"] == 1
+    assert [x.name for x in tmp_path.iterdir()] == ["c.pt"]
