@@ -47,6 +47,10 @@ regions: .venv/.done  ## coherent depth regions -> region store (DEPTH=gt|files:
 proposals: .venv/.done  ## region-proposal quality report vs SLIC / Felzenszwalb baselines on labelled frames (DEPTH=..., PROPOSALS_ARGS=...)
 	$(PY) -m evaluate proposals $(STAGE_ARGS) --workers $(WORKERS) $(if $(DEPTH),--depth $(DEPTH)) $(PROPOSALS_ARGS)
 
+.PHONY: train
+train: .venv/.done  ## dense SwAV pre-training from the shard set of `make shards` (resumes; TRAIN_ARGS=...)
+	$(PY) -m train contrastive $(STAGE_ARGS) --workers $(WORKERS) $(TRAIN_ARGS)
+
 .PHONY: eval
 eval: .venv/.done  ## unsupervised segmentation of the latest `make train` checkpoint vs random init + report (EVAL_ARGS=...)
 	$(PY) -m evaluate unsupervised $(STAGE_ARGS) $(EVAL_ARGS)
