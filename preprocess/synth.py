@@ -205,6 +205,8 @@ def generate(out: str | os.PathLike, sequences: int, frames: int, size: tuple[in
     root = Path(out)
     if sequences < 1 or frames < 1:
         raise ValueError(f"need at least one sequence and one frame, got {sequences} x {frames}")
+    if not 0 <= seed < 2 ** 31:
+        raise ValueError(f"seed must be in [0, 2**31), got {seed}")
     H, W = (int(size[0]), int(size[1]))
     if H < 8 or W < 8:
         raise ValueError(f"image size {H}x{W} is too small")

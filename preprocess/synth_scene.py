@@ -35,6 +35,7 @@ ROAD_HALF = 5.5  # plus a 2 m parking lane on each side
 SIDEWALK_WIDTH = 3.0
 KERB = 0.15  # sidewalk height
 SKY_MARGIN = 250.0  # the sky box lies this far beyond the street
+MAX_INSTANCES = 1000  # instanceIds = labelId*1000 + k needs k < 1000
 
 
 @dataclass
@@ -172,6 +173,8 @@ def car(x: float, y: float, k: int, colour, tex_seed: int = 0, velocity=(0.0, 0.
         length: float = 4.3, width: float = 1.8) -> list[Primitive]:
     """A car centred at (x, y): a dark chassis (reads as wheels and shadow), the body box and a
     glass cabin box, one instance CAR*1000+k."""
+    if not 0 <= k < MAX_INSTANCES:
+        raise ValueError(f"instance number {k} does not fit labelId*1000+k")
     inst = CAR * 1000 + k
     hl, hw = length / 2, width / 2
     v = tuple(velocity)
@@ -185,6 +188,8 @@ def car(x: float, y: float, k: int, colour, tex_seed: int = 0, velocity=(0.0, 0.
 
 def pedestrian(x: float, y: float, k: int, colour, z0: float = KERB, tex_seed: int = 0,
                velocity=(0.0, 0.0, 0.0)) -> list[Primitive]:
+    if not 0 <= k < MAX_INSTANCES:
+        raise ValueError(f"instance number {k} does not fit labelId*1000+k")
     inst = PERSON * 1000 + k
     body = Primitive(CYLINDER, (x, y, 0.22, z0, z0 + 1.4, 0.0), tuple(colour), TEX_NOISE, PERSON, inst,
                      tex_seed, tuple(velocity))
@@ -321,7 +326,7 @@ def street(rng: np.random.Generator, length: float, speed: float, seed: int) -> 
     for s in (-1.0, 1.0):
         x = x_start + float(rng.uniform(0, 5))
         while x < x_end - 5:
-            if rng.random() < 0.55:
+            if rng.random() < 0.55 and k_car < MAX_INSTANCES // 2:
                 col = CAR_COLOURS[int(rng.integers(len(CAR_COLOURS)))]
                 prims += car(x, s * (ROAD_HALF - 1.1), k_car, col, next(ts))
                 next(ts)
@@ -329,7 +334,7 @@ def street(rng: np.random.Generator, length: float, speed: float, seed: int) -> 
             x += float(rng.uniform(5.5, 8.0))
     oncoming = -float(rng.uniform(0.6, 1.3))  # one speed for the lane, so cars never run into each other
     x = float(rng.uniform(15.0, 40.0))
-    while x < x_end:
+    while x < x_end and k_car < MAX_INSTANCES - 1:
         col = CAR_COLOURS[int(rng.integers(len(CAR_COLOURS)))]
         prims += car(x, -LANE_Y, k_car, col, next(ts), velocity=(oncoming, 0.0, 0.0))
         next(ts)

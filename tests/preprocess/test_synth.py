@@ -398,3 +398,12 @@ def test_stages_render_the_tiny_preset_once_and_then_reuse_it(tmp_path, capsys):
     assert "rendered" in capsys.readouterr().out
     assert frames_for(cfg) == frames
     assert "reusing" in capsys.readouterr().out
+
+
+def test_a_very_long_street_keeps_instance_numbers_below_1000():
+    world = street(np.random.default_rng(0), length=9000.0, speed=1.0, seed=0)
+    ids = {p.instance for p in world.primitives if p.instance >= 1000}
+    assert {i // 1000 for i in ids} == {PERSON, CAR}  # k >= 1000 would spill into labelId 27
+    assert len([i for i in ids if i // 1000 == CAR]) > 500  # capped, not dropped
+    with pytest.raises(ValueError, match="seed"):
+        synth.generate(Path("/nonexistent"), 1, 1, (16, 32), seed=-1)
