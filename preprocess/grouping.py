@@ -111,7 +111,9 @@ def edge_terms(centres: np.ndarray, normals: np.ndarray, edges: np.ndarray) -> t
     c1, c2 = centres[edges[:, 0]], centres[edges[:, 1]]
     z_sum = np.maximum(c1[:, 2] + c2[:, 2], 1e-12)
     d_ocln = np.linalg.norm(c1 - c2, axis=1) / z_sum
-    first_lower = c1[:, 1] <= c2[:, 1]
+    # compared in float32: two superpixels at the same height (fronto-parallel rows) must not swap
+    # roles on 1e-16 rounding noise, which would make D_sup depend on the depth scale
+    first_lower = c1[:, 1].astype(np.float32) <= c2[:, 1].astype(np.float32)
     y_low = np.where(first_lower, c1[:, 1], c2[:, 1])
     n_low = np.where(first_lower, normals[edges[:, 0], 1], normals[edges[:, 1], 1])
     n_high = np.where(first_lower, normals[edges[:, 1], 1], normals[edges[:, 0], 1])
@@ -143,6 +145,10 @@ def infomap_communities(n_nodes: int, edges: np.ndarray, similarity: np.ndarray,
                         preferred_modules: int, seed: int, trials: int) -> np.ndarray:
     """Two-level InfoMap on an undirected weighted graph without teleportation:
     -> community of every node [n_nodes], numbered 0..k-1 in order of first appearance."""
+    # InfoMap lumps link-less nodes into one module; a node with no neighbour is its own community
+    degree = np.bincount(edges.ravel(), minlength=n_nodes)
+    if len(edges) == 0:
+        return np.arange(n_nodes, dtype=np.int64)
     opts = infomap.Options(two_level=True, silent=True, directed=False, teleportation_probability=0.0,
                            seed=int(seed), num_trials=int(trials),
                            preferred_number_of_modules=int(max(preferred_modules, 1)))
@@ -151,6 +157,8 @@ def infomap_communities(n_nodes: int, edges: np.ndarray, similarity: np.ndarray,
     im.add_links(zip(edges[:, 0].tolist(), edges[:, 1].tolist(), similarity.tolist()))
     modules = im.run().modules()
     comm = np.fromiter((modules[i] for i in range(n_nodes)), dtype=np.int64, count=n_nodes)
+    lonely = degree == 0
+    comm[lonely] = comm.max() + 1 + np.arange(int(lonely.sum()))
     return _first_seen_ids(comm)
 
 
@@ -329,6 +337,9 @@ def depth_regions(rgb: np.ndarray, depth: np.ndarray, K: np.ndarray,
     edges = adjacency(sp)
     d_ocln, d_sup = edge_terms(centres, normals, edges)
     w = edge_weights(d_ocln, d_sup, params.w_ocln, params.w_sup, params.bias)
+    # InfoMap breaks near-ties by float comparisons, so a 1e-16 change (depth x 3.7 instead of x 1)
+    # could change the partition; rounding W to float32 makes the regions exactly scale-free
+    w = w.astype(np.float32).astype(np.float64)
     t3 = time.perf_counter()
     node_region, trace = iterative_infomap(n, edges, w, params.t_e, params.seed, params.trials,
                                            params.max_levels)
