@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 from shared.frames import DataError, Frame, link_sequences
+from shared.imageio import image_size
 
 _SUFFIX = {"rgb": ".png", "depth": ".npy", "labelIds": ".png", "instanceIds": ".png"}
 
@@ -54,6 +55,11 @@ def read_synthetic(root: str | os.PathLike) -> list[Frame]:
             entries = cams["frames"]
         except (KeyError, TypeError, ValueError) as e:
             raise DataError(cam_path, f"missing or bad field ({e})") from e
+        if entries:  # one header read per sequence catches a city rendered at another size
+            first = root / name / "rgb" / f"{int(entries[0].get('index', 0)):06d}.png"
+            if first.is_file() and image_size(first) != (H, W):
+                raise DataError(first, f"image is {image_size(first)[1]}x{image_size(first)[0]} but "
+                                       f"{cam_path} says {W}x{H}")
         for e in entries:
             try:
                 i = int(e["index"])

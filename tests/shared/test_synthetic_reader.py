@@ -107,3 +107,14 @@ def test_damaged_cameras_json_is_named(city, tmp_path):
     bad.write_text(json.dumps(cams))
     with pytest.raises(DataError, match="16 numbers"):
         read_synthetic(root)
+
+
+def test_wrong_image_size_is_named(city, tmp_path):
+    from PIL import Image
+
+    root = _copy(city, tmp_path)
+    img = root / "seq02" / "rgb" / "000000.png"
+    Image.new("RGB", (32, 12)).save(img)
+    with pytest.raises(DataError, match="32x12") as e:
+        read_synthetic(root)
+    assert e.value.path == str(img)
