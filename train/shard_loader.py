@@ -67,6 +67,8 @@ def open_shard_set(path: str | Path) -> ShardSet:
         raise DataError(mpath, f"unreadable manifest ({e!r})") from e
     if not shards:
         raise DataError(mpath, "manifest lists no shards")
+    if m.get("complete") is False:
+        raise DataError(mpath, "shard set is incomplete (its `make shards` run is still going or was killed: rerun it)")
     for s in m["shards"]:
         p = root / s["name"]
         if not p.is_file():

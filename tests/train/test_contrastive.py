@@ -13,7 +13,7 @@ import torchvision
 from shared.nets.semantic_fpn import load_pretrained
 from train import contrastive as C
 from train.checkpoint import load_checkpoint, save_checkpoint
-from tests.train.conftest import build_shard_set
+from train.toy_shards import build_shard_set
 
 
 @pytest.fixture(scope="module")
