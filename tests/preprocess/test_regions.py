@@ -1,0 +1,219 @@
+"""The regions stage end to end on the tiny synthetic city: store round trip, no-op rerun,
+kill-and-resume to identical bytes, bad frames skipped or --strict, depth sources."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from preprocess import regions as stage
+from preprocess.depth_source import DepthSource, check_depth, parse_depth_spec, read_depth_file
+from shared.frames import DataError
+from shared.imageio import write_png
+from shared.region_store import RegionStore, read_manifest
+from shared.stage import read_pointer
+
+
+@pytest.fixture(scope="module")
+def city(tmp_path_factory) -> Path:
+    synth = pytest.importorskip("preprocess.synth")
+    root = tmp_path_factory.mktemp("city") / "city-tiny"
+    synth.generate_preset(root, "tiny")
+    return root
+
+
+def config(city: Path, out: Path, **kw) -> stage.RegionsConfig:
+    base = dict(dataset="synthetic", data_root=str(city), out=str(out), demo_size="tiny", max_frames=4,
+                chunk_size=2, workers=1)
+    base.update(kw)
+    return stage.RegionsConfig(**base)
+
+
+def store_bytes(store: Path) -> dict[str, bytes]:
+    """Chunk bytes plus the manifest without the output root (two runs into two folders)."""
+    man = json.loads((store / "manifest.json").read_text())
+    man["config"].pop("out")
+    return {p.name: p.read_bytes() for p in sorted(store.glob("chunk_*.h5"))} | \
+        {"manifest.json": json.dumps(man, sort_keys=True).encode()}
+
+
+def test_store_round_trip_and_noop_rerun(city, tmp_path):
+    cfg = config(city, tmp_path)
+    lines: list[str] = []
+    store = stage.run_regions(cfg, echo=lines.append)
+    assert read_pointer(cfg, "regions", "depth") == store.resolve()
+    assert store.name.startswith("depth-")
+    man = read_manifest(store)
+    for key in ("height", "width", "config", "config_hash", "depth_units", "proposals", "chunks", "skipped"):
+        assert key in man
+    assert (man["height"], man["width"]) == (96, 192) and man["skipped"] == []
+    with RegionStore(store) as rs:
+        assert len(rs) == 4
+        rec = rs.read(rs.frame_ids()[0])
+        assert rec.depth.shape == (96, 192) and rec.regions.dtype == np.uint16
+        assert rec.attrs["image"].endswith(".png") and rec.attrs["n_regions"] == rec.regions.max() > 1
+        gt = np.load(next(f for f in stage.frames_for(cfg) if f.id == rec.frame_id).depth)
+        np.testing.assert_allclose(rec.depth, gt, rtol=1e-3)  # float16 storage
+    before = store_bytes(store)
+    lines.clear()
+    assert stage.run_regions(cfg, echo=lines.append) == store
+    assert "nothing to do" in lines[-1]
+    assert store_bytes(store) == before
+
+
+def test_kill_and_resume_gives_identical_bytes(city, tmp_path, monkeypatch):
+    full = stage.run_regions(config(city, tmp_path / "a"), echo=lambda s: None)
+    reference = store_bytes(full)
+
+    cfg = config(city, tmp_path / "b")
+    real = stage.process_chunk
+    calls = []
+
+    def dies_on_second_chunk(*args, **kwargs):
+        calls.append(args[1])
+        if len(calls) == 2:
+            Path(args[0], args[1] + ".tmp").write_bytes(b"half a chunk")  # a killed writer leaves this
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(stage, "process_chunk", dies_on_second_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        stage.run_regions(cfg, echo=lambda s: None)
+    monkeypatch.setattr(stage, "process_chunk", real)
+    store = Path(stage.output_dir(cfg, "regions")) / full.name
+    assert len(read_manifest(store)["chunks"]) == 1  # one finished chunk survived the kill
+    done_first = (store / "chunk_00000.h5").stat().st_mtime_ns
+    lines: list[str] = []
+    stage.run_regions(cfg, echo=lines.append)
+    assert "(1 chunks already done)" in lines[0]
+    assert (store / "chunk_00000.h5").stat().st_mtime_ns == done_first, "finished chunk was redone"
+    assert store_bytes(store) == reference
+    assert not (store / "chunk_00001.h5.tmp").exists()
+
+
+def test_other_proposal_methods_share_the_store_format(city, tmp_path):
+    for method in ("felzenszwalb", "gt"):
+        cfg = config(city, tmp_path, proposals=method, max_frames=2)
+        store = stage.run_regions(cfg, echo=lambda s: None)
+        assert read_pointer(cfg, "regions", method) == store.resolve()
+        with RegionStore(store) as rs:
+            rec = rs.read(rs.frame_ids()[0])
+            assert rec.regions.max() >= 2
+
+
+def make_depth_dir(city: Path, d: Path, n: int = 4) -> list:
+    frames = stage.frames_for(config(city, d.parent / "idx"))[:n]
+    d.mkdir()
+    for f in frames:
+        np.save(d / f"{f.id}.npy", 1.0 / np.load(f.depth))  # disparity, any scale
+    return frames
+
+
+def test_files_source_bad_frames_are_skipped_or_strict(city, tmp_path):
+    ddir = tmp_path / "disp"
+    frames = make_depth_dir(city, ddir)
+    bad = np.load(ddir / f"{frames[1].id}.npy")
+    bad[5, 5] = np.nan
+    np.save(ddir / f"{frames[1].id}.npy", bad)
+    np.save(ddir / f"{frames[2].id}.npy", np.ones((10, 50), np.float32))  # wrong aspect ratio
+    (ddir / f"{frames[3].id}.npy").unlink()  # missing
+    cfg = config(city, tmp_path / "out", depth=f"files:{ddir}", depth_kind="disparity")
+    with pytest.raises(DataError) as e:
+        stage.run_regions(dataclasses.replace(cfg, strict=True), echo=lambda s: None)
+    assert "3 bad frame(s)" in str(e.value) and frames[1].id in str(e.value)
+    assert not list(Path(cfg.out).rglob("chunk_*.h5")), "--strict wrote something"
+
+    store = stage.run_regions(cfg, echo=lambda s: None)
+    man = read_manifest(store)
+    skipped = {s["frame"]: s for s in man["skipped"]}
+    assert set(skipped) == {frames[1].id, frames[2].id, frames[3].id}
+    assert "NaN" in skipped[frames[1].id]["problem"] and skipped[frames[1].id]["path"].endswith(".npy")
+    assert "aspect ratio" in skipped[frames[2].id]["problem"]
+    assert "no depth map" in skipped[frames[3].id]["problem"]
+    with RegionStore(store) as rs:
+        assert rs.frame_ids() == [frames[0].id]
+    # the tolerated-invalid option fills a single NaN instead of skipping the frame
+    store2 = stage.run_regions(dataclasses.replace(cfg, max_invalid_depth=0.01), echo=lambda s: None)
+    assert frames[1].id not in {s["frame"] for s in read_manifest(store2)["skipped"]}
+
+
+def test_disparity_files_give_the_same_regions_as_gt_depth(city, tmp_path):
+    ddir = tmp_path / "disp"
+    make_depth_dir(city, ddir, n=2)
+    a = stage.run_regions(config(city, tmp_path / "gt", max_frames=2), echo=lambda s: None)
+    b = stage.run_regions(config(city, tmp_path / "files", max_frames=2, depth=f"files:{ddir}",
+                                 depth_kind="disparity"), echo=lambda s: None)
+    with RegionStore(a) as ra, RegionStore(b) as rb:
+        for fid in ra.frame_ids():
+            np.testing.assert_array_equal(ra.read(fid).regions, rb.read(fid).regions)
+
+
+def test_depth_spec_parsing_and_files(tmp_path):
+    assert parse_depth_spec("", "synthetic").kind == "gt"
+    with pytest.raises(ValueError, match="--depth"):
+        parse_depth_spec("", "kitti")
+    with pytest.raises(ValueError):
+        parse_depth_spec("lidar:x", "kitti")
+    with pytest.raises(DataError, match="not found"):
+        parse_depth_spec(f"files:{tmp_path / 'nope'}", "kitti")
+    png = np.array([[256, 512], [0, 65535]], dtype=np.uint16)
+    write_png(tmp_path / "d.png", png)
+    np.testing.assert_array_equal(read_depth_file(tmp_path / "d.png"), png.astype(np.float32))
+    (tmp_path / "t.npy").write_bytes(b"\x93NUMPY garbage")
+    with pytest.raises(DataError, match="t.npy"):
+        read_depth_file(tmp_path / "t.npy")
+    with pytest.raises(DataError, match="zero"):
+        check_depth(np.array([[1.0, 0.0]]), "x.npy")
+    np.testing.assert_array_equal(check_depth(np.array([[1.0, np.inf, 3.0]]), "x", 0.5), [[1.0, 1.0, 3.0]])
+
+
+def test_model_source_calls_the_depth_predictor(city, tmp_path, monkeypatch):
+    import sys
+    import types
+
+    seen = {}
+
+    class FakePredictor:
+        def __init__(self, ckpt_path, device="cpu"):
+            seen["init"] = (ckpt_path, device)
+
+        def predict(self, rgb):
+            seen["shape"] = rgb.shape
+            return np.full(rgb.shape[:2], 3.0, np.float32) + np.linspace(0, 1, rgb.shape[1])[None]
+
+    mod = types.ModuleType("preprocess.depth_inference")
+    mod.DepthPredictor = FakePredictor
+    monkeypatch.setitem(sys.modules, "preprocess.depth_inference", mod)
+    ckpt = tmp_path / "m.pt"
+    ckpt.write_bytes(b"x")
+    src = DepthSource(parse_depth_spec(f"model:{ckpt}", "kitti"))
+    frame = stage.frames_for(config(city, tmp_path / "o"))[0]
+    rgb = np.zeros((48, 96, 3), np.uint8)
+    d = src.load(frame, (48, 96), rgb)
+    assert d.shape == (48, 96) and seen["init"] == (str(ckpt), "cpu") and seen["shape"] == (48, 96, 3)
+
+
+def test_cli_help_and_missing_depth_error(tmp_path):
+    from preprocess.__main__ import main
+
+    r = CliRunner().invoke(main, ["regions", "--help"])
+    assert r.exit_code == 0 and "--n-segments" in r.output and "--depth" in r.output and "--strict" in r.output
+    r = CliRunner().invoke(main, ["regions", "--dataset", "kitti", "--data-root", str(tmp_path),
+                                  "--out", str(tmp_path / "o")])
+    assert r.exit_code != 0
+
+
+def test_demo_sizes_scale_the_paper_constants():
+    cfg = stage.RegionsConfig(dataset="cityscapes", demo_size="tiny")
+    assert stage.working_size(cfg, []) == (96, 192)
+    p = stage.grouping_params(cfg, (96, 192))
+    assert p.n_segments == 96 * 192 // 9 and (p.min_height, p.min_width) == (4, 2)
+    full = stage.grouping_params(stage.RegionsConfig(dataset="cityscapes"), (384, 768))
+    assert (full.n_segments, full.min_height, full.min_width, full.t_e) == (10000, 16, 6, 0.2)
+    assert stage.working_size(stage.RegionsConfig(dataset="kitti"), []) == (384, 1280)
+    assert json.loads(json.dumps(dataclasses.asdict(full)))["w_sup"] == 200.0
