@@ -47,6 +47,15 @@ regions: .venv/.done  ## coherent depth regions -> region store (DEPTH=gt|files:
 proposals: .venv/.done  ## region-proposal quality report vs SLIC / Felzenszwalb baselines on labelled frames (DEPTH=..., PROPOSALS_ARGS=...)
 	$(PY) -m evaluate proposals $(STAGE_ARGS) --workers $(WORKERS) $(if $(DEPTH),--depth $(DEPTH)) $(PROPOSALS_ARGS)
 
+.PHONY: shards inspect
+SHARDS_RUN_DIR = $(OUT)/$(DATASET)$(if $(DEMO_SIZE),-$(DEMO_SIZE))
+shards: .venv/.done  ## copy-paste groups -> WebDataset shards, reused when present; makes the regions first if missing (PROPOSALS=depth, SHARDS_ARGS=...)
+	@test -f $(SHARDS_RUN_DIR)/regions/$(or $(PROPOSALS),depth).current || $(MAKE) regions PROPOSALS=$(or $(PROPOSALS),depth)
+	$(PY) -m preprocess shards $(STAGE_ARGS) --workers $(WORKERS) --proposals $(or $(PROPOSALS),depth) $(SHARDS_ARGS)
+
+inspect: .venv/.done  ## PNG contact sheet of one group of the current shards (GROUP=e00_g0000000, INSPECT_ARGS=...)
+	$(PY) -m preprocess inspect $(STAGE_ARGS) --proposals $(or $(PROPOSALS),depth) $(if $(GROUP),--key $(GROUP)) $(INSPECT_ARGS)
+
 .PHONY: train
 train: .venv/.done  ## dense SwAV pre-training from the shard set of `make shards` (resumes; TRAIN_ARGS=...)
 	$(PY) -m train contrastive $(STAGE_ARGS) --workers $(WORKERS) $(TRAIN_ARGS)

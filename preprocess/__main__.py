@@ -11,6 +11,7 @@ COMMANDS = {
     "index": "preprocess.index:index",
     "regions": "preprocess.regions:regions",
     "shards": "preprocess.shards:shards",
+    "inspect": "preprocess.shard_inspect:inspect",
 }
 
 

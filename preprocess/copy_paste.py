@@ -39,7 +39,9 @@ Layer 0 of each image is its background; only pastes with at least one visible p
 (in paste order), so the layer maps stay small; the maps are uint8 unless an image of the group
 has more than 254 layers (many regions with e = 2), then uint16 (the schema's extension). Each
 layer entry carries, besides the schema's
-`source` and `affine`, `region` (group region id, 0 for the background), `scale` and `flip`.
+`source` and `affine`, `region` (group region id, 0 for the background); the paste's scale is
+1 / affine[4] (its disparity was multiplied by that) and it was flipped when affine[0] < 0. The
+affines are rounded to 6 decimals before they are used, so meta.json stays short and exact.
 Soft (blurred) paste edges of the original code are left out: they would make a pixel show a mix
 of two sources, and pixel-level positives must be exact.
 """
@@ -54,6 +56,9 @@ import numpy as np
 
 from shared.shard_schema import NO_LAYER, NO_LAYER16, Group
 
+# Bump when the same inputs and seed would give different groups: it keys the shard folders.
+SYNTHESIS_VERSION = 1
+AFFINE_DECIMALS = 6  # stored affines are short decimals; 1e-6 of a pixel per pixel is far below interpolation
 GREY = np.array([0.299, 0.587, 0.114])  # ITU-R 601 luma, as torchvision's rgb_to_grayscale
 # RGB <-> YIQ: hue is a rotation of the (I, Q) chroma plane.
 _YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
@@ -301,14 +306,18 @@ def draw_scale(rng: np.random.Generator, p: PasteParams, box: Sequence[int], hor
 
 def place(rng: np.random.Generator, p: PasteParams, box: Sequence[int], scale: float, flip: bool,
           horizon_src: float, horizon_dst: float, size: tuple[int, int]
-          ) -> tuple[tuple[float, ...], float, float, tuple[int, int, int, int]]:
-    """Affine (synthesised index -> source index), ideal and actual top row, touched box.
+          ) -> tuple[tuple[float, ...], float, float, float, tuple[int, int, int, int]]:
+    """Affine (synthesised index -> source index), the scale it implies, ideal and actual top row,
+    and the box of synthesised pixels the paste may touch.
 
     Continuous coordinates (centre of pixel i at i + 0.5): U' = s U + px (or -s U + px flipped),
-    V' = s V + oy; oy is an integer within h_t of its ideal c_t - s c_f."""
+    V' = s V + oy; oy is an integer within h_t of its ideal c_t - s c_f. The affine is rounded to
+    AFFINE_DECIMALS before use, so what meta.json stores (short decimals) is exactly what was
+    sampled; s is then 1 / affine[4], and at s = 1 the affine stays integral (exact copies)."""
     y0, y1, x0, x1 = box
     H, W = size
-    s = scale
+    inv = round(1.0 / scale, AFFINE_DECIMALS)
+    s = 1.0 / inv
     sw = s * (x1 - x0)
     left = int(rng.integers(-int(math.ceil(sw)) + 1, W))  # box overlaps the image
     px = left + s * x1 if flip else left - s * x0
@@ -320,10 +329,10 @@ def place(rng: np.random.Generator, p: PasteParams, box: Sequence[int], scale: f
     elif oy_ideal - oy > ht:
         oy += 1.0
     if flip:
-        a, c = -1.0 / s, (px - 0.5) / s - 0.5
+        a, c = -inv, round((px - 0.5) * inv - 0.5, AFFINE_DECIMALS)
     else:
-        a, c = 1.0 / s, (0.5 - px) / s - 0.5
-    e, f = 1.0 / s, (0.5 - oy) / s - 0.5
+        a, c = inv, round((0.5 - px) * inv - 0.5, AFFINE_DECIMALS)
+    e, f = inv, round((0.5 - oy) * inv - 0.5, AFFINE_DECIMALS)
     top = s * y0 + oy
     bottom = s * y1 + oy
     margin = 3  # rounding, plus the blur's 2-px reach
@@ -331,7 +340,12 @@ def place(rng: np.random.Generator, p: PasteParams, box: Sequence[int], scale: f
     by1 = min(H, int(math.ceil(bottom)) + margin)
     bx0 = max(0, int(math.floor(left)) - margin)
     bx1 = min(W, int(math.ceil(left + sw)) + margin)
-    return (a, 0.0, c, 0.0, e, f), s * y0 + oy_ideal, top, (by0, by1, bx0, bx1)
+    return (a, 0.0, c, 0.0, e, f), s, s * y0 + oy_ideal, top, (by0, by1, bx0, bx1)
+
+
+def _short(v: float) -> float | int:
+    """Integral values as JSON ints (shorter meta.json; same number)."""
+    return int(v) if float(v).is_integer() else float(v)
 
 
 def pastes_per_region(rng: np.random.Generator, e: float, n: int) -> np.ndarray:
@@ -405,7 +419,7 @@ def synthesise(frames: Sequence[SourceFrame], seed: int | Sequence[int], params:
     layers = np.empty((N, H, W), dtype=np.int32)
     images_meta: list[dict[str, Any]] = []
     all_pastes: list[Paste] = []
-    identity = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    identity = [1, 0, 0, 0, 1, 0]
 
     for rnd, e in enumerate(params.rounds):
         copies = np.repeat(np.arange(len(cands)), pastes_per_region(rng, e, len(cands)))
@@ -416,8 +430,8 @@ def synthesise(frames: Sequence[SourceFrame], seed: int | Sequence[int], params:
             m, r, box, mean = cands[ci]
             scale = draw_scale(rng, params, box, frames[m].horizon, (H, W))
             flip = bool(params.flip_prob > 0 and rng.random() < params.flip_prob)
-            aff, ideal, top, tbox = place(rng, params, box, scale, flip, frames[m].horizon,
-                                          frames[m_dst].horizon, (H, W))
+            aff, scale, ideal, top, tbox = place(rng, params, box, scale, flip, frames[m].horizon,
+                                                 frames[m_dst].horizon, (H, W))
             col = colour_matrix(rng, params, mean)
             kern = blur_kernel(rng, params)
             per_image[m_dst].append(Paste(rnd * M + m_dst, m, r, int(offsets[m] + r), scale, flip, aff,
@@ -448,11 +462,11 @@ def synthesise(frames: Sequence[SourceFrame], seed: int | Sequence[int], params:
             remap = np.zeros(len(ps) + 1, dtype=np.int32)
             remap[visible + 1] = np.arange(1, len(visible) + 1, dtype=np.int32)
             layers[i] = remap[lay]
-            entries = [{"source": m_dst, "affine": identity, "region": 0, "scale": 1.0, "flip": False}]
+            entries = [{"source": m_dst, "affine": identity, "region": 0}]
             for k in visible:
                 q = ps[k]
-                entries.append({"source": q.source, "affine": [float(v) for v in q.affine],
-                                "region": q.group_region, "scale": q.scale, "flip": q.flip})
+                entries.append({"source": q.source, "affine": [_short(v) for v in q.affine],
+                                "region": q.group_region})
             images_meta.append({"base": m_dst, "round": rnd, "layers": entries})
             all_pastes.extend(ps)
 

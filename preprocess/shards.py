@@ -43,7 +43,7 @@ import click
 import numpy as np
 from tqdm import tqdm
 
-from preprocess.copy_paste import PasteParams, SourceFrame, synthesise
+from preprocess.copy_paste import SYNTHESIS_VERSION, PasteParams, SourceFrame, synthesise
 from shared.config import build_config, config_hash, config_options, field, override, save_config, to_dict
 from shared.frames import DataError
 from shared.imageio import read_rgb
@@ -303,7 +303,7 @@ def run_shards(cfg: ShardsConfig, echo: Callable[[str], None] = click.echo) -> P
     horizons = frame_horizons(cfg, frame_ids, echo)
     # the horizons come from the frame index, not the config: they key the output too
     horizon_key = hashlib.sha256(json.dumps(horizons, sort_keys=True).encode()).hexdigest()[:16]
-    h = config_hash(cfg, extra={"region_store": store_key, "horizons": horizon_key})
+    h = config_hash(cfg, extra={"region_store": store_key, "horizons": horizon_key, "synthesis": SYNTHESIS_VERSION})
     out_dir = output_dir(cfg, "shards", f"{cfg.proposals}-{h}")
     out_dir.mkdir(parents=True, exist_ok=True)
     plans = plan_shards(frame_ids, cfg.group_size, cfg.epochs, cfg.seed, cfg.max_groups, gps)

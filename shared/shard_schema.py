@@ -84,7 +84,8 @@ def encode_group(key: str, g: Group, jpeg_quality: int = 90) -> dict[str, Any]:
         raise ValueError(f"meta describes {len(g.meta['images'])} images, arrays hold {n}")
     meta = dict(g.meta, schema=SCHEMA_VERSION, height=int(g.images.shape[1]), width=int(g.images.shape[2]))
     lay_dtype = np.uint16 if g.layers.dtype == np.uint16 else np.uint8
-    sample: dict[str, Any] = {"__key__": key, "meta.json": json.dumps(meta, sort_keys=True).encode()}
+    blob = json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()  # compact: hundreds of layers
+    sample: dict[str, Any] = {"__key__": key, "meta.json": blob}
     for i in range(n):
         sample[f"img{i:02d}.jpg"] = _jpg(g.images[i], jpeg_quality)
         sample[f"reg{i:02d}.png"] = _png(g.regions[i].astype(np.uint16))

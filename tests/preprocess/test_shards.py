@@ -221,3 +221,32 @@ def test_cli_registered_with_help_and_demo_preset(tmp_path):
     r = CliRunner().invoke(main, ["shards", "--dataset", "folder", "--out", str(tmp_path / "runs"),
                                   "--regions", str(store), "--demo-size", "tiny", "--group-size", "9"])
     assert r.exit_code != 0 and "group-size 9" in r.output
+
+
+def test_correspondence_tracks_join_pixels_showing_the_same_source_pixel():
+    from preprocess.shard_inspect import pick_correspondences
+
+    sid = np.arange(3 * 4 * 5).reshape(3, 4, 5)
+    layers = np.zeros((3, 4, 5), dtype=np.uint8)
+    sid[1, 2, 3] = sid[0, 1, 1]  # pasted into image 1 ...
+    sid[2, 0, 4] = sid[0, 1, 1]  # ... and into image 2
+    layers[1, 2, 3] = layers[2, 0, 4] = 1
+    tracks = pick_correspondences(sid, layers, 3, seed=0)
+    assert tracks == [[(0, 1.0, 1.0), (1, 3.0, 2.0), (2, 4.0, 0.0)]]
+    assert pick_correspondences(sid, np.zeros_like(layers), 3, seed=0) == []
+
+
+def test_inspect_renders_a_contact_sheet_of_a_group(written):
+    from preprocess.__main__ import main
+    from shared.imageio import read_rgb
+
+    tmp, _, cfg, out, _ = written
+    png = tmp / "sheet.png"
+    r = CliRunner().invoke(main, ["inspect", "--dataset", "folder", "--out", cfg.out, "--key", "e01_g0000002",
+                                  "--tile-width", "96", "--output", str(png)])
+    assert r.exit_code == 0, r.output
+    assert "e01_g0000002 from shard-000003.tar" in r.output
+    sheet = read_rgb(png)
+    assert sheet.shape[1] == 2 * (96 + 4) + 4 and sheet.shape[0] > 4 * 64  # 2 rounds x (images + regions) rows
+    r = CliRunner().invoke(main, ["inspect", "--dataset", "folder", "--out", cfg.out, "--key", "e05_g0000000"])
+    assert r.exit_code != 0 and "no finished shard holds group e05_g0000000" in r.output
