@@ -202,38 +202,41 @@ def facade(x0: float, x1: float, y0: float, y1: float, height: float, colour, te
     return Primitive(BOX, (x0, y0, 0.0, x1, y1, height), tuple(colour), TEX_FACADE, BUILDING, BUILDING, tex_seed)
 
 
-def _simple_world(prims: list[Primitive], seed: int) -> World:
-    return World(prims, sky_box=(-300.0, -300.0, -1.0, 300.0, 300.0, 300.0), road_half=1e6, marks=True,
-                 seed=seed)
+def _simple_world(prims: list[Primitive], seed: int, sky_distance: float = 300.0) -> World:
+    d = float(sky_distance)
+    return World(prims, sky_box=(-d, -d, -1.0, d, d, d), road_half=1e6, marks=True, seed=seed)
 
 
 def car_in_front_of_facade(car_distance: float = 10.0, facade_distance: float = 25.0, facade_height: float = 8.0,
-                           seed: int = 0) -> Scene:
+                           seed: int = 0, sky_distance: float = 300.0) -> Scene:
     """One car (4.3 m long, 1.8 m wide, body 0.2-1.0 m, cabin to 1.45 m) centred `car_distance` m
     ahead of the origin on Y = 0, and a building facade (front face at X = facade_distance, 80 m
     wide, `facade_height` m high) behind it; the ground is road everywhere. Seen from `level_pose()`
     with `pixel_K`: road below, the car in the middle, facade behind, sky above the facade.
-    Labels: road 7, car 26 (instance 26000), building 11, sky 23."""
+    Labels: road 7, car 26 (instance 26000), building 11, sky 23. The sky is the inside of a box
+    reaching `sky_distance` m from the origin in X, Y and up (the simple scenes' sky box)."""
     prims = car(car_distance, 0.0, 0, (0.7, 0.1, 0.1), tex_seed=3)
     prims.append(facade(facade_distance, facade_distance + 10.0, -40.0, 40.0, facade_height, (0.75, 0.6, 0.45), 7))
-    return _simple_world(prims, seed).scene_at(0)
+    return _simple_world(prims, seed, sky_distance).scene_at(0)
 
 
-def two_planes(wall_distance: float = 20.0, wall_height: float = 30.0, seed: int = 0) -> Scene:
+def two_planes(wall_distance: float = 20.0, wall_height: float = 30.0, seed: int = 0,
+               sky_distance: float = 300.0) -> Scene:
     """The road plane Z = 0 and a facade wall with front face at X = wall_distance (80 m wide,
     `wall_height` m high): a level camera sees road below the horizon, the wall above the road
     and sky above the wall."""
     return _simple_world([facade(wall_distance, wall_distance + 10.0, -40.0, 40.0, wall_height,
-                                 (0.7, 0.55, 0.45), 7)], seed).scene_at(0)
+                                 (0.7, 0.55, 0.45), 7)], seed, sky_distance).scene_at(0)
 
 
-def box_on_ground(distance: float = 8.0, size: tuple[float, float, float] = (2.0, 2.0, 1.5), seed: int = 0) -> Scene:
+def box_on_ground(distance: float = 8.0, size: tuple[float, float, float] = (2.0, 2.0, 1.5), seed: int = 0,
+                  sky_distance: float = 300.0) -> Scene:
     """One box (labelled car, instance 26000) of size (length X, width Y, height Z) whose near face
     is at X = distance, centred on Y = 0, standing on the road plane."""
     L, Wd, Hh = size
     prims = [Primitive(BOX, (distance, -Wd / 2, 0.0, distance + L, Wd / 2, Hh), (0.2, 0.3, 0.7), TEX_CAR, CAR,
                        CAR * 1000, 3)]
-    return _simple_world(prims, seed).scene_at(0)
+    return _simple_world(prims, seed, sky_distance).scene_at(0)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -59,6 +59,10 @@ def test_road_depth_matches_level_camera_formula():
     # above the wall top (6 m high, 20 m away) is sky, at a finite depth beyond the wall
     sky = out["label"] == SKY
     assert sky[0].all() and np.isfinite(out["depth"][sky]).all() and (out["depth"][sky] > 20).all()
+    # a nearer sky box: a level camera looks at its far wall, 100 m away, just above the wall
+    near = render(two_planes(wall_distance=20.0, wall_height=6.0, sky_distance=100.0), K, level_pose(height=1.6), SIZE)
+    assert np.array_equal(near["label"], out["label"])
+    assert near["depth"][sky].max() <= 100.0 + 1e-3 and near["depth"][sky].min() > 20
 
 
 def test_box_projects_where_pinhole_says():
