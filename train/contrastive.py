@@ -146,6 +146,11 @@ def train(cfg: ContrastiveConfig) -> Path:
     crop_w = cfg.crop_width or (ss.width // 32) * 32
     if crop_h % 32 or crop_w % 32 or crop_h <= 0 or crop_w <= 0:
         raise click.UsageError(f"crop {crop_h}x{crop_w}: height and width must be positive multiples of 32")
+    if cfg.demo_size and cfg.workers > len(ss.shards) // world:
+        # demo shard sets are a shard or two; a full run gets the clear error of plan_epoch instead
+        click.echo(f"contrastive: demo run: --workers {cfg.workers} -> {len(ss.shards) // world} "
+                   f"(one worker per shard at most)")
+        cfg = dataclasses.replace(cfg, workers=len(ss.shards) // world)
     aug = Augment(crop_h, crop_w, scale=tuple(cfg.crop_scale), pixel_cell=cfg.pixel_cell)  # type: ignore[arg-type]
     plans = [plan_epoch(ss, e, cfg.seed, cfg.groups_per_step, cfg.workers, rank, world) for e in range(cfg.epochs)]
     epoch_starts = np.cumsum([0] + [p.steps for p in plans])  # [epochs + 1]
@@ -156,10 +161,12 @@ def train(cfg: ContrastiveConfig) -> Path:
     per_epoch = epoch_starts[-1] / cfg.epochs
     warmup = min(int(round(cfg.warmup_epochs * per_epoch)), total // 2)
     lrs = lr_schedule(total, warmup, cfg.lr, cfg.final_lr)  # [total]
-    images_per_step = cfg.groups_per_step * ss.group_size * world
+    images_per_step = cfg.groups_per_step * ss.images_per_group * world
 
     # ---- run folder, model, optimiser, resume
-    run_dir = output_dir(cfg, "train", cfg.run or config_hash(cfg))
+    # The run is keyed by its settings and by the shard set it reads: new shards = a new run.
+    run_key = config_hash(cfg, extra={"shards": ss.config_hash})
+    run_dir = output_dir(cfg, "train", cfg.run or run_key)
     ckpt_path, log_path = run_dir / "checkpoint.pt", run_dir / "log.jsonl"
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
@@ -173,8 +180,9 @@ def train(cfg: ContrastiveConfig) -> Path:
     start = 0
     ckpt = load_checkpoint(ckpt_path, map_location="cpu")
     if ckpt is not None:
-        if ckpt["config_hash"] != config_hash(cfg):
-            raise DataError(ckpt_path, f"belongs to config {ckpt['config_hash']}, not {config_hash(cfg)}; "
+        if ckpt["config_hash"] != run_key:
+            raise DataError(ckpt_path, f"belongs to config {ckpt['config_hash']}, not {run_key} (settings or shard set "
+                                       f"differ); "
                                        f"pass another --run name to start a new run")
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
@@ -185,8 +193,9 @@ def train(cfg: ContrastiveConfig) -> Path:
                                                        "total_steps": total, "warmup_steps": warmup,
                                                        "crop": [crop_h, crop_w]})
         _trim_log(log_path, start)
-        where = f"resuming at step {start}/{total}" if start else f"starting, {total} steps"
-        click.echo(f"contrastive: {where}; {len(ss.shards)} shards x {ss.group_size}-image groups from {ss.root}; "
+        where = (f"complete ({total} steps), reusing {run_dir}" if start >= total else
+                 f"resuming at step {start}/{total}" if start else f"starting, {total} steps")
+        click.echo(f"contrastive: {where}; {len(ss.shards)} shards x {ss.images_per_group}-image groups from {ss.root}; "
                    f"{cfg.backbone}, K={cfg.num_prototypes}, crop {crop_h}x{crop_w}, {images_per_step} images/step, "
                    f"device {device}" + (f" x {world} ranks" if world > 1 else ""))
         if plans[0].groups_used < plans[0].groups_available:
@@ -278,7 +287,7 @@ def train(cfg: ContrastiveConfig) -> Path:
                             raise NonFiniteLoss(f"non-finite loss before step {step}; the last checkpoint "
                                                 f"(step {last_good}) is intact. Try a lower --lr or --no-amp.")
                     if main_rank:
-                        _checkpoint(ckpt_path, model, opt, step, cfg)
+                        _checkpoint(ckpt_path, model, opt, step, cfg, run_key)
                     last_good = step
                     _barrier(world)
                 if step >= total or stopped:
@@ -311,9 +320,10 @@ def train(cfg: ContrastiveConfig) -> Path:
     return run_dir
 
 
-def _checkpoint(path: Path, model: DenseSwAVNet, opt: torch.optim.Optimizer, step: int, cfg: ContrastiveConfig) -> None:
+def _checkpoint(path: Path, model: DenseSwAVNet, opt: torch.optim.Optimizer, step: int, cfg: ContrastiveConfig,
+                run_key: str) -> None:
     save_checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                     "rng": rng_state(), "config": to_dict(cfg), "config_hash": config_hash(cfg),
+                     "rng": rng_state(), "config": to_dict(cfg), "config_hash": run_key,
                      "net_args": model.net_args, "code_version": code_version()}, path)
 
 

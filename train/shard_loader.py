@@ -47,7 +47,7 @@ class ShardSet:
     root: Path
     height: int
     width: int
-    group_size: int
+    images_per_group: int  # 2M
     n_groups: int
     config_hash: str
     shards: tuple[tuple[str, int], ...]  # (file name, samples)
@@ -62,7 +62,9 @@ def open_shard_set(path: str | Path) -> ShardSet:
     try:
         m = json.loads(mpath.read_text())
         shards = tuple((str(s["name"]), int(s["samples"])) for s in m["shards"])
-        info = (int(m["height"]), int(m["width"]), int(m["group_size"]), int(m["n_groups"]))
+        # group_size is M, the source frames of a group; a group holds len(rounds) * M images
+        n_images = int(m.get("images_per_group", 2 * int(m["group_size"])))
+        info = (int(m["height"]), int(m["width"]), n_images, int(m["n_groups"]))
     except (ValueError, KeyError, TypeError) as e:
         raise DataError(mpath, f"unreadable manifest ({e!r})") from e
     if not shards:

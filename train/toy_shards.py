@@ -94,7 +94,7 @@ def build_shard_set(root: Path, n_groups: int = 4, n_shards: int = 2, m: int = 2
         data = (root / name).read_bytes()
         shards.append({"name": name, "samples": len(groups), "bytes": len(data),
                        "sha256": hashlib.sha256(data).hexdigest()})
-    manifest = {"config_hash": f"test{seed}", "height": h, "width": w, "group_size": 2 * m,
+    manifest = {"config_hash": f"test{seed}", "height": h, "width": w, "group_size": m, "images_per_group": 2 * m,
                 "n_groups": n_groups, "shards": shards}
     (root / "manifest.json").write_text(json.dumps(manifest, indent=1))
     return root
