@@ -63,6 +63,9 @@ GREY = np.array([0.299, 0.587, 0.114])  # ITU-R 601 luma, as torchvision's rgb_t
 # RGB <-> YIQ: hue is a rotation of the (I, Q) chroma plane.
 _YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
 _YIQ_INV = np.linalg.inv(_YIQ)
+_EYE3 = np.eye(3)
+_GREY_ROWS = np.outer(np.ones(3), GREY)  # every channel := grey level
+_IDENTITY34 = np.concatenate([_EYE3, np.zeros((3, 1))], axis=1)
 
 
 @dataclass(frozen=True)
@@ -147,100 +150,162 @@ def region_boxes(regions: np.ndarray, n: int) -> np.ndarray:
 
 
 @numba.njit(cache=True, nogil=True)
-def _paste_all(out_img, out_disp, out_reg, out_lay, src_img, src_disp, src_reg,
-               p_src, p_region, p_greg, p_aff, p_box, p_scale, p_col, p_blur):
-    """Composite pastes into one image in order (DepthMix z-test against out_disp).
+def region_stats(regions: np.ndarray, image: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One pass: boxes int64 [n + 1, 4] (as region_boxes), pixel counts int64 [n + 1], mean colour
+    float64 [n + 1, 3] per region id. regions uint16 [H, W], image uint8 [H, W, 3]."""
+    h, w = regions.shape
+    counts = np.zeros(n + 1, dtype=np.int64)
+    sums = np.zeros((n + 1, 3), dtype=np.float64)
+    for y in range(h):
+        for x in range(w):
+            r = regions[y, x]
+            counts[r] += 1
+            for ch in range(3):
+                sums[r, ch] += image[y, x, ch]
+    for r in range(n + 1):
+        if counts[r] > 0:
+            for ch in range(3):
+                sums[r, ch] /= counts[r]
+    return region_boxes(regions, n), counts, sums
+
+
+@numba.njit(cache=True, nogil=True)
+def _bilinear(src_img, s, sx, sy, h, w, out, yy, xx):
+    """Colour of source frame s at (sx, sy), clamped to the frame, into out[yy, xx, :]."""
+    fx = min(max(sx, 0.0), w - 1.0)
+    fy = min(max(sy, 0.0), h - 1.0)
+    ix = int(math.floor(fx))
+    iy = int(math.floor(fy))
+    ix1 = min(ix + 1, w - 1)
+    iy1 = min(iy + 1, h - 1)
+    wx = fx - ix
+    wy = fy - iy
+    for ch in range(3):
+        top = src_img[s, iy, ix, ch] * (1.0 - wx) + src_img[s, iy, ix1, ch] * wx
+        bot = src_img[s, iy1, ix, ch] * (1.0 - wx) + src_img[s, iy1, ix1, ch] * wx
+        out[yy, xx, ch] = top * (1.0 - wy) + bot * wy
+
+
+@numba.njit(cache=True, nogil=True)
+def _colour(col, yy, xx, cm):
+    r0 = col[yy, xx, 0]
+    g0 = col[yy, xx, 1]
+    b0 = col[yy, xx, 2]
+    for ch in range(3):
+        col[yy, xx, ch] = cm[4 * ch] * r0 + cm[4 * ch + 1] * g0 + cm[4 * ch + 2] * b0 + cm[4 * ch + 3]
+
+
+@numba.njit(cache=True, nogil=True)
+def _compose_image(out_img, out_disp, out_reg, out_lay, base, offset, src_img, src_disp, src_reg,
+                   p_src, p_region, p_greg, p_aff, p_box, p_scale, p_col, p_blur):
+    """Background `base` plus the pastes, in order, with the DepthMix z-test; returns visible pastes.
 
     out_img uint8 [H, W, 3], out_disp float32 [H, W], out_reg uint16 [H, W], out_lay int32 [H, W]
-    src_* [M, H, W(, 3)]; per paste k: p_aff [P, 6], p_box [P, 4] (y0, y1, x0, x1), p_col [P, 12],
-    p_blur [P, 5]. Layer written for paste k is k + 1.
+    (k + 1 = paste k, 0 = background); src_* [M, H, W(, 3)]; per paste k: p_aff [P, 6] float64,
+    p_box [P, 4] (y0, y1, x0, x1), p_col [P, 12] colour matrix, p_blur [P, 5] taps (0 = none).
+    A pixel's colour is only computed where the paste wins the z-test (and in its box when blurred).
     """
     h, w = out_disp.shape
-    for k in range(p_src.shape[0]):
+    for y in range(h):
+        for x in range(w):
+            for ch in range(3):
+                out_img[y, x, ch] = src_img[base, y, x, ch]
+            out_disp[y, x] = src_disp[base, y, x]
+            r = src_reg[base, y, x]
+            out_reg[y, x] = r + offset if r > 0 else 0
+            out_lay[y, x] = 0
+    n_p = p_src.shape[0]
+    # reused across pastes; a paste writes every box pixel it reads, so no clearing is needed
+    win = np.empty((h, w), dtype=np.bool_)
+    wdisp = np.empty((h, w), dtype=np.float32)
+    col = np.empty((h, w, 3), dtype=np.float32)
+    tmp = np.empty((h, w, 3), dtype=np.float32)
+    for k in range(n_p):
         s = p_src[k]
         reg = p_region[k]
         a, b, c, d, e, f = p_aff[k, 0], p_aff[k, 1], p_aff[k, 2], p_aff[k, 3], p_aff[k, 4], p_aff[k, 5]
         y0, y1, x0, x1 = p_box[k, 0], p_box[k, 1], p_box[k, 2], p_box[k, 3]
         if y1 <= y0 or x1 <= x0:
             continue
-        ph, pw = y1 - y0, x1 - x0
-        col = np.empty((ph, pw, 3), dtype=np.float32)
-        pdisp = np.full((ph, pw), -1.0, dtype=np.float32)  # -1 = not in the region
-        any_in = False
-        for yy in range(ph):
-            y = y0 + yy
-            for xx in range(pw):
-                x = x0 + xx
+        n_win = 0
+        for y in range(y0, y1):
+            for x in range(x0, x1):
+                win[y, x] = False
                 sx = a * x + b * y + c
                 sy = d * x + e * y + f
-                # bilinear colour, clamped to the source frame (so blur sees real context)
-                fx = min(max(sx, 0.0), w - 1.0)
-                fy = min(max(sy, 0.0), h - 1.0)
-                ix = int(math.floor(fx))
-                iy = int(math.floor(fy))
-                ix1 = min(ix + 1, w - 1)
-                iy1 = min(iy + 1, h - 1)
-                wx = fx - ix
-                wy = fy - iy
-                for ch in range(3):
-                    top = src_img[s, iy, ix, ch] * (1.0 - wx) + src_img[s, iy, ix1, ch] * wx
-                    bot = src_img[s, iy1, ix, ch] * (1.0 - wx) + src_img[s, iy1, ix1, ch] * wx
-                    col[yy, xx, ch] = top * (1.0 - wy) + bot * wy
                 rx = np.rint(sx)
                 ry = np.rint(sy)
                 if rx >= 0 and rx < w and ry >= 0 and ry < h:
                     jx = int(rx)
                     jy = int(ry)
                     if src_reg[s, jy, jx] == reg:
-                        pdisp[yy, xx] = src_disp[s, jy, jx] * p_scale[k]
-                        any_in = True
-        if not any_in:
+                        dd = np.float32(src_disp[s, jy, jx] * p_scale[k])
+                        if dd > out_disp[y, x]:
+                            win[y, x] = True
+                            wdisp[y, x] = dd
+                            n_win += 1
+        if n_win == 0:
             continue
-        # colour matrix (identity skips: exact copies when augmentation is off)
         cm = p_col[k]
         ident = (cm[0] == 1.0 and cm[1] == 0.0 and cm[2] == 0.0 and cm[3] == 0.0 and cm[4] == 0.0 and cm[5] == 1.0
                  and cm[6] == 0.0 and cm[7] == 0.0 and cm[8] == 0.0 and cm[9] == 0.0 and cm[10] == 1.0
                  and cm[11] == 0.0)
-        if not ident:
-            for yy in range(ph):
-                for xx in range(pw):
-                    r0 = col[yy, xx, 0]
-                    g0 = col[yy, xx, 1]
-                    b0 = col[yy, xx, 2]
-                    for ch in range(3):
-                        col[yy, xx, ch] = cm[4 * ch] * r0 + cm[4 * ch + 1] * g0 + cm[4 * ch + 2] * b0 + cm[4 * ch + 3]
         kern = p_blur[k]
-        if kern[2] != 0.0:
-            tmp = np.empty_like(col)
-            for yy in range(ph):  # horizontal pass, edges clamped
-                for xx in range(pw):
+        blur = kern[2] != 0.0
+        for y in range(y0, y1):
+            for x in range(x0, x1):
+                if blur or win[y, x]:
+                    _bilinear(src_img, s, a * x + b * y + c, d * x + e * y + f, h, w, col, y, x)
+                    if not ident:
+                        _colour(col, y, x, cm)
+        if blur:  # separable 5 taps inside the box, edges clamped; then only winners are written
+            for y in range(y0, y1):
+                for x in range(x0, x1):
                     for ch in range(3):
                         acc = 0.0
                         for t in range(5):
-                            xs = min(max(xx + t - 2, 0), pw - 1)
-                            acc += kern[t] * col[yy, xs, ch]
-                        tmp[yy, xx, ch] = acc
-            for yy in range(ph):  # vertical pass
-                for xx in range(pw):
-                    for ch in range(3):
-                        acc = 0.0
-                        for t in range(5):
-                            ys = min(max(yy + t - 2, 0), ph - 1)
-                            acc += kern[t] * tmp[ys, xx, ch]
-                        col[yy, xx, ch] = acc
+                            acc += kern[t] * col[y, min(max(x + t - 2, x0), x1 - 1), ch]
+                        tmp[y, x, ch] = acc
+            for y in range(y0, y1):
+                for x in range(x0, x1):
+                    if win[y, x]:
+                        for ch in range(3):
+                            acc = 0.0
+                            for t in range(5):
+                                acc += kern[t] * tmp[min(max(y + t - 2, y0), y1 - 1), x, ch]
+                            col[y, x, ch] = acc
         greg = p_greg[k]
-        for yy in range(ph):
-            y = y0 + yy
-            for xx in range(pw):
-                dd = pdisp[yy, xx]
-                x = x0 + xx
-                if dd >= 0.0 and dd > out_disp[y, x]:
-                    out_disp[y, x] = dd
+        for y in range(y0, y1):
+            for x in range(x0, x1):
+                if win[y, x]:
+                    out_disp[y, x] = wdisp[y, x]
                     out_reg[y, x] = greg
                     out_lay[y, x] = k + 1
                     for ch in range(3):
-                        v = col[yy, xx, ch] + 0.5
-                        out_img[y, x, ch] = np.uint8(min(max(v, 0.0), 255.0))
+                        out_img[y, x, ch] = np.uint8(min(max(col[y, x, ch] + 0.5, 0.0), 255.0))
+
+
+@numba.njit(cache=True, nogil=True)
+def _compact_layers(lay: np.ndarray, n_p: int) -> tuple[np.ndarray, np.ndarray]:
+    """Renumber the visible pastes 1.. in paste order: (new map int32 [H, W], visible paste indices)."""
+    seen = np.zeros(n_p + 1, dtype=np.bool_)
+    h, w = lay.shape
+    for y in range(h):
+        for x in range(w):
+            seen[lay[y, x]] = True
+    remap = np.zeros(n_p + 1, dtype=np.int32)
+    visible = np.empty(n_p, dtype=np.int64)
+    nv = 0
+    for k in range(1, n_p + 1):
+        if seen[k]:
+            visible[nv] = k - 1
+            nv += 1
+            remap[k] = nv
+    out = np.empty((h, w), dtype=np.int32)
+    for y in range(h):
+        for x in range(w):
+            out[y, x] = remap[lay[y, x]]
+    return out, visible[:nv]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -250,32 +315,28 @@ def colour_matrix(rng: np.random.Generator, p: PasteParams, mean_rgb: np.ndarray
     """float64 [3, 4] affine colour transform for 0..255 RGB; identity when nothing is drawn.
 
     mean_rgb: float64 [3], the region's mean colour (contrast pulls towards its grey level)."""
-    A = np.eye(3)
-    bias = np.zeros(3)
-    ones = np.ones(3)
+    T = _IDENTITY34.copy()  # [A | bias]: rgb' = A rgb + bias
     if p.jitter_prob > 0 and rng.random() < p.jitter_prob:
         bj, cj, sj, hj = p.jitter
         for op in rng.permutation(4):
             if op == 0 and bj > 0:
-                fac = rng.uniform(max(0.0, 1 - bj), 1 + bj)
-                A, bias = fac * A, fac * bias
+                T *= rng.uniform(max(0.0, 1 - bj), 1 + bj)
             elif op == 1 and cj > 0:
                 fac = rng.uniform(max(0.0, 1 - cj), 1 + cj)
-                m = float(GREY @ (A @ mean_rgb + bias))
-                A, bias = fac * A, fac * bias + (1 - fac) * m * ones
+                m = float(GREY @ (T[:, :3] @ mean_rgb + T[:, 3]))
+                T *= fac
+                T[:, 3] += (1 - fac) * m
             elif op == 2 and sj > 0:
                 fac = rng.uniform(max(0.0, 1 - sj), 1 + sj)
-                S = fac * np.eye(3) + (1 - fac) * np.outer(ones, GREY)
-                A, bias = S @ A, S @ bias
+                T = (fac * _EYE3 + (1 - fac) * _GREY_ROWS) @ T
             elif op == 3 and hj > 0:
-                ang = 2 * np.pi * rng.uniform(-hj, hj)
-                R = np.array([[1, 0, 0], [0, np.cos(ang), -np.sin(ang)], [0, np.sin(ang), np.cos(ang)]])
-                Hm = _YIQ_INV @ R @ _YIQ
-                A, bias = Hm @ A, Hm @ bias
+                ang = 2 * math.pi * rng.uniform(-hj, hj)
+                co, si = math.cos(ang), math.sin(ang)
+                R = np.array([[1.0, 0.0, 0.0], [0.0, co, -si], [0.0, si, co]])
+                T = (_YIQ_INV @ R @ _YIQ) @ T
     if p.gray_prob > 0 and rng.random() < p.gray_prob:
-        G = np.outer(ones, GREY)
-        A, bias = G @ A, G @ bias
-    return np.concatenate([A, bias[:, None]], axis=1)
+        T = _GREY_ROWS @ T
+    return T
 
 
 def blur_kernel(rng: np.random.Generator, p: PasteParams) -> np.ndarray:
@@ -400,12 +461,7 @@ def synthesise(frames: Sequence[SourceFrame], seed: int | Sequence[int], params:
         n = int(f.regions.max())
         if n == 0:
             continue
-        boxes = region_boxes(src_reg[m], n)  # [n + 1, 4]
-        flat = src_reg[m].ravel()
-        counts = np.bincount(flat, minlength=n + 1).astype(np.float64)
-        means = np.stack([np.bincount(flat, weights=src_img[m, ..., ch].ravel().astype(np.float64),
-                                      minlength=n + 1) for ch in range(3)], axis=1)
-        means /= np.maximum(counts, 1)[:, None]
+        boxes, counts, means = region_stats(src_reg[m], src_img[m], n)  # [n + 1, 4], [n + 1], [n + 1, 3]
         for r in range(1, n + 1):
             y0, y1, x0, x1 = (int(v) for v in boxes[r])
             if counts[r] > 0 and y1 - y0 >= params.min_height and x1 - x0 >= params.min_width:
@@ -438,30 +494,24 @@ def synthesise(frames: Sequence[SourceFrame], seed: int | Sequence[int], params:
                                           ideal, top, col, kern, tbox))
         for m_dst in range(M):
             i = rnd * M + m_dst
-            out_img[i] = src_img[m_dst]
-            out_disp[i] = src_disp[m_dst]
-            reg = src_reg[m_dst].astype(np.int64)
-            out_reg[i] = np.where(reg > 0, reg + offsets[m_dst], 0)
-            lay = np.zeros((H, W), dtype=np.int32)
+            lay = np.empty((H, W), dtype=np.int32)
             ps = per_image[m_dst]
-            if ps:
-                _paste_all(out_img[i], out_disp[i], out_reg[i], lay, src_img, src_disp, src_reg,
-                           np.array([q.source for q in ps], dtype=np.int64),
-                           np.array([q.region for q in ps], dtype=np.int64),
-                           np.array([q.group_region for q in ps], dtype=np.int64),
-                           np.array([q.affine for q in ps], dtype=np.float64),
-                           np.array([q.box for q in ps], dtype=np.int64),
-                           np.array([q.scale for q in ps], dtype=np.float64),
-                           np.stack([q.colour.ravel() for q in ps]),
-                           np.stack([q.blur for q in ps]))
+            n_p = len(ps)
+            _compose_image(out_img[i], out_disp[i], out_reg[i], lay, m_dst, int(offsets[m_dst]),
+                           src_img, src_disp, src_reg,
+                           np.array([q.source for q in ps], dtype=np.int64).reshape(n_p),
+                           np.array([q.region for q in ps], dtype=np.int64).reshape(n_p),
+                           np.array([q.group_region for q in ps], dtype=np.int64).reshape(n_p),
+                           np.array([q.affine for q in ps], dtype=np.float64).reshape(n_p, 6),
+                           np.array([q.box for q in ps], dtype=np.int64).reshape(n_p, 4),
+                           np.array([q.scale for q in ps], dtype=np.float64).reshape(n_p),
+                           np.array([q.colour.ravel() for q in ps], dtype=np.float64).reshape(n_p, 12),
+                           np.array([q.blur for q in ps], dtype=np.float64).reshape(n_p, 5))
             # keep only visible pastes as layers, renumbered 1.. in paste order
-            visible = np.flatnonzero(np.bincount(lay.ravel(), minlength=len(ps) + 1)[1:])
+            layers[i], visible = _compact_layers(lay, n_p)
             if len(visible) + 1 >= NO_LAYER16:
                 raise ValueError(f"image {i} has {len(visible)} visible pastes; a layer map holds at most "
                                  f"{NO_LAYER16 - 1}")
-            remap = np.zeros(len(ps) + 1, dtype=np.int32)
-            remap[visible + 1] = np.arange(1, len(visible) + 1, dtype=np.int32)
-            layers[i] = remap[lay]
             entries = [{"source": m_dst, "affine": identity, "region": 0}]
             for k in visible:
                 q = ps[k]
