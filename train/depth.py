@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -84,8 +85,9 @@ def resolved(cfg: DepthTrainConfig) -> DepthTrainConfig:
     h, w, b, s = PRESETS[cfg.demo_size]
     cfg = dataclasses.replace(cfg, height=cfg.height or h, width=cfg.width or w,
                               batch_size=cfg.batch_size or b, max_steps=cfg.max_steps or s)
-    if cfg.height % 32 or cfg.width % 32:
-        raise click.UsageError(f"--height/--width must be multiples of 32 (the encoder's stride), got {cfg.height}x{cfg.width}")
+    if cfg.height % 32 or cfg.width % 32 or min(cfg.height, cfg.width) < 64:
+        # stride 32 and the decoder's reflection padding need at least 2x2 coarsest features
+        raise click.UsageError(f"--height/--width must be multiples of 32 and at least 64, got {cfg.height}x{cfg.width}")
     if not 0 < cfg.min_depth < cfg.max_depth:
         raise click.UsageError(f"need 0 < min_depth < max_depth, got {cfg.min_depth}, {cfg.max_depth}")
     return cfg
@@ -357,11 +359,22 @@ def code_version() -> str:
         return "unknown"
 
 
+def _numpy_rng_state() -> dict:
+    """The legacy numpy RNG state as tensors and numbers, so the checkpoint loads with weights_only."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
+            "gauss": float(gauss)}
+
+
+def _set_numpy_rng_state(d: dict) -> None:
+    np.random.set_state(("MT19937", d["keys"].numpy().astype(np.uint32), d["pos"], d["has_gauss"], d["gauss"]))
+
+
 def save_checkpoint(path: Path, model: DepthModel, opt: torch.optim.Optimizer, step: int,
                     cfg: DepthTrainConfig, extra: dict) -> None:
     state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
              "config": to_dict(cfg), "config_class": type(cfg).__name__, "code_version": code_version(),
-             "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+             "rng": {"torch": torch.get_rng_state(), "numpy": _numpy_rng_state(),
                      "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
              **extra}
     tmp = path.with_name(path.name + ".tmp")
@@ -375,8 +388,9 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     if not p.is_file():
         raise DataError(p, "depth checkpoint not found")
     try:
-        state = torch.load(p, map_location=device, weights_only=False)
-    except (OSError, RuntimeError, EOFError, ValueError) as e:
+        # mmap: inference reads the depth weights without paging in the pose net and Adam state
+        state = torch.load(p, map_location=device, weights_only=True, mmap=True)
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as e:
         raise DataError(p, f"unreadable or truncated depth checkpoint ({e})") from e
     if not isinstance(state, dict) or "model" not in state or state.get("config_class") != "DepthTrainConfig":
         raise DataError(p, "not a depth checkpoint written by `train depth`")
@@ -401,8 +415,13 @@ def run_dir(cfg: DepthTrainConfig) -> Path:
     return output_dir(cfg, "depth", f"run-{config_hash(cfg)}")
 
 
-def train(cfg: DepthTrainConfig, frames: list[Frame] | None = None, echo=click.echo) -> Path:
-    """Train (or resume, or reuse) the run of `cfg`; returns the checkpoint path."""
+def train(cfg: DepthTrainConfig, frames: list[Frame] | None = None, echo=click.echo,
+          stop_after: int | None = None) -> Path:
+    """Train (or resume, or reuse) the run of `cfg`; returns the checkpoint path.
+
+    frames: the frame index (default: the configured dataset's). stop_after: leave the loop after
+    this step as a killed run would (tests of resuming), the last checkpoint is what survives.
+    """
     cfg = resolved(cfg)
     t_start = time.perf_counter()
     out = run_dir(cfg)
@@ -434,7 +453,7 @@ def train(cfg: DepthTrainConfig, frames: list[Frame] | None = None, echo=click.e
         opt.load_state_dict(state["optimizer"])
         step = int(state["step"])
         torch.set_rng_state(state["rng"]["torch"])
-        np.random.set_state(state["rng"]["numpy"])
+        _set_numpy_rng_state(state["rng"]["numpy"])
         echo(f"depth: resuming {ckpt_path} at step {step}/{total}" if step < total
              else f"depth: reusing finished run {ckpt_path} ({step} steps)")
     if step >= total:
@@ -508,6 +527,8 @@ def train(cfg: DepthTrainConfig, frames: list[Frame] | None = None, echo=click.e
                 write_snapshot(out / "images" / f"step-{step:06d}.png", images[0, 0], parts["disp"][0], parts["automask"][0])
             if step % cfg.ckpt_every == 0 or step == total:
                 save_checkpoint(ckpt_path, model, opt, step, cfg, {"targets": len(triplets)})
+            if stop_after is not None and step >= stop_after:
+                return ckpt_path
     finally:
         bar.close()
         log.close()

@@ -1,0 +1,214 @@
+"""The depth trainer: warping on the synthetic city, bad-input errors, a short run lowering the
+loss, resuming at the same step with the same result, and the CLI end to end (CPU, tiny sizes)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from shared.camera_torch import warp
+from shared.frames import DataError, Frame, link_sequences
+from shared.imageio import read_label, read_rgb
+from shared.nets.depth_net import DepthModel
+from train.depth import (DepthTrainConfig, build_frame_cache, depth_losses, load_checkpoint, resolved,
+                         train, training_triplets)
+from train.depth_losses import photometric_error
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny convolutions gain nothing from more threads, and on a shared machine OpenMP threads
+    that spin-wait on a busy core make a step up to ten times slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def city(tmp_path_factory) -> Path:
+    from preprocess.synth import generate_preset
+
+    root = tmp_path_factory.mktemp("city") / "city-tiny"
+    generate_preset(root, "tiny")
+    return root
+
+
+@pytest.fixture(scope="module")
+def city_frames(city):
+    from shared.datasets.synthetic import read_synthetic
+
+    return read_synthetic(city)
+
+
+def _t(img: np.ndarray) -> torch.Tensor:
+    return torch.tensor(img / 255.0, dtype=torch.float32).permute(2, 0, 1)[None]
+
+
+def test_warp_synthetic_city_with_true_depth_and_pose(city, city_frames):
+    """GT depth of frame t + GT relative pose reproject frame t-1 into t; wrong depth is clearly worse."""
+    by = {f.id: f for f in city_frames}
+    cams = json.loads((city / "seq00" / "cameras.json").read_text())
+    for t in (1, 2, 3):
+        tgt = by[f"seq00_{t:06d}"]
+        src = by[tgt.prev]
+        K = torch.tensor(tgt.K(tgt.width, tgt.height), dtype=torch.float32)[None]
+        T = torch.tensor(np.linalg.inv(src.pose_matrix()) @ tgt.pose_matrix(), dtype=torch.float32)[None]
+        depth = torch.tensor(np.load(tgt.depth))[None, None]
+        dynamic = cams["frames"][t]["dynamic_instance_ids"]
+        static = torch.tensor(~np.isin(read_label(tgt.instance), dynamic))[None, None]
+        target, source = _t(read_rgb(tgt.image)), _t(read_rgb(src.image))
+
+        def errors(d):
+            warped, valid = warp(source, d, T, K)
+            m = valid & static
+            return (warped - target).abs().mean(1, keepdim=True)[m], photometric_error(warped, target)[m]
+
+        l1, photo = errors(depth)
+        # The renderer aliases its fine textures (one ray per pixel), so the mean carries sampling
+        # noise; the typical (median) static pixel is reproduced almost exactly.
+        assert l1.median() < 0.012, float(l1.median())
+        for factor in (0.7, 1.3):
+            l1_w, photo_w = errors(depth * factor)
+            assert l1_w.median() > 2.0 * l1.median(), (factor, float(l1_w.median()), float(l1.median()))
+            assert photo_w.mean() > 1.4 * photo.mean()
+        assert photometric_error(source, target)[static].mean() > 1.8 * photo.mean()
+
+
+def _frame(fid: str, seq: str, i: int, w: int = 64, h: int = 32, split: str = "train") -> Frame:
+    return Frame(id=fid, image=f"/data/{fid}.png", split=split, sequence=seq, index=i, width=w, height=h,
+                 fx=0.6, fy=1.2, cx=0.5, cy=0.5)
+
+
+def test_presets_fill_unset_fields_only():
+    tiny = resolved(DepthTrainConfig(demo_size="tiny"))
+    assert (tiny.height, tiny.width, tiny.batch_size, tiny.max_steps) == (64, 192, 4, 24)
+    full = resolved(DepthTrainConfig())
+    assert (full.height, full.width, full.batch_size, full.max_steps) == (192, 640, 12, 0)  # 0: from epochs
+    assert resolved(DepthTrainConfig(demo_size="tiny", width=96)).width == 96
+
+
+def test_training_triplets_and_bad_input_errors_name_frames():
+    good = link_sequences([_frame(f"a_{i}", "a", i) for i in range(4)])
+    trips, problems = training_triplets(good, "train")
+    assert trips == [("a_0", "a_1", "a_2"), ("a_1", "a_2", "a_3")] and problems == []
+
+    short = link_sequences([_frame("b_0", "b", 0), _frame("b_1", "b", 1)])
+    with pytest.raises(DataError, match=r"sequence b has 2 frame\(s\) \(b_0, b_1\)"):
+        training_triplets(good + short, "train")
+    trips, problems = training_triplets(good + short, "train", on_bad="skip")
+    assert len(trips) == 2 and len(problems) == 1
+
+    missing = [dataclasses.replace(f, next="c_9") if f.id == "a_3" else f for f in good]
+    missing = [dataclasses.replace(f, prev="a_2", next="c_9") if f.id == "a_3" else f for f in missing]
+    with pytest.raises(DataError, match="neighbour c_9 of frame a_3 is not in the frame index"):
+        training_triplets(missing, "train")
+
+    sized = [dataclasses.replace(f, width=80) if f.id == "a_3" else f for f in good]
+    with pytest.raises(DataError, match=r"a_3.png: frame a_3 is 80x32 but its neighbour a_2 is 64x32"):
+        training_triplets(sized, "train")
+    trips, _ = training_triplets(sized, "train", on_bad="skip")
+    assert trips == [("a_0", "a_1", "a_2")]
+
+    with pytest.raises(DataError, match="no frame of split 'val' has both temporal neighbours"):
+        training_triplets(good, "val")
+
+
+def test_frame_cache_names_image_of_wrong_size(tmp_path, city_frames):
+    f = dataclasses.replace(city_frames[0], width=100)
+    with pytest.raises(DataError, match=r"000000.png: image is 192x96 but the frame index says 100x96"):
+        build_frame_cache([f], 64, 64, tmp_path, workers=1)
+
+
+def _fixed_loss(model: DepthModel, cache: np.ndarray, K: torch.Tensor, cfg: DepthTrainConfig) -> float:
+    """Loss of the model on all targets without augmentation (frames are rows 0..n of seq00)."""
+    n = cache.shape[0]
+    rows = np.array([[i, i - 1, i + 1] for i in range(1, n - 1)])
+    x = torch.from_numpy(np.asarray(cache[rows.reshape(-1)])).reshape(len(rows), 3, *cache.shape[1:])
+    x = x.permute(0, 1, 4, 2, 3).float() / 255.0
+    with torch.no_grad():
+        loss, _ = depth_losses(model, x, x, K.expand(len(rows), 3, 3), cfg, torch.Generator().manual_seed(0))
+    return float(loss)
+
+
+def test_short_training_lowers_loss(tmp_path, city, city_frames):
+    cfg = DepthTrainConfig(out=str(tmp_path), data_root=str(city), demo_size="tiny", max_steps=16, height=64,
+                           width=96, lr=3e-4, ckpt_every=1000, image_every=0, log_every=4)
+    ckpt = train(cfg, city_frames, echo=lambda s: None)
+    rc = resolved(cfg)
+    state = load_checkpoint(ckpt)
+    assert state["step"] == 16
+    seq = [f for f in city_frames if f.sequence == "seq00"]
+    cache = build_frame_cache(seq, rc.height, rc.width, tmp_path / "evalcache", workers=1)
+    K = torch.tensor(seq[0].K(rc.width, rc.height), dtype=torch.float32)[None]
+    torch.manual_seed(rc.seed)
+    before = _fixed_loss(DepthModel().train(), cache, K, rc)
+    model = DepthModel()
+    model.load_state_dict(state["model"])
+    after = _fixed_loss(model.train(), cache, K, rc)
+    assert after < 0.9 * before, (before, after)
+    log = [json.loads(line) for line in (ckpt.parent / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [4, 8, 12, 16] and all(r["images_per_s"] > 0 for r in log)
+    assert (ckpt.parent / "images" / "step-000016.png").is_file()
+    pointer = tmp_path / "synthetic-tiny" / "depth" / "model.current"
+    assert Path(pointer.read_text().strip()) == ckpt.resolve()
+
+
+def test_resume_continues_from_same_step_with_same_result(tmp_path, city, city_frames):
+    common = dict(data_root=str(city), demo_size="tiny", max_steps=4, ckpt_every=2, image_every=0, log_every=1,
+                  height=64, width=64, batch_size=2)
+    straight = train(DepthTrainConfig(out=str(tmp_path / "a"), **common), city_frames, echo=lambda s: None)
+    cfg_b = DepthTrainConfig(out=str(tmp_path / "b"), **common)
+    killed = train(cfg_b, city_frames, echo=lambda s: None, stop_after=3)  # killed after step 3: ckpt at 2
+    assert load_checkpoint(killed)["step"] == 2
+    said: list[str] = []
+    resumed = train(cfg_b, city_frames, echo=said.append)
+    assert any("resuming" in s and "at step 2/4" in s for s in said)
+    a, b = load_checkpoint(straight), load_checkpoint(resumed)
+    assert a["step"] == b["step"] == 4
+    for k in a["model"]:
+        torch.testing.assert_close(a["model"][k], b["model"][k], atol=1e-6, rtol=1e-5, msg=k)
+    steps = [json.loads(line)["step"] for line in (resumed.parent / "log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 3, 4]  # step 3 ran twice: once before the kill, once after resuming at 2
+    said.clear()
+    train(cfg_b, city_frames, echo=said.append)
+    assert any("reusing finished run" in s for s in said)
+
+
+def test_cli_end_to_end_on_synthetic_city(tmp_path, city):
+    from train.__main__ import main
+
+    out = tmp_path / "runs"
+    res = CliRunner().invoke(main, ["depth", "--dataset", "synthetic", "--data-root", str(city), "--out", str(out),
+                                    "--demo-size", "tiny", "--max-steps", "2", "--workers", "1", "--width", "96",
+                                    "--batch-size", "2"])
+    assert res.exit_code == 0, res.output
+    assert "wrote" in res.output and "checkpoint.pt" in res.output
+    ckpt = Path((out / "synthetic-tiny" / "depth" / "model.current").read_text().strip())
+    state = load_checkpoint(ckpt)
+    assert state["step"] == 2 and state["config"]["height"] == 64 and state["config"]["width"] == 96
+    assert (ckpt.parent / "config.json").is_file()
+    res = CliRunner().invoke(main, ["depth", "--out", str(out), "--height", "50"])
+    assert res.exit_code != 0 and "multiples of 32 and at least 64" in res.output
+
+
+def test_cli_bad_checkpoint_and_sequence_errors(tmp_path):
+    from train.__main__ import main
+
+    bad = tmp_path / "ckpt.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(DataError, match="ckpt.pt"):
+        load_checkpoint(bad)
+    folder = tmp_path / "two"
+    for i in range(2):
+        from shared.imageio import write_png
+        write_png(folder / f"{i:03d}.png", np.zeros((32, 64, 3), np.uint8))
+    res = CliRunner().invoke(main, ["depth", "--dataset", "folder", "--data-root", str(folder),
+                                    "--out", str(tmp_path / "runs"), "--demo-size", "tiny"])
+    assert res.exit_code != 0
+    assert "has 2 frame(s)" in res.output and "000" in res.output, res.output
