@@ -6,6 +6,7 @@ import click
 from shared.cli import LazyGroup
 
 COMMANDS: dict[str, str] = {
+    "depth": "evaluate.depth_metrics:depth",
     "unsupervised": "evaluate.unsupervised:unsupervised",
     "proposals": "evaluate.proposals:proposals",
 }

@@ -9,6 +9,7 @@ from shared.cli import LazyGroup
 COMMANDS = {
     "synth": "preprocess.synth:synth",
     "index": "preprocess.index:index",
+    "depth": "preprocess.depth_inference:depth",
     "regions": "preprocess.regions:regions",
     "shards": "preprocess.shards:shards",
     "inspect": "preprocess.shard_inspect:inspect",

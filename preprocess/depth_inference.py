@@ -1,0 +1,199 @@
+"""Depth from a trained monocular depth checkpoint (`train depth`), one frame or a whole dataset.
+
+Units: *relative depth*. The network's sigmoid disparity is mapped to depth in
+[min_depth, max_depth] of its training config (default 0.1-100), but monocular self-supervision
+only knows depth up to one global scale, so a value is "metres times an unknown factor" (about
+constant over a dataset). Ratios, normals and occlusion boundaries are meaningful; absolute values
+are not until scaled (the evaluation median-scales each image; the regions stage normalises the
+scale itself).
+
+    DepthPredictor(ckpt).predict(rgb uint8 [H,W,3]) -> float32 [H,W]   (what the regions stage calls)
+    python -m preprocess depth ...  -> <out>/<dataset>[-<demo>]/depth/pred-<hash>/<frame id>.npy
+
+The command fans out over joblib CPU processes (torch threads = 1 in each, one model per worker
+chunk) or batches frames on one CUDA device (`--device cuda`). Files are written to a temporary
+name and renamed, so a killed run resumes and skips the frames already written.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from itertools import groupby
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from shared.config import build_config, config_options, field, save_config
+from shared.frames import DataError, Frame
+from shared.nets.depth_net import DepthDecoder, ResNetEncoder, disp_to_depth
+from shared.stage import StageConfig, frames_for, output_dir, read_pointer
+
+# The working resolution of the regions stage (DESIGN §5); other datasets keep the image size.
+WORKING_SIZE = {"cityscapes": (384, 768), "kitti": (384, 1280)}
+
+
+class DepthPredictor:
+    """A trained depth network for inference. Thread-safe for reading; one per process."""
+
+    def __init__(self, ckpt_path: str | os.PathLike, device: str = "cpu"):
+        from train.depth import load_checkpoint  # the one reader of the checkpoint format
+
+        self.path = Path(ckpt_path)
+        self.device = torch.device(device)
+        state = load_checkpoint(self.path, "cpu")
+        cfg = state["config"]
+        self.height, self.width = int(cfg["height"]), int(cfg["width"])
+        self.min_depth, self.max_depth = float(cfg["min_depth"]), float(cfg["max_depth"])
+        self.encoder, self.decoder = ResNetEncoder(1), DepthDecoder()
+        try:
+            self.encoder.load_state_dict({k[len("depth_encoder."):]: v for k, v in state["model"].items()
+                                          if k.startswith("depth_encoder.")})
+            self.decoder.load_state_dict({k[len("depth_decoder."):]: v for k, v in state["model"].items()
+                                          if k.startswith("depth_decoder.")})
+        except RuntimeError as e:
+            raise DataError(self.path, f"depth network weights do not match the architecture ({e})") from e
+        del state  # drops the pose network and optimizer state
+        self.encoder.to(self.device).eval()
+        self.decoder.to(self.device).eval()
+        if self.device.type == "cuda":
+            self.encoder.to(memory_format=torch.channels_last)
+            self.decoder.to(memory_format=torch.channels_last)
+
+    @property
+    def units(self) -> str:
+        return f"relative depth (network range {self.min_depth:g}-{self.max_depth:g}, one unknown global scale)"
+
+    @torch.inference_mode()
+    def predict_batch(self, rgb: np.ndarray) -> np.ndarray:
+        """uint8 [B,H,W,3] -> float32 [B,H,W] relative depth at the input size."""
+        if rgb.dtype != np.uint8 or rgb.ndim != 4 or rgb.shape[-1] != 3:
+            raise ValueError(f"expected uint8 images [B,H,W,3], got {rgb.dtype} {rgb.shape}")
+        B, H, W, _ = rgb.shape
+        x = torch.from_numpy(np.require(rgb, requirements=["C", "W"])).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
+        if (H, W) != (self.height, self.width):
+            x = F.interpolate(x, (self.height, self.width), mode="bilinear", align_corners=False,
+                              antialias=True).clamp_(0, 1)
+        cuda = self.device.type == "cuda"
+        if cuda:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+            disp = self.decoder(self.encoder(x))[0].float()  # [B,1,h,w]
+        # Upsample the disparity, not the depth: it is what the network predicts smoothly.
+        disp = F.interpolate(disp, (H, W), mode="bilinear", align_corners=False)
+        return disp_to_depth(disp, self.min_depth, self.max_depth)[:, 0].cpu().numpy().astype(np.float32)
+
+    def predict(self, rgb: np.ndarray) -> np.ndarray:
+        """uint8 [H,W,3] -> float32 [H,W] relative depth (> 0) at the input size."""
+        if rgb.ndim != 3:
+            raise ValueError(f"expected one uint8 image [H,W,3], got shape {rgb.shape}")
+        return self.predict_batch(rgb[None])[0]
+
+
+# ----------------------------------------------------------------------------------------------
+# `python -m preprocess depth`
+
+
+@dataclass
+class DepthInferConfig(StageConfig):
+    checkpoint: str = field("", "depth checkpoint (default: the current `make depth` model of this DATASET/DEMO_SIZE)")
+    height: int = field(0, "output height (0 = working size: cityscapes 384, kitti 384, else the image's)")
+    width: int = field(0, "output width (0 = working size: cityscapes 768, kitti 1280, else the image's)")
+    split: str = field("", "only frames of this split (empty = all)")
+    device: str = field("cpu", "cpu = joblib worker processes; cuda = batches on one GPU", choices=["cpu", "cuda"], hash=False)
+    batch_size: int = field(16, "frames per batch on CUDA", hash=False)
+    workers: int = field(2, "CPU worker processes (torch threads = 1 each)", hash=False)
+
+
+def output_size(cfg: DepthInferConfig, frame: Frame) -> tuple[int, int]:
+    if cfg.height and cfg.width:
+        return cfg.height, cfg.width
+    return WORKING_SIZE.get(cfg.dataset, (frame.height, frame.width))
+
+
+def _save_npy(path: Path, arr: np.ndarray) -> None:
+    tmp = path.with_name(path.name + ".tmp.npy")
+    np.save(tmp, arr)
+    os.replace(tmp, path)
+
+
+def _infer_chunk(ckpt: str, jobs: list[tuple[str, str, tuple[int, int]]]) -> int:
+    """One worker: load the model once, then (image, output path, size) -> .npy."""
+    from shared.imageio import read_rgb
+
+    torch.set_num_threads(1)
+    predictor = DepthPredictor(ckpt, "cpu")
+    for image, out, size in jobs:
+        _save_npy(Path(out), predictor.predict(read_rgb(image, size=size)))
+    return len(jobs)
+
+
+def infer_dataset(cfg: DepthInferConfig, frames: list[Frame], ckpt: Path, out_dir: Path, echo=click.echo) -> int:
+    """Write <out_dir>/<frame id>.npy for every frame not done yet; returns how many were written."""
+    from joblib import Parallel, delayed
+    from tqdm import tqdm
+
+    from shared.imageio import read_rgb
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    todo = [(f.image, str(out_dir / f"{f.id}.npy"), output_size(cfg, f)) for f in frames
+            if not (out_dir / f"{f.id}.npy").is_file()]
+    if len(todo) < len(frames):
+        echo(f"depth inference: {len(frames) - len(todo)} frames already done in {out_dir}")
+    if not todo:
+        return 0
+    bar = tqdm(total=len(todo), desc="depth inference", unit="img")
+    if cfg.device == "cuda":
+        predictor = DepthPredictor(ckpt, "cuda")
+        todo.sort(key=lambda j: j[2])  # equal output sizes side by side: a batch is one tensor
+        for _, same in groupby(todo, key=lambda j: j[2]):
+            same = list(same)
+            for s in range(0, len(same), cfg.batch_size):
+                group = same[s:s + cfg.batch_size]
+                depth = predictor.predict_batch(np.stack([read_rgb(img, size=size) for img, _, size in group]))
+                for (_, out, _), d in zip(group, depth):
+                    _save_npy(Path(out), d)
+                bar.update(len(group))
+    else:
+        n_chunks = max(1, min(len(todo), cfg.workers * 4))
+        chunks = [todo[i::n_chunks] for i in range(n_chunks)]
+        if cfg.workers <= 1 or n_chunks == 1:
+            for c in chunks:
+                bar.update(_infer_chunk(str(ckpt), c))
+        else:
+            for n in Parallel(n_jobs=cfg.workers, return_as="generator_unordered")(
+                    delayed(_infer_chunk)(str(ckpt), c) for c in chunks):
+                bar.update(n)
+    bar.close()
+    return len(todo)
+
+
+@click.command("depth")
+@config_options(DepthInferConfig)
+def depth(**kwargs) -> None:
+    """Predict relative depth for every frame of DATASET with a trained depth checkpoint (.npy per frame)."""
+    cfg = build_config(DepthInferConfig, kwargs)
+    t0 = time.perf_counter()
+    try:
+        ckpt = Path(cfg.checkpoint) if cfg.checkpoint else read_pointer(cfg, "depth", "model")
+        if not ckpt.is_file():
+            raise DataError(ckpt, "depth checkpoint not found")
+        frames = [f for f in frames_for(cfg) if not cfg.split or f.split == cfg.split]
+        if not frames:
+            raise DataError(cfg.data_root or cfg.dataset, f"no frames of split {cfg.split!r}")
+        st = ckpt.stat()
+        key = hashlib.sha256(f"{ckpt.resolve()}:{st.st_size}:{st.st_mtime_ns}:{cfg.height}x{cfg.width}".encode()).hexdigest()[:12]
+        out_dir = output_dir(cfg, "depth", f"pred-{key}")
+        if cfg.device == "cuda" and not torch.cuda.is_available():
+            raise click.UsageError("--device cuda but no CUDA device is available")
+        n = infer_dataset(cfg, frames, ckpt, out_dir)
+        save_config(cfg, out_dir / "config.json", extra={"checkpoint": str(ckpt),
+                                                         "units": "relative depth (one unknown global scale)"})
+    except DataError as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(f"depth inference: wrote {n} depth maps (float32 .npy, relative depth) to {out_dir} "
+               f"in {time.perf_counter() - t0:.1f} s")
