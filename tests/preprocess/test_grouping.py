@@ -205,21 +205,24 @@ def test_boundary_weight_map_marks_superpixel_edges():
     assert np.isnan(m[0, 0])
 
 
-def test_car_in_front_of_facade_render():
+# The sky box sits at 100 m (the far end of a Monodepth2-style depth range) or out of view. With the
+# scene's default 300 m sky the per-axis std normalisation (DESIGN §5) is dominated by the sky, the
+# support term shrinks with it, and the car joins the road it stands on: a property of the method
+# (reported in the issue), not something to tune away here.
+@pytest.mark.parametrize("scene_kw", [{"sky_distance": 100.0}, {"facade_height": 40.0}],
+                         ids=["sky-at-100m", "no-sky"])
+def test_car_in_front_of_facade_render(scene_kw):
     synth_scene = pytest.importorskip("preprocess.synth_scene")
     synth_render = pytest.importorskip("preprocess.synth_render")
     size = (H, W)
     Kc = synth_scene.pixel_K(size)
-    # a facade tall enough to fill the view above the horizon: with the 300 m sky box in view the
-    # per-axis normalisation shrinks the support term and the car's bottom joins the road (see report)
-    out = synth_render.render(synth_scene.car_in_front_of_facade(facade_height=40.0), Kc,
-                              synth_scene.level_pose(), size)
+    out = synth_render.render(synth_scene.car_in_front_of_facade(**scene_kw), Kc, synth_scene.level_pose(), size)
     res = depth_regions(out["rgb"], out["depth"], Kc, PARAMS)
     car = out["label"] == 26
     assert car.sum() > 300
     # margin: the straddling superpixels plus ~2 superpixels (6 px) where car, road and facade meet
     ok, why = margin_ok(res.regions, car, res.superpixels, margin=6)
     assert ok, why
-    covered = np.isin(res.regions, [r for r in np.unique(res.regions[car]) if r and
-                                    (car & (res.regions == r)).sum() > 0.5 * (res.regions == r).sum()])
-    assert (covered & car).sum() > 0.8 * car.sum(), "most car pixels sit in car regions"
+    in_car_regions = [r for r in np.unique(res.regions[car])
+                      if r and (car & (res.regions == r)).sum() > 0.5 * (res.regions == r).sum()]
+    assert (np.isin(res.regions, in_car_regions) & car).sum() > 0.8 * car.sum(), "most car pixels sit in car regions"
