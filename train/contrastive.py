@@ -36,6 +36,7 @@ from shared.nets.semantic_fpn import (DenseSwAVNet, backbone_state_dict_torchvis
                                       normalize_images)
 from shared.stage import StageConfig, output_dir, read_pointer, write_pointer
 from train.checkpoint import code_version, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from train.photometric import apply_photometric
 from train.shard_loader import Augment, ShardStream, make_loader, open_shard_set, plan_epoch
 from train.swav_loss import dense_swav_loss
 
@@ -59,6 +60,9 @@ class ContrastiveConfig(StageConfig):
     crop_height: int = field(0, "training crop height (0: the shard height, rounded down to a multiple of 32)")
     crop_width: int = field(0, "training crop width (0: the shard width, rounded down to a multiple of 32)")
     crop_scale: tuple[float, ...] = field((0.5, 1.0), "random resized crop: min,max share of the image area")
+    photometric: str = field("auto", "where colour jitter + blur run: auto (GPU when training on CUDA, else the "
+                                     "loader workers) | device | worker", choices=["auto", "device", "worker"],
+                             hash=False)
     epochs: int = field(20, "passes over the shard set")
     max_steps: int = field(0, "stop the schedule after this many steps (0: epochs decide)")
     lr: float = field(0.1, "peak learning rate (after warm-up)")
@@ -151,7 +155,9 @@ def train(cfg: ContrastiveConfig) -> Path:
         click.echo(f"contrastive: demo run: --workers {cfg.workers} -> {len(ss.shards) // world} "
                    f"(one worker per shard at most)")
         cfg = dataclasses.replace(cfg, workers=len(ss.shards) // world)
-    aug = Augment(crop_h, crop_w, scale=tuple(cfg.crop_scale), pixel_cell=cfg.pixel_cell)  # type: ignore[arg-type]
+    on_device = cfg.photometric == "device" or (cfg.photometric == "auto" and cuda)
+    aug = Augment(crop_h, crop_w, scale=tuple(cfg.crop_scale), pixel_cell=cfg.pixel_cell,  # type: ignore[arg-type]
+                  photometric_in_worker=not on_device)
     plans = [plan_epoch(ss, e, cfg.seed, cfg.groups_per_step, cfg.workers, rank, world) for e in range(cfg.epochs)]
     epoch_starts = np.cumsum([0] + [p.steps for p in plans])  # [epochs + 1]
     total = int(epoch_starts[-1]) if cfg.max_steps <= 0 else min(cfg.max_steps, int(epoch_starts[-1]))
@@ -228,7 +234,10 @@ def train(cfg: ContrastiveConfig) -> Path:
             for batch in make_loader(stream, cfg.workers, pin_memory=cuda):
                 for g in opt.param_groups:
                     g["lr"] = float(lrs[step])
-                images = batch["images"].to(device, non_blocking=True)
+                images = batch["images"].to(device, non_blocking=True)  # [B, 3, H, W] uint8
+                if on_device:  # colour jitter + blur, each image with its own parameters
+                    images = apply_photometric(images, batch["photometric"].to(device, non_blocking=True),
+                                               aug.blur_sigma[1])  # [B, 3, H, W] float 0..1
                 x = normalize_images(images)  # [B, 3, H, W] float
                 if cuda:
                     x = x.contiguous(memory_format=torch.channels_last)

@@ -3,7 +3,8 @@
 One step consumes `groups_per_step` copy-paste groups (the paper: 1 group = 16 images). Each group
 is decoded and augmented in a DataLoader worker: every image gets its own random resized crop and
 flip, applied to its region map and its source-id map too (maps sampled nearest at the centre of
-each 4x4 feature cell), then colour jitter and blur on the image alone. The worker also draws the
+each 4x4 feature cell), then colour jitter and blur on the image alone (drawn in the worker, applied
+there or, on CUDA, batched on the GPU: see train/photometric.py). The worker also draws the
 positive samples (train/positives.py), so the step receives uint8 images plus small index tensors.
 
 Order and resumption. The shard shuffle and the split by node and by worker are done here, from
@@ -31,12 +32,12 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 import torch.nn.functional as F
-import torchvision.transforms.v2.functional as TF
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from shared.frames import DataError
 from shared.shard_schema import decode_group, source_ids
+from train.photometric import IDENTITY, apply_photometric, draw_params, to_uint8
 from train.positives import feature_budget, pixel_keys, region_keys, sample_groups, split_budget
 
 GROUP_KEY_OFFSET = 1 << 40  # keeps keys of different groups in one step apart
@@ -134,6 +135,7 @@ class Augment:
     blur_sigma: tuple[float, float] = (0.1, 2.0)
     stride: int = 4  # the network's output stride
     pixel_cell: int = 4  # source-grid cell size of a pixel key
+    photometric_in_worker: bool = True  # jitter + blur in the loader (else on the training device)
 
 
 def crop_box(rng: np.random.Generator, h: int, w: int, aug: Augment) -> tuple[int, int, int, int]:
@@ -153,9 +155,10 @@ def crop_box(rng: np.random.Generator, h: int, w: int, aug: Augment) -> tuple[in
 
 
 def augment_image(image: np.ndarray, src: np.ndarray, reg: np.ndarray, rng: np.random.Generator,
-                  aug: Augment) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                  aug: Augment) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray]:
     """image uint8 [H, W, 3], src int64 [H, W] source ids, reg [H, W] region ids ->
-    (image uint8 [3, Ho, Wo], src int64 [Ho/s, Wo/s], reg int64 [Ho/s, Wo/s]).
+    (image uint8 [3, Ho, Wo] cropped, scaled and flipped, src int64 [Ho/s, Wo/s], reg int64 [Ho/s, Wo/s],
+     colour jitter + blur parameters [5] for train/photometric.py).
 
     The maps are sampled at the output pixel that each feature cell is centred on, through the
     same crop, scale and flip as the image (nearest), so they say what each feature location sees.
@@ -180,19 +183,9 @@ def augment_image(image: np.ndarray, src: np.ndarray, reg: np.ndarray, rng: np.r
     img = x[0].round_().clamp_(0, 255).to(torch.uint8)  # [3, Ho, Wo]
     if flip:
         img = img.flip(-1)
-    if rng.random() < aug.jitter:
-        # SwAV-style jitter; a fixed order keeps the draw count per image constant
-        img = TF.adjust_brightness(img, float(rng.uniform(1 - aug.brightness, 1 + aug.brightness)))
-        img = TF.adjust_contrast(img, float(rng.uniform(1 - aug.contrast, 1 + aug.contrast)))
-        img = TF.adjust_saturation(img, float(rng.uniform(1 - aug.saturation, 1 + aug.saturation)))
-        hue = float(rng.uniform(-aug.hue, aug.hue))
-        if aug.hue > 0:
-            img = TF.adjust_hue(img, hue)
-    if rng.random() < aug.blur:
-        sigma = float(rng.uniform(*aug.blur_sigma))
-        k = 2 * int(np.ceil(3 * sigma)) + 1
-        img = TF.gaussian_blur(img, [k, k], [sigma, sigma])
-    return img, src_f, reg_f
+    params = draw_params(rng, aug.jitter, aug.brightness, aug.contrast, aug.saturation, aug.hue, aug.blur,
+                         aug.blur_sigma)
+    return img, src_f, reg_f, params
 
 
 def sample_rng(seed: int, epoch: int, key: str) -> np.random.Generator:
@@ -200,8 +193,9 @@ def sample_rng(seed: int, epoch: int, key: str) -> np.random.Generator:
 
 
 def prepare_group(sample: dict[str, Any], aug: Augment, rng: np.random.Generator) -> dict[str, Any]:
-    """A raw webdataset sample -> augmented group at feature resolution:
-    images uint8 [N, 3, Ho, Wo], pixel_keys / region_keys int64 [N, Ho/s, Wo/s] (-1 = none)."""
+    """A raw webdataset sample -> augmented group at feature resolution: images uint8 [N, 3, Ho, Wo]
+    (jittered and blurred if aug.photometric_in_worker), photometric float32 [N, 5] (identity rows
+    if already applied), pixel_keys / region_keys int64 [N, Ho/s, Wo/s] (-1 = none)."""
     try:
         g = decode_group(sample)
         src = source_ids(g.layers, g.meta)  # int64 [N, H, W]
@@ -210,9 +204,15 @@ def prepare_group(sample: dict[str, Any], aug: Augment, rng: np.random.Generator
     h, w = g.images.shape[1:3]
     out = [augment_image(g.images[i], src[i], g.regions[i], rng, aug) for i in range(g.n_images)]
     srcf = torch.stack([o[1] for o in out])
+    images = torch.stack([o[0] for o in out])  # [N, 3, Ho, Wo]
+    params = torch.from_numpy(np.stack([o[3] for o in out]))  # [N, 5]
+    if aug.photometric_in_worker:
+        images = to_uint8(apply_photometric(images, params, aug.blur_sigma[1]))
+        params = torch.tensor([IDENTITY] * len(out), dtype=torch.float32)
     return {
         "key": sample["__key__"],
-        "images": torch.stack([o[0] for o in out]),
+        "images": images,
+        "photometric": params,
         "pixel_keys": pixel_keys(srcf, h, w, aug.pixel_cell),
         "region_keys": region_keys(torch.stack([o[2] for o in out])),
     }
@@ -232,6 +232,7 @@ def collate_groups(groups: list[dict[str, Any]], features_per_step: int, lam: fl
     batch = {
         "keys": [g["key"] for g in groups],
         "images": torch.cat([g["images"] for g in groups]),
+        "photometric": torch.cat([g["photometric"] for g in groups]),  # [B, 5], see train/photometric.py
         "pixel_index": pi, "pixel_group": pg, "pixel_groups": npg,
         "region_index": ri, "region_group": rg, "region_groups": nrg,
     }

@@ -132,3 +132,12 @@ def test_atomic_save_keeps_the_old_checkpoint(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert load_checkpoint(p)["step"] == 1
     assert [x.name for x in tmp_path.iterdir()] == ["c.pt"]
+
+
+def test_photometric_on_device_path_trains_like_the_worker_path(full_run, shard_dir, tmp_path):
+    run_full, _ = full_run
+    run_dir = C.train(_cfg(shard_dir, tmp_path, photometric="device", max_steps=6, stop_after=2))
+    a, b = _losses(run_dir), _losses(run_full)[:2]
+    for x, y in zip(a, b):  # same data and parameters; only uint8 rounding of the jittered images differs
+        assert x["loss"] == pytest.approx(y["loss"], abs=2e-2)
+        assert x["pixel_samples"] == y["pixel_samples"]

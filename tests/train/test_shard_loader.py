@@ -90,7 +90,7 @@ def test_random_crops_keep_image_and_maps_aligned(tiny_shards):
     rng = np.random.default_rng(5)
     errs, errs_wrong = [], []
     for i in range(g.n_images):
-        img, sf, rf = augment_image(g.images[i], src[i], g.regions[i], rng, aug)
+        img, sf, rf, _ = augment_image(g.images[i], src[i], g.regions[i], rng, aug)
         ok = sf >= 0
         s = sf[ok]
         frame, y, x = s // (H * W), (s % (H * W)) // W, s % W
@@ -147,3 +147,19 @@ def test_stream_resumes_exactly(tiny_shards, workers):
             assert torch.equal(x["images"], y["images"])
             assert torch.equal(x["pixel_index"], y["pixel_index"])
             assert torch.equal(x["region_group"], y["region_group"])
+
+
+def test_photometric_in_worker_equals_on_device(tiny_shards):
+    """The two places colour jitter and blur can run give the same images (up to uint8 rounding)."""
+    from train.photometric import apply_photometric, to_uint8
+    sample = _raw_samples(tiny_shards)[2]
+    aug_w = Augment(H, W, jitter=1.0, blur=1.0)
+    aug_d = dataclasses.replace(aug_w, photometric_in_worker=False)
+    w = prepare_group(sample, aug_w, np.random.default_rng(4))
+    d = prepare_group(sample, aug_d, np.random.default_rng(4))
+    assert torch.equal(w["pixel_keys"], d["pixel_keys"])
+    assert (w["photometric"] == torch.tensor([1.0, 1.0, 1.0, 0.0, 0.0])).all()
+    assert (d["photometric"][:, 4] > 0).all()  # blur drawn for every image
+    on_device = to_uint8(apply_photometric(d["images"], d["photometric"], aug_d.blur_sigma[1]))
+    assert torch.equal(on_device, w["images"])
+    assert (on_device.float() - d["images"].float()).abs().mean() > 1.0  # and it did change them
