@@ -33,6 +33,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import numba
 import numpy as np
 from PIL import Image
 
@@ -113,8 +114,40 @@ def decode_group(sample: dict[str, Any]) -> Group:
 def source_ids(layers: np.ndarray, meta: dict[str, Any]) -> np.ndarray:
     """Dense source id per pixel: int64 [N, H, W]; -1 where the pixel shows no source pixel.
 
-    layers: uint8 [N, H, W] as stored; meta: the group's meta.json.
+    layers: uint8 (or uint16) [N, H, W] as stored; meta: the group's meta.json. One pass per image
+    in a numba kernel (about 1 ms for 384x768); `source_ids_reference` is the plain numpy version.
     """
+    n, h, w = layers.shape
+    out = np.empty((n, h, w), dtype=np.int64)
+    for i, img in enumerate(meta["images"]):
+        table = np.array([[float(v) for v in layer["affine"]] + [float(layer["source"])]
+                          for layer in img["layers"]], dtype=np.float64).reshape(-1, 7)
+        _source_ids_image(np.ascontiguousarray(layers[i]), table, out[i])
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _source_ids_image(lay: np.ndarray, table: np.ndarray, out: np.ndarray) -> None:
+    """lay [H, W] layer index; table [K, 7] = affine (a..f) and source per layer; out int64 [H, W]."""
+    h, w = lay.shape
+    n_layers = table.shape[0]
+    for y in range(h):
+        for x in range(w):
+            k = lay[y, x]
+            if k >= n_layers:
+                out[y, x] = -1
+                continue
+            # same expression and order as the numpy reference: bit-identical rounding
+            sx = np.rint(table[k, 0] * x + table[k, 1] * y + table[k, 2])
+            sy = np.rint(table[k, 3] * x + table[k, 4] * y + table[k, 5])
+            if sx >= 0 and sx < w and sy >= 0 and sy < h:
+                out[y, x] = int(table[k, 6]) * h * w + int(sy) * w + int(sx)
+            else:
+                out[y, x] = -1
+
+
+def source_ids_reference(layers: np.ndarray, meta: dict[str, Any]) -> np.ndarray:
+    """`source_ids` in plain numpy, one mask per layer (the definition; slower)."""
     n, h, w = layers.shape
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)  # [H, W] each
     out = np.full((n, h, w), -1, dtype=np.int64)

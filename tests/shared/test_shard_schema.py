@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from shared.shard_schema import (NO_LAYER, NO_LAYER16, Group, decode_group, encode_group, group_key, no_layer,
-                                 source_ids)
+                                 source_ids, source_ids_reference)
 
 H, W = 6, 8
 
@@ -82,3 +82,25 @@ def test_keys_with_dots_and_wrong_schema_are_rejected():
     sample["meta.json"] = json.dumps(dict(json.loads(sample["meta.json"]), schema=99)).encode()
     with pytest.raises(ValueError, match="schema"):
         decode_group(sample)
+
+
+def test_source_ids_kernel_matches_the_numpy_definition():
+    rng = np.random.default_rng(1)
+    h, w, n = 23, 37, 3
+    for dtype, none in ((np.uint8, NO_LAYER), (np.uint16, NO_LAYER16)):
+        layers = rng.integers(0, 6, (n, h, w)).astype(dtype)
+        layers[rng.random((n, h, w)) < 0.1] = none
+        images = []
+        for i in range(n):
+            ls = [{"source": i, "affine": [1, 0, 0, 0, 1, 0]}]
+            for _ in range(4):  # scaled, flipped, shifted by fractions: rounding ties included
+                s = float(rng.choice([0.5, 1.0, 1.7, 0.25]))
+                sign = float(rng.choice([-1.0, 1.0]))
+                ls.append({"source": int(rng.integers(0, n)),
+                           "affine": [sign / s, 0.0, float(rng.choice([0.5, -3.25, 40.0, 7.123457])), 0.0,
+                                      1 / s, float(rng.choice([0.5, -2.0, 3.000001]))]})
+            images.append({"base": i, "layers": ls})  # layer index 5 has no entry: no source
+        meta = {"sources": ["a", "b", "c"], "images": images}
+        fast, ref = source_ids(layers, meta), source_ids_reference(layers, meta)
+        assert np.array_equal(fast, ref)
+        assert (fast == -1).any() and (fast >= 0).mean() > 0.15
