@@ -316,8 +316,7 @@ def evaluate_unsupervised(cfg: UnsupervisedConfig) -> Path:
     # the trainer names its checkpoints <run>/checkpoint.pt: the run folder is what tells them apart
     stem = [] if ckpt.stem in ("checkpoint", "model") else [ckpt.stem]
     name = cfg.name or "-".join([ckpt.parent.name, *stem, cfg.clustering])
-    out = output_dir(cfg, "eval", name)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir(cfg, "eval", name)  # created only when there is something to write
     click.echo(f"unsupervised eval: {len(frames)} frames ({split}) of {cfg.dataset} at {size[0]}x{size[1]}, "
                f"protocol {', '.join(pnames)}, clustering {cfg.clustering}, checkpoint {ckpt}")
 

@@ -147,6 +147,20 @@ def test_missing_checkpoint_names_the_file(tmp_path):
     assert result.exit_code != 0 and "make train" in result.output
 
 
+def test_truncated_label_map_names_the_file_and_writes_nothing(tmp_path):
+    make_city(tmp_path / "city")
+    bad = tmp_path / "city" / "gtFine" / "val" / "testcity" / "testcity_000000_000001_gtFine_labelIds.png"
+    bad.write_bytes(bad.read_bytes()[:60])
+    ckpt = tmp_path / "model.pt"
+    ckpt.write_bytes(b"never loaded: the labels are read first")
+    result = CliRunner().invoke(unsupervised, ["--dataset", "cityscapes", "--data-root", str(tmp_path / "city"),
+                                               "--out", str(tmp_path / "runs"), "--checkpoint", str(ckpt),
+                                               "--height", str(H), "--width", str(W)])
+    assert result.exit_code != 0
+    assert str(bad) in result.output and "truncated" in result.output
+    assert not (tmp_path / "runs" / "cityscapes" / "eval").exists()
+
+
 def _frame(fid: str, split: str, labelled: bool) -> Frame:
     return Frame(id=fid, image=f"{fid}.png", split=split, sequence="s", index=0, width=8, height=4,
                  fx=1, fy=1, cx=0.5, cy=0.5, semantic=f"{fid}_l.png" if labelled else None)
