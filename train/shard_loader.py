@@ -177,10 +177,11 @@ def augment_image(image: np.ndarray, src: np.ndarray, reg: np.ndarray, rng: np.r
     src_f = torch.from_numpy(src)[my[:, None], mx[None, :]]
     reg_f = torch.from_numpy(reg.astype(np.int64))[my[:, None], mx[None, :]]
 
-    x = torch.from_numpy(np.ascontiguousarray(image[y0:y0 + ch, x0:x0 + cw])).permute(2, 0, 1)[None].float()
+    # uint8 in, uint8 out, channels-last: torch's fast path for images, several times the float one
+    x = torch.from_numpy(np.ascontiguousarray(image[y0:y0 + ch, x0:x0 + cw])).permute(2, 0, 1)[None]
     x = F.interpolate(x, size=(aug.height, aug.width), mode="bilinear", align_corners=False,
                       antialias=(ch > aug.height or cw > aug.width))
-    img = x[0].round_().clamp_(0, 255).to(torch.uint8)  # [3, Ho, Wo]
+    img = x[0].contiguous()  # [3, Ho, Wo] uint8
     if flip:
         img = img.flip(-1)
     params = draw_params(rng, aug.jitter, aug.brightness, aug.contrast, aug.saturation, aug.hue, aug.blur,
