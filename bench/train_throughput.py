@@ -3,6 +3,7 @@
     .venv/bin/python bench/train_throughput.py                    # GPU: 384x768, 16 images/step
     .venv/bin/python bench/train_throughput.py --compile --workers 12
     .venv/bin/python bench/train_throughput.py --shards runs/kitti/shards/depth-<hash>
+    .venv/bin/python bench/train_throughput.py --loader-only --height 384 --width 768 --images 16 --workers 2
 
 1. ceiling: forward + backward + SGD step of the same network and loss on random images that are
    already on the device (the positive indices come from one real batch), nothing else.
@@ -29,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from shared.nets.semantic_fpn import DenseSwAVNet, normalize_images  # noqa: E402
 from train.contrastive import ContrastiveConfig, train  # noqa: E402
-from train.shard_loader import Augment, ShardStream, open_shard_set, plan_epoch  # noqa: E402
+from train.shard_loader import Augment, ShardStream, make_loader, open_shard_set, plan_epoch  # noqa: E402
 from train.swav_loss import dense_swav_loss  # noqa: E402
 from train.toy_shards import build_shard_set  # noqa: E402
 
@@ -77,6 +78,23 @@ def ceiling(device: torch.device, backbone: str, k: int, images: int, height: in
     return steps * images / dt, peak
 
 
+def loader_only(root: Path, workers: int, warmup: int, steps: int, photometric_in_worker: bool) -> float:
+    """images/s of the data path alone (decode, augment, sample; no model): the most it can feed."""
+    ss = open_shard_set(root)
+    plan = plan_epoch(ss, 0, 0, 1, workers)
+    aug = Augment((ss.height // 32) * 32, (ss.width // 32) * 32, photometric_in_worker=photometric_in_worker)
+    it = iter(make_loader(ShardStream(plan, 0, 0, 1, aug, 288000, 0.5, shuffle_buffer=4), workers, False))
+    n = 0
+    for _ in range(min(warmup, plan.steps - 1)):
+        next(it)
+    t0 = time.perf_counter()
+    for b in it:
+        n += b["images"].shape[0]
+        if n >= steps * ss.images_per_group:
+            break
+    return n / (time.perf_counter() - t0)
+
+
 @click.command()
 @click.option("--device", default="auto", show_default=True)
 @click.option("--height", type=int, default=0, help="image height (0: 384 on GPU, 64 on CPU)")
@@ -89,7 +107,9 @@ def ceiling(device: torch.device, backbone: str, k: int, images: int, height: in
 @click.option("--workers", type=int, default=8, show_default=True, help="DataLoader workers (CPU: 1)")
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile both runs")
 @click.option("--shards", default="", help="a real shard set to stream (default: a toy set at this size)")
-def main(device, height, width, images, backbone, prototypes, warmup, steps, workers, compile_, shards) -> None:
+@click.option("--loader-only", "loader_only_", is_flag=True, help="measure the data path alone (no model): what the CPUs can feed")
+def main(device, height, width, images, backbone, prototypes, warmup, steps, workers, compile_, shards,
+         loader_only_) -> None:
     dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
     cuda = dev.type == "cuda"
     height = height or (384 if cuda else 64)
@@ -98,7 +118,7 @@ def main(device, height, width, images, backbone, prototypes, warmup, steps, wor
     backbone = backbone or ("resnet50" if cuda else "resnet18")
     warmup = warmup or (20 if cuda else 2)
     steps = steps or (60 if cuda else 4)
-    workers = workers if cuda else 1
+    workers = workers if (cuda or loader_only_) else 1
     name = torch.cuda.get_device_name(dev) if cuda else "CPU"
     print(f"device: {name}; {backbone}, K={prototypes}, {images} images/step at {height}x{width}, "
           f"{warmup} warm-up + {steps} timed steps, compile={compile_}, workers={workers}")
@@ -115,6 +135,13 @@ def main(device, height, width, images, backbone, prototypes, warmup, steps, wor
             root = build_shard_set(Path(tmp) / "shards", n_groups=n_groups, n_shards=n_shards, m=images // 2,
                                    h=height, w=width)
             print(f"toy shard set: {n_groups} groups in {n_shards} shards written in {time.perf_counter() - t0:.1f} s")
+        if loader_only_:
+            for in_worker in (False, True):
+                ips = loader_only(root, workers, warmup, steps, in_worker)
+                where = "in the workers" if in_worker else "left to the GPU"
+                print(f"loader alone, {workers} workers, jitter + blur {where}: {ips:.1f} images/s "
+                      f"({ips / max(workers, 1):.1f} per worker)")
+            return
         ss = open_shard_set(root)
         plan = plan_epoch(ss, 0, 0, 1, 0)
         one = next(iter(ShardStream(plan, 0, 0, 1, Augment((ss.height // 32) * 32, (ss.width // 32) * 32),
