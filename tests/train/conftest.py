@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from train.toy_shards import build_shard_set, make_group  # noqa: F401  (tests import them from here)
+from train.toy_shards import build_shard_set
 
 
 @pytest.fixture(scope="session")
