@@ -75,7 +75,7 @@ class ShardsConfig(StageConfig):
     min_region_height: int = field(PAPER.min_height, "paste filter: min region box height, px (scaled at demo sizes)")
     min_region_width: int = field(PAPER.min_width, "paste filter: min region box width, px (scaled at demo sizes)")
     scale_range: tuple[float, ...] = field(PAPER.scale_range, "paste scale range about the horizon row")
-    min_paste_size: int = field(PAPER.min_size, "a scaled paste keeps both box sides >= this, px")
+    min_paste_size: int = field(PAPER.min_size, "a scaled paste keeps both box sides >= this, px (scaled at demo sizes)")
     height_tolerance: int = field(PAPER.height_tolerance, "h_t: max vertical offset from where the scaled "
                                                           "region would sit, px (scaled at demo sizes)")
     flip_prob: float = field(PAPER.flip_prob, "probability of a horizontal flip per paste")
@@ -90,6 +90,8 @@ class ShardsConfig(StageConfig):
     max_groups: int = field(0, "groups per epoch at most (0 = all frames / group size)")
     seed: int = field(0, "synthesis seed")
     workers: int = field(os.cpu_count() or 1, "parallel worker processes (one shard per task)", hash=False)
+    backend: str = field("loky", "joblib backend (dask / ray need their packages and a cluster)",
+                         choices=["loky", "multiprocessing", "threading", "dask", "ray"], hash=False)
     verify: bool = field(True, "check the sha256 of already written shards before reusing them", hash=False)
 
 
@@ -369,7 +371,9 @@ def run_shards(cfg: ShardsConfig, echo: Callable[[str], None] = click.echo) -> P
     times = {"read": 0.0, "synthesise": 0.0, "encode": 0.0}
     n_jobs = max(1, min(cfg.workers, len(pending)))
     t_write = time.perf_counter()
-    with parallel_config(backend="loky", inner_max_num_threads=1), \
+    ctx = parallel_config(backend=cfg.backend, inner_max_num_threads=1) if cfg.backend == "loky" \
+        else parallel_config(backend=cfg.backend)
+    with ctx, \
             tqdm(total=sum(len(p.groups) for p in pending), unit="group", desc="shards") as bar:
         tasks = (delayed(write_shard)(str(store_root), str(out_dir), p, {f: horizons[f] for g in p.groups for f in g},
                                       params, cfg.seed, cfg.jpeg_quality) for p in pending)
