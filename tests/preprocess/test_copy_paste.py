@@ -305,3 +305,24 @@ def test_mismatched_shapes_are_rejected():
     frames[1] = SourceFrame("bad", frames[1].image[:-1], frames[1].depth, frames[1].regions, 20.0)
     with pytest.raises(ValueError, match="bad"):
         synthesise(frames, 0)
+
+
+def test_scale_keeps_the_region_on_its_side_of_the_horizon_and_within_limits():
+    from preprocess.copy_paste import draw_scale
+
+    rng = np.random.default_rng(0)
+    p = PasteParams()
+    size = (384, 768)
+    c = 192.0
+    above, below, small = (20, 120, 100, 140), (260, 300, 10, 60), (150, 158, 10, 14)
+    for _ in range(300):
+        s = draw_scale(rng, p, above, c, size)
+        assert 0.2 <= s <= 2.0 and c + s * (above[1] - c) >= -1e-9  # bottom edge stays in the image
+        s = draw_scale(rng, p, below, c, size)
+        assert c + s * (below[0] - c) <= size[0] + 1e-9  # top edge stays in the image
+        assert s * (below[1] - below[0]) >= p.min_size - 1e-9
+    # an 8x4 box cannot reach 8 px on both sides within the limits...: 4 * s >= 8 needs s >= 2
+    assert draw_scale(rng, PasteParams(scale_range=(0.2, 1.5)), small, c, size) == 1.0
+    # 1/s is uniform between 1/s_max and 1/s_min (uniform in depth): its mean sits in the middle
+    inv = [1 / draw_scale(rng, p, (150, 250, 100, 200), c, size) for _ in range(4000)]
+    assert np.mean(inv) == pytest.approx((1 / 2.0 + 1 / 0.2) / 2, rel=0.03)
