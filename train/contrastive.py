@@ -245,6 +245,9 @@ def train(cfg: ContrastiveConfig) -> Path:
                     z = net(x)  # [B, D, h, w], unit norm
                 # The loss in fp32: scores / tau feed a softmax over 1000 prototypes, and bf16 keeps ~3 digits.
                 feats = z.float().permute(0, 2, 3, 1).reshape(-1, z.shape[1])  # [B*h*w, D], index order b, y, x
+                if feats.shape[0] != batch["locations"]:
+                    raise RuntimeError(f"network output {tuple(z.shape)} does not match the loader's feature grid "
+                                       f"({batch['locations']} locations): is the output stride still 4?")
                 terms = dense_swav_loss(
                     feats, model.prototypes.weight.float(),
                     batch["pixel_index"].to(device, non_blocking=True), batch["pixel_group"].to(device, non_blocking=True),

@@ -232,6 +232,7 @@ def collate_groups(groups: list[dict[str, Any]], features_per_step: int, lam: fl
     ri, rg, nrg = sample_groups(rk.flatten(), n_reg, generator)
     batch = {
         "keys": [g["key"] for g in groups],
+        "locations": pk.numel(),  # B * h * w: the feature rows the indices refer to
         "images": torch.cat([g["images"] for g in groups]),
         "photometric": torch.cat([g["photometric"] for g in groups]),  # [B, 5], see train/photometric.py
         "pixel_index": pi, "pixel_group": pg, "pixel_groups": npg,
