@@ -213,12 +213,13 @@ def run_report(cfg: ProposalsConfig, echo=click.echo) -> dict:
     size = working_size(cfg, frames)
     params = grouping_params(cfg, size)
     notes = []
-    try:
+    source = None
+    if cfg.depth or cfg.dataset == "synthetic":  # a depth source the user named must work
         source = DepthSource(parse_depth_spec(cfg.depth, cfg.dataset, cfg.depth_kind, cfg.depth_scale, cfg.device),
                              cfg.max_invalid_depth)
-    except ValueError as e:
-        source = None
-        notes.append(f"depth proposals not evaluated: {e}")
+    else:
+        notes.append(f"depth proposals not evaluated: DATASET={cfg.dataset} has no ground-truth depth and no "
+                     f"--depth files:DIR | model:CKPT was given; baselines matched to {cfg.baseline_regions} regions")
     out = output_dir(cfg, "reports", f"proposals-{config_hash(cfg)}")
     out.mkdir(parents=True, exist_ok=True)
     methods = {m: MethodSummary() for m in METHODS}
@@ -299,3 +300,5 @@ def proposals(**kwargs) -> None:
         run_report(cfg)
     except DataError as e:
         raise click.ClickException(str(e)) from e
+    except ValueError as e:  # a malformed --depth
+        raise click.UsageError(str(e)) from e

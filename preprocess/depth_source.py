@@ -18,6 +18,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import click
 import numpy as np
 from PIL import Image
 from scipy import ndimage
@@ -163,7 +164,10 @@ class DepthSource:
             except ImportError as e:
                 raise RuntimeError("--depth model:CKPT needs preprocess/depth_inference.py (DepthPredictor), "
                                    f"which is not available in this checkout ({e})") from e
-            self._predictor = DepthPredictor(self.spec.arg, device=self.spec.device)
+            try:
+                self._predictor = DepthPredictor(self.spec.arg, device=self.spec.device)
+            except DataError as e:  # a bad checkpoint is not one bad frame: stop the run
+                raise click.ClickException(f"cannot load the depth model: {e}") from e
         return self._predictor
 
     def load(self, frame: Frame, size: tuple[int, int], rgb: np.ndarray | None = None) -> np.ndarray:

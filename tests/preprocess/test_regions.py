@@ -217,3 +217,23 @@ def test_demo_sizes_scale_the_paper_constants():
     assert (full.n_segments, full.min_height, full.min_width, full.t_e) == (10000, 16, 6, 0.2)
     assert stage.working_size(stage.RegionsConfig(dataset="kitti"), []) == (384, 1280)
     assert json.loads(json.dumps(dataclasses.asdict(full)))["w_sup"] == 200.0
+
+
+def test_a_bad_model_checkpoint_stops_the_run(city, tmp_path, monkeypatch):
+    import sys
+    import types
+
+    import click
+
+    class BrokenPredictor:
+        def __init__(self, ckpt_path, device="cpu"):
+            raise DataError(ckpt_path, "unreadable or truncated depth checkpoint")
+
+    mod = types.ModuleType("preprocess.depth_inference")
+    mod.DepthPredictor = BrokenPredictor
+    monkeypatch.setitem(sys.modules, "preprocess.depth_inference", mod)
+    ckpt = tmp_path / "m.pt"
+    ckpt.write_bytes(b"x")
+    cfg = config(city, tmp_path / "o", depth=f"model:{ckpt}", max_frames=2)
+    with pytest.raises(click.ClickException, match="cannot load the depth model"):
+        stage.run_regions(cfg, echo=lambda s: None)
