@@ -16,6 +16,13 @@ Layer 0 of every image is its background frame (`base`, identity affine); layer 
 k-th paste. A layer's affine maps a pixel (x = column, y = row) of the synthesised image to a
 point of its source frame: sx = a*x + b*y + c, sy = d*x + e*y + f. The pixel shows source pixel
 (round(sx), round(sy)) of frame `source` (colours were sampled there; nearest for the id).
+round is round-half-to-even (np.rint), and the writer uses the stored numbers exactly.
+
+Extra keys the copy-paste writer adds (readers may ignore them): images[i]["round"] (which
+round the image belongs to; its base frame is untouched background once per round) and
+layers[k]["region"] (the group region id the paste shows, 0 for the background layer); a
+paste's scale is 1 / e (its disparity was multiplied by it) and it is mirrored when a < 0.
+Only pastes with at least one visible pixel are listed as layers.
 
 The dense source id of a pixel is source * H * W + round(sy) * W + round(sx), or -1 for none.
 Pixel-level positives: pixels (in any image of the group) with equal source ids.
