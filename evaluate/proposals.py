@@ -27,7 +27,6 @@ import json
 import statistics
 import time
 from dataclasses import dataclass, field as dc_field
-from pathlib import Path
 
 import click
 import numpy as np
@@ -35,10 +34,10 @@ from scipy.optimize import linear_sum_assignment
 from skimage.segmentation import find_boundaries
 from tqdm import tqdm
 
-from preprocess.depth_source import DepthSource
+from preprocess.depth_source import DepthSource, parse_depth_spec
 from preprocess.grouping import (boundary_weight_map, depth_regions, felzenszwalb_regions, filter_regions,
                                  gt_regions, instance_components, slic_superpixels)
-from preprocess.regions import RegionsConfig, grouping_params, parse_depth_spec, working_size
+from preprocess.regions import RegionsConfig, grouping_params, working_size
 from shared.config import build_config, config_hash, config_options, field, save_config
 from shared.frames import DataError
 from shared.imageio import read_label, read_rgb, write_png

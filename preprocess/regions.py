@@ -20,7 +20,6 @@ stay the default at full size).
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import statistics
 import time
