@@ -226,3 +226,35 @@ def test_car_in_front_of_facade_render(scene_kw):
     in_car_regions = [r for r in np.unique(res.regions[car])
                       if r and (car & (res.regions == r)).sum() > 0.5 * (res.regions == r).sum()]
     assert (np.isin(res.regions, in_car_regions) & car).sum() > 0.8 * car.sum(), "most car pixels sit in car regions"
+
+
+def test_a_level_that_does_not_shrink_finalises_the_rest(monkeypatch):
+    import preprocess.grouping as grouping
+
+    # a path of 5 nodes with weak edges; InfoMap answering singletons would loop for ever
+    edges = np.array([[0, 1], [1, 2], [2, 3], [3, 4]])
+    w = np.full(4, 0.05)
+    monkeypatch.setattr(grouping, "infomap_communities", lambda m, *a, **k: np.arange(m))
+    region, trace = grouping.iterative_infomap(5, edges, w)
+    assert sorted(region.tolist()) == [0, 1, 2, 3, 4] and trace.guard_stops == 1 and trace.levels == 1
+
+
+def test_merged_edges_carry_the_mean_of_the_original_edges(monkeypatch):
+    import preprocess.grouping as grouping
+
+    # level 1 pairs (0,1) and (2,3) and leaves 4 alone; the next graph must join {0,1}-{2,3} by the
+    # mean of the three original edges between them, (0.1 + 0.1 + 0.4) / 3 = 0.2 (not above T_e)
+    edges = np.array([[0, 1], [2, 3], [0, 2], [1, 3], [1, 2], [3, 4]])
+    w = np.array([0.01, 0.01, 0.1, 0.1, 0.4, 0.9])
+    seen = []
+
+    def fake(m, e, sim, preferred, seed, trials):
+        seen.append((m, e.tolist(), np.round(1.0 / sim, 6).tolist(), preferred))
+        return np.array([0, 0, 1, 1, 2]) if m == 5 else np.zeros(m, dtype=np.int64)
+
+    monkeypatch.setattr(grouping, "infomap_communities", fake)
+    region, trace = grouping.iterative_infomap(5, edges, w, t_e=0.2)
+    assert seen[0][3] == 2 and seen[1][0] == 2
+    assert seen[1][1] == [[0, 1]] and seen[1][2] == [pytest.approx(0.2)]
+    assert region[0] == region[1] == region[2] == region[3] != region[4]
+    assert trace.levels == 2 and trace.finalised_per_level == [1, 1]
