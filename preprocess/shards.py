@@ -89,6 +89,8 @@ class ShardsConfig(StageConfig):
     groups_per_shard: int = field(0, "groups per shard (0 = as many as fit in --shard-mb)")
     max_groups: int = field(0, "groups per epoch at most (0 = all frames / group size)")
     seed: int = field(0, "synthesis seed")
+    splits: tuple[str, ...] = field(("train",), "frame-index splits to synthesise from (frames the index "
+                                                "does not know are kept)")
     workers: int = field(os.cpu_count() or 1, "parallel worker processes (one shard per task)", hash=False)
     backend: str = field("loky", "joblib backend (dask / ray need their packages and a cluster)",
                          choices=["loky", "multiprocessing", "threading", "dask", "ray"], hash=False)
@@ -263,17 +265,21 @@ def resolve_store(cfg: ShardsConfig) -> Path:
     return Path(cfg.regions) if cfg.regions else read_pointer(cfg, "regions", cfg.proposals)
 
 
-def frame_horizons(cfg: ShardsConfig, frame_ids: list[str], echo: Callable[[str], None]) -> dict[str, float]:
-    """Horizon row of each frame as a fraction of the height (cy); 0.5 where the index does not know it."""
+def frame_info(cfg: ShardsConfig, frame_ids: list[str], echo: Callable[[str], None]
+               ) -> tuple[dict[str, float], dict[str, str]]:
+    """(horizon row as a fraction of the height (cy), split) per frame from the frame index;
+    0.5 and "" where the index does not know the frame."""
     try:
-        cy = {f.id: f.cy for f in cached_frames(cfg)}
+        index = {f.id: f for f in cached_frames(cfg)}
     except (DataError, click.UsageError) as e:
-        echo(f"shards: no frame index ({e}); horizon at mid-height for every frame")
-        cy = {}
-    missing = [fid for fid in frame_ids if fid not in cy]
-    if missing and cy:
-        echo(f"shards: {len(missing)} frames not in the frame index; horizon at mid-height for them")
-    return {fid: float(cy.get(fid, 0.5)) for fid in frame_ids}
+        echo(f"shards: no frame index ({e}); horizon at mid-height and no split filter for every frame")
+        index = {}
+    missing = [fid for fid in frame_ids if fid not in index]
+    if missing and index:
+        echo(f"shards: {len(missing)} frames not in the frame index; horizon at mid-height for them, "
+             f"and they pass the split filter")
+    return ({fid: float(index[fid].cy) if fid in index else 0.5 for fid in frame_ids},
+            {fid: index[fid].split if fid in index else "" for fid in frame_ids})
 
 
 def run_shards(cfg: ShardsConfig, echo: Callable[[str], None] = click.echo) -> Path:
@@ -285,10 +291,15 @@ def run_shards(cfg: ShardsConfig, echo: Callable[[str], None] = click.echo) -> P
     store_manifest = read_manifest(store_root)
     with RegionStore(store_root) as store:
         frame_ids = sorted(store.frame_ids())
+        horizons, splits = frame_info(cfg, frame_ids, echo)
+        # pre-training sees the chosen splits only (frames the index does not know are kept)
+        frame_ids = [f for f in frame_ids if not splits[f] or splits[f] in cfg.splits]
+        horizons = {f: horizons[f] for f in frame_ids}
         H, W = store.size
         if len(frame_ids) < cfg.group_size:
-            raise DataError(store_root, f"{len(frame_ids)} frames in the region store, fewer than "
-                                        f"--group-size {cfg.group_size}; pass a smaller --group-size")
+            raise DataError(store_root, f"{len(frame_ids)} frames of split {','.join(cfg.splits)} in the region "
+                                        f"store, fewer than --group-size {cfg.group_size}; pass a smaller "
+                                        f"--group-size (or other --splits)")
         images = source_images(store_root, store_manifest)
         missing = [images.get(f) or f"<no image path for frame {f}>" for f in frame_ids
                    if not images.get(f) or not Path(images[f]).is_file()]
@@ -302,8 +313,8 @@ def run_shards(cfg: ShardsConfig, echo: Callable[[str], None] = click.echo) -> P
             gps = max(1, int(cfg.shard_mb * 1e6 // estimate_group_bytes(store, frame_ids, n_images,
                                                                        cfg.jpeg_quality)))
     store_key = region_store_key(store_manifest)
-    horizons = frame_horizons(cfg, frame_ids, echo)
-    # the horizons come from the frame index, not the config: they key the output too
+    # the horizons (and the split filter's result) come from the frame index, not the config: they key
+    # the output too
     horizon_key = hashlib.sha256(json.dumps(horizons, sort_keys=True).encode()).hexdigest()[:16]
     h = config_hash(cfg, extra={"region_store": store_key, "horizons": horizon_key, "synthesis": SYNTHESIS_VERSION})
     out_dir = output_dir(cfg, "shards", f"{cfg.proposals}-{h}")

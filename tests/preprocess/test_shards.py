@@ -57,8 +57,9 @@ def _cfg(tmp: Path, store: Path, **kw) -> ShardsConfig:
     return ShardsConfig(**base)
 
 
-def _write_index(cfg: ShardsConfig, n: int, cy: float) -> None:
-    frames = [Frame(f"seq_{i:06d}", f"/x/{i}.png", "train", "seq", i, W, H, 1.0, 2.0, 0.5, cy) for i in range(n)]
+def _write_index(cfg: ShardsConfig, n: int, cy: float, val: tuple[int, ...] = ()) -> None:
+    frames = [Frame(f"seq_{i:06d}", f"/x/{i}.png", "val" if i in val else "train", "seq", i, W, H, 1.0, 2.0, 0.5, cy)
+              for i in range(n)]
     save_index(frames, output_dir(cfg, "index.jsonl"))
 
 
@@ -291,3 +292,16 @@ def test_real_sample_frames_end_to_end(tmp_path, sample_data, dataset):
         frames_arr = np.stack([src[fid] for fid in g.meta["sources"]])
         err = np.abs(g.images.astype(int) - frames_arr[f_idx, sy, sx].astype(int)).mean(-1)
         assert np.median(err) <= 3
+
+
+def test_only_the_chosen_splits_are_synthesised(tmp_path):
+    store = make_store(tmp_path, seed=4)
+    cfg = _cfg(tmp_path, store, epochs=1, groups_per_shard=4)
+    _write_index(cfg, 6, cy=0.5, val=(1, 4))
+    out = run_shards(cfg, _echo([]))
+    used = [f for s in _read_all(out) for f in decode_group(s).meta["sources"]]
+    assert sorted(used) == ["seq_000000", "seq_000002", "seq_000003", "seq_000005"]
+    both = run_shards(dataclasses.replace(cfg, splits=("train", "val")), _echo([]))
+    assert both != out and len(_read_all(both)) == 3
+    with pytest.raises(DataError, match="fewer than --group-size 5"):
+        run_shards(dataclasses.replace(cfg, group_size=5), _echo([]))
