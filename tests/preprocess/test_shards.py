@@ -215,10 +215,11 @@ def test_cli_registered_with_help_and_demo_preset(tmp_path):
     r = CliRunner().invoke(main, ["shards", "--dataset", "folder", "--out", str(tmp_path / "runs"),
                                   "--regions", str(store), "--demo-size", "tiny", "--workers", "1"])
     assert r.exit_code == 0, r.output
-    assert "preset: group_size=4, epochs=1, max_groups=2, groups_per_shard=1" in r.output
+    assert "preset: group_size=4, epochs=2, max_groups=2, groups_per_shard=1" in r.output
     out = read_pointer(ShardsConfig(dataset="folder", out=str(tmp_path / "runs"), demo_size="tiny"), "shards", "depth")
     man = json.loads((out / "manifest.json").read_text())
-    assert man["group_size"] == 4 and man["n_groups"] == 1 and man["params"]["height_tolerance"] == 1
+    assert man["group_size"] == 4 and man["n_groups"] == 2 and len(man["shards"]) == 2
+    assert man["params"]["height_tolerance"] == 1
     r = CliRunner().invoke(main, ["shards", "--dataset", "folder", "--out", str(tmp_path / "runs"),
                                   "--regions", str(store), "--demo-size", "tiny", "--group-size", "9"])
     assert r.exit_code != 0 and "group-size 9" in r.output
