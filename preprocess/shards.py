@@ -7,8 +7,10 @@ Per epoch e, the store's frames (sorted by id) are shuffled with seed (seed, e) 
 groups of M = --group-size; group g is synthesised by `preprocess.copy_paste.synthesise` with seed
 (seed, e, g), so every group is a pure function of the inputs and its position, whatever the number
 of workers or shards. Groups are packed in order into shards of --groups-per-shard groups (by
-default as many as fit in --shard-mb, estimated from the JPEG size of the source frames); a shard
-never spans two epochs, so a trainer can take one epoch as a set of shards.
+default as many as fit in --shard-mb, estimated from the JPEG size of the source frames, but
+few enough for --min-shards shards per epoch, so that every loader worker of every rank gets
+shards of its own); a shard never spans two epochs, so a trainer can take one epoch as a set of
+shards (the manifest says each shard's epoch).
 
 Output folder, keyed by the config hash (which includes a hash of the region store's content):
 
@@ -87,8 +89,10 @@ class ShardsConfig(StageConfig):
     blur_prob: float = field(PAPER.blur_prob, "probability of Gaussian blur (5 taps) per paste")
     blur_sigma: tuple[float, ...] = field(PAPER.blur_sigma, "blur sigma range")
     jpeg_quality: int = field(90, "JPEG quality of the synthesised images")
-    shard_mb: float = field(300.0, "target shard size, MB (used when --groups-per-shard is 0)")
-    groups_per_shard: int = field(0, "groups per shard (0 = as many as fit in --shard-mb)")
+    shard_mb: float = field(200.0, "largest shard size, MB (used when --groups-per-shard is 0)")
+    min_shards: int = field(16, "at least this many shards per epoch when there are enough groups (used when "
+                                "--groups-per-shard is 0): every loader worker and rank needs its own shards")
+    groups_per_shard: int = field(0, "groups per shard (0 = from --shard-mb and --min-shards)")
     max_groups: int = field(0, "groups per epoch at most (0 = all frames / group size)")
     seed: int = field(0, "synthesis seed")
     splits: tuple[str, ...] = field(("train",), "frame-index splits to synthesise from (frames the index "
@@ -312,8 +316,9 @@ def run_shards(cfg: ShardsConfig, echo: Callable[[str], None] = click.echo) -> P
         n_images = len(params.rounds) * cfg.group_size
         gps = cfg.groups_per_shard
         if gps <= 0:
-            gps = max(1, int(cfg.shard_mb * 1e6 // estimate_group_bytes(store, frame_ids, n_images,
-                                                                       cfg.jpeg_quality)))
+            by_size = int(cfg.shard_mb * 1e6 // estimate_group_bytes(store, frame_ids, n_images, cfg.jpeg_quality))
+            per_epoch = len(epoch_groups(frame_ids, cfg.group_size, 0, cfg.seed, cfg.max_groups))
+            gps = max(1, min(by_size, math.ceil(per_epoch / max(1, cfg.min_shards))))
     store_key = region_store_key(store_manifest)
     # the horizons (and the split filter's result) come from the frame index, not the config: they key
     # the output too

@@ -306,3 +306,15 @@ def test_only_the_chosen_splits_are_synthesised(tmp_path):
     assert both != out and len(_read_all(both)) == 3
     with pytest.raises(DataError, match="fewer than --group-size 5"):
         run_shards(dataclasses.replace(cfg, group_size=5), _echo([]))
+
+
+def test_automatic_shard_size_respects_the_size_cap_and_the_minimum_shard_count(tmp_path):
+    store = make_store(tmp_path, n_frames=8, seed=5)
+    base = dict(epochs=1, groups_per_shard=0)
+    # 4 groups per epoch; at least 2 shards -> 2 groups per shard
+    man = json.loads((run_shards(_cfg(tmp_path, store, min_shards=2, **base), _echo([])) / "manifest.json").read_text())
+    assert man["groups_per_shard"] == 2 and [s["samples"] for s in man["shards"]] == [2, 2]
+    # a size cap below one group's size -> one group per shard
+    man = json.loads((run_shards(_cfg(tmp_path, store, min_shards=1, shard_mb=0.001, **base), _echo([]))
+                      / "manifest.json").read_text())
+    assert man["groups_per_shard"] == 1 and len(man["shards"]) == 4
