@@ -241,7 +241,7 @@ def augment(images: torch.Tensor, K: torch.Tensor, gen: torch.Generator, color_p
     an HSV hue shift).
     """
     B, device = images.shape[0], images.device
-    rand = torch.rand(B, 6, generator=gen, device=gen.device).to(device)
+    rand = torch.rand(B, 2, generator=gen, device=gen.device).to(device)
     flip = rand[:, 0] < flip_p
     images = torch.where(flip[:, None, None, None, None], images.flip(-1), images)
     K = K.clone()
@@ -473,13 +473,18 @@ def train(cfg: DepthTrainConfig, frames: list[Frame] | None = None, echo=click.e
     if cfg.compile:
         disparities_fn, pose_fn = torch.compile(model.disparities), torch.compile(model.pose)
 
+    def fetch(s: int) -> tuple[torch.Tensor, np.ndarray]:
+        batch_u8, targets = batches(s)
+        return (batch_u8.pin_memory() if cuda else batch_u8), targets
+
     log = open(out / "log.jsonl", "a")
     from tqdm import tqdm
-    pool = ThreadPoolExecutor(1)
-    pending = pool.submit(batches, step)
+    pool = ThreadPoolExecutor(1)  # gathers (and pins) the next batch while this step runs
+    pending = pool.submit(fetch, step)
     model.train()
     bar = tqdm(total=total, initial=step, desc="depth train", unit="step")
-    t_log, n_log, wait_log, loss_sum = time.perf_counter(), 0, 0.0, 0.0
+    t_log, n_log, wait_log = time.perf_counter(), 0, 0.0
+    loss_sum = torch.zeros((), device=device)  # summed on the device: no host sync per step
     first_loss = last_loss = None
     try:
         while step < total:
@@ -487,12 +492,11 @@ def train(cfg: DepthTrainConfig, frames: list[Frame] | None = None, echo=click.e
             batch_u8, targets = pending.result()
             wait_log += time.perf_counter() - t0
             if step + 1 < total:
-                pending = pool.submit(batches, step + 1)
-            if cuda:
-                batch_u8 = batch_u8.pin_memory()
+                pending = pool.submit(fetch, step + 1)
             x = batch_u8.to(device, non_blocking=True).permute(0, 1, 4, 2, 3).float().div_(255.0)  # [B,3,3,H,W]
-            K = K_all[targets].to(device)
-            gen = torch.Generator(device="cpu").manual_seed(cfg.seed * 1_000_003 + step)
+            K = K_all[targets].to(device, non_blocking=True)
+            # One generator per step: a resumed run draws exactly what the killed one would have.
+            gen = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + step)
             images, inputs, K = augment(x, K, gen, cfg.color_aug, cfg.flip)
             if memfmt is torch.channels_last:
                 inputs = inputs.flatten(0, 1).contiguous(memory_format=memfmt).unflatten(0, inputs.shape[:2])
@@ -500,21 +504,26 @@ def train(cfg: DepthTrainConfig, frames: list[Frame] | None = None, echo=click.e
                 g["lr"] = lr_at(step, steps_per_epoch, cfg)
 
             loss, parts = depth_losses(model, images, inputs, K, cfg, gen, autocast, disparities_fn, pose_fn)
-            if not torch.isfinite(loss):
-                raise RuntimeError(f"non-finite depth loss at step {step}; last checkpoint {ckpt_path} is kept")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             step += 1
-            value = float(loss.detach())
-            first_loss = value if first_loss is None else first_loss
-            last_loss = value
-            loss_sum += value
+            loss_sum += loss.detach()
             n_log += 1
             bar.update(1)
-            if step % cfg.log_every == 0 or step == total:
+            if first_loss is None:
+                first_loss = float(loss.detach())
+            log_now = step % cfg.log_every == 0 or step == total
+            ckpt_now = step % cfg.ckpt_every == 0 or step == total
+            if log_now or ckpt_now:
+                # Checked before any checkpoint is written, so a diverged run never overwrites a good one.
+                mean_loss = float(loss_sum) / n_log
+                if not math.isfinite(mean_loss):
+                    raise RuntimeError(f"non-finite depth loss before step {step}; last checkpoint {ckpt_path} is kept")
+                last_loss = float(loss.detach())
+            if log_now:
                 dt = time.perf_counter() - t_log
-                rec = {"step": step, "loss": loss_sum / n_log, "lr": opt.param_groups[0]["lr"],
+                rec = {"step": step, "loss": mean_loss, "lr": opt.param_groups[0]["lr"],
                        "photometric": float(parts["photometric"]), "smooth": float(parts["smooth"]),
                        "automask_used": float(parts["automask"].float().mean()),
                        "images_per_s": n_log * cfg.batch_size / dt, "data_wait_s": wait_log / n_log,
@@ -522,10 +531,11 @@ def train(cfg: DepthTrainConfig, frames: list[Frame] | None = None, echo=click.e
                 log.write(json.dumps(rec) + "\n")
                 log.flush()
                 bar.set_postfix(loss=f"{rec['loss']:.4f}", img_s=f"{rec['images_per_s']:.1f}")
-                t_log, n_log, wait_log, loss_sum = time.perf_counter(), 0, 0.0, 0.0
+                t_log, n_log, wait_log = time.perf_counter(), 0, 0.0
+                loss_sum.zero_()
             if (cfg.image_every and step % cfg.image_every == 0) or step == total:
                 write_snapshot(out / "images" / f"step-{step:06d}.png", images[0, 0], parts["disp"][0], parts["automask"][0])
-            if step % cfg.ckpt_every == 0 or step == total:
+            if ckpt_now:
                 save_checkpoint(ckpt_path, model, opt, step, cfg, {"targets": len(triplets)})
             if stop_after is not None and step >= stop_after:
                 return ckpt_path
