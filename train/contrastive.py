@@ -206,8 +206,8 @@ def train(cfg: ContrastiveConfig) -> Path:
                    f"device {device}" + (f" x {world} ranks" if world > 1 else ""))
         if plans[0].groups_used < plans[0].groups_available:
             click.echo(f"  note: an epoch uses {plans[0].groups_used}/{plans[0].groups_available} groups of this "
-                       f"rank's shards (workers hold unequal shard counts; a worker count dividing "
-                       f"{len(ss.shards)} uses them all)")
+                       f"rank's shards: an epoch ends when the worker with the fewest groups runs out (shards of "
+                       f"equal size and a worker count dividing {len(ss.shards)} use them all)")
     net: torch.nn.Module = model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
