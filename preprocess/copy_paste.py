@@ -57,7 +57,7 @@ import numpy as np
 from shared.shard_schema import NO_LAYER, NO_LAYER16, Group
 
 # Bump when the same inputs and seed would give different groups: it keys the shard folders.
-SYNTHESIS_VERSION = 1
+SYNTHESIS_VERSION = 2
 AFFINE_DECIMALS = 6  # stored affines are short decimals; 1e-6 of a pixel per pixel is far below interpolation
 GREY = np.array([0.299, 0.587, 0.114])  # ITU-R 601 luma, as torchvision's rgb_to_grayscale
 # RGB <-> YIQ: hue is a rotation of the (I, Q) chroma plane.
@@ -311,97 +311,104 @@ def _compact_layers(lay: np.ndarray, n_p: int) -> tuple[np.ndarray, np.ndarray]:
 # ----------------------------------------------------------------------------------------------
 # drawing the random parameters
 
-def colour_matrix(rng: np.random.Generator, p: PasteParams, mean_rgb: np.ndarray) -> np.ndarray:
-    """float64 [3, 4] affine colour transform for 0..255 RGB; identity when nothing is drawn.
+def colour_matrices(rng: np.random.Generator, p: PasteParams, mean_rgb: np.ndarray) -> np.ndarray:
+    """float64 [P, 3, 4] affine colour transforms for 0..255 RGB (identity where nothing is drawn).
 
-    mean_rgb: float64 [3], the region's mean colour (contrast pulls towards its grey level)."""
-    T = _IDENTITY34.copy()  # [A | bias]: rgb' = A rgb + bias
-    if p.jitter_prob > 0 and rng.random() < p.jitter_prob:
-        bj, cj, sj, hj = p.jitter
-        for op in rng.permutation(4):
-            if op == 0 and bj > 0:
-                T *= rng.uniform(max(0.0, 1 - bj), 1 + bj)
-            elif op == 1 and cj > 0:
-                fac = rng.uniform(max(0.0, 1 - cj), 1 + cj)
-                m = float(GREY @ (T[:, :3] @ mean_rgb + T[:, 3]))
-                T *= fac
-                T[:, 3] += (1 - fac) * m
-            elif op == 2 and sj > 0:
-                fac = rng.uniform(max(0.0, 1 - sj), 1 + sj)
-                T = (fac * _EYE3 + (1 - fac) * _GREY_ROWS) @ T
-            elif op == 3 and hj > 0:
-                ang = 2 * math.pi * rng.uniform(-hj, hj)
-                co, si = math.cos(ang), math.sin(ang)
-                R = np.array([[1.0, 0.0, 0.0], [0.0, co, -si], [0.0, si, co]])
-                T = (_YIQ_INV @ R @ _YIQ) @ T
-    if p.gray_prob > 0 and rng.random() < p.gray_prob:
-        T = _GREY_ROWS @ T
+    mean_rgb: float64 [P, 3], each region's mean colour (contrast pulls towards its grey level).
+    Per paste: jitter with probability jitter_prob (its four ops in a random order), then grayscale
+    with probability gray_prob."""
+    P = mean_rgb.shape[0]
+    T = np.broadcast_to(_IDENTITY34, (P, 3, 4)).copy()  # [A | bias]: rgb' = A rgb + bias
+    bj, cj, sj, hj = p.jitter
+    apply = rng.random(P) < p.jitter_prob
+    order = np.argsort(rng.random((P, 4)), axis=1)  # a random permutation of the 4 ops per paste
+    fb = rng.uniform(max(0.0, 1 - bj), 1 + bj, P)
+    fc = rng.uniform(max(0.0, 1 - cj), 1 + cj, P)
+    fs = rng.uniform(max(0.0, 1 - sj), 1 + sj, P)
+    ang = 2 * np.pi * rng.uniform(-hj, hj, P)
+    for pos in range(4):
+        op = order[:, pos]
+        if bj > 0 and (sel := apply & (op == 0)).any():
+            T[sel] *= fb[sel, None, None]
+        if cj > 0 and (sel := apply & (op == 1)).any():
+            grey = np.einsum("c,pc->p", GREY, np.einsum("pij,pj->pi", T[sel, :, :3], mean_rgb[sel]) + T[sel, :, 3])
+            T[sel] *= fc[sel, None, None]
+            T[sel, :, 3] += ((1 - fc[sel]) * grey)[:, None]
+        if sj > 0 and (sel := apply & (op == 2)).any():
+            f = fs[sel, None, None]
+            T[sel] = (f * _EYE3 + (1 - f) * _GREY_ROWS) @ T[sel]
+        if hj > 0 and (sel := apply & (op == 3)).any():
+            co, si = np.cos(ang[sel]), np.sin(ang[sel])
+            R = np.zeros((int(sel.sum()), 3, 3))
+            R[:, 0, 0] = 1.0
+            R[:, 1, 1], R[:, 1, 2], R[:, 2, 1], R[:, 2, 2] = co, -si, si, co
+            T[sel] = (_YIQ_INV @ R @ _YIQ) @ T[sel]
+    gray = rng.random(P) < p.gray_prob
+    T[gray] = _GREY_ROWS @ T[gray]
     return T
 
 
-def blur_kernel(rng: np.random.Generator, p: PasteParams) -> np.ndarray:
-    """float64 [5] normalised Gaussian taps, or zeros (no blur)."""
-    if p.blur_prob <= 0 or rng.random() >= p.blur_prob:
-        return np.zeros(5)
-    sigma = rng.uniform(*p.blur_sigma)
-    t = np.exp(-0.5 * (np.arange(-2, 3) / sigma) ** 2)
-    return t / t.sum()
+def blur_kernels(rng: np.random.Generator, p: PasteParams, n: int) -> np.ndarray:
+    """float64 [n, 5] normalised Gaussian taps per paste, zeros = no blur (probability 1 - blur_prob)."""
+    on = rng.random(n) < p.blur_prob
+    sigma = rng.uniform(p.blur_sigma[0], p.blur_sigma[1], n)
+    t = np.exp(-0.5 * (np.arange(-2, 3)[None, :] / sigma[:, None]) ** 2)
+    return np.where(on[:, None], t / t.sum(1, keepdims=True), 0.0)
 
 
-def draw_scale(rng: np.random.Generator, p: PasteParams, box: Sequence[int], horizon: float,
-               size: tuple[int, int]) -> float:
-    """Scale about the horizon for a region box (y0, y1, x0, x1); 1/s uniform (= uniform in depth)."""
-    y0, y1, x0, x1 = box
+def draw_scales(rng: np.random.Generator, p: PasteParams, boxes: np.ndarray, horizons: np.ndarray,
+                size: tuple[int, int]) -> np.ndarray:
+    """float64 [P] scale about the horizon per region box (boxes int [P, 4] = y0, y1, x0, x1; horizons
+    [P] of the source frames); 1/s uniform (= uniform in depth) between the limits, 1 where none fit."""
     H, W = size
+    y0, y1, x0, x1 = (boxes[:, k].astype(np.float64) for k in range(4))
     bh, bw = y1 - y0, x1 - x0
-    s_max = min(p.scale_range[1], 2 * H / bh, 2 * W / bw)
-    if y1 < horizon:  # above the horizon: keep the scaled bottom edge below row 0
-        s_max = min(s_max, horizon / (horizon - y1))
-    if y0 > horizon:  # below: keep the scaled top edge above row H
-        s_max = min(s_max, (H - horizon) / (y0 - horizon))
-    s_min = max(p.scale_range[0], p.min_size / bh, p.min_size / bw)
-    if s_max <= s_min:
-        return 1.0
-    return float(1.0 / rng.uniform(1.0 / s_max, 1.0 / s_min))
+    s_max = np.minimum(np.minimum(p.scale_range[1], 2 * H / bh), 2 * W / bw)
+    c = horizons
+    above, below = y1 < c, y0 > c
+    # above the horizon: keep the scaled bottom edge below row 0; below it: the top edge above row H
+    s_max = np.where(above, np.minimum(s_max, c / np.where(above, c - y1, 1.0)), s_max)
+    s_max = np.where(below, np.minimum(s_max, (H - c) / np.where(below, y0 - c, 1.0)), s_max)
+    s_min = np.maximum(np.maximum(p.scale_range[0], p.min_size / bh), p.min_size / bw)
+    u = rng.random(len(boxes))
+    inv = 1.0 / s_max + u * (1.0 / s_min - 1.0 / s_max)
+    return np.where(s_max > s_min, 1.0 / inv, 1.0)
 
 
-def place(rng: np.random.Generator, p: PasteParams, box: Sequence[int], scale: float, flip: bool,
-          horizon_src: float, horizon_dst: float, size: tuple[int, int]
-          ) -> tuple[tuple[float, ...], float, float, float, tuple[int, int, int, int]]:
-    """Affine (synthesised index -> source index), the scale it implies, ideal and actual top row,
-    and the box of synthesised pixels the paste may touch.
+def place_all(rng: np.random.Generator, p: PasteParams, boxes: np.ndarray, scales: np.ndarray, flips: np.ndarray,
+              horizon_src: np.ndarray, horizon_dst: np.ndarray, size: tuple[int, int]) -> dict[str, np.ndarray]:
+    """Affines (synthesised index -> source index) [P, 6], the scales they imply [P], ideal and
+    actual top rows [P] and the boxes of synthesised pixels each paste may touch [P, 4].
 
     Continuous coordinates (centre of pixel i at i + 0.5): U' = s U + px (or -s U + px flipped),
     V' = s V + oy; oy is an integer within h_t of its ideal c_t - s c_f. The affine is rounded to
     AFFINE_DECIMALS before use, so what meta.json stores (short decimals) is exactly what was
     sampled; s is then 1 / affine[4], and at s = 1 the affine stays integral (exact copies)."""
-    y0, y1, x0, x1 = box
     H, W = size
-    inv = round(1.0 / scale, AFFINE_DECIMALS)
+    P = len(boxes)
+    y0, y1, x0, x1 = (boxes[:, k].astype(np.float64) for k in range(4))
+    inv = np.array([round(v, AFFINE_DECIMALS) for v in (1.0 / scales).tolist()])
     s = 1.0 / inv
     sw = s * (x1 - x0)
-    left = int(rng.integers(-int(math.ceil(sw)) + 1, W))  # box overlaps the image
-    px = left + s * x1 if flip else left - s * x0
+    left = rng.integers(-np.ceil(sw).astype(np.int64) + 1, W).astype(np.float64)  # box overlaps the image
+    px = np.where(flips, left + s * x1, left - s * x0)
     oy_ideal = horizon_dst - s * horizon_src
     ht = p.height_tolerance
-    oy = float(np.round(oy_ideal + rng.uniform(-ht, ht)))
-    if oy - oy_ideal > ht:
-        oy -= 1.0
-    elif oy_ideal - oy > ht:
-        oy += 1.0
-    if flip:
-        a, c = -inv, round((px - 0.5) * inv - 0.5, AFFINE_DECIMALS)
-    else:
-        a, c = inv, round((0.5 - px) * inv - 0.5, AFFINE_DECIMALS)
-    e, f = inv, round((0.5 - oy) * inv - 0.5, AFFINE_DECIMALS)
-    top = s * y0 + oy
-    bottom = s * y1 + oy
+    oy = np.round(oy_ideal + rng.uniform(-ht, ht, P))
+    oy = np.where(oy - oy_ideal > ht, oy - 1.0, np.where(oy_ideal - oy > ht, oy + 1.0, oy))
+    c = np.where(flips, (px - 0.5) * inv - 0.5, (0.5 - px) * inv - 0.5)
+    f = (0.5 - oy) * inv - 0.5
+    aff = np.zeros((P, 6))
+    aff[:, 0] = np.where(flips, -inv, inv)
+    aff[:, 2] = [round(v, AFFINE_DECIMALS) for v in c.tolist()]
+    aff[:, 4] = inv
+    aff[:, 5] = [round(v, AFFINE_DECIMALS) for v in f.tolist()]
+    top, bottom = s * y0 + oy, s * y1 + oy
     margin = 3  # rounding, plus the blur's 2-px reach
-    by0 = max(0, int(math.floor(top)) - margin)
-    by1 = min(H, int(math.ceil(bottom)) + margin)
-    bx0 = max(0, int(math.floor(left)) - margin)
-    bx1 = min(W, int(math.ceil(left + sw)) + margin)
-    return (a, 0.0, c, 0.0, e, f), s, s * y0 + oy_ideal, top, (by0, by1, bx0, bx1)
+    box = np.stack([np.maximum(0, np.floor(top) - margin), np.minimum(H, np.ceil(bottom) + margin),
+                    np.maximum(0, np.floor(left) - margin), np.minimum(W, np.ceil(left + sw) + margin)],
+                   axis=1).astype(np.int64)
+    return {"affine": aff, "scale": s, "ideal_top": s * y0 + oy_ideal, "top": top, "box": box}
 
 
 def _short(v: float) -> float | int:
@@ -455,17 +462,26 @@ def synthesise(frames: Sequence[SourceFrame], seed: int | Sequence[int], params:
     src_reg = np.ascontiguousarray(np.stack([f.regions.astype(np.uint16) for f in frames]))  # uint16 [M, H, W]
     offsets = group_region_offsets(frames)
 
-    # candidate regions: (frame, local id, box, mean colour)
-    cands: list[tuple[int, int, tuple[int, int, int, int], np.ndarray]] = []
+    # candidate regions (those passing the size filter): frame, local id, box, mean colour
+    c_frame, c_region, c_box, c_mean = [], [], [], []
     for m, f in enumerate(frames):
         n = int(f.regions.max())
         if n == 0:
             continue
         boxes, counts, means = region_stats(src_reg[m], src_img[m], n)  # [n + 1, 4], [n + 1], [n + 1, 3]
-        for r in range(1, n + 1):
-            y0, y1, x0, x1 = (int(v) for v in boxes[r])
-            if counts[r] > 0 and y1 - y0 >= params.min_height and x1 - x0 >= params.min_width:
-                cands.append((m, r, (y0, y1, x0, x1), means[r]))
+        ok = (counts > 0) & (boxes[:, 1] - boxes[:, 0] >= params.min_height) & \
+             (boxes[:, 3] - boxes[:, 2] >= params.min_width)
+        ok[0] = False
+        ids = np.flatnonzero(ok)
+        c_frame.append(np.full(len(ids), m, dtype=np.int64))
+        c_region.append(ids.astype(np.int64))
+        c_box.append(boxes[ids])
+        c_mean.append(means[ids])
+    c_frame_a = np.concatenate(c_frame) if c_frame else np.zeros(0, np.int64)
+    c_region_a = np.concatenate(c_region) if c_region else np.zeros(0, np.int64)
+    c_box_a = np.concatenate(c_box) if c_box else np.zeros((0, 4), np.int64)
+    c_mean_a = np.concatenate(c_mean) if c_mean else np.zeros((0, 3))
+    horizon = np.array([f.horizon for f in frames], dtype=np.float64)
 
     n_rounds = len(params.rounds)
     N = n_rounds * M
@@ -478,47 +494,42 @@ def synthesise(frames: Sequence[SourceFrame], seed: int | Sequence[int], params:
     identity = [1, 0, 0, 0, 1, 0]
 
     for rnd, e in enumerate(params.rounds):
-        copies = np.repeat(np.arange(len(cands)), pastes_per_region(rng, e, len(cands)))
+        # every candidate e times in expectation, shuffled, dealt round-robin to the round's M images
+        copies = np.repeat(np.arange(len(c_frame_a)), pastes_per_region(rng, e, len(c_frame_a)))
         copies = copies[rng.permutation(len(copies))]
-        per_image: list[list[Paste]] = [[] for _ in range(M)]
-        for j, ci in enumerate(copies):
-            m_dst = j % M
-            m, r, box, mean = cands[ci]
-            scale = draw_scale(rng, params, box, frames[m].horizon, (H, W))
-            flip = bool(params.flip_prob > 0 and rng.random() < params.flip_prob)
-            aff, scale, ideal, top, tbox = place(rng, params, box, scale, flip, frames[m].horizon,
-                                                 frames[m_dst].horizon, (H, W))
-            col = colour_matrix(rng, params, mean)
-            kern = blur_kernel(rng, params)
-            per_image[m_dst].append(Paste(rnd * M + m_dst, m, r, int(offsets[m] + r), scale, flip, aff,
-                                          ideal, top, col, kern, tbox))
+        P = len(copies)
+        dst = np.arange(P) % M
+        src, boxes = c_frame_a[copies], c_box_a[copies]
+        scales = draw_scales(rng, params, boxes, horizon[src], (H, W))
+        flips = rng.random(P) < params.flip_prob
+        pl = place_all(rng, params, boxes, scales, flips, horizon[src], horizon[dst], (H, W))
+        colours = colour_matrices(rng, params, c_mean_a[copies]).reshape(P, 12)
+        kernels = blur_kernels(rng, params, P)
+        regions = c_region_a[copies]
+        gregions = offsets[src] + regions
         for m_dst in range(M):
             i = rnd * M + m_dst
+            sel = np.flatnonzero(dst == m_dst)  # this image's pastes, in paste order
             lay = np.empty((H, W), dtype=np.int32)
-            ps = per_image[m_dst]
-            n_p = len(ps)
             _compose_image(out_img[i], out_disp[i], out_reg[i], lay, m_dst, int(offsets[m_dst]),
-                           src_img, src_disp, src_reg,
-                           np.array([q.source for q in ps], dtype=np.int64).reshape(n_p),
-                           np.array([q.region for q in ps], dtype=np.int64).reshape(n_p),
-                           np.array([q.group_region for q in ps], dtype=np.int64).reshape(n_p),
-                           np.array([q.affine for q in ps], dtype=np.float64).reshape(n_p, 6),
-                           np.array([q.box for q in ps], dtype=np.int64).reshape(n_p, 4),
-                           np.array([q.scale for q in ps], dtype=np.float64).reshape(n_p),
-                           np.array([q.colour.ravel() for q in ps], dtype=np.float64).reshape(n_p, 12),
-                           np.array([q.blur for q in ps], dtype=np.float64).reshape(n_p, 5))
+                           src_img, src_disp, src_reg, src[sel], regions[sel], gregions[sel],
+                           np.ascontiguousarray(pl["affine"][sel]), np.ascontiguousarray(pl["box"][sel]),
+                           pl["scale"][sel], np.ascontiguousarray(colours[sel]), np.ascontiguousarray(kernels[sel]))
             # keep only visible pastes as layers, renumbered 1.. in paste order
-            layers[i], visible = _compact_layers(lay, n_p)
+            layers[i], visible = _compact_layers(lay, len(sel))
             if len(visible) + 1 >= NO_LAYER16:
                 raise ValueError(f"image {i} has {len(visible)} visible pastes; a layer map holds at most "
                                  f"{NO_LAYER16 - 1}")
             entries = [{"source": m_dst, "affine": identity, "region": 0}]
-            for k in visible:
-                q = ps[k]
-                entries.append({"source": q.source, "affine": [_short(v) for v in q.affine],
-                                "region": q.group_region})
+            for k in sel[visible]:
+                entries.append({"source": int(src[k]), "affine": [_short(v) for v in pl["affine"][k].tolist()],
+                                "region": int(gregions[k])})
             images_meta.append({"base": m_dst, "round": rnd, "layers": entries})
-            all_pastes.extend(ps)
+            all_pastes.extend(
+                Paste(i, int(src[k]), int(regions[k]), int(gregions[k]), float(pl["scale"][k]), bool(flips[k]),
+                      tuple(pl["affine"][k].tolist()), float(pl["ideal_top"][k]), float(pl["top"][k]),
+                      colours[k].reshape(3, 4), kernels[k], tuple(int(v) for v in pl["box"][k]))
+                for k in sel)
 
     # uint8 layer maps unless an image has more layers than 254 (then the whole group is uint16)
     most = max(len(m["layers"]) for m in images_meta)

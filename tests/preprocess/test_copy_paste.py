@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from preprocess.copy_paste import (PasteParams, SourceFrame, colour_matrix, disparity_of, region_boxes,
+from preprocess.copy_paste import (PasteParams, SourceFrame, colour_matrices, disparity_of, region_boxes,
                                    synthesise)
 from shared.shard_schema import NO_LAYER, decode_group, encode_group, source_ids
 
@@ -260,22 +260,34 @@ def test_same_seed_same_group_and_layers_are_compact():
 
 
 def test_colour_matrix_known_answers():
-    mean = np.array([90.0, 120.0, 60.0])
+    mean = np.array([[90.0, 120.0, 60.0]] * 50)
     grey_level = 0.299 * 90 + 0.587 * 120 + 0.114 * 60
     rng = np.random.default_rng(0)
-    only_bright = PasteParams(jitter=(0.5, 0.0, 0.0, 0.0), jitter_prob=1.0, gray_prob=0.0)
-    cm = colour_matrix(rng, only_bright, mean)
-    fac = cm[0, 0]
-    assert 0.5 <= fac <= 1.5 and np.allclose(cm, np.c_[fac * np.eye(3), np.zeros(3)])
+    cm = colour_matrices(rng, PasteParams(jitter=(0.5, 0.0, 0.0, 0.0), jitter_prob=1.0, gray_prob=0.0), mean)
+    fac = cm[:, 0, 0]
+    assert (0.5 <= fac).all() and (fac <= 1.5).all() and fac.std() > 0.1
+    assert np.allclose(cm, fac[:, None, None] * np.c_[np.eye(3), np.zeros(3)][None])  # brightness only
     # contrast keeps the region's mean grey level; saturation and hue keep greys grey
-    cm = colour_matrix(rng, PasteParams(jitter=(0.0, 0.5, 0.0, 0.0), jitter_prob=1.0, gray_prob=0.0), mean)
-    assert float(np.array([0.299, 0.587, 0.114]) @ (cm[:, :3] @ mean + cm[:, 3])) == pytest.approx(grey_level)
-    for _ in range(5):
-        cm = colour_matrix(rng, PasteParams(jitter=(0.0, 0.0, 0.5, 0.2), jitter_prob=1.0, gray_prob=0.0), mean)
-        np.testing.assert_allclose(cm[:, :3] @ np.full(3, 77.0) + cm[:, 3], 77.0, atol=1e-6)
-    gray = colour_matrix(rng, PasteParams(jitter_prob=0.0, gray_prob=1.0), mean)
-    assert np.allclose(gray[0], gray[1]) and np.allclose(gray[1], gray[2])
-    assert np.array_equal(colour_matrix(rng, PasteParams(**NO_AUG), mean), np.c_[np.eye(3), np.zeros(3)])
+    cm = colour_matrices(rng, PasteParams(jitter=(0.0, 0.5, 0.0, 0.0), jitter_prob=1.0, gray_prob=0.0), mean)
+    grey_after = np.einsum("c,pc->p", np.array([0.299, 0.587, 0.114]),
+                           np.einsum("pij,pj->pi", cm[:, :, :3], mean) + cm[:, :, 3])
+    np.testing.assert_allclose(grey_after, grey_level)
+    assert np.abs(cm[:, 0, 0] - 1).max() > 0.1  # and it did change the contrast
+    cm = colour_matrices(rng, PasteParams(jitter=(0.0, 0.0, 0.5, 0.2), jitter_prob=1.0, gray_prob=0.0), mean)
+    np.testing.assert_allclose(np.einsum("pij,j->pi", cm[:, :, :3], np.full(3, 77.0)) + cm[:, :, 3], 77.0, atol=1e-6)
+    assert np.abs(cm[:, :, :3] - np.eye(3)).max() > 0.1  # colours do change
+    gray = colour_matrices(rng, PasteParams(jitter_prob=0.0, gray_prob=1.0), mean)
+    assert np.allclose(gray[:, 0], gray[:, 1]) and np.allclose(gray[:, 1], gray[:, 2])
+    assert np.array_equal(colour_matrices(rng, PasteParams(**NO_AUG), mean),
+                          np.broadcast_to(np.c_[np.eye(3), np.zeros(3)], (50, 3, 4)))
+    # a random order of the ops: brightness-then-contrast differs from contrast-then-brightness
+    mixed = colour_matrices(np.random.default_rng(1), PasteParams(jitter=(0.5, 0.5, 0.0, 0.0), jitter_prob=1.0,
+                                                                   gray_prob=0.0), mean)
+    assert len({round(float(b), 6) for b in mixed[:, 0, 3]}) > 10
+    # probability: about jitter_prob of the pastes are jittered
+    half = colour_matrices(rng, PasteParams(jitter_prob=0.5, gray_prob=0.0), np.repeat(mean, 20, axis=0))
+    changed = np.abs(half - np.c_[np.eye(3), np.zeros(3)][None]).max(axis=(1, 2)) > 0
+    assert 0.4 < changed.mean() < 0.6
 
 
 def test_many_layers_promote_the_layer_maps_to_uint16_and_round_trip():
@@ -308,21 +320,22 @@ def test_mismatched_shapes_are_rejected():
 
 
 def test_scale_keeps_the_region_on_its_side_of_the_horizon_and_within_limits():
-    from preprocess.copy_paste import draw_scale
+    from preprocess.copy_paste import draw_scales
 
     rng = np.random.default_rng(0)
     p = PasteParams()
     size = (384, 768)
     c = 192.0
     above, below, small = (20, 120, 100, 140), (260, 300, 10, 60), (150, 158, 10, 14)
-    for _ in range(300):
-        s = draw_scale(rng, p, above, c, size)
-        assert 0.2 <= s <= 2.0 and c + s * (above[1] - c) >= -1e-9  # bottom edge stays in the image
-        s = draw_scale(rng, p, below, c, size)
-        assert c + s * (below[0] - c) <= size[0] + 1e-9  # top edge stays in the image
-        assert s * (below[1] - below[0]) >= p.min_size - 1e-9
-    # an 8x4 box cannot reach 8 px on both sides within the limits...: 4 * s >= 8 needs s >= 2
-    assert draw_scale(rng, PasteParams(scale_range=(0.2, 1.5)), small, c, size) == 1.0
+    boxes = np.array([above, below] * 300)
+    s = draw_scales(rng, p, boxes, np.full(len(boxes), c), size)
+    sa, sb = s[0::2], s[1::2]
+    assert (sa >= 0.2).all() and (s <= 2.0).all() and (c + sa * (above[1] - c) >= -1e-9).all()  # bottom edge in
+    assert (c + sb * (below[0] - c) <= size[0] + 1e-9).all()  # top edge stays in the image
+    assert (sb * (below[1] - below[0]) >= p.min_size - 1e-9).all()
+    assert sa.std() > 0.05 and sb.std() > 0.05
+    # an 8x4 box cannot reach 8 px on both sides within (0.2, 1.5): 4 * s >= 8 needs s >= 2, so s = 1
+    assert draw_scales(rng, PasteParams(scale_range=(0.2, 1.5)), np.array([small]), np.array([c]), size)[0] == 1.0
     # 1/s is uniform between 1/s_max and 1/s_min (uniform in depth): its mean sits in the middle
-    inv = [1 / draw_scale(rng, p, (150, 250, 100, 200), c, size) for _ in range(4000)]
+    inv = 1 / draw_scales(rng, p, np.array([(150, 250, 100, 200)] * 4000), np.full(4000, c), size)
     assert np.mean(inv) == pytest.approx((1 / 2.0 + 1 / 0.2) / 2, rel=0.03)
