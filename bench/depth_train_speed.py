@@ -57,13 +57,12 @@ def step_throughput(device: torch.device, height: int, width: int, batch: int, s
                      device=device).expand(batch, 3, 3)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16) if cuda else None
     disp_fn, pose_fn = (torch.compile(model.disparities), torch.compile(model.pose)) if compile else (None, None)
-    gen = torch.Generator().manual_seed(0)
+    gen = torch.Generator(device=device).manual_seed(0)
 
     def one():
         images, inputs, KK = augment(x, K, gen, 0.5, 0.5)
-        if channels_last:
-            inputs = inputs.flatten(0, 1).contiguous(memory_format=torch.channels_last).unflatten(0, inputs.shape[:2])
-        loss, _ = depth_losses(model, images, inputs, KK, cfg, gen, autocast, disp_fn, pose_fn)
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        loss, _ = depth_losses(model, images, inputs, KK, cfg, gen, autocast, disp_fn, pose_fn, fmt)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -274,7 +274,8 @@ def augment(images: torch.Tensor, K: torch.Tensor, gen: torch.Generator, color_p
 
 def depth_losses(model: DepthModel, images: torch.Tensor, inputs: torch.Tensor, K: torch.Tensor,
                  cfg: DepthTrainConfig, gen: torch.Generator | None, autocast: torch.autocast | None = None,
-                 disparities_fn=None, pose_fn=None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                 disparities_fn=None, pose_fn=None, memory_format: torch.memory_format = torch.contiguous_format
+                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """images / inputs [B,3,3,H,W] (frames t, t-1, t+1; original / augmented), K [B,3,3] -> (loss, parts).
 
     parts: "disp" (finest disparity [B,1,H,W]), "automask" ([B,1,H,W] bool), "photometric", "smooth".
@@ -283,10 +284,11 @@ def depth_losses(model: DepthModel, images: torch.Tensor, inputs: torch.Tensor, 
     pose_fn = pose_fn or model.pose
     target, prev, nxt = images[:, 0], images[:, 1], images[:, 2]
     ctx = autocast if autocast is not None else torch.autocast("cpu", enabled=False)
+    net_t, net_p, net_n = (inputs[:, i].contiguous(memory_format=memory_format) for i in range(3))
     with ctx:
-        disps = disparities_fn(inputs[:, 0])
-        aa_p, t_p = pose_fn(inputs[:, 1], inputs[:, 0])  # motion t-1 -> t
-        aa_n, t_n = pose_fn(inputs[:, 0], inputs[:, 2])  # motion t -> t+1
+        disps = disparities_fn(net_t)
+        aa_p, t_p = pose_fn(net_p, net_t)  # motion t-1 -> t
+        aa_n, t_n = pose_fn(net_t, net_n)  # motion t -> t+1
     # Both poses map target-camera points into the source camera.
     poses = [pose_from_axis_angle(aa_p.float(), t_p.float(), invert=True),
              pose_from_axis_angle(aa_n.float(), t_n.float(), invert=False)]
@@ -498,12 +500,10 @@ def train(cfg: DepthTrainConfig, frames: list[Frame] | None = None, echo=click.e
             # One generator per step: a resumed run draws exactly what the killed one would have.
             gen = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + step)
             images, inputs, K = augment(x, K, gen, cfg.color_aug, cfg.flip)
-            if memfmt is torch.channels_last:
-                inputs = inputs.flatten(0, 1).contiguous(memory_format=memfmt).unflatten(0, inputs.shape[:2])
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, steps_per_epoch, cfg)
 
-            loss, parts = depth_losses(model, images, inputs, K, cfg, gen, autocast, disparities_fn, pose_fn)
+            loss, parts = depth_losses(model, images, inputs, K, cfg, gen, autocast, disparities_fn, pose_fn, memfmt)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
