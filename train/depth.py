@@ -53,7 +53,7 @@ class DepthTrainConfig(StageConfig):
     epochs: int = field(20, "passes over the training targets (Monodepth2: 20)")
     max_steps: int = field(0, "stop after this many steps instead (0 = preset: from epochs; small 300, tiny 24)")
     lr: float = field(1e-4, "Adam learning rate")
-    lr_decay_epochs: int = field(15, "multiply the learning rate by --lr-decay after this many epochs (step decay)")
+    lr_decay_epochs: int = field(15, "multiply the learning rate by --lr-decay after this many of --epochs (the same fraction of --max-steps)")
     lr_decay: float = field(0.1, "step-decay factor")
     min_depth: float = field(0.1, "depth range of the sigmoid disparity: nearest")
     max_depth: float = field(100.0, "depth range of the sigmoid disparity: farthest")
@@ -265,7 +265,8 @@ def augment(images: torch.Tensor, K: torch.Tensor, gen: torch.Generator, color_p
     rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = c, -s, s, c
     M = torch.linalg.inv(yiq) @ rot @ yiq  # [B,3,3]
     x = torch.einsum("bij,bfjhw->bfihw", M, x).clamp(0, 1)
-    return images, x, K
+    # untouched samples stay bit-exact (the YIQ round trip is only identity up to rounding)
+    return images, torch.where(jitter[:, :, None, None, None], x, images), K
 
 
 # ----------------------------------------------------------------------------------------------
@@ -399,8 +400,10 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     return state
 
 
-def lr_at(step: int, steps_per_epoch: int, cfg: DepthTrainConfig) -> float:
-    return cfg.lr * (cfg.lr_decay if step >= cfg.lr_decay_epochs * steps_per_epoch else 1.0)
+def lr_at(step: int, total: int, cfg: DepthTrainConfig) -> float:
+    """Step decay at epoch lr_decay_epochs of epochs (15 of 20), i.e. at the same fraction of a
+    --max-steps run, so a short run is not spent mostly at the decayed rate."""
+    return cfg.lr * (cfg.lr_decay if step >= round(total * cfg.lr_decay_epochs / cfg.epochs) else 1.0)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -501,7 +504,7 @@ def train(cfg: DepthTrainConfig, frames: list[Frame] | None = None, echo=click.e
             gen = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + step)
             images, inputs, K = augment(x, K, gen, cfg.color_aug, cfg.flip)
             for g in opt.param_groups:
-                g["lr"] = lr_at(step, steps_per_epoch, cfg)
+                g["lr"] = lr_at(step, total, cfg)
 
             loss, parts = depth_losses(model, images, inputs, K, cfg, gen, autocast, disparities_fn, pose_fn, memfmt)
             opt.zero_grad(set_to_none=True)

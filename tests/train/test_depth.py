@@ -212,3 +212,31 @@ def test_cli_bad_checkpoint_and_sequence_errors(tmp_path):
                                     "--out", str(tmp_path / "runs"), "--demo-size", "tiny"])
     assert res.exit_code != 0
     assert "has 2 frame(s)" in res.output and "000" in res.output, res.output
+
+
+def test_lr_step_decay_at_the_papers_fraction():
+    from train.depth import lr_at
+
+    cfg = DepthTrainConfig()  # 20 epochs, decay x0.1 after 15
+    assert lr_at(149, 200, cfg) == pytest.approx(1e-4) and lr_at(150, 200, cfg) == pytest.approx(1e-5)
+    assert lr_at(224, 300, cfg) == pytest.approx(1e-4) and lr_at(225, 300, cfg) == pytest.approx(1e-5)
+
+
+def test_augment_flip_and_colour_properties():
+    from train.depth import augment
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(3, 3, 3, 8, 12, generator=g)
+    K = torch.tensor([[10.0, 0, 5.0], [0, 10.0, 4.0], [0, 0, 1]]).expand(3, 3, 3)
+    images, inputs, K2 = augment(x, K, torch.Generator().manual_seed(1), color_p=0.0, flip_p=0.0)
+    assert torch.equal(images, x) and torch.equal(inputs, x) and torch.equal(K2, K)
+    images, inputs, K2 = augment(x, K, torch.Generator().manual_seed(1), color_p=0.0, flip_p=1.0)
+    assert torch.equal(images, x.flip(-1)) and torch.equal(inputs, x.flip(-1))
+    assert torch.allclose(K2[:, 0, 2], torch.full((3,), 12 - 5.0))  # principal point mirrored
+    images, inputs, _ = augment(x, K, torch.Generator().manual_seed(1), color_p=1.0, flip_p=0.0)
+    assert torch.equal(images, x)  # the losses see the original pixels
+    assert not torch.allclose(inputs, x) and inputs.min() >= 0 and inputs.max() <= 1
+    # one jitter per triplet: the frames of a sample change the same way (same brightness factor)
+    flat = torch.full((1, 3, 3, 4, 4), 0.5)
+    _, jittered, _ = augment(flat, K[:1], torch.Generator().manual_seed(3), color_p=1.0, flip_p=0.0)
+    assert torch.allclose(jittered[0, 0], jittered[0, 1]) and torch.allclose(jittered[0, 0], jittered[0, 2])
