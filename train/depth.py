@@ -453,7 +453,7 @@ def train(cfg: DepthTrainConfig, frames: list[Frame] | None = None, echo=click.e
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     step = 0
     if ckpt_path.is_file():
-        state = load_checkpoint(ckpt_path, device)
+        state = load_checkpoint(ckpt_path, "cpu")  # RNG states must stay on the CPU; load_state_dict moves the rest
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         step = int(state["step"])
