@@ -105,14 +105,14 @@ def training_triplets(frames: list[Frame], split: str, on_bad: str = "error") ->
     """
     index = by_id(frames)
     chosen = [f for f in frames if f.split == split]
-    problems: list[str] = []
+    problems: list[tuple[str, str]] = []  # (file, what is wrong)
     seqs: dict[str, list[Frame]] = {}
     for f in chosen:
         seqs.setdefault(f.sequence, []).append(f)
     for seq, fs in sorted(seqs.items()):
         if len(fs) < 3:
             ids = ", ".join(sorted(f.id for f in fs))
-            problems.append(f"{fs[0].image}: sequence {seq} has {len(fs)} frame(s) ({ids}); depth training needs 3 consecutive frames")
+            problems.append((fs[0].image, f"sequence {seq} has {len(fs)} frame(s) ({ids}); depth training needs 3 consecutive frames"))
     triplets = []
     for f in chosen:
         if not f.prev or not f.next:
@@ -121,21 +121,21 @@ def training_triplets(frames: list[Frame], split: str, on_bad: str = "error") ->
         for nid in (f.prev, f.next):
             n = index.get(nid)
             if n is None:
-                problems.append(f"{f.image}: neighbour {nid} of frame {f.id} is not in the frame index")
+                problems.append((f.image, f"neighbour {nid} of frame {f.id} is not in the frame index"))
                 bad = True
             elif (n.width, n.height) != (f.width, f.height):
-                problems.append(f"{n.image}: frame {n.id} is {n.width}x{n.height} but its neighbour {f.id} is {f.width}x{f.height}")
+                problems.append((n.image, f"frame {n.id} is {n.width}x{n.height} but its neighbour {f.id} is {f.width}x{f.height}"))
                 bad = True
         if not bad:
             triplets.append((f.prev, f.id, f.next))
     if problems and on_bad == "error":
-        raise DataError(problems[0].split(": ", 1)[0], problems[0].split(": ", 1)[1]
-                        + (f" (and {len(problems) - 1} more problem(s); --on-bad skip trains on the rest)" if len(problems) > 1 else ""))
+        more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+        raise DataError(problems[0][0], problems[0][1] + more + "; --on-bad skip trains on the other frames")
     if not triplets:
         where = chosen[0].image if chosen else "frame index"
         raise DataError(where, f"no frame of split {split!r} has both temporal neighbours "
                                f"({len(chosen)} frames in that split): nothing to train depth on")
-    return triplets, problems
+    return triplets, [f"{path}: {what}" for path, what in problems]
 
 
 # ----------------------------------------------------------------------------------------------
