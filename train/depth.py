@@ -471,6 +471,7 @@ def train(cfg: DepthTrainConfig, frames: list[Frame] | None = None, echo=click.e
     batches = TripletBatches(cache, rows, cfg.batch_size, cfg.seed)
 
     cuda = device.type == "cuda"
+    torch.backends.cudnn.benchmark = cuda  # fixed input size: let cuDNN pick the fastest kernels once
     memfmt = torch.channels_last if (cuda and cfg.channels_last) else torch.contiguous_format
     model = model.to(memory_format=memfmt)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and cfg.bf16) if cuda else None
