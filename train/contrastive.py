@@ -88,7 +88,7 @@ class ContrastiveConfig(StageConfig):
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(backbone="resnet18", epochs=2, max_steps=6, warmup_epochs=0.5, checkpoint_every=3, log_every=1,
                  num_prototypes=100, workers=1),
-    "small": dict(backbone="resnet18", epochs=4, max_steps=40, warmup_epochs=0.5, checkpoint_every=20, log_every=5,
+    "small": dict(backbone="resnet18", epochs=4, max_steps=12, warmup_epochs=0.5, checkpoint_every=6, log_every=2,
                   num_prototypes=300, workers=2),
 }
 
