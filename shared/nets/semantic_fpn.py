@@ -89,7 +89,7 @@ class SemanticFPNHead(nn.Module):
 
 
 class DenseSwAVNet(nn.Module):
-    """forward(x float [B, 3, H, W], ImageNet-normalised) -> z float [B, proj_dim, H/4, W/4], unit norm."""
+    """forward(x float [B, 3, H, W], ImageNet-normalised) -> z float32 [B, proj_dim, H/4, W/4], unit norm."""
 
     def __init__(self, arch: str = "resnet50", num_prototypes: int = 1000, proj_dim: int = 128,
                  fpn_channels: int = 256, head_channels: int = 128):
@@ -137,7 +137,9 @@ class DenseSwAVNet(nn.Module):
         return self.projection(self.head(self.pyramid(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.embed(x), dim=1)
+        # Normalised in fp32 even under bf16 autocast: the loss divides z . c by tau = 0.1 and
+        # Sinkhorn by 0.05, which would magnify bf16's ~3 significant digits.
+        return F.normalize(self.embed(x).float(), dim=1)
 
 
 def backbone_state_dict_torchvision(model: nn.Module) -> dict[str, torch.Tensor]:

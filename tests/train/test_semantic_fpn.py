@@ -66,3 +66,12 @@ def test_load_pretrained_roundtrip(tmp_path):
     net.eval()
     with torch.no_grad():
         assert torch.allclose(net(x), net2(x))
+
+
+def test_output_is_fp32_unit_norm_under_bf16_autocast():
+    torch.manual_seed(0)
+    net = DenseSwAVNet("resnet18", num_prototypes=5).eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        z = net(torch.randn(1, 3, 64, 64))
+    assert z.dtype == torch.float32
+    assert torch.allclose(z.norm(dim=1), torch.ones(1, 16, 16), atol=1e-5)
