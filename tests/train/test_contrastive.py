@@ -141,3 +141,15 @@ def test_photometric_on_device_path_trains_like_the_worker_path(full_run, shard_
     for x, y in zip(a, b):  # same data and parameters; only uint8 rounding of the jittered images differs
         assert x["loss"] == pytest.approx(y["loss"], abs=2e-2)
         assert x["pixel_samples"] == y["pixel_samples"]
+
+
+def test_tensorboard_is_optional(tmp_path):
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        import click
+        with pytest.raises(click.UsageError, match="tensorboard package"):
+            C._tensorboard(tmp_path)
+    else:
+        C._tensorboard(tmp_path).close()
+        assert (tmp_path / "tb").is_dir()
