@@ -9,6 +9,13 @@ WORKERS ?= 2
 
 # Common flags every stage understands.
 STAGE_ARGS = --dataset $(DATASET) --out $(OUT) $(if $(DATA_ROOT),--data-root $(DATA_ROOT)) $(if $(DEMO_SIZE),--demo-size $(DEMO_SIZE))
+# Where this DATASET/DEMO_SIZE's outputs live; each stage records its current output as <stage>/<name>.current.
+RUN_DIR = $(OUT)/$(DATASET)$(if $(DEMO_SIZE),-$(DEMO_SIZE))
+# Depth for regions/proposals: DEPTH if given; ground truth on the synthetic city; otherwise the
+# trained depth network, trained first (`make depth`) when none is recorded yet.
+RESOLVE_DEPTH = depth="$(DEPTH)"; if [ -z "$$depth" ] && [ "$(DATASET)" != synthetic ]; then \
+	  test -f $(RUN_DIR)/depth/model.current || $(MAKE) --no-print-directory depth || exit 1; \
+	  depth="model:$$(cat $(RUN_DIR)/depth/model.current)"; echo "regions: depth from the trained network ($$depth)"; fi;
 
 .PHONY: help setup test demo index clean
 
@@ -42,15 +49,14 @@ index: .venv/.done  ## build and summarise the frame index of DATASET
 
 .PHONY: regions proposals
 regions: .venv/.done  ## coherent depth regions -> region store (DEPTH=gt|files:DIR|model:CKPT, PROPOSALS=depth|felzenszwalb|gt, REGIONS_ARGS=...)
-	$(PY) -m preprocess regions $(STAGE_ARGS) --workers $(WORKERS) $(if $(DEPTH),--depth $(DEPTH)) $(if $(PROPOSALS),--proposals $(PROPOSALS)) $(REGIONS_ARGS)
+	@$(RESOLVE_DEPTH) $(PY) -m preprocess regions $(STAGE_ARGS) --workers $(WORKERS) $${depth:+--depth $$depth} $(if $(PROPOSALS),--proposals $(PROPOSALS)) $(REGIONS_ARGS)
 
 proposals: .venv/.done  ## region-proposal quality report vs SLIC / Felzenszwalb baselines on labelled frames (DEPTH=..., PROPOSALS_ARGS=...)
-	$(PY) -m evaluate proposals $(STAGE_ARGS) --workers $(WORKERS) $(if $(DEPTH),--depth $(DEPTH)) $(PROPOSALS_ARGS)
+	@$(RESOLVE_DEPTH) $(PY) -m evaluate proposals $(STAGE_ARGS) --workers $(WORKERS) $${depth:+--depth $$depth} $(PROPOSALS_ARGS)
 
 .PHONY: shards inspect
-SHARDS_RUN_DIR = $(OUT)/$(DATASET)$(if $(DEMO_SIZE),-$(DEMO_SIZE))
 shards: .venv/.done  ## copy-paste groups -> WebDataset shards, reused when present; makes the regions first if missing (PROPOSALS=depth, SHARDS_ARGS=...)
-	@test -f $(SHARDS_RUN_DIR)/regions/$(or $(PROPOSALS),depth).current || $(MAKE) regions PROPOSALS=$(or $(PROPOSALS),depth)
+	@test -f $(RUN_DIR)/regions/$(or $(PROPOSALS),depth).current || $(MAKE) regions PROPOSALS=$(or $(PROPOSALS),depth)
 	$(PY) -m preprocess shards $(STAGE_ARGS) --workers $(WORKERS) --proposals $(or $(PROPOSALS),depth) $(SHARDS_ARGS)
 
 inspect: .venv/.done  ## PNG contact sheet of one group of the current shards (GROUP=e00_g0000000, INSPECT_ARGS=...)
@@ -58,14 +64,22 @@ inspect: .venv/.done  ## PNG contact sheet of one group of the current shards (G
 
 .PHONY: train
 train: .venv/.done  ## dense SwAV pre-training from the shard set of `make shards` (resumes; TRAIN_ARGS=...)
-	$(PY) -m train contrastive $(STAGE_ARGS) --workers $(WORKERS) $(TRAIN_ARGS)
+	@test -f $(RUN_DIR)/shards/$(or $(PROPOSALS),depth).current || $(MAKE) --no-print-directory shards
+	$(PY) -m train contrastive $(STAGE_ARGS) --workers $(WORKERS) $(if $(PROPOSALS),--proposals $(PROPOSALS)) $(TRAIN_ARGS)
 
 .PHONY: eval
 eval: .venv/.done  ## unsupervised segmentation of the latest `make train` checkpoint vs random init + report (EVAL_ARGS=...)
+	@test -f $(RUN_DIR)/train/model.current || $(MAKE) --no-print-directory train
 	$(PY) -m evaluate unsupervised $(STAGE_ARGS) $(EVAL_ARGS)
 
-demo: .venv/.done  ## the whole pipeline on the built-in synthetic city, CPU, minutes
-	$(MAKE) index DATASET=synthetic DEMO_SIZE=$(or $(DEMO_SIZE),small)
+DEMO ?= $(or $(DEMO_SIZE),tiny)
+demo: .venv/.done  ## the whole pipeline on the built-in synthetic city, CPU, minutes (DEMO_SIZE=tiny default, or small)
+	@start=$$(date +%s); set -e; \
+	for target in index depth regions proposals shards inspect train eval; do \
+	  echo "=== make $$target DATASET=synthetic DEMO_SIZE=$(DEMO)"; \
+	  $(MAKE) --no-print-directory $$target DATASET=synthetic DEMO_SIZE=$(DEMO) DATA_ROOT= OUT=$(OUT); \
+	done; \
+	echo "demo: finished in $$(( $$(date +%s) - start )) s; outputs under $(OUT)/synthetic-$(DEMO)/"
 
 clean:  ## remove runs/ (keeps .venv)
 	rm -rf runs
