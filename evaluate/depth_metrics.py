@@ -24,6 +24,7 @@ import numpy as np
 
 from shared.config import build_config, config_hash, config_options, field, save_config
 from shared.frames import DataError, Frame
+from shared.imageio import read_depth_map
 from shared.stage import StageConfig, frames_for, output_dir, read_pointer
 
 METRICS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3")
@@ -92,22 +93,12 @@ def mean_metrics(rows: list[dict[str, float]]) -> dict[str, float]:
 
 
 def read_gt_depth(path: str | os.PathLike) -> np.ndarray:
-    """Ground-truth depth in metres: .npy float (synthetic city) or .npz with velodyne_depth (KITTI)."""
+    """Ground-truth depth in metres: .npy float (synthetic city) or .npz with velodyne_depth (KITTI).
+    PNG is refused: its units (e.g. KITTI's depth * 256) are not known here."""
     p = Path(path)
-    if not p.is_file():
-        raise DataError(p, "ground-truth depth file not found")
-    try:
-        if p.suffix == ".npz":
-            with np.load(p) as z:
-                key = "velodyne_depth" if "velodyne_depth" in z.files else z.files[0]
-                arr = z[key]
-        else:
-            arr = np.load(p, allow_pickle=False)
-    except (OSError, ValueError, KeyError, IndexError) as e:
-        raise DataError(p, f"unreadable ground-truth depth ({e})") from e
-    if arr.ndim != 2:
-        raise DataError(p, f"expected a 2-D depth map, got shape {arr.shape}")
-    return arr.astype(np.float32)
+    if p.suffix not in (".npy", ".npz"):
+        raise DataError(p, "ground-truth depth must be .npy or .npz (metres)")
+    return read_depth_map(p)
 
 
 def mean_depth_map(paths: list[str], size: tuple[int, int]) -> np.ndarray:

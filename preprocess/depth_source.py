@@ -14,7 +14,6 @@ sides of an occlusion boundary into a surface that is not there.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from PIL import Image
 from scipy import ndimage
 
 from shared.frames import DataError, Frame
+from shared.imageio import read_depth_map
 
 
 @dataclass(frozen=True)
@@ -67,35 +67,6 @@ def parse_depth_spec(text: str, dataset: str, depth_kind: str = "depth", scale: 
     if kind == "model" and not Path(arg).is_file():
         raise DataError(arg, "depth checkpoint not found (--depth model:CKPT)")
     return DepthSpec(kind, arg, depth_kind, float(scale), device)
-
-
-def read_depth_file(path: str | os.PathLike) -> np.ndarray:
-    """A depth/disparity map file -> float32 [H, W] of raw values (.npy, .npz first array, 16-bit/8-bit png)."""
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(p, "depth file not found")
-    try:
-        if p.suffix == ".npy":
-            arr = np.load(p, allow_pickle=False)
-        elif p.suffix == ".npz":
-            with np.load(p, allow_pickle=False) as z:
-                if not z.files:
-                    raise DataError(p, "empty .npz")
-                arr = z[z.files[0]]
-        elif p.suffix == ".png":
-            with Image.open(p) as img:
-                img.load()
-                arr = np.asarray(img)
-        else:
-            raise DataError(p, "unsupported depth file type (use .npy, .npz or 16-bit .png)")
-    except DataError:
-        raise
-    except (OSError, ValueError) as e:
-        raise DataError(p, f"unreadable or truncated depth file ({e})") from e
-    arr = np.squeeze(arr)
-    if arr.ndim != 2:
-        raise DataError(p, f"expected a single-channel depth map, got shape {arr.shape}")
-    return arr.astype(np.float32)
 
 
 def resize_nearest(depth: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -180,7 +151,7 @@ class DepthSource:
                 raise DataError(self.spec.arg, f"model returned depth {depth.shape} for an image {tuple(size)}")
             return check_depth(depth, frame.image, self.max_invalid)
         path = self.path_for(frame)
-        raw = read_depth_file(path)
+        raw = read_depth_map(path)
         if self.spec.kind == "files" and raw.shape[0] * size[1] != raw.shape[1] * size[0]:
             # a different aspect ratio means the map belongs to another image (or a crop)
             raise DataError(path, f"depth map is {raw.shape[0]}x{raw.shape[1]}, its aspect ratio does not "

@@ -41,6 +41,36 @@ def read_label(path: str | os.PathLike, size: tuple[int, int] | None = None) -> 
     return arr
 
 
+def read_depth_map(path: str | os.PathLike) -> np.ndarray:
+    """Raw values of a depth or disparity map -> float32 [H, W]: .npy, .npz (key `velodyne_depth` when
+    present, as in the KITTI samples, else the first array) or 8/16-bit .png. Units are the caller's."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(p, "depth file not found")
+    try:
+        if p.suffix == ".npy":
+            arr = np.load(p, allow_pickle=False)
+        elif p.suffix == ".npz":
+            with np.load(p, allow_pickle=False) as z:
+                if not z.files:
+                    raise DataError(p, "empty .npz")
+                arr = z["velodyne_depth" if "velodyne_depth" in z.files else z.files[0]]
+        elif p.suffix == ".png":
+            with Image.open(p) as img:
+                img.load()
+                arr = np.asarray(img)
+        else:
+            raise DataError(p, "unsupported depth file type (use .npy, .npz or 16-bit .png)")
+    except DataError:
+        raise
+    except (OSError, ValueError, KeyError) as e:
+        raise DataError(p, f"unreadable or truncated depth file ({e})") from e
+    arr = np.squeeze(arr)
+    if arr.ndim != 2:
+        raise DataError(p, f"expected a single-channel depth map, got shape {arr.shape}")
+    return arr.astype(np.float32)
+
+
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
     """(height, width) from the header only."""
     p = Path(path)

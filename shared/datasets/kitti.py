@@ -80,12 +80,3 @@ def read_kitti(root: str | os.PathLike, camera: str = "02") -> list[Frame]:
             ))
     return link_sequences(frames)
 
-
-def read_lidar_depth(path: str | os.PathLike) -> np.ndarray:
-    """float32 [H, W] metres, 0 = no measurement (the samples' projected-velodyne .npz)."""
-    p = Path(path)
-    try:
-        with np.load(p) as z:
-            return z["velodyne_depth"].astype(np.float32)
-    except (OSError, KeyError, ValueError) as e:
-        raise DataError(p, f"not a projected LiDAR depth file with key velodyne_depth ({e})") from e

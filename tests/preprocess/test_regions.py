@@ -12,9 +12,9 @@ import pytest
 from click.testing import CliRunner
 
 from preprocess import regions as stage
-from preprocess.depth_source import DepthSource, check_depth, parse_depth_spec, read_depth_file
+from preprocess.depth_source import DepthSource, check_depth, parse_depth_spec
 from shared.frames import DataError
-from shared.imageio import write_png
+from shared.imageio import read_depth_map, write_png
 from shared.region_store import RegionStore, read_manifest
 from shared.stage import read_pointer
 
@@ -163,10 +163,10 @@ def test_depth_spec_parsing_and_files(tmp_path):
         parse_depth_spec(f"files:{tmp_path / 'nope'}", "kitti")
     png = np.array([[256, 512], [0, 65535]], dtype=np.uint16)
     write_png(tmp_path / "d.png", png)
-    np.testing.assert_array_equal(read_depth_file(tmp_path / "d.png"), png.astype(np.float32))
+    np.testing.assert_array_equal(read_depth_map(tmp_path / "d.png"), png.astype(np.float32))
     (tmp_path / "t.npy").write_bytes(b"\x93NUMPY garbage")
     with pytest.raises(DataError, match="t.npy"):
-        read_depth_file(tmp_path / "t.npy")
+        read_depth_map(tmp_path / "t.npy")
     with pytest.raises(DataError, match="zero"):
         check_depth(np.array([[1.0, 0.0]]), "x.npy")
     np.testing.assert_array_equal(check_depth(np.array([[1.0, np.inf, 3.0]]), "x", 0.5), [[1.0, 1.0, 3.0]])

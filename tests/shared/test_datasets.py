@@ -8,9 +8,9 @@ import pytest
 from PIL import Image
 
 from shared.datasets import build_index
-from shared.datasets.kitti import read_calibration, read_lidar_depth
+from shared.datasets.kitti import read_calibration
 from shared.frames import DataError, by_id, load_index, save_index
-from shared.imageio import read_label, read_rgb
+from shared.imageio import read_depth_map, read_label, read_rgb
 from shared.labels import IGNORE, to_27_classes, to_train_ids
 
 
@@ -30,7 +30,7 @@ def test_kitti_index(sample_data):
     assert f.prev == frames[2].id and f.next == frames[4].id
     assert frames[0].prev is None and frames[-1].next is None
     assert "." not in f.id
-    d = read_lidar_depth(f.depth)
+    d = read_depth_map(f.depth)
     assert d.shape == (375, 1242) and 0.01 < (d > 0).mean() < 0.2 and d.max() < 150
 
 
