@@ -24,7 +24,7 @@ import numpy as np
 
 from shared.config import build_config, config_hash, config_options, field, save_config
 from shared.frames import DataError, Frame
-from shared.imageio import read_depth_map
+from shared.imageio import read_depth_map, resize_nearest
 from shared.stage import StageConfig, frames_for, output_dir, read_pointer
 
 METRICS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3")
@@ -118,13 +118,6 @@ def mean_depth_map(paths: list[str], size: tuple[int, int]) -> np.ndarray:
     out = np.where(count > 0, total / np.maximum(count, 1), 0.0)
     out[count == 0] = np.median(out[count > 0])
     return out.astype(np.float32)
-
-
-def resize_nearest(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resize (sparse depth must not be blended with its empty neighbours)."""
-    rows = ((np.arange(size[0]) + 0.5) * arr.shape[0] / size[0]).astype(int)
-    cols = ((np.arange(size[1]) + 0.5) * arr.shape[1] / size[1]).astype(int)
-    return arr[rows][:, cols]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -19,11 +19,10 @@ from pathlib import Path
 
 import click
 import numpy as np
-from PIL import Image
 from scipy import ndimage
 
 from shared.frames import DataError, Frame
-from shared.imageio import read_depth_map
+from shared.imageio import read_depth_map, resize_nearest
 
 
 @dataclass(frozen=True)
@@ -67,13 +66,6 @@ def parse_depth_spec(text: str, dataset: str, depth_kind: str = "depth", scale: 
     if kind == "model" and not Path(arg).is_file():
         raise DataError(arg, "depth checkpoint not found (--depth model:CKPT)")
     return DepthSpec(kind, arg, depth_kind, float(scale), device)
-
-
-def resize_nearest(depth: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    if depth.shape == tuple(size):
-        return depth
-    img = Image.fromarray(depth.astype(np.float32), mode="F")
-    return np.asarray(img.resize((size[1], size[0]), Image.NEAREST), dtype=np.float32)
 
 
 def check_depth(depth: np.ndarray, path: str, max_invalid: float = 0.0) -> np.ndarray:

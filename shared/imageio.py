@@ -32,13 +32,22 @@ def read_rgb(path: str | os.PathLike, size: tuple[int, int] | None = None) -> np
 
 def read_label(path: str | os.PathLike, size: tuple[int, int] | None = None) -> np.ndarray:
     """Integer label map (uint8 labelIds or uint16/int32 instanceIds); resized with nearest neighbour."""
-    img = _open(path)
-    if size is not None and (img.height, img.width) != tuple(size):
-        img = img.resize((size[1], size[0]), Image.NEAREST)
-    arr = np.asarray(img)
+    arr = np.asarray(_open(path))
     if arr.ndim != 2:
         raise DataError(path, f"expected a single-channel label map, got shape {arr.shape}")
-    return arr
+    return arr if size is None else resize_nearest(arr, size)
+
+
+def resize_nearest(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """[H, W, ...] -> [h, w, ...]: output pixel i takes input row floor((i + 0.5) H / h), the input pixel
+    under its centre. Integer arithmetic, so labels, sparse LiDAR depth and depth maps resized anywhere
+    in the project land on exactly the same pixels (float versions disagree on ties)."""
+    h, w = size
+    if arr.shape[:2] == (h, w):
+        return arr
+    rows = ((2 * np.arange(h, dtype=np.int64) + 1) * arr.shape[0]) // (2 * h)
+    cols = ((2 * np.arange(w, dtype=np.int64) + 1) * arr.shape[1]) // (2 * w)
+    return arr[rows][:, cols]
 
 
 def read_depth_map(path: str | os.PathLike) -> np.ndarray:
