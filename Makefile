@@ -34,8 +34,8 @@ test: .venv/.done  ## run the test suite (what CI runs)
 	$(PY) -m pytest -q tests
 
 .PHONY: synth
-synth: .venv/.done  ## render the built-in synthetic city (DEMO_SIZE=tiny|small, else 8x40 frames at 384x768)
-	$(PY) -m preprocess synth $(STAGE_ARGS) --workers $(WORKERS)
+synth: .venv/.done  ## render the built-in synthetic city (DEMO_SIZE=tiny|small, else 8x40 frames at 384x768; SYNTH_ARGS=...)
+	$(PY) -m preprocess synth $(STAGE_ARGS) --workers $(WORKERS) $(SYNTH_ARGS)
 
 .PHONY: depth depth-infer
 depth: .venv/.done  ## train the self-supervised depth network on DATASET's videos (resumes; DEPTH_ARGS=...)
