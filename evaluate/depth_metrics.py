@@ -107,9 +107,7 @@ def mean_depth_map(paths: list[str], size: tuple[int, int]) -> np.ndarray:
     total = np.zeros(size, np.float64)
     count = np.zeros(size, np.float64)
     for p in paths:
-        gt = read_gt_depth(p)
-        if gt.shape != tuple(size):
-            gt = resize_nearest(gt, size)
+        gt = resize_nearest(read_gt_depth(p), size)
         valid = (gt > 0) & np.isfinite(gt)
         total[valid] += gt[valid]
         count[valid] += 1
@@ -164,7 +162,7 @@ def run_depth_eval(cfg: DepthEvalConfig, frames: list[Frame], ckpt: Path) -> dic
         gt = read_gt_depth(f.depth)
         pred = predictor.predict(read_rgb(f.image))
         m = evaluate_depth(gt, pred, cfg.min_depth, cfg.max_depth, crop, cfg.median_scaling)
-        b = evaluate_depth(gt, resize_nearest(baseline, gt.shape) if gt.shape != size else baseline,
+        b = evaluate_depth(gt, resize_nearest(baseline, gt.shape),
                            cfg.min_depth, cfg.max_depth, crop, cfg.median_scaling)
         if m is None or b is None:
             continue
