@@ -35,7 +35,7 @@ from shared.frames import DataError
 from shared.nets.semantic_fpn import (DenseSwAVNet, backbone_state_dict_torchvision, load_backbone_weights,
                                       normalize_images)
 from shared.stage import StageConfig, output_dir, read_pointer, write_pointer
-from train.checkpoint import code_version, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from shared.checkpoint import code_version, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from train.photometric import apply_photometric
 from train.shard_loader import Augment, ShardStream, make_loader, open_shard_set, plan_epoch
 from train.swav_loss import dense_swav_loss

@@ -12,7 +12,7 @@ import torchvision
 
 from shared.nets.semantic_fpn import load_pretrained
 from train import contrastive as C
-from train.checkpoint import load_checkpoint, save_checkpoint
+from shared.checkpoint import load_checkpoint, save_checkpoint
 from train.toy_shards import build_shard_set
 
 

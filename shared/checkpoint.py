@@ -1,4 +1,5 @@
-"""Atomic training checkpoints: a killed run never leaves a half-written file under the real name."""
+"""Training checkpoints for every trainer (depth, contrastive, fine-tuning): written atomically and
+fsynced, read back on the CPU, with the RNG states that make a resumed run repeat the same steps."""
 from __future__ import annotations
 
 import os
@@ -10,24 +11,20 @@ from typing import Any
 import numpy as np
 import torch
 
+from shared.atomic import atomic_path, remove_stale_temporaries
 from shared.frames import DataError
 
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
     """torch.save to a temporary file in the same folder, fsync, then rename over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    with atomic_path(path, fsync=True) as tmp:
+        torch.save(state, tmp)
+    return Path(path)
+
+
+def clear_stale_saves(run_dir: str | os.PathLike) -> list[Path]:
+    """Remove temporary files that a save killed midway left in a run folder (call at start-up)."""
+    return remove_stale_temporaries(run_dir)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any] | None:

@@ -1,0 +1,36 @@
+"""DEMO_SIZE presets that fill only the options the user did not type.
+
+A preset is a plain dict of config fields. `explicit_options` asks click where each value came from
+(command line or environment = the user's; default = ours), and `apply_preset` changes only the
+fields the user left at their default, so `--demo-size tiny --backbone resnet50` trains a ResNet-50.
+Every stage with presets goes through these two functions; nothing else may override an option."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping, TypeVar
+
+import click
+
+C = TypeVar("C")
+
+
+def explicit_options(ctx: click.Context | None = None) -> set[str]:
+    """Names of the parameters whose value the user gave (command line, environment or --config)."""
+    ctx = ctx or click.get_current_context()
+    default_sources = {click.core.ParameterSource.DEFAULT, click.core.ParameterSource.DEFAULT_MAP}
+    return {name for name in ctx.params if ctx.get_parameter_source(name) not in default_sources}
+
+
+def apply_preset(cfg: C, presets: Mapping[str, Mapping[str, Any]], explicit: set[str],
+                 echo: Callable[[str], None] | None = None, stage: str = "") -> C:
+    """`cfg` with the preset of `cfg.demo_size` filled in where the field is not in `explicit`."""
+    preset = presets.get(getattr(cfg, "demo_size", ""), {})
+    names = {f.name for f in dataclasses.fields(cfg)}  # type: ignore[arg-type]
+    unknown = sorted(set(preset) - names)
+    if unknown:  # a preset naming a field that does not exist is a bug in the preset table
+        raise KeyError(f"preset names unknown fields of {type(cfg).__name__}: {', '.join(unknown)}")
+    changes = {k: v for k, v in preset.items() if k not in explicit}
+    if changes and echo is not None:
+        echo(f"{stage or type(cfg).__name__}: DEMO_SIZE={cfg.demo_size} preset: "  # type: ignore[attr-defined]
+             + ", ".join(f"{k}={v}" for k, v in changes.items()))
+    return dataclasses.replace(cfg, **changes)  # type: ignore[type-var]
