@@ -92,7 +92,7 @@ def end_to_end_throughput(frames, out: Path, device: str, height: int, width: in
 
 
 def inference_throughput(ckpt: Path, device: str, n: int, batch: int) -> float:
-    from preprocess.depth_inference import DepthPredictor
+    from shared.nets.depth_predictor import DepthPredictor
 
     p = DepthPredictor(ckpt, device)
     rgb = np.random.default_rng(0).integers(0, 256, (batch, 384, 768, 3), dtype=np.uint8)
@@ -165,7 +165,7 @@ def main() -> None:
         print(f"  end to end through the trainer: {e2e:.2f} images/s (ratio to step only {e2e / step:.2f})")
 
     if "infer" in parts:
-        from preprocess.depth_inference import DepthPredictor
+        from shared.nets.depth_predictor import DepthPredictor
 
         # The paper's network resolution (640x192), whatever the quality part trained at.
         ckpt = train(DepthTrainConfig(out=str(work / "runs-infer"), data_root="unused", max_steps=1, batch_size=1,

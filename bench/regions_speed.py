@@ -6,8 +6,8 @@ algorithm in the same run (DESIGN §6).
 Frames: the built-in synthetic city rendered at each size (exact depth, street scenes), so both
 implementations see realistic images and depth. For every frame:
 
-  fast   numba SLIC core (preprocess.slic), shared.geometry numba kernels, shifted-label adjacency,
-         bincount statistics, vectorised iterative InfoMap (preprocess.grouping.depth_regions)
+  fast   numba SLIC core (shared.regions.slic), shared.geometry numba kernels, shifted-label adjacency,
+         bincount statistics, vectorised iterative InfoMap (shared.regions.grouping.depth_regions)
   naive  the way the original code did it: scikit-image's slic, numpy meshgrid back-projection
          and np.gradient, scikit-image RAG construction, np.add.at statistics, per-superpixel and
          per-edge Python loops for normals and weights, a networkx graph handed to InfoMap and its
@@ -38,7 +38,7 @@ import numpy as np  # noqa: E402
 from skimage import graph as skgraph  # noqa: E402
 from skimage.segmentation import slic  # noqa: E402
 
-from preprocess.grouping import (GroupingParams, compact_labels, depth_regions, filter_regions,  # noqa: E402
+from shared.regions.grouping import (GroupingParams, compact_labels, depth_regions, filter_regions,  # noqa: E402
                                  slic_superpixels)
 
 

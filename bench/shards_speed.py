@@ -3,7 +3,7 @@
     .venv/bin/python bench/shards_speed.py [--sizes 384x768,384x1280] [--frames 8] [--groups 4] [--workers N]
 
 Inputs: one street of the built-in synthetic city rendered at each size (exact depth), and its
-coherent depth regions computed with the paper's grouping (preprocess.grouping.depth_regions), so
+coherent depth regions computed with the paper's grouping (shared.regions.grouping.depth_regions), so
 the number and size of the pasted regions are realistic. Each group takes the M = 8 frames with the
 paper's defaults (rounds e = [1, 2], 16 images); groups differ by seed.
 
@@ -38,7 +38,7 @@ _CACHE: dict[str, list[SourceFrame]] = {}
 
 def render_frames(root: Path, size: tuple[int, int], n: int) -> list[SourceFrame]:
     """n frames of one synthetic street at `size` with their coherent depth regions."""
-    from preprocess.grouping import GroupingParams, depth_regions
+    from shared.regions.grouping import GroupingParams, depth_regions
     from preprocess.synth import generate
     from shared.datasets.synthetic import read_synthetic
     from shared.imageio import read_rgb

@@ -1,13 +1,13 @@
-"""SLIC superpixels: scikit-image's `slic` against the numba core of preprocess.slic, in one run.
+"""SLIC superpixels: scikit-image's `slic` against the numba core of shared.regions.slic, in one run.
 
     .venv/bin/python bench/slic_speed.py [--frames 3] [--size 384x768] [--n-segments 10000] [--repeats 3]
 
 Frames: the built-in synthetic city at --size, plus the Cityscapes / KITTI samples of ../shared/data
 resized to it when that folder is there. Per frame, the best of --repeats runs of
 
-  whole  skimage.segmentation.slic(...) vs preprocess.slic.slic_labels(...), both from the uint8 image
+  whole  skimage.segmentation.slic(...) vs shared.regions.slic.slic_labels(...), both from the uint8 image
   core   skimage's Cython k-means + connectivity (_slic_cython, _enforce_label_connectivity_cython)
-         vs preprocess.slic.slic_core, both on the same prepared Lab image and seeds
+         vs shared.regions.slic.slic_core, both on the same prepared Lab image and seeds
 
 and checks that both give the same labels, pixel for pixel. Prints seconds per frame and the ratio.
 Timings on a shared machine are noisy.
@@ -31,7 +31,7 @@ import skimage  # noqa: E402
 from skimage.segmentation import slic  # noqa: E402
 from skimage.segmentation._slic import _enforce_label_connectivity_cython, _slic_cython  # noqa: E402
 
-from preprocess.slic import prepare, slic_core, slic_labels  # noqa: E402
+from shared.regions.slic import prepare, slic_core, slic_labels  # noqa: E402
 
 SAMPLE_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -32,7 +32,7 @@ from shared.nets.semantic_fpn import DenseSwAVNet, normalize_images  # noqa: E40
 from train.contrastive import ContrastiveConfig, train  # noqa: E402
 from train.shard_loader import Augment, ShardStream, make_loader, open_shard_set, plan_epoch  # noqa: E402
 from train.swav_loss import dense_swav_loss  # noqa: E402
-from train.toy_shards import build_shard_set  # noqa: E402
+from tests.fixtures.toy_shards import build_shard_set  # noqa: E402
 
 
 def ceiling(device: torch.device, backbone: str, k: int, images: int, height: int, width: int, batch: dict,

@@ -146,7 +146,7 @@ def run_depth_eval(cfg: DepthEvalConfig, frames: list[Frame], ckpt: Path) -> dic
     """Model and mean-depth baseline over the evaluation frames -> report dict."""
     from tqdm import tqdm
 
-    from preprocess.depth_inference import DepthPredictor
+    from shared.nets.depth_predictor import DepthPredictor
     from shared.imageio import read_rgb
 
     chosen, split_used = eval_frames(frames, cfg.split)

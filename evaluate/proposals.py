@@ -34,10 +34,10 @@ from scipy.optimize import linear_sum_assignment
 from skimage.segmentation import find_boundaries
 from tqdm import tqdm
 
-from preprocess.depth_source import DepthSource, parse_depth_spec
-from preprocess.grouping import (boundary_weight_map, depth_regions, felzenszwalb_regions, filter_regions,
+from shared.regions.depth_source import DepthSource, parse_depth_spec
+from shared.regions.grouping import (boundary_weight_map, depth_regions, felzenszwalb_regions, filter_regions,
                                  gt_regions, instance_components, slic_superpixels)
-from preprocess.regions import RegionsConfig, grouping_params, working_size
+from shared.regions.config import RegionsConfig, grouping_params, working_size
 from shared.config import build_config, config_hash, config_options, field, save_config
 from shared.frames import DataError
 from shared.imageio import read_label, read_rgb, write_png

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from shared.labels import IGNORE, TRAIN_CLASSES
+from shared.labels import TRAIN_CLASSES
 
 # Official Cityscapes colours, indexed by labelId 0..33.
 LABEL_ID_COLOURS = np.array([

@@ -47,6 +47,7 @@ from tqdm import tqdm
 from shared.config import build_config, config_options, field
 from shared.frames import DataError
 from shared.imageio import read_label
+from shared.datasets.synthetic import city_is_complete
 from shared.stage import StageConfig, dataset_root
 
 FORMAT_VERSION = 1
@@ -105,21 +106,6 @@ def _read_city(root: Path) -> Optional[dict]:
         return json.loads(p.read_text())
     except json.JSONDecodeError:
         return None
-
-
-def city_is_complete(root: str | os.PathLike) -> bool:
-    """True only when city.json says complete and every frame file it promises exists."""
-    root = Path(root)
-    city = _read_city(root)
-    if not city or city.get("complete") is not True:
-        return False
-    for seq in city.get("sequences", []):
-        if not (root / seq["name"] / "cameras.json").is_file():
-            return False
-        for i in range(seq["frames"]):
-            if not all(frame_path(root, seq["name"], k, i).is_file() for k in KINDS):
-                return False
-    return True
 
 
 def _frame_done(root: Path, sequence: str, index: int) -> bool:

@@ -2,6 +2,8 @@
 outputs go, and getting the frame index (building the synthetic city first when it is missing)."""
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +15,7 @@ from shared.frames import DataError, Frame, load_index, save_index
 
 DATASETS = ["synthetic", "kitti", "cityscapes", "folder"]
 DEMO_SIZES = ["", "tiny", "small"]
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass
@@ -40,18 +43,25 @@ def output_dir(cfg: StageConfig, *parts: str) -> Path:
 
 
 def ensure_synthetic_city(cfg: StageConfig) -> Path:
-    """Render the built-in synthetic city for this demo size unless it is already complete."""
+    """Render the built-in synthetic city for this demo size unless it is already complete.
+
+    Rendering is the `preprocess synth` stage's job: it runs as that command (its public interface),
+    so shared/ never imports a stage."""
     root = dataset_root(cfg)
     if cfg.dataset != "synthetic" or cfg.data_root:
         return root
-    from preprocess.synth import city_is_complete, generate_preset  # lazy: numba compile cost
+    from shared.datasets.synthetic import city_is_complete
 
     if city_is_complete(root):
         click.echo(f"synthetic city: reusing {root}")
-    else:
-        t0 = time.perf_counter()
-        generate_preset(root, cfg.demo_size or "full")
-        click.echo(f"synthetic city: rendered into {root} in {time.perf_counter() - t0:.1f} s")
+        return root
+    t0 = time.perf_counter()
+    cmd = [sys.executable, "-m", "preprocess", "synth", "--dataset", "synthetic",
+           "--out", str(Path(cfg.out).resolve()), "--demo-size", cfg.demo_size]
+    done = subprocess.run(cmd, cwd=PROJECT_ROOT)
+    if done.returncode != 0 or not city_is_complete(root):
+        raise DataError(root, f"rendering the synthetic city failed (`{' '.join(cmd[1:])}` exited {done.returncode})")
+    click.echo(f"synthetic city: rendered into {root} in {time.perf_counter() - t0:.1f} s")
     return root
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import pickle
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -38,6 +37,7 @@ from shared.camera_torch import pose_from_axis_angle, warp
 from shared.config import build_config, config_hash, config_options, field, save_config, to_dict
 from shared.frames import DataError, Frame, by_id
 from shared.nets.depth_net import NUM_SCALES, DepthModel, disp_to_depth
+from shared.nets.depth_predictor import load_depth_checkpoint
 from shared.stage import StageConfig, frames_for, output_dir, write_pointer
 from train.depth_losses import min_reprojection, photometric_error, smoothness
 
@@ -385,21 +385,6 @@ def save_checkpoint(path: Path, model: DepthModel, opt: torch.optim.Optimizer, s
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict:
-    """Read a depth checkpoint; DataError naming the file when it is not one."""
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(p, "depth checkpoint not found")
-    try:
-        # mmap: inference reads the depth weights without paging in the pose net and Adam state
-        state = torch.load(p, map_location=device, weights_only=True, mmap=True)
-    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as e:
-        raise DataError(p, f"unreadable or truncated depth checkpoint ({e})") from e
-    if not isinstance(state, dict) or "model" not in state or state.get("config_class") != "DepthTrainConfig":
-        raise DataError(p, "not a depth checkpoint written by `train depth`")
-    return state
-
-
 def lr_at(step: int, total: int, cfg: DepthTrainConfig) -> float:
     """Step decay at epoch lr_decay_epochs of epochs (15 of 20), i.e. at the same fraction of a
     --max-steps run, so a short run is not spent mostly at the decayed rate."""
@@ -453,7 +438,7 @@ def train(cfg: DepthTrainConfig, frames: list[Frame] | None = None, echo=click.e
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     step = 0
     if ckpt_path.is_file():
-        state = load_checkpoint(ckpt_path, "cpu")  # RNG states must stay on the CPU; load_state_dict moves the rest
+        state = load_depth_checkpoint(ckpt_path, "cpu")  # RNG states must stay on the CPU; load_state_dict moves the rest
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         step = int(state["step"])

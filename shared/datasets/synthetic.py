@@ -27,6 +27,25 @@ def _load_json(path: Path) -> dict:
     return d
 
 
+def city_is_complete(root: str | os.PathLike) -> bool:
+    """True only when city.json says complete and every frame file it promises exists."""
+    root = Path(root)
+    try:
+        city = json.loads((root / "city.json").read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return False
+    if not isinstance(city, dict) or city.get("complete") is not True:
+        return False
+    for seq in city.get("sequences", []):
+        name = seq["name"]
+        if not (root / name / "cameras.json").is_file():
+            return False
+        for i in range(seq["frames"]):
+            if not all((root / name / kind / f"{i:06d}{suffix}").is_file() for kind, suffix in _SUFFIX.items()):
+                return False
+    return True
+
+
 def read_synthetic(root: str | os.PathLike) -> list[Frame]:
     """Frame rows of a complete synthetic city at `root`, with prev/next neighbours linked."""
     root = Path(root)

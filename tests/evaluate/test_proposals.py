@@ -9,7 +9,7 @@ import pytest
 
 from evaluate.proposals import (MethodSummary, ProposalsConfig, felzenszwalb_matched, frame_scores, iou_matrix,
                                 run_report, slic_matched)
-from preprocess.grouping import filter_regions, instance_components
+from shared.regions.grouping import filter_regions, instance_components
 
 
 def scene():

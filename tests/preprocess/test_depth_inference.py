@@ -42,7 +42,7 @@ def trained(tmp_path_factory):
 
 
 def test_predictor_output_size_units_and_batch_consistency(trained):
-    from preprocess.depth_inference import DepthPredictor
+    from shared.nets.depth_predictor import DepthPredictor
 
     ckpt, _, _ = trained
     p = DepthPredictor(ckpt)
@@ -60,9 +60,9 @@ def test_predictor_output_size_units_and_batch_consistency(trained):
 
 def test_predictor_matches_training_network(trained):
     """Same weights, same input at the network size -> the trainer's own disparity, converted."""
-    from preprocess.depth_inference import DepthPredictor
+    from shared.nets.depth_predictor import DepthPredictor
     from shared.nets.depth_net import DepthModel, disp_to_depth
-    from train.depth import load_checkpoint
+    from shared.nets.depth_predictor import load_depth_checkpoint as load_checkpoint
 
     ckpt, _, _ = trained
     state = load_checkpoint(ckpt)
@@ -78,7 +78,7 @@ def test_predictor_matches_training_network(trained):
 
 
 def test_predictor_bad_checkpoint_names_file(tmp_path):
-    from preprocess.depth_inference import DepthPredictor
+    from shared.nets.depth_predictor import DepthPredictor
 
     bad = tmp_path / "broken.pt"
     bad.write_bytes(b"\x00" * 10)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from preprocess import regions as stage
-from preprocess.depth_source import DepthSource, check_depth, parse_depth_spec
+from shared.regions.depth_source import DepthSource, check_depth, parse_depth_spec
 from shared.frames import DataError
 from shared.imageio import read_depth_map, write_png
 from shared.region_store import RegionStore, read_manifest
@@ -186,9 +185,9 @@ def test_model_source_calls_the_depth_predictor(city, tmp_path, monkeypatch):
             seen["shape"] = rgb.shape
             return np.full(rgb.shape[:2], 3.0, np.float32) + np.linspace(0, 1, rgb.shape[1])[None]
 
-    mod = types.ModuleType("preprocess.depth_inference")
+    mod = types.ModuleType("shared.nets.depth_predictor")
     mod.DepthPredictor = FakePredictor
-    monkeypatch.setitem(sys.modules, "preprocess.depth_inference", mod)
+    monkeypatch.setitem(sys.modules, "shared.nets.depth_predictor", mod)
     ckpt = tmp_path / "m.pt"
     ckpt.write_bytes(b"x")
     src = DepthSource(parse_depth_spec(f"model:{ckpt}", "kitti"))
@@ -229,9 +228,9 @@ def test_a_bad_model_checkpoint_stops_the_run(city, tmp_path, monkeypatch):
         def __init__(self, ckpt_path, device="cpu"):
             raise DataError(ckpt_path, "unreadable or truncated depth checkpoint")
 
-    mod = types.ModuleType("preprocess.depth_inference")
+    mod = types.ModuleType("shared.nets.depth_predictor")
     mod.DepthPredictor = BrokenPredictor
-    monkeypatch.setitem(sys.modules, "preprocess.depth_inference", mod)
+    monkeypatch.setitem(sys.modules, "shared.nets.depth_predictor", mod)
     ckpt = tmp_path / "m.pt"
     ckpt.write_bytes(b"x")
     cfg = config(city, tmp_path / "o", depth=f"model:{ckpt}", max_frames=2)

@@ -1,11 +1,11 @@
-"""Fixtures of the trainer's tests: tiny shard sets with known correspondences (train/toy_shards.py)."""
+"""Fixtures of the trainer's tests: tiny shard sets with known correspondences (tests/fixtures/toy_shards.py)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 
-from train.toy_shards import build_shard_set
+from tests.fixtures.toy_shards import build_shard_set
 
 
 @pytest.fixture(scope="session")

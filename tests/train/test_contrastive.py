@@ -13,7 +13,7 @@ import torchvision
 from shared.nets.semantic_fpn import load_pretrained
 from train import contrastive as C
 from shared.checkpoint import load_checkpoint, save_checkpoint
-from train.toy_shards import build_shard_set
+from tests.fixtures.toy_shards import build_shard_set
 
 
 @pytest.fixture(scope="module")

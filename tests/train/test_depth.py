@@ -15,7 +15,8 @@ from shared.camera_torch import warp
 from shared.frames import DataError, Frame, link_sequences
 from shared.imageio import read_label, read_rgb
 from shared.nets.depth_net import DepthModel
-from train.depth import (DepthTrainConfig, build_frame_cache, depth_losses, load_checkpoint, resolved,
+from shared.nets.depth_predictor import load_depth_checkpoint as load_checkpoint
+from train.depth import (DepthTrainConfig, build_frame_cache, depth_losses, resolved,
                          train, training_triplets)
 from train.depth_losses import photometric_error
 

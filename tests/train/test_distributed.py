@@ -10,7 +10,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from train.sinkhorn import sinkhorn
-from train.toy_shards import build_shard_set
+from tests.fixtures.toy_shards import build_shard_set
 
 
 def _init(rank: int, world: int, store: str) -> None:

@@ -13,7 +13,7 @@ from shared.frames import DataError
 from shared.shard_schema import decode_group, source_ids
 from train.shard_loader import (Augment, ShardStream, collate_groups, make_loader, open_shard_set,
                                 plan_epoch, prepare_group)
-from train.toy_shards import make_group
+from tests.fixtures.toy_shards import make_group
 
 H, W = 64, 128
 
@@ -111,7 +111,7 @@ def test_fewer_shards_than_workers_is_a_clear_error(tiny_shards):
 
 
 def test_missing_or_truncated_shard_is_named(tmp_path):
-    from train.toy_shards import build_shard_set
+    from tests.fixtures.toy_shards import build_shard_set
     root = build_shard_set(tmp_path / "s", n_groups=2, n_shards=2)
     p = root / "shard-000001.tar"
     p.write_bytes(p.read_bytes()[:100])

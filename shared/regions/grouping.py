@@ -19,7 +19,7 @@ import numpy as np
 from skimage.measure import label as connected_label
 from skimage.segmentation import felzenszwalb, slic
 
-from preprocess.slic import slic_labels
+from shared.regions.slic import slic_labels
 from shared import geometry
 
 MAX_REGION_ID = np.iinfo(np.uint16).max
@@ -50,7 +50,7 @@ class GroupingParams:
 def slic_superpixels(rgb: np.ndarray, n_segments: int, compactness: float, sigma: float) -> np.ndarray:
     """uint8 [H, W, 3] -> superpixel labels int32 [H, W], contiguous from 0.
 
-    scikit-image's SLIC, through the numba core of `preprocess.slic` (same labels, faster)."""
+    scikit-image's SLIC, through the numba core of `shared.regions.slic` (same labels, faster)."""
     if rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[2] == 3:
         sp = slic_labels(rgb, n_segments, compactness, sigma)
     else:  # the fast path reproduces only the uint8 RGB case; anything else keeps skimage's own

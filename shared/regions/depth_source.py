@@ -5,7 +5,7 @@
     files:DIR     one map per frame in DIR (searched recursively), named <frame id>, <image stem> or
                   <image stem with leftImg8bit -> disparity>, as .npy (float) or 16-bit .png;
                   value = raw / --depth-scale, read as depth or as disparity (--depth-kind)
-    model:CKPT    the trained monocular depth network (preprocess.depth_inference.DepthPredictor)
+    model:CKPT    the trained monocular depth network (shared.nets.depth_predictor.DepthPredictor)
 
 The grouping only needs depth up to scale (it normalises X, Y, Z by their spread), so a disparity
 map of unknown baseline or a relative-depth prediction are both fine; the unit is recorded in the
@@ -123,9 +123,9 @@ class DepthSource:
     def _model(self):
         if self._predictor is None:
             try:
-                from preprocess.depth_inference import DepthPredictor  # lazy: torch import cost
+                from shared.nets.depth_predictor import DepthPredictor  # lazy: torch import cost
             except ImportError as e:
-                raise RuntimeError("--depth model:CKPT needs preprocess/depth_inference.py (DepthPredictor), "
+                raise RuntimeError("--depth model:CKPT needs shared/nets/depth_predictor.py (DepthPredictor), "
                                    f"which is not available in this checkout ({e})") from e
             try:
                 self._predictor = DepthPredictor(self.spec.arg, device=self.spec.device)

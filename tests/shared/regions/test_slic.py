@@ -1,4 +1,4 @@
-"""The numba SLIC of preprocess.slic gives exactly scikit-image's labels: every comparison here is
+"""The numba SLIC of shared.regions.slic gives exactly scikit-image's labels: every comparison here is
 label for label, so one pixel assigned differently fails the test."""
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from skimage.segmentation import slic
 
-from preprocess.grouping import compact_labels, slic_superpixels
-from preprocess.slic import slic_labels
+from shared.regions.grouping import compact_labels, slic_superpixels
+from shared.regions.slic import slic_labels
 
 
 def reference(rgb: np.ndarray, n_segments: int, compactness: float = 10.0, sigma: float = 1.0) -> np.ndarray:

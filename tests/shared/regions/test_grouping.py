@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from preprocess.grouping import (GroupingParams, adjacency, boundary_weight_map, depth_regions, edge_terms,
+from shared.regions.grouping import (GroupingParams, adjacency, boundary_weight_map, depth_regions, edge_terms,
                                  edge_weights, filter_regions, gt_regions, instance_components, iterative_infomap)
 
 H, W = 128, 256
@@ -229,7 +229,7 @@ def test_car_in_front_of_facade_render(scene_kw):
 
 
 def test_a_level_that_does_not_shrink_finalises_the_rest(monkeypatch):
-    import preprocess.grouping as grouping
+    import shared.regions.grouping as grouping
 
     # a path of 5 nodes with weak edges; InfoMap answering singletons would loop for ever
     edges = np.array([[0, 1], [1, 2], [2, 3], [3, 4]])
@@ -240,7 +240,7 @@ def test_a_level_that_does_not_shrink_finalises_the_rest(monkeypatch):
 
 
 def test_merged_edges_carry_the_mean_of_the_original_edges(monkeypatch):
-    import preprocess.grouping as grouping
+    import shared.regions.grouping as grouping
 
     # level 1 pairs (0,1) and (2,3) and leaves 4 alone; the next graph must join {0,1}-{2,3} by the
     # mean of the three original edges between them, (0.1 + 0.1 + 0.4) / 3 = 0.2 (not above T_e)

@@ -1,0 +1,101 @@
+"""The options of region grouping, shared by `preprocess regions` (which writes the region store)
+and `evaluate proposals` (which scores the same grouping against ground truth), and how they
+resolve to the grouping's parameters at a working size."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import click
+
+from shared.config import field
+from shared.frames import Frame
+from shared.regions.depth_source import DepthSpec, parse_depth_spec
+from shared.regions.grouping import GroupingParams
+from shared.stage import StageConfig
+
+PROPOSALS = ["depth", "felzenszwalb", "gt"]
+BACKENDS = ["loky", "multiprocessing", "threading", "dask", "ray"]
+DEFAULT_SIZE = {"cityscapes": (384, 768), "kitti": (384, 1280), "folder": (384, 768)}
+PAPER = GroupingParams()
+PAPER_HEIGHT = 384
+
+
+@dataclass
+class RegionsConfig(StageConfig):
+    """Coherent depth regions -> region store (DESIGN §5)."""
+
+    proposals: str = field("depth", "region proposals: depth (the paper's), felzenszwalb (appearance only), "
+                                    "gt (ground-truth instance components, the upper bound)", choices=PROPOSALS)
+    depth: str = field("", "depth source: gt | files:DIR | model:CKPT (empty = gt for synthetic, required otherwise)")
+    depth_kind: str = field("depth", "files: the maps hold depth or disparity", choices=["depth", "disparity"])
+    depth_scale: float = field(1.0, "files: value = raw / scale (e.g. 256 for KITTI 16-bit PNG)")
+    max_invalid_depth: float = field(0.0, "fraction of NaN/inf/non-positive depth pixels tolerated (filled from "
+                                          "the nearest valid pixel); above it the frame is bad")
+    device: str = field("cpu", "model depth: torch device", hash=False)
+    size: str = field("", "working size HEIGHTxWIDTH (empty = per dataset: cityscapes/folder 384x768, "
+                          "kitti 384x1280, synthetic native)")
+    n_segments: int = field(PAPER.n_segments, "SLIC superpixels (scaled down at demo sizes)")
+    compactness: float = field(PAPER.compactness, "SLIC compactness")
+    sigma: float = field(PAPER.sigma, "SLIC Gaussian smoothing")
+    w_ocln: float = field(PAPER.w_ocln, "weight of the occlusion term D_ocln in W")
+    w_sup: float = field(PAPER.w_sup, "weight of the support term D_sup in W")
+    bias: float = field(PAPER.bias, "bias inside W = sigmoid(w_ocln D_ocln + w_sup D_sup + bias)")
+    t_e: float = field(PAPER.t_e, "a community whose every outgoing edge W exceeds this is final")
+    min_height: int = field(PAPER.min_height, "region filter: min bounding-box height, px (scaled at demo sizes)")
+    min_width: int = field(PAPER.min_width, "region filter: min bounding-box width, px (scaled at demo sizes)")
+    seed: int = field(PAPER.seed, "InfoMap seed")
+    trials: int = field(PAPER.trials, "InfoMap trials per level")
+    felz_scale: float = field(300.0, "felzenszwalb proposals: scale")
+    felz_sigma: float = field(0.8, "felzenszwalb proposals: sigma")
+    felz_min_size: int = field(50, "felzenszwalb proposals: min component size, px")
+    max_frames: int = field(0, "process only the first N frames of the index (0 = all)")
+    chunk_size: int = field(8, "frames per HDF5 chunk (one parallel task each)")
+    workers: int = field(os.cpu_count() or 1, "parallel worker processes", hash=False)
+    backend: str = field("loky", "joblib backend (dask / ray need their packages)", choices=BACKENDS, hash=False)
+    strict: bool = field(False, "stop before writing anything if any frame is bad (default: skip and report it)",
+                         hash=False)
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise click.BadParameter(f"--size {text!r} is not HEIGHTxWIDTH, e.g. 384x768") from None
+    if h < 8 or w < 8:
+        raise click.BadParameter(f"--size {text!r} is too small")
+    return h, w
+
+
+def working_size(cfg: RegionsConfig, frames: list[Frame]) -> tuple[int, int]:
+    if cfg.size:
+        return parse_size(cfg.size)
+    if cfg.dataset == "synthetic":
+        return frames[0].height, frames[0].width
+    h, w = DEFAULT_SIZE[cfg.dataset]
+    div = {"": 1, "small": 2, "tiny": 4}[cfg.demo_size]
+    return h // div, w // div
+
+
+def grouping_params(cfg: RegionsConfig, size: tuple[int, int]) -> GroupingParams:
+    """The config's constants; at a demo size, paper-valued n_segments and filter follow the image."""
+    n_seg, min_h, min_w = cfg.n_segments, cfg.min_height, cfg.min_width
+    if cfg.demo_size:
+        h, w = size
+        if n_seg == PAPER.n_segments:
+            n_seg = int(min(n_seg, h * w // 9))
+        ratio = min(h / PAPER_HEIGHT, 1.0)
+        if min_h == PAPER.min_height:
+            min_h = max(2, round(min_h * ratio))
+        if min_w == PAPER.min_width:
+            min_w = max(2, round(min_w * ratio))
+    return GroupingParams(n_segments=n_seg, compactness=cfg.compactness, sigma=cfg.sigma, w_ocln=cfg.w_ocln,
+                          w_sup=cfg.w_sup, bias=cfg.bias, t_e=cfg.t_e, min_height=min_h, min_width=min_w,
+                          seed=cfg.seed, trials=cfg.trials)
+
+
+def depth_spec(cfg: RegionsConfig) -> DepthSpec:
+    try:
+        return parse_depth_spec(cfg.depth, cfg.dataset, cfg.depth_kind, cfg.depth_scale, cfg.device)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from e
