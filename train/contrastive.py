@@ -38,7 +38,7 @@ from shared.stage import StageConfig, output_dir, read_pointer, write_pointer
 from shared.checkpoint import code_version, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from train.photometric import ColourMatrices, apply_photometric, colour_matrices
 from train.positives import Positives
-from train.shard_loader import Augment, EpochPlan, ShardStream, make_loader, open_shard_set, plan_epoch
+from train.shard_loader import Augment, EpochPlan, ShardSet, ShardStream, make_loader, open_shard_set, plan_epoch
 from train.swav_loss import LossTerms, dense_swav_loss
 
 
@@ -116,6 +116,8 @@ def setup_distributed(device_arg: str) -> tuple[int, int, torch.device]:
         device = torch.device(f"cuda:{local}" if torch.cuda.is_available() else "cpu")
     else:
         device = torch.device(device_arg)
+        if device.type == "cuda" and device.index is None:  # "cuda": this rank's GPU (set_device needs an index)
+            device = torch.device("cuda", local)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():
@@ -125,6 +127,8 @@ def setup_distributed(device_arg: str) -> tuple[int, int, torch.device]:
 
 @dataclass(frozen=True)
 class DeviceSetup:
+    """Where this process trains and how every step runs there (`setup_device`)."""
+
     rank: int
     world: int
     device: torch.device
@@ -196,6 +200,18 @@ def train_step(model: DenseSwAVNet, batch: dict[str, Any], positives: Positives,
     opt.step()
     model.normalize_prototypes()
     return terms
+
+
+def make_augment(cfg: ContrastiveConfig, ss: ShardSet, device: torch.device) -> Augment:
+    """The loader's augmentation: the crop from the config or the shard size, colour jitter and blur
+    on the training device (auto: when it is CUDA) or in the loader workers."""
+    crop_h = cfg.crop_height or (ss.height // 32) * 32
+    crop_w = cfg.crop_width or (ss.width // 32) * 32
+    if crop_h % 32 or crop_w % 32 or crop_h <= 0 or crop_w <= 0:
+        raise click.UsageError(f"crop {crop_h}x{crop_w}: height and width must be positive multiples of 32")
+    on_device = cfg.photometric == "device" or (cfg.photometric == "auto" and device.type == "cuda")
+    return Augment(crop_h, crop_w, scale=tuple(cfg.crop_scale), pixel_cell=cfg.pixel_cell,  # type: ignore[arg-type]
+                   photometric_in_worker=not on_device)
 
 
 def resolve_shards(cfg: ContrastiveConfig) -> Path:
@@ -274,18 +290,13 @@ def train(cfg: ContrastiveConfig) -> Path:
 
     # ---- data: the shard set and every epoch's plan, so the schedule knows the run's length
     ss = open_shard_set(resolve_shards(cfg))
-    crop_h = cfg.crop_height or (ss.height // 32) * 32
-    crop_w = cfg.crop_width or (ss.width // 32) * 32
-    if crop_h % 32 or crop_w % 32 or crop_h <= 0 or crop_w <= 0:
-        raise click.UsageError(f"crop {crop_h}x{crop_w}: height and width must be positive multiples of 32")
+    aug = make_augment(cfg, ss, device)
+    crop_h, crop_w = aug.height, aug.width
     if cfg.demo_size and cfg.workers > len(ss.shards) // world:
         # demo shard sets are a shard or two; a full run gets the clear error of plan_epoch instead
         click.echo(f"contrastive: demo run: --workers {cfg.workers} -> {len(ss.shards) // world} "
                    f"(one worker per shard at most)")
         cfg = dataclasses.replace(cfg, workers=len(ss.shards) // world)
-    on_device = cfg.photometric == "device" or (cfg.photometric == "auto" and cuda)
-    aug = Augment(crop_h, crop_w, scale=tuple(cfg.crop_scale), pixel_cell=cfg.pixel_cell,  # type: ignore[arg-type]
-                  photometric_in_worker=not on_device)
     plans = [plan_epoch(ss, e, cfg.seed, cfg.groups_per_step, cfg.workers, rank, world) for e in range(cfg.epochs)]
     epoch_starts = np.cumsum([0] + [p.steps for p in plans])  # [epochs + 1]
     total = int(epoch_starts[-1]) if cfg.max_steps <= 0 else min(cfg.max_steps, int(epoch_starts[-1]))
