@@ -440,8 +440,10 @@ def step_setup(model: DepthModel, cfg: DepthTrainConfig, device: torch.device) -
     memfmt = torch.channels_last if (cuda and cfg.channels_last) else torch.contiguous_format
     model.to(memory_format=memfmt)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and cfg.bf16) if cuda else None
-    fns = (torch.compile(model.disparities), torch.compile(model.pose)) if cfg.compile else (model.disparities, model.pose)
-    return StepSetup(cfg, device, memfmt, autocast, *fns, colour_matrices(device))
+    disparities_fn, pose_fn = model.disparities, model.pose
+    if cfg.compile:
+        disparities_fn, pose_fn = torch.compile(model.disparities), torch.compile(model.pose)
+    return StepSetup(cfg, device, memfmt, autocast, disparities_fn, pose_fn, colour_matrices(device))
 
 
 def train_step(model: DepthModel, frames: torch.Tensor, cams: torch.Tensor, index: int, opt: torch.optim.Optimizer,

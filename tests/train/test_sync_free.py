@@ -29,7 +29,6 @@ from train.shard_loader import ShardStream, open_shard_set, plan_epoch
 from train.toy_shards import build_shard_set
 
 HOST_READS = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__")
-ROOT = Path(__file__).resolve().parents[2]
 
 
 class HostRead(AssertionError):
@@ -117,7 +116,8 @@ def _contrastive_step_parts(cfg: C.ContrastiveConfig, n: int):
     ss = open_shard_set(cfg.shards)
     aug = C.make_augment(cfg, ss, dev.device)
     torch.manual_seed(cfg.seed)
-    model = DenseSwAVNet(cfg.backbone, num_prototypes=cfg.num_prototypes).to(dev.device, memory_format=dev.memory_format)
+    model = DenseSwAVNet(cfg.backbone, num_prototypes=cfg.num_prototypes)
+    model.to(dev.device, memory_format=dev.memory_format)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     setup = C.step_setup(model, cfg, dev, aug)
     stream = ShardStream(plan_epoch(ss, 0, cfg.seed, 1, 0), 0, cfg.seed, 1, aug, cfg.features_per_step, cfg.lam,
