@@ -336,13 +336,13 @@ def test_contrastive_step_on_cuda_never_synchronises(shard_dir, tmp_path):
     cfg = _contrastive_cfg(shard_dir, tmp_path, device="cuda", photometric="auto")
     dev, model, opt, setup, batches = _contrastive_step_parts(cfg, 2)
     assert setup.colour is not None and dev.memory_format == torch.channels_last
-    window = C.LogWindow(dev.device, 0)
+    window = C.LogWindow(dev.device, 1)
     warm, batch = (_pinned(b) for b in batches)
     C.train_step(model, warm, Positives.from_batch(warm, dev.device), opt, setup)  # cuDNN autotuning, lazy init
     with cuda_syncs_fatal():
         positives = Positives.from_batch(batch, dev.device)
         window.add(C.train_step(model, batch, positives, opt, setup), positives)
-    assert np.isfinite(window.close(2, 0, 0.05, 2, 4, 0)["loss"])
+    assert np.isfinite(window.close(2, 0, 0.05, 2, 4, 1)["loss"])
 
 
 @cuda_only
