@@ -30,7 +30,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from shared.nets.depth_net import DepthModel  # noqa: E402
-from train.depth import DepthTrainConfig, augment, depth_losses, resolved, train  # noqa: E402
+from train.depth import DepthTrainConfig, camera_tensors, resolved, step_setup, train, train_step  # noqa: E402
 
 
 def city(root: Path, preset: str):
@@ -44,28 +44,22 @@ def city(root: Path, preset: str):
 
 def step_throughput(device: torch.device, height: int, width: int, batch: int, steps: int, bf16: bool,
                     channels_last: bool, compile: bool) -> float:
-    """Images/s of the bare training step on random frames already on the device."""
-    cfg = resolved(DepthTrainConfig(height=height, width=width, batch_size=batch))
+    """Images/s of the trainer's own step (`train.depth.train_step`, set up by its `step_setup`) on
+    random frames already on the device."""
+    cfg = resolved(DepthTrainConfig(height=height, width=width, batch_size=batch, bf16=bf16,
+                                    channels_last=channels_last, compile=compile))
     torch.manual_seed(0)
     model = DepthModel().to(device)
-    cuda = device.type == "cuda"
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    x = torch.rand(batch, 3, 3, height, width, device=device)
-    K = torch.tensor([[0.58 * width, 0, 0.5 * width], [0, 1.92 * height, 0.5 * height], [0, 0, 1.0]],
-                     device=device).expand(batch, 3, 3)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16) if cuda else None
-    disp_fn, pose_fn = (torch.compile(model.disparities), torch.compile(model.pose)) if compile else (None, None)
-    gen = torch.Generator(device=device).manual_seed(0)
+    run = step_setup(model, cfg, device)
+    cuda = device.type == "cuda"
+    frames = torch.randint(0, 256, (batch, 3, height, width, 3), dtype=torch.uint8, device=device)
+    K = torch.tensor([[0.58 * width, 0, 0.5 * width], [0, 1.92 * height, 0.5 * height], [0, 0, 1.0]])
+    cams = camera_tensors(K.expand(batch, 3, 3), width).to(device)
+    count = iter(range(10**9))
 
     def one():
-        images, inputs, KK = augment(x, K, gen, 0.5, 0.5)
-        fmt = torch.channels_last if channels_last else torch.contiguous_format
-        loss, _ = depth_losses(model, images, inputs, KK, cfg, gen, autocast, disp_fn, pose_fn, fmt)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        train_step(model, frames, cams, next(count), opt, run)
 
     for _ in range(2 if not compile else 4):  # warm-up (oneDNN primitives, cuDNN autotune, compile)
         one()

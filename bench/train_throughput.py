@@ -5,15 +5,18 @@
     .venv/bin/python bench/train_throughput.py --shards runs/kitti/shards/depth-<hash>
     .venv/bin/python bench/train_throughput.py --loader-only --height 384 --width 768 --images 16 --workers 2
 
-1. ceiling: forward + backward + SGD step of the same network and loss on random images that are
-   already on the device (the positive indices come from one real batch), nothing else.
+1. ceiling: the trainer's own step (`train.contrastive.train_step`: photometric on the device
+   where the trainer puts it, forward, loss, backward, SGD) on random images that are already on
+   the device (the positive indices come from one real batch), nothing else.
 2. end to end: `train.contrastive.train` streaming a shard set (a toy set written at the requested
    size unless --shards is given): decoding, augmentation and sampling in DataLoader workers,
    host-to-device copies, logging and all.
-Both run warm-up steps first (cuDNN autotuning, torch.compile) that are not timed. Prints images/s,
-the ratio end-to-end / ceiling (the target is at least 0.85) and peak GPU memory of each.
-Without a GPU it runs at a tiny size on the CPU to show that it works and says so: CPU figures
-say nothing about GPU throughput.
+Both use one config, and the device is set up by the trainer's `setup_device` (cuDNN autotuning,
+TF32) and `step_setup` (channels_last, bf16, compile) before either is measured, so the ratio
+compares like with like. Both run warm-up steps first (cuDNN autotuning, torch.compile) that are
+not timed. Prints images/s, the ratio end-to-end / ceiling (the target is at least 0.85) and peak
+GPU memory of each. Without a GPU it runs at a tiny size on the CPU to show that it works and says
+so: CPU figures say nothing about GPU throughput.
 """
 from __future__ import annotations
 
@@ -28,54 +31,41 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from shared.nets.semantic_fpn import DenseSwAVNet, normalize_images  # noqa: E402
-from train.contrastive import ContrastiveConfig, train  # noqa: E402
+from shared.nets.semantic_fpn import DenseSwAVNet  # noqa: E402
+from train.contrastive import (ContrastiveConfig, make_augment, setup_device, step_setup, train,  # noqa: E402
+                               train_step)
+from train.positives import Positives  # noqa: E402
 from train.shard_loader import Augment, ShardStream, make_loader, open_shard_set, plan_epoch  # noqa: E402
-from train.swav_loss import dense_swav_loss  # noqa: E402
 from tests.fixtures.toy_shards import build_shard_set  # noqa: E402
 
 
-def ceiling(device: torch.device, backbone: str, k: int, images: int, height: int, width: int, batch: dict,
-            warmup: int, steps: int, compile_: bool) -> tuple[float, float]:
-    """(images/s, peak GB) of the bare training step on device-resident random images."""
+def ceiling(cfg: ContrastiveConfig, aug: Augment, batch: dict, warmup: int, steps: int) -> tuple[float, float]:
+    """(images/s, peak GB) of the trainer's step on device-resident random images, set up as
+    `train` sets it up."""
+    dev = setup_device(cfg)
+    device, cuda = dev.device, dev.device.type == "cuda"
     torch.manual_seed(0)
-    cuda = device.type == "cuda"
-    model = DenseSwAVNet(backbone, num_prototypes=k).to(device)
+    model = DenseSwAVNet(cfg.backbone, num_prototypes=cfg.num_prototypes).to(device, memory_format=dev.memory_format)
     if cuda:
-        model.to(memory_format=torch.channels_last)
         torch.cuda.reset_peak_memory_stats(device)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
-    net = torch.compile(model) if compile_ else model
-    imgs = torch.randint(0, 256, (images, 3, height, width), dtype=torch.uint8, device=device)
-    idx = {k_: (v.to(device) if torch.is_tensor(v) else v) for k_, v in batch.items() if k_ != "images"}
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else torch.autocast("cpu", enabled=False)
-
-    def step() -> None:
-        x = normalize_images(imgs)
-        if cuda:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast:
-            z = net(x)
-        feats = z.float().permute(0, 2, 3, 1).reshape(-1, z.shape[1])
-        t = dense_swav_loss(feats, model.prototypes.weight.float(), idx["pixel_index"], idx["pixel_group"],
-                            idx["pixel_groups"], idx["region_index"], idx["region_group"], idx["region_groups"])
-        opt.zero_grad(set_to_none=True)
-        t.total.backward()
-        opt.step()
-        model.normalize_prototypes()
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    setup = step_setup(model, cfg, dev, aug)
+    images = torch.randint(0, 256, tuple(batch["images"].shape), dtype=torch.uint8, device=device)
+    on_device = {**batch, "images": images, "photometric": batch["photometric"].to(device)}
+    positives = Positives.from_batch(batch, device)
 
     for _ in range(warmup):
-        step()
+        train_step(model, on_device, positives, opt, setup)
     if cuda:
         torch.cuda.synchronize(device)
     t0 = time.perf_counter()
     for _ in range(steps):
-        step()
+        train_step(model, on_device, positives, opt, setup)
     if cuda:
         torch.cuda.synchronize(device)
     dt = time.perf_counter() - t0
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if cuda else float("nan")
-    return steps * images / dt, peak
+    return steps * images.shape[0] / dt, peak
 
 
 def loader_only(root: Path, workers: int, warmup: int, steps: int, photometric_in_worker: bool) -> float:
@@ -142,22 +132,21 @@ def main(device, height, width, images, backbone, prototypes, warmup, steps, wor
                 print(f"loader alone, {workers} workers, jitter + blur {where}: {ips:.1f} images/s "
                       f"({ips / max(workers, 1):.1f} per worker)")
             return
-        ss = open_shard_set(root)
-        plan = plan_epoch(ss, 0, 0, 1, 0)
-        one = next(iter(ShardStream(plan, 0, 0, 1, Augment((ss.height // 32) * 32, (ss.width // 32) * 32),
-                                    288000, 0.5, shuffle_buffer=1)))
-        h, w = one["images"].shape[-2:]
-        ceil_ips, ceil_peak = ceiling(dev, backbone, prototypes, one["images"].shape[0], h, w, one, warmup, steps,
-                                      compile_)
-
-        if cuda:
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats(dev)
         # log_every = warmup: the first log line closes the warm-up, the later ones are the timed steps
         cfg = ContrastiveConfig(shards=str(root), out=str(Path(tmp) / "runs"), backbone=backbone,
                                 num_prototypes=prototypes, epochs=1000, max_steps=warmup + steps, workers=workers,
                                 compile=compile_, device=str(dev), log_every=warmup, checkpoint_every=10**9,
                                 progress=False)
+        setup_device(cfg)  # cuDNN autotuning and TF32 on before either figure is measured, as in `train`
+        ss = open_shard_set(root)
+        plan = plan_epoch(ss, 0, 0, 1, 0)
+        aug = make_augment(cfg, ss, dev)
+        one = next(iter(ShardStream(plan, 0, 0, 1, aug, cfg.features_per_step, cfg.lam, shuffle_buffer=1)))
+        ceil_ips, ceil_peak = ceiling(cfg, aug, one, warmup, steps)
+
+        if cuda:
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(dev)
         run_dir = train(cfg)
         e2e_peak = torch.cuda.max_memory_allocated(dev) / 2**30 if cuda else float("nan")
         log = [json.loads(ln) for ln in (run_dir / "log.jsonl").read_text().splitlines()]
@@ -169,7 +158,7 @@ def main(device, height, width, images, backbone, prototypes, warmup, steps, wor
 
     print()
     print(f"{'':28s}{'images/s':>10s}{'peak GB':>10s}")
-    print(f"{'ceiling (model step only)':28s}{ceil_ips:10.1f}{ceil_peak:10.2f}")
+    print(f"{'ceiling (the step alone)':28s}{ceil_ips:10.1f}{ceil_peak:10.2f}")
     print(f"{'end to end (from shards)':28s}{e2e_ips:10.1f}{e2e_peak:10.2f}")
     print(f"ratio end-to-end / ceiling: {e2e_ips / ceil_ips:.2f}  (target >= 0.85 on a GPU)  [{name}]")
 

@@ -16,6 +16,7 @@ name and renamed, so a killed run resumes and skips the frames already written.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from itertools import groupby
@@ -46,7 +47,8 @@ class DepthInferConfig(StageConfig):
     height: int = field(0, "output height (0 = working size: cityscapes 384, kitti 384, else the image's)")
     width: int = field(0, "output width (0 = working size: cityscapes 768, kitti 1280, else the image's)")
     split: str = field("", "only frames of this split (empty = all)")
-    device: str = field("cpu", "cpu = joblib worker processes; cuda = batches on one GPU", choices=["cpu", "cuda"], hash=False)
+    device: str = field("auto", "auto = cuda when available; cpu = joblib worker processes; cuda = batches on one GPU",
+                        choices=["auto", "cpu", "cuda"], hash=False)
     batch_size: int = field(16, "frames per batch on CUDA", hash=False)
     workers: int = field(2, "CPU worker processes (torch threads = 1 each)", hash=False)
 
@@ -119,6 +121,8 @@ def infer_dataset(cfg: DepthInferConfig, frames: list[Frame], ckpt: Path, out_di
 def depth(**kwargs) -> None:
     """Predict relative depth for every frame of DATASET with a trained depth checkpoint (.npy per frame)."""
     cfg = build_config(DepthInferConfig, kwargs)
+    if cfg.device == "auto":
+        cfg = dataclasses.replace(cfg, device="cuda" if torch.cuda.is_available() else "cpu")
     t0 = time.perf_counter()
     try:
         ckpt = Path(cfg.checkpoint) if cfg.checkpoint else read_pointer(cfg, "depth", "model")

@@ -23,7 +23,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import click
 import numpy as np
@@ -32,13 +32,14 @@ import torch.distributed as dist
 
 from shared.config import build_config, config_hash, config_options, field, save_config, to_dict
 from shared.frames import DataError
-from shared.nets.semantic_fpn import (DenseSwAVNet, backbone_state_dict_torchvision, load_backbone_weights,
-                                      normalize_images)
+from shared.nets.semantic_fpn import (DenseSwAVNet, backbone_state_dict_torchvision, image_stats,
+                                      load_backbone_weights, normalize_images)
 from shared.stage import StageConfig, output_dir, read_pointer, write_pointer
 from shared.checkpoint import code_version, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from train.photometric import apply_photometric
-from train.shard_loader import Augment, ShardStream, make_loader, open_shard_set, plan_epoch
-from train.swav_loss import dense_swav_loss
+from train.photometric import ColourMatrices, apply_photometric, colour_matrices
+from train.positives import Positives
+from train.shard_loader import Augment, EpochPlan, ShardSet, ShardStream, make_loader, open_shard_set, plan_epoch
+from train.swav_loss import LossTerms, dense_swav_loss
 
 
 @dataclass
@@ -115,11 +116,102 @@ def setup_distributed(device_arg: str) -> tuple[int, int, torch.device]:
         device = torch.device(f"cuda:{local}" if torch.cuda.is_available() else "cpu")
     else:
         device = torch.device(device_arg)
+        if device.type == "cuda" and device.index is None:  # "cuda": this rank's GPU (set_device needs an index)
+            device = torch.device("cuda", local)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return rank, world, device
+
+
+@dataclass(frozen=True)
+class DeviceSetup:
+    """Where this process trains and how every step runs there (`setup_device`)."""
+
+    rank: int
+    world: int
+    device: torch.device
+    memory_format: torch.memory_format  # of the images and the model: channels_last on CUDA
+    autocast: Any  # the forward pass's context: bf16 autocast on CUDA with --amp, else a null context
+
+
+def setup_device(cfg: ContrastiveConfig) -> DeviceSetup:
+    """The process's place in the run (torchrun ranks) and the device settings every step runs
+    under. Whatever measures the step (bench/train_throughput.py) calls this first, so it measures
+    what the trainer runs."""
+    rank, world, device = setup_distributed(cfg.device)
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.backends.cudnn.benchmark = True  # one input size all run: pick the fastest kernels once
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return DeviceSetup(rank, world, device, torch.channels_last if cuda else torch.contiguous_format,
+                       torch.autocast("cuda", dtype=torch.bfloat16) if (cuda and cfg.amp) else nullcontext())
+
+
+@dataclass(frozen=True)
+class StepSetup:
+    """What every step uses and no step changes, built once before the loop (`step_setup`)."""
+
+    net: torch.nn.Module  # the model as the step calls it: under DistributedDataParallel and/or torch.compile
+    dev: DeviceSetup
+    stats: tuple[torch.Tensor, torch.Tensor]  # normalisation mean, std [1, 3, 1, 1] on the device
+    colour: ColourMatrices | None  # on the device when jitter + blur run there; None: the loader did them
+    max_sigma: float  # the largest blur sigma: sets the blur kernel's size
+    loss: dict[str, Any]  # dense_swav_loss's keywords (lam, temperature, epsilon, iterations, distributed)
+
+
+def step_setup(model: DenseSwAVNet, cfg: ContrastiveConfig, dev: DeviceSetup, aug: Augment) -> StepSetup:
+    """Wrap the model (already on the device, weights final: DDP broadcasts rank 0's) and put the
+    step's constants on the device."""
+    net: torch.nn.Module = model
+    if dev.world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.device.index] if
+                                                        dev.device.type == "cuda" else None)
+    if cfg.compile:
+        net = torch.compile(net)
+    colour = None if aug.photometric_in_worker else colour_matrices(dev.device)
+    return StepSetup(net, dev, image_stats(dev.device), colour, aug.blur_sigma[1],
+                     dict(lam=cfg.lam, temperature=cfg.temperature, epsilon=cfg.sinkhorn_epsilon,
+                          iterations=cfg.sinkhorn_iterations, distributed=dev.world > 1))
+
+
+def train_step(model: DenseSwAVNet, batch: dict[str, Any], positives: Positives, opt: torch.optim.Optimizer,
+               setup: StepSetup) -> LossTerms:
+    """One optimiser step on one loader batch (train/shard_loader.py collate_groups); returns the
+    loss terms, still on the device. Nothing here waits for the device: the loop reads the losses
+    back once per log line."""
+    images = batch["images"].to(setup.dev.device, non_blocking=True)  # [B, 3, H, W] uint8
+    if setup.colour is not None:  # colour jitter + blur, each image with its own parameters
+        params = batch["photometric"].to(setup.dev.device, non_blocking=True)  # [B, 5]
+        images = apply_photometric(images, params, setup.max_sigma, setup.colour)  # [B, 3, H, W] float 0..1
+    x = normalize_images(images, setup.stats).contiguous(memory_format=setup.dev.memory_format)  # [B, 3, H, W]
+    with setup.dev.autocast:
+        z = setup.net(x)  # [B, D, h, w], unit norm
+    # The loss in fp32: scores / tau feed a softmax over 1000 prototypes, and bf16 keeps ~3 digits.
+    feats = z.float().permute(0, 2, 3, 1).reshape(-1, z.shape[1])  # [B*h*w, D], index order b, y, x
+    if feats.shape[0] != positives.locations:
+        raise RuntimeError(f"network output {tuple(z.shape)} does not match the loader's feature grid "
+                           f"({positives.locations} locations): is the output stride still 4?")
+    terms = dense_swav_loss(feats, model.prototypes.weight.float(), *positives.pixel, *positives.region, **setup.loss)
+    opt.zero_grad(set_to_none=True)
+    terms.total.backward()
+    opt.step()
+    model.normalize_prototypes()
+    return terms
+
+
+def make_augment(cfg: ContrastiveConfig, ss: ShardSet, device: torch.device) -> Augment:
+    """The loader's augmentation: the crop from the config or the shard size, colour jitter and blur
+    on the training device (auto: when it is CUDA) or in the loader workers."""
+    crop_h = cfg.crop_height or (ss.height // 32) * 32
+    crop_w = cfg.crop_width or (ss.width // 32) * 32
+    if crop_h % 32 or crop_w % 32 or crop_h <= 0 or crop_w <= 0:
+        raise click.UsageError(f"crop {crop_h}x{crop_w}: height and width must be positive multiples of 32")
+    on_device = cfg.photometric == "device" or (cfg.photometric == "auto" and device.type == "cuda")
+    return Augment(crop_h, crop_w, scale=tuple(cfg.crop_scale), pixel_cell=cfg.pixel_cell,  # type: ignore[arg-type]
+                   photometric_in_worker=not on_device)
 
 
 def resolve_shards(cfg: ContrastiveConfig) -> Path:
@@ -132,32 +224,79 @@ class NonFiniteLoss(RuntimeError):
     pass
 
 
+class LogWindow:
+    """The steps since the last log line: their loss terms summed on the device, their positive
+    counts (from shapes) on the host; read back once per log line."""
+
+    def __init__(self, device: torch.device, step: int):
+        self.sums = torch.zeros(3, device=device)  # loss, pixel, region
+        self.counts = np.zeros(4)  # pixel samples, pixel groups, region samples, region groups
+        self.since, self.t0 = step, time.time()
+
+    def add(self, terms: LossTerms, positives: Positives) -> None:
+        self.sums += torch.stack([terms.total.detach(), terms.pixel.detach(), terms.region.detach()])
+        self.counts += positives.counts()
+
+    def close(self, step: int, epoch: int, lr: float, total: int, images_per_step: int, last_good: int
+              ) -> dict[str, Any]:
+        """The log record of the steps since the last line (one host sync), and a new window.
+        A non-finite mean stops the run before any checkpoint can store its weights."""
+        n = step - self.since
+        mean = (self.sums / n).tolist()  # the one host sync per log interval
+        if not all(math.isfinite(v) for v in mean):
+            raise NonFiniteLoss(
+                f"non-finite loss {mean[0]} (pixel {mean[1]}, region {mean[2]}) in steps {self.since + 1}..{step} "
+                f"at lr {lr:.3g}; the last checkpoint (step {last_good}) is intact. "
+                f"Try a lower --lr, --no-amp, or check the shard set.")
+        now = time.time()
+        ips = n * images_per_step / max(now - self.t0, 1e-9)
+        c = self.counts / n
+        rec = {"step": step, "epoch": epoch, "loss": mean[0], "loss_pixel": mean[1], "loss_region": mean[2],
+               "lr": lr, "images_per_s": ips, "eta_s": (total - step) * images_per_step / max(ips, 1e-9),
+               "pixel_samples": c[0], "pixel_groups": c[1], "region_samples": c[2], "region_groups": c[3]}
+        self.sums.zero_()
+        self.counts[:] = 0
+        self.since, self.t0 = step, now
+        return rec
+
+    def check_finite(self, step: int, last_good: int) -> None:
+        """Before a checkpoint between log lines (a host sync at the checkpoint interval): never
+        checkpoint weights whose loss was not checked."""
+        if step != self.since and not torch.isfinite(self.sums).all():
+            raise NonFiniteLoss(f"non-finite loss before step {step}; the last checkpoint "
+                                f"(step {last_good}) is intact. Try a lower --lr or --no-amp.")
+
+
+def _batches(plans: list[EpochPlan], epoch_starts: np.ndarray, start: int, cfg: ContrastiveConfig, aug: Augment,
+             rank: int, pin_memory: bool) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(epoch, batch) of every step from `start` on, across epochs: the first epoch's stream resumes
+    at the step it was left at."""
+    first = int(np.searchsorted(epoch_starts, start, side="right") - 1)
+    for epoch in range(first, len(plans)):
+        stream = ShardStream(plans[epoch], max(0, start - int(epoch_starts[epoch])), cfg.seed, cfg.groups_per_step,
+                             aug, cfg.features_per_step, cfg.lam, cfg.shuffle_buffer, rank)
+        for batch in make_loader(stream, cfg.workers, pin_memory=pin_memory):
+            yield epoch, batch
+
+
 def train(cfg: ContrastiveConfig) -> Path:
     """Train (or resume) the run of `cfg`; returns the run folder."""
     t_start = time.time()
     cfg = apply_preset(cfg)
-    rank, world, device = setup_distributed(cfg.device)
+    dev = setup_device(cfg)
+    rank, world, device = dev.rank, dev.world, dev.device
     main_rank = rank == 0
     cuda = device.type == "cuda"
-    if cuda:
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
 
     # ---- data: the shard set and every epoch's plan, so the schedule knows the run's length
     ss = open_shard_set(resolve_shards(cfg))
-    crop_h = cfg.crop_height or (ss.height // 32) * 32
-    crop_w = cfg.crop_width or (ss.width // 32) * 32
-    if crop_h % 32 or crop_w % 32 or crop_h <= 0 or crop_w <= 0:
-        raise click.UsageError(f"crop {crop_h}x{crop_w}: height and width must be positive multiples of 32")
+    aug = make_augment(cfg, ss, device)
+    crop_h, crop_w = aug.height, aug.width
     if cfg.demo_size and cfg.workers > len(ss.shards) // world:
         # demo shard sets are a shard or two; a full run gets the clear error of plan_epoch instead
         click.echo(f"contrastive: demo run: --workers {cfg.workers} -> {len(ss.shards) // world} "
                    f"(one worker per shard at most)")
         cfg = dataclasses.replace(cfg, workers=len(ss.shards) // world)
-    on_device = cfg.photometric == "device" or (cfg.photometric == "auto" and cuda)
-    aug = Augment(crop_h, crop_w, scale=tuple(cfg.crop_scale), pixel_cell=cfg.pixel_cell,  # type: ignore[arg-type]
-                  photometric_in_worker=not on_device)
     plans = [plan_epoch(ss, e, cfg.seed, cfg.groups_per_step, cfg.workers, rank, world) for e in range(cfg.epochs)]
     epoch_starts = np.cumsum([0] + [p.steps for p in plans])  # [epochs + 1]
     total = int(epoch_starts[-1]) if cfg.max_steps <= 0 else min(cfg.max_steps, int(epoch_starts[-1]))
@@ -179,9 +318,7 @@ def train(cfg: ContrastiveConfig) -> Path:
     model = DenseSwAVNet(cfg.backbone, num_prototypes=cfg.num_prototypes)
     if cfg.init_weights:
         load_backbone_weights(model, cfg.init_weights)
-    model.to(device)
-    if cuda:
-        model.to(memory_format=torch.channels_last)
+    model.to(device, memory_format=dev.memory_format)
     opt = torch.optim.SGD(model.parameters(), lr=float(lrs[0]), momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     start = 0
     ckpt = load_checkpoint(ckpt_path, map_location="cpu")
@@ -208,106 +345,39 @@ def train(cfg: ContrastiveConfig) -> Path:
             click.echo(f"  note: an epoch uses {plans[0].groups_used}/{plans[0].groups_available} groups of this "
                        f"rank's shards: an epoch ends when the worker with the fewest groups runs out (shards of "
                        f"equal size and a worker count dividing {len(ss.shards)} use them all)")
-    net: torch.nn.Module = model
-    if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
-    if cfg.compile:
-        net = torch.compile(net)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if (cuda and cfg.amp) else nullcontext()
+    setup = step_setup(model, cfg, dev, aug)
     tb = _tensorboard(run_dir) if (cfg.tensorboard and main_rank) else None
 
-    # ---- the step loop
+    # ---- the step loop: lr from the schedule, one step, a log line every log_every steps (the one
+    # read back from the device), a checkpoint every checkpoint_every
     from tqdm import tqdm
 
+    stop = total if cfg.stop_after <= 0 else min(total, start + cfg.stop_after)
     bar = tqdm(total=total, initial=start, disable=not (cfg.progress and main_rank), unit="step", dynamic_ncols=True)
     log = open(log_path, "a") if main_rank else None
-    step, stopped = start, False
-    t_log, step_log = time.time(), start
-    sums = torch.zeros(3, device=device)  # loss, pixel, region summed since the last log line
-    counts = np.zeros(4)  # pixel samples, pixel groups, region samples, region groups
-    last_good = start
+    window = LogWindow(device, start)
+    batches = _batches(plans, epoch_starts, start, cfg, aug, rank, pin_memory=cuda)
+    step = last_good = start
     try:
-        epoch = int(np.searchsorted(epoch_starts, start, side="right") - 1)
-        while step < total:
-            stream = ShardStream(plans[epoch], step - int(epoch_starts[epoch]), cfg.seed, cfg.groups_per_step, aug,
-                                 cfg.features_per_step, cfg.lam, cfg.shuffle_buffer, rank)
-            for batch in make_loader(stream, cfg.workers, pin_memory=cuda):
-                for g in opt.param_groups:
-                    g["lr"] = float(lrs[step])
-                images = batch["images"].to(device, non_blocking=True)  # [B, 3, H, W] uint8
-                if on_device:  # colour jitter + blur, each image with its own parameters
-                    images = apply_photometric(images, batch["photometric"].to(device, non_blocking=True),
-                                               aug.blur_sigma[1])  # [B, 3, H, W] float 0..1
-                x = normalize_images(images)  # [B, 3, H, W] float
-                if cuda:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                with autocast:
-                    z = net(x)  # [B, D, h, w], unit norm
-                # The loss in fp32: scores / tau feed a softmax over 1000 prototypes, and bf16 keeps ~3 digits.
-                feats = z.float().permute(0, 2, 3, 1).reshape(-1, z.shape[1])  # [B*h*w, D], index order b, y, x
-                if feats.shape[0] != batch["locations"]:
-                    raise RuntimeError(f"network output {tuple(z.shape)} does not match the loader's feature grid "
-                                       f"({batch['locations']} locations): is the output stride still 4?")
-                terms = dense_swav_loss(
-                    feats, model.prototypes.weight.float(),
-                    batch["pixel_index"].to(device, non_blocking=True), batch["pixel_group"].to(device, non_blocking=True),
-                    batch["pixel_groups"],
-                    batch["region_index"].to(device, non_blocking=True), batch["region_group"].to(device, non_blocking=True),
-                    batch["region_groups"],
-                    lam=cfg.lam, temperature=cfg.temperature, epsilon=cfg.sinkhorn_epsilon,
-                    iterations=cfg.sinkhorn_iterations, distributed=world > 1)
-                opt.zero_grad(set_to_none=True)
-                terms.total.backward()
-                opt.step()
-                model.normalize_prototypes()
-                sums += torch.stack([terms.total.detach(), terms.pixel.detach(), terms.region.detach()])
-                counts += [batch["pixel_index"].numel(), batch["pixel_groups"],
-                           batch["region_index"].numel(), batch["region_groups"]]
-                step += 1
-                bar.update(1)
-
-                if step % cfg.log_every == 0 or step == total:
-                    n = step - step_log
-                    mean = (sums / n).tolist()  # the one host sync per log interval
-                    if not all(math.isfinite(v) for v in mean):
-                        raise NonFiniteLoss(
-                            f"non-finite loss {mean[0]} (pixel {mean[1]}, region {mean[2]}) in steps {step_log + 1}..{step} "
-                            f"at lr {lrs[step - 1]:.3g}; the last checkpoint (step {last_good}) is intact. "
-                            f"Try a lower --lr, --no-amp, or check the shard set.")
-                    now = time.time()
-                    ips = n * images_per_step / max(now - t_log, 1e-9)
-                    rec = {"step": step, "epoch": epoch, "loss": mean[0], "loss_pixel": mean[1], "loss_region": mean[2],
-                           "lr": float(lrs[step - 1]), "images_per_s": ips,
-                           "eta_s": (total - step) * images_per_step / max(ips, 1e-9),
-                           "pixel_samples": counts[0] / n, "pixel_groups": counts[1] / n,
-                           "region_samples": counts[2] / n, "region_groups": counts[3] / n}
-                    if main_rank:
-                        log.write(json.dumps(rec) + "\n")  # type: ignore[union-attr]
-                        log.flush()  # type: ignore[union-attr]
-                        bar.set_postfix(loss=f"{mean[0]:.3f}", lr=f"{rec['lr']:.3g}", ips=f"{ips:.1f}")
-                        if tb is not None:
-                            for k in ("loss", "loss_pixel", "loss_region", "lr", "images_per_s"):
-                                tb.add_scalar(k, rec[k], step)
-                    sums.zero_()
-                    counts[:] = 0
-                    t_log, step_log = now, step
-
-                stopped = cfg.stop_after > 0 and step - start >= cfg.stop_after
-                if step % cfg.checkpoint_every == 0 or step == total or stopped:
-                    if step != step_log:  # never checkpoint weights whose loss was not checked
-                        if not torch.isfinite(sums).all():
-                            raise NonFiniteLoss(f"non-finite loss before step {step}; the last checkpoint "
-                                                f"(step {last_good}) is intact. Try a lower --lr or --no-amp.")
-                    if main_rank:
-                        _checkpoint(ckpt_path, model, opt, step, cfg, run_key)
-                    last_good = step
-                    _barrier(world)
-                if step >= total or stopped:
-                    break
-            if stopped:
-                break
-            epoch += 1
+        for step, (epoch, batch) in zip(range(start + 1, stop + 1), batches):  # step: steps done after this one
+            for g in opt.param_groups:
+                g["lr"] = float(lrs[step - 1])
+            positives = Positives.from_batch(batch, device)
+            terms = train_step(model, batch, positives, opt, setup)
+            window.add(terms, positives)
+            bar.update(1)
+            if step % cfg.log_every == 0 or step == total:
+                rec = window.close(step, epoch, float(lrs[step - 1]), total, images_per_step, last_good)
+                if main_rank:
+                    _write_log(rec, log, bar, tb)  # type: ignore[arg-type]
+            if step % cfg.checkpoint_every == 0 or step == stop:
+                window.check_finite(step, last_good)
+                if main_rank:
+                    _checkpoint(ckpt_path, model, opt, step, cfg, run_key)
+                last_good = step
+                _barrier(world)
     finally:
+        batches.close()  # ends the loader's worker processes
         bar.close()
         if log is not None:
             log.close()
@@ -347,6 +417,15 @@ def _trim_log(path: Path, start: int) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("".join(ln + "\n" for ln in keep))
     os.replace(tmp, path)
+
+
+def _write_log(rec: dict[str, Any], log, bar, tb) -> None:
+    log.write(json.dumps(rec) + "\n")
+    log.flush()
+    bar.set_postfix(loss=f"{rec['loss']:.3f}", lr=f"{rec['lr']:.3g}", ips=f"{rec['images_per_s']:.1f}")
+    if tb is not None:
+        for k in ("loss", "loss_pixel", "loss_region", "lr", "images_per_s"):
+            tb.add_scalar(k, rec[k], rec["step"])
 
 
 def _barrier(world: int) -> None:

@@ -27,6 +27,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import click
 import numpy as np
@@ -40,6 +41,7 @@ from shared.nets.depth_net import NUM_SCALES, DepthModel, disp_to_depth
 from shared.nets.depth_predictor import load_depth_checkpoint
 from shared.stage import StageConfig, frames_for, output_dir, write_pointer
 from train.depth_losses import min_reprojection, photometric_error, smoothness
+from train.photometric import ColourMatrices, colour_matrices
 
 # demo size -> (height, width, batch size, steps); "" = the paper's setting, steps from epochs.
 PRESETS = {"": (192, 640, 12, 0), "small": (96, 320, 6, 300), "tiny": (64, 192, 4, 24)}
@@ -227,20 +229,17 @@ class TripletBatches:
 # Augmentation on the training device
 
 
-def _rgb_to_yiq() -> torch.Tensor:
-    return torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
-
-
-def augment(images: torch.Tensor, K: torch.Tensor, gen: torch.Generator, color_p: float, flip_p: float
-            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def augment(images: torch.Tensor, K: torch.Tensor, gen: torch.Generator, color_p: float, flip_p: float,
+            colour: ColourMatrices | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """images [B,F,3,H,W] float in [0,1], K [B,3,3] pixels.
 
     Returns (images flipped, network inputs flipped and colour-jittered, K of the flipped views).
     A triplet shares one flip and one jitter so the frames stay photometrically comparable.
     Hue is shifted by rotating the chroma plane in YIQ space (a linear GPU-friendly stand-in for
-    an HSV hue shift).
+    an HSV hue shift). colour: colour_matrices() of the images' device (default: fetched here).
     """
     B, device = images.shape[0], images.device
+    m = colour if colour is not None else colour_matrices(device)
     rand = torch.rand(B, 2, generator=gen, device=gen.device).to(device)
     flip = rand[:, 0] < flip_p
     images = torch.where(flip[:, None, None, None, None], images.flip(-1), images)
@@ -252,18 +251,17 @@ def augment(images: torch.Tensor, K: torch.Tensor, gen: torch.Generator, color_p
     bright, contrast, sat = [torch.where(jitter[:, 0], 1.0 + 0.2 * u[:, i], torch.ones_like(u[:, i])) for i in range(3)]
     hue = torch.where(jitter[:, 0], 0.1 * u[:, 3], torch.zeros_like(u[:, 3]))
     x = (images * bright[:, None, None, None, None]).clamp(0, 1)
-    gray_w = torch.tensor([0.299, 0.587, 0.114], device=device)[None, None, :, None, None]
+    gray_w = m.rgb2yiq[0].view(1, 1, 3, 1, 1)  # YIQ's luma Y
     mean = (x * gray_w).sum(2, keepdim=True).mean((3, 4), keepdim=True)
     x = ((x - mean) * contrast[:, None, None, None, None] + mean).clamp(0, 1)
     gray = (x * gray_w).sum(2, keepdim=True)
     x = ((x - gray) * sat[:, None, None, None, None] + gray).clamp(0, 1)
-    yiq = _rgb_to_yiq().to(device)
     theta = 2.0 * math.pi * hue
     c, s = torch.cos(theta), torch.sin(theta)
     rot = torch.zeros(B, 3, 3, device=device)
     rot[:, 0, 0] = 1.0
     rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = c, -s, s, c
-    M = torch.linalg.inv(yiq) @ rot @ yiq  # [B,3,3]
+    M = m.yiq2rgb @ rot @ m.rgb2yiq  # [B,3,3]
     x = torch.einsum("bij,bfjhw->bfihw", M, x).clamp(0, 1)
     # untouched samples stay bit-exact (the YIQ round trip is only identity up to rounding)
     return images, torch.where(jitter[:, :, None, None, None], x, images), K
@@ -275,10 +273,12 @@ def augment(images: torch.Tensor, K: torch.Tensor, gen: torch.Generator, color_p
 
 def depth_losses(model: DepthModel, images: torch.Tensor, inputs: torch.Tensor, K: torch.Tensor,
                  cfg: DepthTrainConfig, gen: torch.Generator | None, autocast: torch.autocast | None = None,
-                 disparities_fn=None, pose_fn=None, memory_format: torch.memory_format = torch.contiguous_format
-                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                 disparities_fn=None, pose_fn=None, memory_format: torch.memory_format = torch.contiguous_format,
+                 inv_K: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """images / inputs [B,3,3,H,W] (frames t, t-1, t+1; original / augmented), K [B,3,3] -> (loss, parts).
 
+    inv_K: K's inverse [B,3,3] (default: computed here; the trainer passes one computed on the host,
+    since inverting on a GPU is a solver call that may wait for it).
     parts: "disp" (finest disparity [B,1,H,W]), "automask" ([B,1,H,W] bool), "photometric", "smooth".
     """
     disparities_fn = disparities_fn or model.disparities
@@ -294,7 +294,7 @@ def depth_losses(model: DepthModel, images: torch.Tensor, inputs: torch.Tensor, 
     poses = [pose_from_axis_angle(aa_p.float(), t_p.float(), invert=True),
              pose_from_axis_angle(aa_n.float(), t_n.float(), invert=False)]
     sources = [prev, nxt]
-    inv_K = torch.linalg.inv(K)
+    inv_K = torch.linalg.inv(K) if inv_K is None else inv_K
     H, W = target.shape[-2:]
 
     identity = None
@@ -395,6 +395,102 @@ def lr_at(step: int, total: int, cfg: DepthTrainConfig) -> float:
 # The step loop
 
 
+def camera_tensors(K: torch.Tensor, width: int) -> torch.Tensor:
+    """K [N,3,3] of each target (pixels, at the training size) -> [N, 3, 3, 3]: K, its inverse, and
+    the inverse of its mirror image (principal point at width - cx, as `augment` flips it). Inverted
+    once, on the host: on a GPU an inverse is a solver call that may wait for the device."""
+    flipped = K.clone()
+    flipped[:, 0, 2] = width - K[:, 0, 2]
+    return torch.stack([K, torch.linalg.inv(K), torch.linalg.inv(flipped)], 1)
+
+
+@dataclass(frozen=True)
+class StepSetup:
+    """What every step uses and no step changes, built once before the loop (`step_setup`)."""
+
+    cfg: DepthTrainConfig
+    device: torch.device
+    memory_format: torch.memory_format  # of the network inputs and weights
+    autocast: Any  # bf16 autocast on CUDA with --bf16; None on the CPU
+    disparities_fn: Callable[[torch.Tensor], list[torch.Tensor]]  # the model's, compiled with --compile
+    pose_fn: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+    colour: ColourMatrices  # the colour jitter's constants, on the device
+
+
+def step_setup(model: DepthModel, cfg: DepthTrainConfig, device: torch.device) -> StepSetup:
+    """The device settings, the model's memory layout and compilation (its weights final), and
+    the step's constants on the device."""
+    cuda = device.type == "cuda"
+    torch.backends.cudnn.benchmark = cuda  # fixed input size: let cuDNN pick the fastest kernels once
+    memfmt = torch.channels_last if (cuda and cfg.channels_last) else torch.contiguous_format
+    model.to(memory_format=memfmt)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and cfg.bf16) if cuda else None
+    disparities_fn, pose_fn = model.disparities, model.pose
+    if cfg.compile:
+        disparities_fn, pose_fn = torch.compile(model.disparities), torch.compile(model.pose)
+    return StepSetup(cfg, device, memfmt, autocast, disparities_fn, pose_fn, colour_matrices(device))
+
+
+def train_step(model: DepthModel, frames: torch.Tensor, cams: torch.Tensor, index: int, opt: torch.optim.Optimizer,
+               run: StepSetup) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One optimiser step. frames uint8 [B, 3 (t, t-1, t+1), H, W, 3], cams [B, 3, 3, 3] (camera_tensors
+    of the targets), index: the step's number from 0, which seeds its augmentation.
+
+    Returns (loss, parts) still on the device: depth_losses' parts and "image", the first target
+    [3, H, W] as the losses saw it. Nothing here waits for the device; the loop reads back once per
+    log line.
+    """
+    cfg, device = run.cfg, run.device
+    x = frames.to(device, non_blocking=True).permute(0, 1, 4, 2, 3).float().div_(255.0)  # [B,3,3,H,W]
+    K, inv_K, inv_K_mirrored = cams.to(device, non_blocking=True).unbind(1)  # [B,3,3] each
+    # One generator per step: a resumed run draws exactly what the killed one would have.
+    gen = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + index)
+    images, inputs, K_seen = augment(x, K, gen, cfg.color_aug, cfg.flip, run.colour)
+    # Flipped triplets had their principal point mirrored: theirs is the mirrored inverse (a point
+    # mirrored onto itself leaves K, and so the inverse, unchanged).
+    inv_K = torch.where((K_seen[:, 0, 2] != K[:, 0, 2])[:, None, None], inv_K_mirrored, inv_K)
+    loss, parts = depth_losses(model, images, inputs, K_seen, cfg, gen, run.autocast, run.disparities_fn, run.pose_fn,
+                               run.memory_format, inv_K)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss.detach(), {**parts, "image": images[0, 0]}
+
+
+class LogWindow:
+    """The steps since the last log line: their loss summed on the device, their waits for data on
+    the host; read back once per log line (or checkpoint)."""
+
+    def __init__(self, device: torch.device):
+        self.loss_sum = torch.zeros((), device=device)
+        self.n, self.wait, self.t0 = 0, 0.0, time.perf_counter()
+
+    def add(self, loss: torch.Tensor, wait: float) -> None:
+        self.loss_sum += loss
+        self.n, self.wait = self.n + 1, self.wait + wait
+
+    def mean_loss(self, step: int, ckpt_path: Path) -> float:
+        """One host sync. Checked before any checkpoint is written, so a diverged run never
+        overwrites a good one."""
+        mean = float(self.loss_sum) / self.n
+        if not math.isfinite(mean):
+            raise RuntimeError(f"non-finite depth loss before step {step}; last checkpoint {ckpt_path} is kept")
+        return mean
+
+    def close(self, step: int, lr: float, parts: dict[str, torch.Tensor], batch_size: int, ckpt_path: Path,
+              t_start: float) -> dict[str, Any]:
+        """The log record of the window (reads the device back), and a new window."""
+        now = time.perf_counter()
+        rec = {"step": step, "loss": self.mean_loss(step, ckpt_path), "lr": lr,
+               "photometric": float(parts["photometric"]), "smooth": float(parts["smooth"]),
+               "automask_used": float(parts["automask"].float().mean()),
+               "images_per_s": self.n * batch_size / (now - self.t0), "data_wait_s": self.wait / self.n,
+               "elapsed_s": now - t_start}
+        self.loss_sum.zero_()
+        self.n, self.wait, self.t0 = 0, 0.0, time.perf_counter()
+        return rec
+
+
 def pick_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise click.UsageError("--device cuda but no CUDA device is available")
@@ -428,6 +524,7 @@ def train(cfg: DepthTrainConfig, frames: list[Frame] | None = None, echo=click.e
     row_of = {fid: r for r, fid in enumerate(used)}
     rows = np.array([[row_of[t], row_of[p], row_of[n]] for p, t, n in triplets], dtype=np.int64)  # [N,3]: t, t-1, t+1
     K_all = torch.tensor(np.stack([index[t].K(cfg.width, cfg.height) for _, t, _ in triplets]), dtype=torch.float32)
+    cams_all = camera_tensors(K_all, cfg.width)  # [N, 3, 3, 3]: K, K^-1, mirrored K^-1
     steps_per_epoch = math.ceil(len(triplets) / cfg.batch_size)
     total = cfg.max_steps or cfg.epochs * steps_per_epoch
 
@@ -455,83 +552,60 @@ def train(cfg: DepthTrainConfig, frames: list[Frame] | None = None, echo=click.e
     cache = build_frame_cache([index[i] for i in used], cfg.height, cfg.width, output_dir(cfg, "depth", "cache"), cfg.workers)
     batches = TripletBatches(cache, rows, cfg.batch_size, cfg.seed)
 
+    run = step_setup(model, cfg, device)
     cuda = device.type == "cuda"
-    torch.backends.cudnn.benchmark = cuda  # fixed input size: let cuDNN pick the fastest kernels once
-    memfmt = torch.channels_last if (cuda and cfg.channels_last) else torch.contiguous_format
-    model = model.to(memory_format=memfmt)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and cfg.bf16) if cuda else None
-    disparities_fn, pose_fn = model.disparities, model.pose
-    if cfg.compile:
-        disparities_fn, pose_fn = torch.compile(model.disparities), torch.compile(model.pose)
 
-    def fetch(s: int) -> tuple[torch.Tensor, np.ndarray]:
-        batch_u8, targets = batches(s)
-        return (batch_u8.pin_memory() if cuda else batch_u8), targets
+    def fetch(i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        batch_u8, targets = batches(i)
+        cams = cams_all[targets]
+        return (batch_u8.pin_memory(), cams.pin_memory()) if cuda else (batch_u8, cams)
 
-    log = open(out / "log.jsonl", "a")
+    # ---- the step loop: lr from the schedule, one step, a log line every log_every steps (the one
+    # read back from the device), a snapshot every image_every, a checkpoint every ckpt_every
     from tqdm import tqdm
-    pool = ThreadPoolExecutor(1)  # gathers (and pins) the next batch while this step runs
-    pending = pool.submit(fetch, step)
-    model.train()
-    bar = tqdm(total=total, initial=step, desc="depth train", unit="step")
-    t_log, n_log, wait_log = time.perf_counter(), 0, 0.0
-    loss_sum = torch.zeros((), device=device)  # summed on the device: no host sync per step
-    first_loss = last_loss = None
-    try:
-        while step < total:
-            t0 = time.perf_counter()
-            batch_u8, targets = pending.result()
-            wait_log += time.perf_counter() - t0
-            if step + 1 < total:
-                pending = pool.submit(fetch, step + 1)
-            x = batch_u8.to(device, non_blocking=True).permute(0, 1, 4, 2, 3).float().div_(255.0)  # [B,3,3,H,W]
-            K = K_all[targets].to(device, non_blocking=True)
-            # One generator per step: a resumed run draws exactly what the killed one would have.
-            gen = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + step)
-            images, inputs, K = augment(x, K, gen, cfg.color_aug, cfg.flip)
-            for g in opt.param_groups:
-                g["lr"] = lr_at(step, total, cfg)
 
-            loss, parts = depth_losses(model, images, inputs, K, cfg, gen, autocast, disparities_fn, pose_fn, memfmt)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-            loss_sum += loss.detach()
-            n_log += 1
+    start = step
+    stop = total if stop_after is None else min(total, max(stop_after, start + 1))  # at least one step
+    log = open(out / "log.jsonl", "a")
+    pool = ThreadPoolExecutor(1)  # gathers (and pins) the next batch while this step runs
+    pending = pool.submit(fetch, start)
+    model.train()
+    bar = tqdm(total=total, initial=start, desc="depth train", unit="step")
+    window = LogWindow(device)
+    first_loss = None
+    try:
+        for step in range(start + 1, stop + 1):  # step: steps done after this one
+            t0 = time.perf_counter()
+            frames_u8, cams = pending.result()
+            wait = time.perf_counter() - t0
+            if step < total:
+                pending = pool.submit(fetch, step)
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step - 1, total, cfg)
+            loss, parts = train_step(model, frames_u8, cams, step - 1, opt, run)
+            window.add(loss, wait)
             bar.update(1)
             if first_loss is None:
-                first_loss = float(loss.detach())
-            log_now = step % cfg.log_every == 0 or step == total
-            ckpt_now = step % cfg.ckpt_every == 0 or step == total
-            if log_now or ckpt_now:
-                # Checked before any checkpoint is written, so a diverged run never overwrites a good one.
-                mean_loss = float(loss_sum) / n_log
-                if not math.isfinite(mean_loss):
-                    raise RuntimeError(f"non-finite depth loss before step {step}; last checkpoint {ckpt_path} is kept")
-                last_loss = float(loss.detach())
-            if log_now:
-                dt = time.perf_counter() - t_log
-                rec = {"step": step, "loss": mean_loss, "lr": opt.param_groups[0]["lr"],
-                       "photometric": float(parts["photometric"]), "smooth": float(parts["smooth"]),
-                       "automask_used": float(parts["automask"].float().mean()),
-                       "images_per_s": n_log * cfg.batch_size / dt, "data_wait_s": wait_log / n_log,
-                       "elapsed_s": time.perf_counter() - t_start}
+                first_loss = loss  # read back at the end
+            if step % cfg.log_every == 0 or step == total:
+                rec = window.close(step, opt.param_groups[0]["lr"], parts, cfg.batch_size, ckpt_path, t_start)
                 log.write(json.dumps(rec) + "\n")
                 log.flush()
                 bar.set_postfix(loss=f"{rec['loss']:.4f}", img_s=f"{rec['images_per_s']:.1f}")
-                t_log, n_log, wait_log = time.perf_counter(), 0, 0.0
-                loss_sum.zero_()
+            elif step % cfg.ckpt_every == 0:
+                window.mean_loss(step, ckpt_path)
             if (cfg.image_every and step % cfg.image_every == 0) or step == total:
-                write_snapshot(out / "images" / f"step-{step:06d}.png", images[0, 0], parts["disp"][0], parts["automask"][0])
-            if ckpt_now:
+                write_snapshot(out / "images" / f"step-{step:06d}.png", parts["image"], parts["disp"][0],
+                               parts["automask"][0])
+            if step % cfg.ckpt_every == 0 or step == total:
                 save_checkpoint(ckpt_path, model, opt, step, cfg, {"targets": len(triplets)})
-            if stop_after is not None and step >= stop_after:
-                return ckpt_path
     finally:
         bar.close()
         log.close()
         pool.shutdown(wait=True)
+    if stop_after is not None and stop_after <= stop:
+        return ckpt_path  # left the loop as a killed run would: the last checkpoint is what survives
+    first_loss, last_loss = float(first_loss), float(loss)  # type: ignore[arg-type]
     write_pointer(cfg, "depth", "model", ckpt_path)
     echo(f"depth: {len(triplets)} targets, {total} steps of {cfg.batch_size} at {cfg.width}x{cfg.height}, "
          f"loss {first_loss:.4f} -> {last_loss:.4f}")

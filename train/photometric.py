@@ -12,7 +12,9 @@ turns (0 = unchanged, +-0.5 = opposite hue), blur sigma in pixels (0 = no blur).
 """
 from __future__ import annotations
 
+import functools
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -36,31 +38,50 @@ def draw_params(rng: np.random.Generator, jitter: float, brightness: float, cont
     return np.array([b, c, s, h, sigma] if on else [1.0, 1.0, 1.0, 0.0, sigma], dtype=np.float32)
 
 
-def _gray(x: torch.Tensor) -> torch.Tensor:
+RGB2YIQ = ((0.299, 0.587, 0.114), (0.596, -0.274, -0.322), (0.211, -0.523, 0.312))  # YIQ, row 0 = luma Y
+
+
+@dataclass(frozen=True)
+class ColourMatrices:
+    """The constant tensors of the colour operations (float32, on one device)."""
+
+    luma: torch.Tensor  # [1, 3, 1, 1] LUMA weights
+    rgb2yiq: torch.Tensor  # [3, 3]
+    yiq2rgb: torch.Tensor  # [3, 3], the inverse of rgb2yiq
+
+
+@functools.lru_cache(maxsize=None)
+def colour_matrices(device: torch.device = torch.device("cpu")) -> ColourMatrices:
+    """ColourMatrices on `device`, built once per process and device: a training loop fetches them
+    before its first step, since a tensor made from Python numbers on a GPU is a blocking copy
+    from the host, and the inverse of a constant matrix needs computing only once."""
+    rgb2yiq = torch.tensor(RGB2YIQ, dtype=torch.float32)
+    m = ColourMatrices(torch.tensor(LUMA, dtype=torch.float32).view(1, 3, 1, 1), rgb2yiq, torch.linalg.inv(rgb2yiq))
+    return ColourMatrices(*(t.to(device) for t in (m.luma, m.rgb2yiq, m.yiq2rgb)))
+
+
+def _gray(x: torch.Tensor, m: ColourMatrices) -> torch.Tensor:
     """[B, 3, H, W] -> [B, 1, H, W] luma."""
-    w = torch.tensor(LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    return (x * w).sum(dim=1, keepdim=True)
+    return (x * m.luma).sum(dim=1, keepdim=True)
 
 
-def _hue_matrices(turns: torch.Tensor) -> torch.Tensor:
+def _hue_matrices(turns: torch.Tensor, m: ColourMatrices) -> torch.Tensor:
     """[B] hue rotations -> [B, 3, 3] RGB matrices: rotate the chroma plane of YIQ, keep luma Y."""
-    rgb2yiq = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]],
-                           dtype=turns.dtype, device=turns.device)
-    yiq2rgb = torch.linalg.inv(rgb2yiq)
     a = turns * 2 * math.pi
     cos, sin = torch.cos(a), torch.sin(a)
     rot = torch.zeros(turns.shape[0], 3, 3, dtype=turns.dtype, device=turns.device)
     rot[:, 0, 0] = 1
     rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = cos, -sin, sin, cos
-    return yiq2rgb @ rot @ rgb2yiq
+    return m.yiq2rgb @ rot @ m.rgb2yiq
 
 
 def _blur(x: torch.Tensor, sigma: torch.Tensor, max_sigma: float) -> torch.Tensor:
     """Separable Gaussian blur, sigma [B] per image (0 = none), reflect padding (as torchvision's
-    gaussian_blur). One kernel size for the batch, 2 * ceil(3 * max_sigma) + 1, fixed by the config
-    rather than read from `sigma`, so the GPU never waits for the host."""
+    gaussian_blur). One kernel size for the batch, 2 * ceil(3 * max_sigma) + 1, fixed by the caller
+    rather than read from `sigma`, so the GPU never waits for the host; max_sigma 0 = no image is
+    blurred (the caller knows it from host data), nothing to do."""
     b, c, h, w = x.shape
-    if not x.is_cuda and float(sigma.max()) <= 0:
+    if max_sigma <= 0:
         return x
     r = min(int(math.ceil(3 * max_sigma)), h - 1, w - 1)
     t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)  # [k]
@@ -74,19 +95,23 @@ def _blur(x: torch.Tensor, sigma: torch.Tensor, max_sigma: float) -> torch.Tenso
     return y.view(b, c, h, w)
 
 
-def apply_photometric(images: torch.Tensor, params: torch.Tensor, max_sigma: float = 2.0) -> torch.Tensor:
+def apply_photometric(images: torch.Tensor, params: torch.Tensor, max_sigma: float = 2.0,
+                      matrices: ColourMatrices | None = None) -> torch.Tensor:
     """images uint8 (0..255) or float (0..1) [B, 3, H, W], params [B, 5] -> float32 [B, 3, H, W] in 0..1.
 
     brightness, contrast (around each image's mean luma), saturation (towards luma), hue, blur, in
-    that order, clamped to 0..1 after each colour step like torchvision's ColorJitter."""
+    that order, clamped to 0..1 after each colour step like torchvision's ColorJitter. max_sigma:
+    the largest blur sigma any image may have (0: none has blur); matrices: colour_matrices() of
+    the images' device (default: fetched here)."""
     x = images.float() / 255.0 if not images.is_floating_point() else images.float()
+    m = matrices if matrices is not None else colour_matrices(x.device)
     p = params.to(device=x.device, dtype=torch.float32)  # [B, 5]
     col = lambda v: v.view(-1, 1, 1, 1)  # noqa: E731  [B] -> [B, 1, 1, 1]
     x = (x * col(p[:, 0])).clamp_(0, 1)
-    mean = _gray(x).mean(dim=(1, 2, 3), keepdim=True)  # [B, 1, 1, 1]
+    mean = _gray(x, m).mean(dim=(1, 2, 3), keepdim=True)  # [B, 1, 1, 1]
     x = (col(p[:, 1]) * x + (1 - col(p[:, 1])) * mean).clamp_(0, 1)
-    x = (col(p[:, 2]) * x + (1 - col(p[:, 2])) * _gray(x)).clamp_(0, 1)
-    x = torch.einsum("bij,bjhw->bihw", _hue_matrices(p[:, 3]), x).clamp_(0, 1)
+    x = (col(p[:, 2]) * x + (1 - col(p[:, 2])) * _gray(x, m)).clamp_(0, 1)
+    x = torch.einsum("bij,bjhw->bihw", _hue_matrices(p[:, 3], m), x).clamp_(0, 1)
     return _blur(x, p[:, 4], max_sigma)
 
 

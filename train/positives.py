@@ -14,6 +14,9 @@ key occurs only once are useless (nothing to agree with) and are never sampled.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
 import torch
 
 # 288k features at 384x768 with 16 images (DESIGN §5): 16 * 96 * 192 = 294,912 feature locations.
@@ -81,3 +84,34 @@ def sample_groups(keys: torch.Tensor, n: int, generator: torch.Generator | None 
     _, group = torch.unique(keys[cand], return_inverse=True)
     n_groups = int(group.max().item()) + 1 if group.numel() else 0
     return cand, group, n_groups
+
+
+class PositiveGroups(NamedTuple):
+    """One level's sampled positives, in the order dense_swav_loss takes them."""
+
+    index: torch.Tensor  # [m] int64 rows of the step's features [B * h * w, D]
+    group: torch.Tensor  # [m] int64 positive group of each row, 0..count-1
+    count: int  # G, a Python int: it sizes tensors, so it never has to be read back from a device
+
+
+@dataclass(frozen=True)
+class Positives:
+    """A step's positive groups at both levels and the feature grid their indices refer to."""
+
+    pixel: PositiveGroups
+    region: PositiveGroups
+    locations: int  # B * h * w, the rows of the step's features
+
+    @classmethod
+    def from_batch(cls, batch: dict[str, Any], device: torch.device) -> Positives:
+        """From a loader batch (train/shard_loader.py collate_groups), the index tensors copied to
+        `device` without waiting for the copy (the loader pins them on CUDA)."""
+        def level(name: str) -> PositiveGroups:
+            return PositiveGroups(batch[f"{name}_index"].to(device, non_blocking=True),
+                                  batch[f"{name}_group"].to(device, non_blocking=True), batch[f"{name}_groups"])
+
+        return cls(level("pixel"), level("region"), batch["locations"])
+
+    def counts(self) -> tuple[int, int, int, int]:
+        """(pixel samples, pixel groups, region samples, region groups), from shapes: no device read."""
+        return self.pixel.index.shape[0], self.pixel.count, self.region.index.shape[0], self.region.count

@@ -206,9 +206,11 @@ def prepare_group(sample: dict[str, Any], aug: Augment, rng: np.random.Generator
     out = [augment_image(g.images[i], src[i], g.regions[i], rng, aug) for i in range(g.n_images)]
     srcf = torch.stack([o[1] for o in out])
     images = torch.stack([o[0] for o in out])  # [N, 3, Ho, Wo]
-    params = torch.from_numpy(np.stack([o[3] for o in out]))  # [N, 5]
+    params_np = np.stack([o[3] for o in out])  # [N, 5]
+    params = torch.from_numpy(params_np)
     if aug.photometric_in_worker:
-        images = to_uint8(apply_photometric(images, params, aug.blur_sigma[1]))
+        max_sigma = aug.blur_sigma[1] if (params_np[:, 4] > 0).any() else 0.0  # 0: no image blurred, skip
+        images = to_uint8(apply_photometric(images, params, max_sigma))
         params = torch.tensor([IDENTITY] * len(out), dtype=torch.float32)
     return {
         "key": sample["__key__"],

@@ -34,12 +34,14 @@ def sinkhorn(scores: torch.Tensor, epsilon: float = 0.05, iterations: int = 3,
     s = scores.detach().float() / epsilon  # [B, K]
     k = s.shape[1]
     s_max = s.max() if s.numel() else s.new_zeros(())
-    b = torch.tensor(float(s.shape[0]), device=s.device)
+    # B from the shape, a Python number: a tensor built from it would be a host-to-device copy.
+    # Across ranks it is a sum, so there it is a device tensor (made by a fill, not a copy).
+    b: float | torch.Tensor = float(s.shape[0])
     if distributed:
         # One shift for all ranks: a per-rank shift would weight the ranks unequally in the first
         # prototype normalisation.
         s_max = _all_reduce(s_max.clone(), dist.ReduceOp.MAX)
-        b = _all_reduce(b)
+        b = _all_reduce(s.new_full((), b))
     q = torch.exp(s - s_max).t()  # [K, B]
     tiny = torch.finfo(q.dtype).tiny
     total = q.sum()

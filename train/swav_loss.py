@@ -23,7 +23,9 @@ from train.sinkhorn import sinkhorn
 def group_mean(values: torch.Tensor, group: torch.Tensor, n_groups: int) -> torch.Tensor:
     """values [n, K], group [n] int64 in 0..n_groups-1 -> per-group mean [n_groups, K]."""
     sums = values.new_zeros((n_groups, values.shape[1])).index_add_(0, group, values)
-    counts = torch.bincount(group, minlength=n_groups).clamp_min(1).to(values.dtype)  # [G]
+    # Counted by index_add_ rather than bincount, which reads the largest group id back to the
+    # host (a GPU sync) to size its output; n_groups already gives the size.
+    counts = values.new_zeros(n_groups).index_add_(0, group, values.new_ones(group.shape[0])).clamp_min(1)  # [G]
     return sums / counts[:, None]
 
 

@@ -15,6 +15,7 @@ Used by the trainer (train/contrastive.py) and by the evaluation stage: the publ
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections import OrderedDict
@@ -34,11 +35,21 @@ ARCHS = {"resnet50": (256, 512, 1024, 2048), "resnet18": (64, 128, 256, 512)}
 OUTPUT_STRIDE = 4
 
 
-def normalize_images(images: torch.Tensor) -> torch.Tensor:
+@functools.lru_cache(maxsize=None)
+def image_stats(device: torch.device = torch.device("cpu")) -> tuple[torch.Tensor, torch.Tensor]:
+    """(MEAN, STD) as float32 [1, 3, 1, 1] on `device`, built once per process and device: a training
+    loop fetches them before its first step, since a tensor made from Python numbers on a GPU is a
+    blocking copy from the host."""
+    return (torch.tensor(MEAN, dtype=torch.float32).view(1, 3, 1, 1).to(device),
+            torch.tensor(STD, dtype=torch.float32).view(1, 3, 1, 1).to(device))
+
+
+def normalize_images(images: torch.Tensor, stats: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """uint8 [B, H, W, 3] or [B, 3, H, W] (0..255) -> float32 [B, 3, H, W], ImageNet-normalised.
 
     A floating-point input is taken to be already scaled to 0..1. The layout is read from which
-    axis has size 3 (channels-first wins when both do).
+    axis has size 3 (channels-first wins when both do). stats: image_stats() of the images' device
+    (default: fetched here).
     """
     if images.ndim != 4:
         raise ValueError(f"expected a batch [B, H, W, 3] or [B, 3, H, W], got shape {tuple(images.shape)}")
@@ -49,8 +60,7 @@ def normalize_images(images: torch.Tensor) -> torch.Tensor:
     x = images.float()
     if not images.is_floating_point():
         x = x / 255.0
-    mean = torch.tensor(MEAN, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    std = torch.tensor(STD, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    mean, std = stats if stats is not None else image_stats(x.device)
     return (x - mean) / std
 
 
