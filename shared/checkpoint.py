@@ -17,8 +17,8 @@ from shared.frames import DataError
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
     """torch.save to a temporary file in the same folder, fsync, then rename over `path`."""
-    with atomic_path(path, fsync=True) as tmp:
-        torch.save(state, tmp)
+    with atomic_path(path, fsync=True) as tmp, open(tmp, "wb") as f:
+        torch.save(state, f)
     return Path(path)
 
 

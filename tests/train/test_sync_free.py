@@ -26,7 +26,7 @@ from train import contrastive as C
 from train import depth as D
 from train.positives import Positives
 from train.shard_loader import ShardStream, open_shard_set, plan_epoch
-from train.toy_shards import build_shard_set
+from tests.fixtures.toy_shards import build_shard_set
 
 HOST_READS = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__")
 
