@@ -41,11 +41,11 @@ class DepthPredictor:
     """A trained depth network for inference. Thread-safe for reading; one per process."""
 
     def __init__(self, ckpt_path: str | os.PathLike, device: str = "cpu"):
-        from train.depth import load_checkpoint  # the one reader of the checkpoint format
+        from train.depth import load_depth_checkpoint  # the one reader of the checkpoint format
 
         self.path = Path(ckpt_path)
         self.device = torch.device(device)
-        state = load_checkpoint(self.path, "cpu")
+        state = load_depth_checkpoint(self.path, "cpu")
         cfg = state["config"]
         self.height, self.width = int(cfg["height"]), int(cfg["width"])
         self.min_depth, self.max_depth = float(cfg["min_depth"]), float(cfg["max_depth"])
@@ -115,20 +115,14 @@ def output_size(cfg: DepthInferConfig, frame: Frame) -> tuple[int, int]:
     return WORKING_SIZE.get(cfg.dataset, (frame.height, frame.width))
 
 
-def _save_npy(path: Path, arr: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp.npy")
-    np.save(tmp, arr)
-    os.replace(tmp, path)
-
-
 def _infer_chunk(ckpt: str, jobs: list[tuple[str, str, tuple[int, int]]]) -> int:
     """One worker: load the model once, then (image, output path, size) -> .npy."""
-    from shared.imageio import read_rgb
+    from shared.imageio import read_rgb, write_npy
 
     torch.set_num_threads(1)
     predictor = DepthPredictor(ckpt, "cpu")
     for image, out, size in jobs:
-        _save_npy(Path(out), predictor.predict(read_rgb(image, size=size)))
+        write_npy(out, predictor.predict(read_rgb(image, size=size)))
     return len(jobs)
 
 
@@ -137,7 +131,7 @@ def infer_dataset(cfg: DepthInferConfig, frames: list[Frame], ckpt: Path, out_di
     from joblib import Parallel, delayed
     from tqdm import tqdm
 
-    from shared.imageio import read_rgb
+    from shared.imageio import read_rgb, write_npy
 
     out_dir.mkdir(parents=True, exist_ok=True)
     todo = [(f.image, str(out_dir / f"{f.id}.npy"), output_size(cfg, f)) for f in frames
@@ -156,7 +150,7 @@ def infer_dataset(cfg: DepthInferConfig, frames: list[Frame], ckpt: Path, out_di
                 group = same[s:s + cfg.batch_size]
                 depth = predictor.predict_batch(np.stack([read_rgb(img, size=size) for img, _, size in group]))
                 for (_, out, _), d in zip(group, depth):
-                    _save_npy(Path(out), d)
+                    write_npy(out, d)
                 bar.update(len(group))
     else:
         n_chunks = max(1, min(len(todo), cfg.workers * 4))

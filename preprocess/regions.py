@@ -13,7 +13,7 @@ run resumes with the unfinished chunks and a finished run is a no-op. Output fol
 
 Working size: --size, else Cityscapes / folder 384x768, KITTI 384x1280, synthetic its native size.
 DEMO_SIZE tiny | small shrinks the working size of real datasets (to 1/4 or 1/2 of the height)
-and, at any demo size, scales the paper-valued SLIC n_segments and region filter with the image:
+and, at any demo size, scales the SLIC n_segments and region filter the user did not set with the image:
 superpixels no smaller than 3x3 pixels, filter boxes in proportion to the height (DESIGN §5 values
 stay the default at full size).
 """
@@ -25,7 +25,7 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection
 
 import click
 import numpy as np
@@ -33,9 +33,11 @@ from tqdm import tqdm
 
 from preprocess.depth_source import DepthSource, DepthSpec, parse_depth_spec
 from preprocess.grouping import GroupingParams, depth_regions, felzenszwalb_regions, gt_regions
+from shared.atomic import remove_stale_temporaries
 from shared.config import build_config, config_hash, config_options, field, save_config, to_dict
 from shared.frames import DataError, Frame
 from shared.imageio import read_label, read_rgb
+from shared.presets import apply_preset, explicit_options
 from shared.region_store import (RegionRecord, chunk_is_finished, chunk_name, read_manifest,
                                  write_chunk, write_manifest)
 from shared.stage import StageConfig, frames_for, output_dir, write_pointer
@@ -45,6 +47,9 @@ BACKENDS = ["loky", "multiprocessing", "threading", "dask", "ray"]
 DEFAULT_SIZE = {"cityscapes": (384, 768), "kitti": (384, 1280), "folder": (384, 768)}
 PAPER = GroupingParams()
 PAPER_HEIGHT = 384
+# DEMO_SIZE shrinks the default working size of real datasets by this factor (an empty --size only:
+# the size the user gives is used as it is)
+DEMO_DIVISOR = {"": 1, "small": 2, "tiny": 4}
 
 
 @dataclass
@@ -99,25 +104,28 @@ def working_size(cfg: RegionsConfig, frames: list[Frame]) -> tuple[int, int]:
     if cfg.dataset == "synthetic":
         return frames[0].height, frames[0].width
     h, w = DEFAULT_SIZE[cfg.dataset]
-    div = {"": 1, "small": 2, "tiny": 4}[cfg.demo_size]
+    div = DEMO_DIVISOR[cfg.demo_size]
     return h // div, w // div
 
 
-def grouping_params(cfg: RegionsConfig, size: tuple[int, int]) -> GroupingParams:
-    """The config's constants; at a demo size, paper-valued n_segments and filter follow the image."""
-    n_seg, min_h, min_w = cfg.n_segments, cfg.min_height, cfg.min_width
-    if cfg.demo_size:
-        h, w = size
-        if n_seg == PAPER.n_segments:
-            n_seg = int(min(n_seg, h * w // 9))
-        ratio = min(h / PAPER_HEIGHT, 1.0)
-        if min_h == PAPER.min_height:
-            min_h = max(2, round(min_h * ratio))
-        if min_w == PAPER.min_width:
-            min_w = max(2, round(min_w * ratio))
-    return GroupingParams(n_segments=n_seg, compactness=cfg.compactness, sigma=cfg.sigma, w_ocln=cfg.w_ocln,
-                          w_sup=cfg.w_sup, bias=cfg.bias, t_e=cfg.t_e, min_height=min_h, min_width=min_w,
-                          seed=cfg.seed, trials=cfg.trials)
+def demo_grouping(size: tuple[int, int]) -> dict[str, int]:
+    """The paper's pixel constants (set for 384-pixel-high images) at working size (H, W): a demo
+    preset. Superpixels no smaller than 3x3 pixels; filter boxes in proportion to the height."""
+    h, w = size
+    ratio = min(h / PAPER_HEIGHT, 1.0)
+    return {"n_segments": int(min(PAPER.n_segments, h * w // 9)),
+            "min_height": max(2, round(PAPER.min_height * ratio)),
+            "min_width": max(2, round(PAPER.min_width * ratio))}
+
+
+def grouping_params(cfg: RegionsConfig, size: tuple[int, int], explicit: Collection[str] = ()) -> GroupingParams:
+    """The config's constants; at a demo size, the pixel constants the user did not set follow the
+    image (the config itself keeps the paper's values, which key the region store)."""
+    scaled = apply_preset(cfg, {cfg.demo_size: demo_grouping(size)} if cfg.demo_size else {}, explicit)
+    return GroupingParams(n_segments=scaled.n_segments, compactness=cfg.compactness, sigma=cfg.sigma,
+                          w_ocln=cfg.w_ocln, w_sup=cfg.w_sup, bias=cfg.bias, t_e=cfg.t_e,
+                          min_height=scaled.min_height, min_width=scaled.min_width, seed=cfg.seed,
+                          trials=cfg.trials)
 
 
 def depth_spec(cfg: RegionsConfig) -> DepthSpec:
@@ -235,8 +243,9 @@ def _parallel(cfg: RegionsConfig, n_tasks: int):
     return ctx, Parallel(n_jobs=n_jobs, return_as="generator_unordered")
 
 
-def run_regions(cfg: RegionsConfig, echo=click.echo) -> Path:
-    """Run the stage; returns the store folder (also recorded as regions/<proposals>.current)."""
+def run_regions(cfg: RegionsConfig, echo=click.echo, explicit: Collection[str] = ()) -> Path:
+    """Run the stage; returns the store folder (also recorded as regions/<proposals>.current).
+    explicit: the options the user typed (demo-size scaling leaves them alone)."""
     from joblib import delayed
 
     t_start = time.perf_counter()
@@ -244,7 +253,7 @@ def run_regions(cfg: RegionsConfig, echo=click.echo) -> Path:
     if cfg.max_frames > 0:
         frames = frames[:cfg.max_frames]
     size = working_size(cfg, frames)
-    params = grouping_params(cfg, size)
+    params = grouping_params(cfg, size, explicit)
     spec = depth_spec(cfg)
     felz = (cfg.felz_scale, cfg.felz_sigma, cfg.felz_min_size)
     h = config_hash(cfg)
@@ -300,6 +309,7 @@ def run_regions(cfg: RegionsConfig, echo=click.echo) -> Path:
     echo(f"regions: {len(todo)} frames in {len(pending)} chunks ({len(done)} chunks already done) at "
          f"{size[0]}x{size[1]}, proposals={cfg.proposals}, depth={spec.kind}{':' + spec.arg if spec.arg else ''}, "
          f"n_segments={params.n_segments}, workers={cfg.workers}")
+    remove_stale_temporaries(store)  # what killed writers left
     write_manifest(store, manifest)
     all_t: list[dict[str, float]] = []
     n_regions: list[int] = []
@@ -339,6 +349,6 @@ def regions(**kwargs) -> None:
     Resumes a killed run; a finished run for the same config is a no-op."""
     cfg = build_config(RegionsConfig, kwargs)
     try:
-        run_regions(cfg)
+        run_regions(cfg, explicit=explicit_options())
     except DataError as e:
         raise click.ClickException(str(e)) from e

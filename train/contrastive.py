@@ -23,20 +23,23 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection
 
 import click
 import numpy as np
 import torch
 import torch.distributed as dist
 
+from shared.atomic import write_text
+from shared.checkpoint import (clear_stale_saves, code_version, load_checkpoint, rng_state, save_checkpoint,
+                               set_rng_state)
 from shared.config import build_config, config_hash, config_options, field, save_config, to_dict
 from shared.frames import DataError
 from shared.nets.semantic_fpn import (DenseSwAVNet, backbone_state_dict_torchvision, load_backbone_weights,
                                       normalize_images)
+from shared.photometric import apply_photometric
+from shared.presets import apply_preset, explicit_options
 from shared.stage import StageConfig, output_dir, read_pointer, write_pointer
-from shared.checkpoint import code_version, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from train.photometric import apply_photometric
 from train.shard_loader import Augment, ShardStream, make_loader, open_shard_set, plan_epoch
 from train.swav_loss import dense_swav_loss
 
@@ -84,7 +87,7 @@ class ContrastiveConfig(StageConfig):
     progress: bool = field(True, "show a progress bar", hash=False)
 
 
-# DEMO_SIZE presets: fields still at their default take these values.
+# DEMO_SIZE presets: fill the options the user did not set (shared.presets).
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(backbone="resnet18", epochs=2, max_steps=6, warmup_epochs=0.5, checkpoint_every=3, log_every=1,
                  num_prototypes=100, workers=1),
@@ -93,10 +96,10 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def apply_preset(cfg: ContrastiveConfig) -> ContrastiveConfig:
-    defaults = ContrastiveConfig()
-    changes = {k: v for k, v in PRESETS.get(cfg.demo_size, {}).items() if getattr(cfg, k) == getattr(defaults, k)}
-    return dataclasses.replace(cfg, **changes)
+def resolve_config(kwargs: dict[str, Any], explicit: Collection[str], echo=click.echo) -> ContrastiveConfig:
+    """The config of the parsed options `kwargs`, with the DEMO_SIZE preset filled in where the option
+    is not in `explicit` (the ones the user typed: shared.presets.explicit_options)."""
+    return apply_preset(build_config(ContrastiveConfig, kwargs), PRESETS, explicit, echo, "contrastive")
 
 
 def lr_schedule(total: int, warmup: int, peak: float, final: float) -> np.ndarray:
@@ -133,9 +136,8 @@ class NonFiniteLoss(RuntimeError):
 
 
 def train(cfg: ContrastiveConfig) -> Path:
-    """Train (or resume) the run of `cfg`; returns the run folder."""
+    """Train (or resume) the run of `cfg` (presets already resolved: resolve_config); returns the run folder."""
     t_start = time.time()
-    cfg = apply_preset(cfg)
     rank, world, device = setup_distributed(cfg.device)
     main_rank = rank == 0
     cuda = device.type == "cuda"
@@ -174,6 +176,8 @@ def train(cfg: ContrastiveConfig) -> Path:
     run_key = config_hash(cfg, extra={"shards": ss.config_hash})
     run_dir = output_dir(cfg, "train", cfg.run or run_key)
     ckpt_path, log_path = run_dir / "checkpoint.pt", run_dir / "log.jsonl"
+    if main_rank:
+        clear_stale_saves(run_dir)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     model = DenseSwAVNet(cfg.backbone, num_prototypes=cfg.num_prototypes)
@@ -318,9 +322,7 @@ def train(cfg: ContrastiveConfig) -> Path:
         wrote = [ckpt_path, log_path, run_dir / "config.json"]
         if step >= total:
             export = run_dir / f"backbone_{cfg.backbone}.pth"
-            tmp = export.with_name(export.name + ".tmp")
-            torch.save(backbone_state_dict_torchvision(model), tmp)
-            os.replace(tmp, export)
+            save_checkpoint(backbone_state_dict_torchvision(model), export)
             wrote.append(export)
             write_pointer(cfg, "train", "model", ckpt_path)
         state = "finished" if step >= total else f"stopped at step {step}/{total} (rerun to resume)"
@@ -344,9 +346,7 @@ def _trim_log(path: Path, start: int) -> None:
     if not path.is_file():
         return
     keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= start]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(ln + "\n" for ln in keep))
-    os.replace(tmp, path)
+    write_text(path, "".join(ln + "\n" for ln in keep))
 
 
 def _barrier(world: int) -> None:
@@ -366,7 +366,7 @@ def _tensorboard(run_dir: Path):
 @config_options(ContrastiveConfig)
 def contrastive(**kwargs: Any) -> None:
     """Dense SwAV pre-training from a copy-paste shard set (resumes automatically)."""
-    cfg = build_config(ContrastiveConfig, kwargs)
+    cfg = resolve_config(kwargs, explicit_options())
     try:
         train(cfg)
     except (NonFiniteLoss, DataError) as e:
