@@ -78,14 +78,14 @@ def main() -> None:
         for name in ("tiny", "small"):
             t0 = time.perf_counter()
             synth.generate_preset(Path(tmp) / name, name)
-            p = synth.PRESETS[name]
-            n = p["sequences"] * p["frames"]
+            sequences, frames, size = synth.city_preset(name)
+            n = sequences * frames
             dt = time.perf_counter() - t0
-            print(f"preset {name:5s} ({p['sequences']} x {p['frames']} @ {p['size'][0]}x{p['size'][1]}): "
+            print(f"preset {name:5s} ({sequences} x {frames} @ {size[0]}x{size[1]}): "
                   f"{dt:.1f} s, {n / dt:.1f} frames/s")
-    p = synth.PRESETS["full"]
-    n = p["sequences"] * p["frames"]
-    print(f"preset full  ({p['sequences']} x {p['frames']} @ {p['size'][0]}x{p['size'][1]}): "
+    sequences, frames, size = synth.city_preset("full")
+    n = sequences * frames
+    print(f"preset full  ({sequences} x {frames} @ {size[0]}x{size[1]}): "
           f"about {n * res['seconds'] / res['frames']:.0f} s estimated from the rate above")
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from shared.atomic import write_text
 from shared.config import build_config, config_hash, config_options, field, save_config
 from shared.frames import DataError, Frame
 from shared.imageio import read_depth_map, resize_nearest
@@ -200,10 +201,7 @@ def depth(**kwargs) -> None:
     except DataError as e:
         raise click.ClickException(str(e)) from e
     out = output_dir(cfg, "eval", f"depth-{config_hash(cfg, extra={'ckpt': str(ckpt.resolve())})}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(rep, indent=2) + "\n")
-    os.replace(tmp, out)
+    write_text(out, json.dumps(rep, indent=2) + "\n")
     save_config(cfg, out.with_suffix(".config.json"))
     for line in format_report(rep):
         click.echo(line)

@@ -264,11 +264,13 @@ def run_report(cfg: ProposalsConfig, echo=click.echo) -> dict:
               "felzenszwalb_scale_median": statistics.median(felz_scales) if felz_scales else None,
               "results": results, "notes": notes, "skipped": skipped,
               "seconds": round(time.perf_counter() - t0, 1)}
-    (out / "report.json").write_text(json.dumps(report, indent=1, sort_keys=True) + "\n")
+    from shared.atomic import write_text
+
+    write_text(out / "report.json", json.dumps(report, indent=1, sort_keys=True) + "\n")
     table = format_table(results)
     md = [f"# Region proposals: {cfg.dataset} ({report['frames']} frames at {size[0]}x{size[1]}, "
           f"depth: {report['depth'] or 'none'})", "", *table, ""] + [f"- {n}" for n in notes]
-    (out / "report.md").write_text("\n".join(md) + "\n")
+    write_text(out / "report.md", "\n".join(md) + "\n")
     save_config(cfg, out / "config.json")
     for line in table:
         echo(line)

@@ -30,7 +30,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection
 
 import click
 import numpy as np
@@ -41,14 +41,16 @@ from evaluate.clustering import Codebook, kmeans_codebook, nearest_centre, proto
 from evaluate.report_pictures import (class_palette, colourise, confusion_picture, iou_bars, panel, pca_rgb,
                                       side_by_side, stack_rows)
 from evaluate.segmentation_metrics import PROTOCOLS, Protocol, confusion_matrix, evaluate_clusters
+from shared.atomic import write_text
 from shared.config import build_config, config_options, field, save_config
 from shared.frames import DataError, Frame
 from shared.imageio import read_label, read_rgb, write_png
+from shared.presets import apply_preset, explicit_options
 from shared.stage import StageConfig, frames_for, output_dir, read_pointer, write_pointer
 
 # Working resolution (H, W) of the datasets with a fixed one; the others are evaluated at native size.
 DEFAULT_SIZES = {"cityscapes": (384, 768), "kitti": (384, 1280)}
-DEMO_DIVISOR = {"tiny": 4, "small": 2}
+DEMO_DIVISOR = {"tiny": 4, "small": 2}  # of DEFAULT_SIZES
 DEMO_MAX_FRAMES = {"tiny": 4, "small": 16}
 MODEL_NAMES = ("pre-trained", "random init")
 SERIES_COLOURS = {"pre-trained": (31, 119, 180), "random init": (200, 200, 200)}
@@ -66,7 +68,8 @@ class UnsupervisedConfig(StageConfig):
                                              "kmeans: spherical k-means on pixel features",
                             choices=["agglomerative", "kmeans"])
     n_clusters: int = field(0, "clusters C (0 = number of the protocol's classes present in the evaluated labels)")
-    height: int = field(0, "evaluation height (0 = Cityscapes/KITTI 384, synthetic/folder native; DEMO_SIZE shrinks)")
+    height: int = field(0, "evaluation height (0 = Cityscapes/KITTI 384, synthetic/folder native; DEMO_SIZE "
+                           "tiny 1/4, small 1/2)")
     width: int = field(0, "evaluation width (0 = Cityscapes 768, KITTI 1280, synthetic/folder native)")
     max_frames: int = field(0, "evaluate at most this many frames (0 = all; DEMO_SIZE tiny 4, small 16)")
     baseline: bool = field(True, "also score a randomly initialised network of the same architecture")
@@ -101,15 +104,31 @@ def select_frames(frames: list[Frame], split: str, max_frames: int) -> tuple[lis
     return chosen, split
 
 
+def demo_presets(dataset: str) -> dict[str, dict[str, int]]:
+    """DEMO_SIZE presets: fewer frames and, for the datasets with a fixed evaluation size, a fraction
+    of it (the synthetic city is already rendered at its demo size)."""
+    presets: dict[str, dict[str, int]] = {}
+    for demo, div in DEMO_DIVISOR.items():
+        presets[demo] = {"max_frames": DEMO_MAX_FRAMES[demo]}
+        if dataset in DEFAULT_SIZES:
+            h, w = DEFAULT_SIZES[dataset]
+            # multiples of 32 keep the FPN levels aligned
+            presets[demo].update(height=max(64, h // div // 32 * 32), width=max(64, w // div // 32 * 32))
+    return presets
+
+
+def resolve_config(kwargs: dict[str, Any], explicit: Collection[str], echo=click.echo) -> UnsupervisedConfig:
+    """The config of the parsed options, with the DEMO_SIZE preset where the user set nothing."""
+    cfg = build_config(UnsupervisedConfig, kwargs)
+    return apply_preset(cfg, demo_presets(cfg.dataset), explicit, echo, "unsupervised eval")
+
+
 def eval_size(cfg: UnsupervisedConfig, frames: list[Frame]) -> tuple[int, int]:
     """(H, W) at which images are fed and labels scored."""
     if cfg.height > 0 and cfg.width > 0:
         return cfg.height, cfg.width
     if cfg.dataset in DEFAULT_SIZES:
-        h, w = DEFAULT_SIZES[cfg.dataset]
-        div = DEMO_DIVISOR.get(cfg.demo_size, 1)
-        # multiples of 32 keep the FPN levels aligned
-        return max(64, h // div // 32 * 32), max(64, w // div // 32 * 32)
+        return DEFAULT_SIZES[cfg.dataset]
     # synthetic (already rendered at its demo size) and folders: the first frame's native size
     return frames[0].height, frames[0].width
 
@@ -238,8 +257,7 @@ def write_report(out: Path, summary: dict[str, Any], pictures: dict[str, list[st
               "of each model's features as RGB.", ""]
     for fid, files in pictures.items():
         lines += [f"### {fid}", ""] + [f"![{Path(f).stem}]({f})" for f in files] + [""]
-    md = out / "report.md"
-    md.write_text("\n".join(lines) + "\n")
+    md = write_text(out / "report.md", "\n".join(lines) + "\n")
 
     # HTML: the same content with every picture embedded, so the file can be mailed or archived alone.
     html = ["<!doctype html><html><head><meta charset='utf-8'><title>Unsupervised segmentation report</title>",
@@ -279,8 +297,7 @@ def write_report(out: Path, summary: dict[str, Any], pictures: dict[str, list[st
     if in_table:
         html.append("</table>")
     html.append("</body></html>")
-    page = out / "report.html"
-    page.write_text("\n".join(html) + "\n")
+    page = write_text(out / "report.html", "\n".join(html) + "\n")
     return md, page
 
 
@@ -300,14 +317,14 @@ def _scores_dict(conf: np.ndarray, protocol: Protocol) -> dict[str, Any]:
 
 
 def evaluate_unsupervised(cfg: UnsupervisedConfig) -> Path:
+    """Evaluate `cfg` (DEMO_SIZE presets already filled in: resolve_config); returns the output folder."""
     from shared.nets.semantic_fpn import DenseSwAVNet, load_pretrained
 
     t_start = time.perf_counter()
     device = _device(cfg.device)
     ckpt = resolve_checkpoint(cfg)
     all_frames = frames_for(cfg)
-    max_frames = cfg.max_frames or DEMO_MAX_FRAMES.get(cfg.demo_size, 0)
-    frames, split = select_frames(all_frames, cfg.split, max_frames)
+    frames, split = select_frames(all_frames, cfg.split, cfg.max_frames)
     if not frames:
         raise DataError(output_dir(cfg, "index.jsonl"),
                         f"no frames with semantic labels in split {cfg.split!r} of dataset {cfg.dataset}")
@@ -401,10 +418,7 @@ def evaluate_unsupervised(cfg: UnsupervisedConfig) -> Path:
         for mr in summary["protocols"][p]["models"].values():
             for k in [k for k in mr if k.startswith("_")]:
                 del mr[k]
-    report_json = out / "report.json"
-    tmp = report_json.with_name("report.json.tmp")
-    tmp.write_text(json.dumps(summary, indent=1, default=str) + "\n")
-    os.replace(tmp, report_json)
+    report_json = write_text(out / "report.json", json.dumps(summary, indent=1, default=str) + "\n")
     md, html = write_report(out, summary, pictures)
     save_config(cfg, out / "config.json")
     write_pointer(cfg, "eval", "unsupervised", out)
@@ -424,7 +438,7 @@ def unsupervised(**kwargs: Any) -> None:
     """Unsupervised semantic segmentation of a pre-trained checkpoint (+ random-init baseline): pixel
     accuracy, per-class IoU and mIoU after Hungarian matching, confusion matrices, predictions, PCA
     feature maps, as report.json, report.md and report.html."""
-    cfg = build_config(UnsupervisedConfig, kwargs)
+    cfg = resolve_config(kwargs, explicit_options())
     try:
         evaluate_unsupervised(cfg)
     except DataError as e:

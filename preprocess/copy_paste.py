@@ -21,7 +21,7 @@ One paste, in the order it is drawn:
   grayscale (p = 0.1), Gaussian blur (p = 0.2, 5 taps, sigma in [0.1, 2]). The jitter ops are
   composed into one 3x4 colour matrix and clamped once at the end (torchvision clamps after each
   op); contrast pulls towards the region's mean grey level; hue rotates the chroma plane of YIQ,
-  a linear stand-in for the HSV hue shift.
+  a linear stand-in for the HSV hue shift (the matrices of shared.photometric).
 - DepthMix: a pasted pixel is written only where its scaled disparity is strictly larger (nearer)
   than the disparity already there (background or an earlier paste), so later pastes respect
   earlier ones.
@@ -54,18 +54,13 @@ from typing import Any, Sequence
 import numba
 import numpy as np
 
+from shared.photometric import GREY_ROWS, LUMA, hue_matrices, saturation_matrices
 from shared.shard_schema import NO_LAYER, NO_LAYER16, Group
 
 # Bump when the same inputs and seed would give different groups: it keys the shard folders.
 SYNTHESIS_VERSION = 2
 AFFINE_DECIMALS = 6  # stored affines are short decimals; 1e-6 of a pixel per pixel is far below interpolation
-GREY = np.array([0.299, 0.587, 0.114])  # ITU-R 601 luma, as torchvision's rgb_to_grayscale
-# RGB <-> YIQ: hue is a rotation of the (I, Q) chroma plane.
-_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
-_YIQ_INV = np.linalg.inv(_YIQ)
-_EYE3 = np.eye(3)
-_GREY_ROWS = np.outer(np.ones(3), GREY)  # every channel := grey level
-_IDENTITY34 = np.concatenate([_EYE3, np.zeros((3, 1))], axis=1)
+_IDENTITY34 = np.concatenate([np.eye(3), np.zeros((3, 1))], axis=1)
 
 
 @dataclass(frozen=True)
@@ -331,20 +326,15 @@ def colour_matrices(rng: np.random.Generator, p: PasteParams, mean_rgb: np.ndarr
         if bj > 0 and (sel := apply & (op == 0)).any():
             T[sel] *= fb[sel, None, None]
         if cj > 0 and (sel := apply & (op == 1)).any():
-            grey = np.einsum("c,pc->p", GREY, np.einsum("pij,pj->pi", T[sel, :, :3], mean_rgb[sel]) + T[sel, :, 3])
+            grey = np.einsum("c,pc->p", LUMA, np.einsum("pij,pj->pi", T[sel, :, :3], mean_rgb[sel]) + T[sel, :, 3])
             T[sel] *= fc[sel, None, None]
             T[sel, :, 3] += ((1 - fc[sel]) * grey)[:, None]
         if sj > 0 and (sel := apply & (op == 2)).any():
-            f = fs[sel, None, None]
-            T[sel] = (f * _EYE3 + (1 - f) * _GREY_ROWS) @ T[sel]
+            T[sel] = saturation_matrices(fs[sel]) @ T[sel]
         if hj > 0 and (sel := apply & (op == 3)).any():
-            co, si = np.cos(ang[sel]), np.sin(ang[sel])
-            R = np.zeros((int(sel.sum()), 3, 3))
-            R[:, 0, 0] = 1.0
-            R[:, 1, 1], R[:, 1, 2], R[:, 2, 1], R[:, 2, 2] = co, -si, si, co
-            T[sel] = (_YIQ_INV @ R @ _YIQ) @ T[sel]
+            T[sel] = hue_matrices(ang[sel]) @ T[sel]
     gray = rng.random(P) < p.gray_prob
-    T[gray] = _GREY_ROWS @ T[gray]
+    T[gray] = GREY_ROWS @ T[gray]
     return T
 
 

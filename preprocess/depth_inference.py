@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 from itertools import groupby
 import time
 from dataclasses import dataclass
@@ -59,20 +58,14 @@ def output_size(cfg: DepthInferConfig, frame: Frame) -> tuple[int, int]:
     return WORKING_SIZE.get(cfg.dataset, (frame.height, frame.width))
 
 
-def _save_npy(path: Path, arr: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp.npy")
-    np.save(tmp, arr)
-    os.replace(tmp, path)
-
-
 def _infer_chunk(ckpt: str, jobs: list[tuple[str, str, tuple[int, int]]]) -> int:
     """One worker: load the model once, then (image, output path, size) -> .npy."""
-    from shared.imageio import read_rgb
+    from shared.imageio import read_rgb, write_npy
 
     torch.set_num_threads(1)
     predictor = DepthPredictor(ckpt, "cpu")
     for image, out, size in jobs:
-        _save_npy(Path(out), predictor.predict(read_rgb(image, size=size)))
+        write_npy(out, predictor.predict(read_rgb(image, size=size)))
     return len(jobs)
 
 
@@ -81,7 +74,7 @@ def infer_dataset(cfg: DepthInferConfig, frames: list[Frame], ckpt: Path, out_di
     from joblib import Parallel, delayed
     from tqdm import tqdm
 
-    from shared.imageio import read_rgb
+    from shared.imageio import read_rgb, write_npy
 
     out_dir.mkdir(parents=True, exist_ok=True)
     todo = [(f.image, str(out_dir / f"{f.id}.npy"), output_size(cfg, f)) for f in frames
@@ -100,7 +93,7 @@ def infer_dataset(cfg: DepthInferConfig, frames: list[Frame], ckpt: Path, out_di
                 group = same[s:s + cfg.batch_size]
                 depth = predictor.predict_batch(np.stack([read_rgb(img, size=size) for img, _, size in group]))
                 for (_, out, _), d in zip(group, depth):
-                    _save_npy(Path(out), d)
+                    write_npy(out, d)
                 bar.update(len(group))
     else:
         n_chunks = max(1, min(len(todo), cfg.workers * 4))

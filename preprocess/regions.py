@@ -13,7 +13,7 @@ run resumes with the unfinished chunks and a finished run is a no-op. Output fol
 
 Working size: --size, else Cityscapes / folder 384x768, KITTI 384x1280, synthetic its native size.
 DEMO_SIZE tiny | small shrinks the working size of real datasets (to 1/4 or 1/2 of the height)
-and, at any demo size, scales the paper-valued SLIC n_segments and region filter with the image:
+and, at any demo size, scales the SLIC n_segments and region filter the user did not set with the image:
 superpixels no smaller than 3x3 pixels, filter boxes in proportion to the height (DESIGN §5 values
 stay the default at full size).
 """
@@ -24,18 +24,20 @@ import os
 import statistics
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection
 
 import click
 import numpy as np
 from tqdm import tqdm
 
+from shared.atomic import remove_stale_temporaries
+from shared.config import build_config, config_hash, config_options, save_config, to_dict
 from shared.regions.config import RegionsConfig, depth_spec, grouping_params, working_size
 from shared.regions.depth_source import DepthSource, DepthSpec
 from shared.regions.grouping import GroupingParams, depth_regions, felzenszwalb_regions, gt_regions
-from shared.config import build_config, config_hash, config_options, save_config, to_dict
 from shared.frames import DataError, Frame
 from shared.imageio import read_label, read_rgb
+from shared.presets import explicit_options
 from shared.region_store import (RegionRecord, chunk_is_finished, chunk_name, read_manifest,
                                  write_chunk, write_manifest)
 from shared.stage import frames_for, output_dir, write_pointer
@@ -148,8 +150,9 @@ def _parallel(cfg: RegionsConfig, n_tasks: int):
     return ctx, Parallel(n_jobs=n_jobs, return_as="generator_unordered")
 
 
-def run_regions(cfg: RegionsConfig, echo=click.echo) -> Path:
-    """Run the stage; returns the store folder (also recorded as regions/<proposals>.current)."""
+def run_regions(cfg: RegionsConfig, echo=click.echo, explicit: Collection[str] = ()) -> Path:
+    """Run the stage; returns the store folder (also recorded as regions/<proposals>.current).
+    explicit: the options the user typed (demo-size scaling leaves them alone)."""
     from joblib import delayed
 
     t_start = time.perf_counter()
@@ -157,7 +160,7 @@ def run_regions(cfg: RegionsConfig, echo=click.echo) -> Path:
     if cfg.max_frames > 0:
         frames = frames[:cfg.max_frames]
     size = working_size(cfg, frames)
-    params = grouping_params(cfg, size)
+    params = grouping_params(cfg, size, explicit)
     spec = depth_spec(cfg)
     felz = (cfg.felz_scale, cfg.felz_sigma, cfg.felz_min_size)
     h = config_hash(cfg)
@@ -213,6 +216,7 @@ def run_regions(cfg: RegionsConfig, echo=click.echo) -> Path:
     echo(f"regions: {len(todo)} frames in {len(pending)} chunks ({len(done)} chunks already done) at "
          f"{size[0]}x{size[1]}, proposals={cfg.proposals}, depth={spec.kind}{':' + spec.arg if spec.arg else ''}, "
          f"n_segments={params.n_segments}, workers={cfg.workers}")
+    remove_stale_temporaries(store)  # what killed writers left
     write_manifest(store, manifest)
     all_t: list[dict[str, float]] = []
     n_regions: list[int] = []
@@ -252,6 +256,6 @@ def regions(**kwargs) -> None:
     Resumes a killed run; a finished run for the same config is a no-op."""
     cfg = build_config(RegionsConfig, kwargs)
     try:
-        run_regions(cfg)
+        run_regions(cfg, explicit=explicit_options())
     except DataError as e:
         raise click.ClickException(str(e)) from e

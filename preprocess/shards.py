@@ -39,16 +39,18 @@ import tarfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Collection, Iterable
 
 import click
 import numpy as np
 from tqdm import tqdm
 
 from preprocess.copy_paste import SYNTHESIS_VERSION, PasteParams, SourceFrame, synthesise
-from shared.config import build_config, config_hash, config_options, field, override, save_config, to_dict
+from shared.atomic import atomic_path, remove_stale_temporaries, write_json
+from shared.config import build_config, config_hash, config_options, field, save_config, to_dict
 from shared.frames import DataError
 from shared.imageio import read_rgb
+from shared.presets import apply_preset, explicit_options
 from shared.region_store import RegionStore, read_manifest, sha256_file
 from shared.shard_schema import encode_group, group_key
 from shared.stage import StageConfig, cached_frames, output_dir, read_pointer, write_pointer
@@ -56,7 +58,7 @@ from shared.stage import StageConfig, cached_frames, output_dir, read_pointer, w
 MANIFEST = "manifest.json"
 PAPER = PasteParams()
 PAPER_HEIGHT = 384
-# DEMO_SIZE presets; a preset value applies only where the option was not given on the command line.
+# DEMO_SIZE presets: fill the options the user did not set (shared.presets).
 # One group per shard, so a demo set has several shards (a loader worker needs at least one): the
 # synthetic city has 6 (tiny) / 20 (small) train frames -> 1 / 2 groups per epoch.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -106,16 +108,21 @@ class ShardsConfig(StageConfig):
 # ----------------------------------------------------------------------------------------------
 # pure planning
 
-def paste_params(cfg: ShardsConfig, height: int) -> PasteParams:
-    """The config's constants; at a demo size, paper-valued pixel sizes follow the image height."""
-    min_h, min_w = cfg.min_region_height, cfg.min_region_width
-    ht, min_size = cfg.height_tolerance, cfg.min_paste_size
-    if cfg.demo_size:
-        ratio = min(height / PAPER_HEIGHT, 1.0)
-        min_h = max(2, round(min_h * ratio)) if min_h == PAPER.min_height else min_h
-        min_w = max(2, round(min_w * ratio)) if min_w == PAPER.min_width else min_w
-        ht = max(1, round(ht * ratio)) if ht == PAPER.height_tolerance else ht
-        min_size = max(2, round(min_size * ratio)) if min_size == PAPER.min_size else min_size
+def demo_pixel_sizes(height: int) -> dict[str, int]:
+    """The paper's pixel sizes (set for 384-pixel-high images) scaled to `height`: a demo preset."""
+    ratio = min(height / PAPER_HEIGHT, 1.0)
+    return {"min_region_height": max(2, round(PAPER.min_height * ratio)),
+            "min_region_width": max(2, round(PAPER.min_width * ratio)),
+            "height_tolerance": max(1, round(PAPER.height_tolerance * ratio)),
+            "min_paste_size": max(2, round(PAPER.min_size * ratio))}
+
+
+def paste_params(cfg: ShardsConfig, height: int, explicit: Collection[str] = ()) -> PasteParams:
+    """The config's constants; at a demo size, the pixel sizes the user did not set follow the image
+    height (the config itself keeps the paper's values, which key the output)."""
+    scaled = apply_preset(cfg, {cfg.demo_size: demo_pixel_sizes(height)} if cfg.demo_size else {}, explicit)
+    min_h, min_w = scaled.min_region_height, scaled.min_region_width
+    ht, min_size = scaled.height_tolerance, scaled.min_paste_size
     if len(cfg.scale_range) != 2 or not 0 < cfg.scale_range[0] <= cfg.scale_range[1]:
         raise click.BadParameter(f"--scale-range needs two values 0 < low <= high, got {cfg.scale_range}")
     if len(cfg.jitter) != 4 or len(cfg.blur_sigma) != 2 or not cfg.rounds:
@@ -173,9 +180,9 @@ def region_store_key(manifest: dict[str, Any]) -> str:
 
 def write_tar(path: Path, samples: Iterable[dict[str, Any]]) -> dict[str, Any]:
     """Deterministic tar (fixed metadata) via a temporary name; returns {samples, bytes, sha256}."""
-    tmp = path.with_name(path.name + ".tmp")
     n = 0
-    with open(tmp, "wb") as fh, tarfile.open(fileobj=fh, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh, \
+            tarfile.open(fileobj=fh, mode="w", format=tarfile.USTAR_FORMAT) as tar:
         for sample in samples:
             key = sample["__key__"]
             for ext, data in sample.items():
@@ -187,7 +194,6 @@ def write_tar(path: Path, samples: Iterable[dict[str, Any]]) -> dict[str, Any]:
                 info.uname = info.gname = ""
                 tar.addfile(info, io.BytesIO(data))
             n += 1
-    os.replace(tmp, path)
     return {"samples": n, "bytes": path.stat().st_size, "sha256": sha256_file(path)}
 
 
@@ -288,8 +294,10 @@ def frame_info(cfg: ShardsConfig, frame_ids: list[str], echo: Callable[[str], No
             {fid: index[fid].split if fid in index else "" for fid in frame_ids})
 
 
-def run_shards(cfg: ShardsConfig, echo: Callable[[str], None] = click.echo) -> Path:
-    """Run the stage; returns the shard folder (also recorded as shards/<proposals>.current)."""
+def run_shards(cfg: ShardsConfig, echo: Callable[[str], None] = click.echo,
+               explicit: Collection[str] = ()) -> Path:
+    """Run the stage; returns the shard folder (also recorded as shards/<proposals>.current).
+    explicit: the options the user typed (demo-size scaling leaves them alone)."""
     from joblib import Parallel, delayed, parallel_config
 
     t_start = time.perf_counter()
@@ -312,7 +320,7 @@ def run_shards(cfg: ShardsConfig, echo: Callable[[str], None] = click.echo) -> P
         if missing:
             raise DataError(missing[0], f"source image missing ({len(missing)} of {len(frame_ids)} frames "
                                         f"of region store {store_root}); nothing written")
-        params = paste_params(cfg, H)
+        params = paste_params(cfg, H, explicit)
         n_images = len(params.rounds) * cfg.group_size
         gps = cfg.groups_per_shard
         if gps <= 0:
@@ -362,9 +370,7 @@ def run_shards(cfg: ShardsConfig, echo: Callable[[str], None] = click.echo) -> P
     def save(complete: bool) -> None:
         manifest["shards"] = [done[p.name] for p in plans if p.name in done]
         manifest["complete"] = complete
-        tmp = out_dir / (MANIFEST + ".tmp")
-        tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
-        os.replace(tmp, out_dir / MANIFEST)
+        write_json(out_dir / MANIFEST, manifest, indent=1)
 
     def finish(note: str) -> Path:
         save(True)
@@ -379,8 +385,7 @@ def run_shards(cfg: ShardsConfig, echo: Callable[[str], None] = click.echo) -> P
                       f"{total_bytes() / 1e6:.1f} MB; checksums {'verified' if cfg.verify else 'not checked'} "
                       f"in {time.perf_counter() - t_check:.1f} s)")
 
-    for stale in out_dir.glob("*.tar.tmp"):
-        stale.unlink()
+    remove_stale_temporaries(out_dir)  # what killed writers left
     save(False)
     echo(f"shards: {sum(len(p.groups) for p in pending)} groups in {len(pending)} shards to write "
          f"({len(done)} shards already done), {cfg.epochs} epochs x {n_groups // cfg.epochs} groups, "
@@ -415,15 +420,6 @@ def run_shards(cfg: ShardsConfig, echo: Callable[[str], None] = click.echo) -> P
     return finish("\n".join(lines))
 
 
-def apply_presets(cfg: ShardsConfig, explicit: set[str], echo: Callable[[str], None]) -> ShardsConfig:
-    """DEMO_SIZE presets for the options the user did not set."""
-    preset = {k: v for k, v in PRESETS.get(cfg.demo_size, {}).items() if k not in explicit}
-    if preset:
-        echo(f"shards: DEMO_SIZE={cfg.demo_size} preset: " + ", ".join(f"{k}={v}" for k, v in preset.items()))
-        cfg = override(cfg, **preset)
-    return cfg
-
-
 @click.command("shards")
 @config_options(ShardsConfig)
 def shards(**kwargs) -> None:
@@ -431,10 +427,9 @@ def shards(**kwargs) -> None:
 
     Reuses a complete shard set for the same config and region store; resumes a killed run;
     rewrites shards whose checksum does not match."""
-    ctx = click.get_current_context()
-    explicit = {k for k in kwargs if ctx.get_parameter_source(k) != click.core.ParameterSource.DEFAULT}
-    cfg = apply_presets(build_config(ShardsConfig, kwargs), explicit, click.echo)
+    explicit = explicit_options()
+    cfg = apply_preset(build_config(ShardsConfig, kwargs), PRESETS, explicit, click.echo, "shards")
     try:
-        run_shards(cfg)
+        run_shards(cfg, explicit=explicit)
     except DataError as e:
         raise click.ClickException(str(e)) from e

@@ -41,22 +41,24 @@ from typing import Callable, Optional
 
 import click
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
+from shared.atomic import write_json
 from shared.config import build_config, config_options, field
 from shared.frames import DataError
-from shared.imageio import read_label
 from shared.datasets.synthetic import city_is_complete
+from shared.imageio import read_label, write_npy, write_png
+from shared.presets import apply_preset
 from shared.stage import StageConfig, dataset_root
 
 FORMAT_VERSION = 1
 DEFAULT_FX = 0.6  # normalised by the width; square pixels, so fy = fx * W / H
 
+# DEMO_SIZE -> the city's size (SynthConfig fields whose 0 / "" means "from the preset"); "" = full.
 PRESETS: dict[str, dict] = {
-    "tiny": {"sequences": 2, "frames": 6, "size": (96, 192)},
-    "small": {"sequences": 3, "frames": 10, "size": (192, 384)},
-    "full": {"sequences": 8, "frames": 40, "size": (384, 768)},
+    "": {"sequences": 8, "frames": 40, "size": "384x768"},
+    "small": {"sequences": 3, "frames": 10, "size": "192x384"},
+    "tiny": {"sequences": 2, "frames": 6, "size": "96x192"},
 }
 KINDS = ("rgb", "depth", "labelIds", "instanceIds")
 SUFFIX = {"rgb": ".png", "depth": ".npy", "labelIds": ".png", "instanceIds": ".png"}
@@ -74,28 +76,9 @@ def split_of(s: int, sequences: int) -> str:
     return "val" if sequences >= 2 and s == sequences - 1 else "train"
 
 
-def _write_json(path: Path, obj: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
-def _write_npy(path: Path, arr: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        np.save(fh, arr)
-    os.replace(tmp, path)
-
-
 def _write_png(path: Path, arr: np.ndarray) -> None:
-    """PNG written then renamed; zlib level 3 encodes twice as fast as PIL's default 6 for
-    10 % more bytes on these noisy images (PNG bytes depend only on the pixels and the level)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    Image.fromarray(arr).save(tmp, format="PNG", compress_level=3)
-    os.replace(tmp, path)
+    """zlib level 3 encodes twice as fast as PIL's default 6 for 10 % more bytes on these noisy images."""
+    write_png(path, arr, compress_level=3)
 
 
 def _read_city(root: Path) -> Optional[dict]:
@@ -126,7 +109,7 @@ def _prepare_root(root: Path, params: dict) -> None:
             if d.is_dir():
                 shutil.rmtree(d)
     root.mkdir(parents=True, exist_ok=True)
-    _write_json(root / "city.json", {"params": params, "complete": False})
+    write_json(root / "city.json", {"params": params, "complete": False}, indent=1)
 
 
 def sequence_world(params: dict, s: int):
@@ -163,7 +146,7 @@ def render_sequence(root: Path, s: int, params: dict, on_frame: Callable[[], Non
             out = render(world.scene_at(i, behind_x=pose[0, 3] - 3.0), K, pose, (H, W))
             inst = out["instance"]
             _write_png(frame_path(root, name, "rgb", i), out["rgb"])
-            _write_npy(frame_path(root, name, "depth", i), out["depth"])
+            write_npy(frame_path(root, name, "depth", i), out["depth"])
             _write_png(frame_path(root, name, "labelIds", i), out["label"])
             _write_png(frame_path(root, name, "instanceIds", i), inst.astype(np.uint16))
             rendered += 1
@@ -173,11 +156,11 @@ def render_sequence(root: Path, s: int, params: dict, on_frame: Callable[[], Non
         on_frame()
     fx = params["fx"]
     fy = fx * W / H
-    _write_json(root / name / "cameras.json", {
+    write_json(root / name / "cameras.json", {
         "sequence": name, "split": split_of(s, params["sequences"]), "width": W, "height": H,
         "fx": fx, "fy": fy, "cx": 0.5, "cy": 0.5, "K": pixel_K((H, W), fx).tolist(),
         "speed_m_per_frame": speed, "moving_instance_ids": [int(m) for m in moving], "frames": cams,
-    })
+    }, indent=1)
     return {"name": name, "split": split_of(s, params["sequences"]), "frames": frames, "rendered": rendered}
 
 
@@ -215,7 +198,7 @@ def generate(out: str | os.PathLike, sequences: int, frames: int, size: tuple[in
                 summaries.append(res)
                 bar.update(frames)
             summaries.sort(key=lambda m: m["name"])
-    _write_json(root / "city.json", {
+    write_json(root / "city.json", {
         "params": params, "sequences": [{k: v for k, v in m.items() if k != "rendered"} for m in summaries],
         "conventions": {
             "world": "X along the street, Y left, Z up, metres; road plane Z = 0",
@@ -224,19 +207,26 @@ def generate(out: str | os.PathLike, sequences: int, frames: int, size: tuple[in
             "pixels": "centre of pixel (row i, column j) at (j + 0.5, i + 0.5)",
         },
         "complete": True,
-    })
+    }, indent=1)
     seconds = time.perf_counter() - t0
     return {"root": str(root), "frames": sequences * frames, "rendered": sum(m["rendered"] for m in summaries),
             "seconds": seconds, "reused": False}
 
 
+def city_preset(name: str) -> tuple[int, int, tuple[int, int]]:
+    """(sequences, frames per sequence, (H, W)) of the `tiny`, `small` or `full` city."""
+    demo = "" if name == "full" else name
+    if demo not in PRESETS:
+        raise ValueError(f"unknown synthetic city preset {name!r}; choose one of tiny, small, full")
+    cfg = resolved(SynthConfig(demo_size=demo))
+    return cfg.sequences, cfg.frames, parse_size(cfg.size)
+
+
 def generate_preset(root: str | os.PathLike, name: str, workers: int = 1) -> None:
     """Render the `tiny` (2 x 6 @ 96x192), `small` (3 x 10 @ 192x384) or `full` (8 x 40 @ 384x768)
     city with seed 0 into `root` (resuming / reusing what is there)."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown synthetic city preset {name!r}; choose one of {', '.join(PRESETS)}")
-    p = PRESETS[name]
-    generate(root, p["sequences"], p["frames"], p["size"], seed=0, progress=True, workers=workers)
+    sequences, frames, size = city_preset(name)
+    generate(root, sequences, frames, size, seed=0, progress=True, workers=workers)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -265,6 +255,11 @@ class SynthConfig(StageConfig):
     workers: int = field(1, "parallel processes (one sequence each); output is the same for any number", hash=False)
 
 
+def resolved(cfg: SynthConfig) -> SynthConfig:
+    """The preset of cfg.demo_size in the fields left at 0 / "" (a field the caller set is kept)."""
+    return apply_preset(cfg, PRESETS, explicit=())
+
+
 @click.command("synth")
 @config_options(SynthConfig)
 def synth(**kwargs) -> None:
@@ -274,10 +269,8 @@ def synth(**kwargs) -> None:
     cfg = build_config(SynthConfig, kwargs)
     if cfg.dataset != "synthetic":
         raise click.UsageError(f"synth renders the synthetic city; --dataset {cfg.dataset} makes no sense here")
-    preset = PRESETS[cfg.demo_size or "full"]
-    sequences = cfg.sequences or preset["sequences"]
-    frames = cfg.frames or preset["frames"]
-    size = parse_size(cfg.size) if cfg.size else preset["size"]
+    cfg = resolved(cfg)
+    sequences, frames, size = cfg.sequences, cfg.frames, parse_size(cfg.size)
     root = dataset_root(cfg)
     res = generate(root, sequences, frames, size, seed=cfg.seed, fx=cfg.fx, workers=cfg.workers)
     if res["reused"]:

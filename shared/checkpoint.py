@@ -17,8 +17,11 @@ from shared.frames import DataError
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
     """torch.save to a temporary file in the same folder, fsync, then rename over `path`."""
-    with atomic_path(path, fsync=True) as tmp, open(tmp, "wb") as f:
-        torch.save(state, f)
+    with atomic_path(path, fsync=True) as tmp:
+        # through a file object: torch names the archive inside after a path it is given, and the
+        # temporary name carries the process id
+        with open(tmp, "wb") as fh:
+            torch.save(state, fh)
     return Path(path)
 
 
@@ -27,14 +30,18 @@ def clear_stale_saves(run_dir: str | os.PathLike) -> list[Path]:
     return remove_stale_temporaries(run_dir)
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any] | None:
+def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu", mmap: bool = False
+                    ) -> dict[str, Any] | None:
     """The checkpoint at `path`, or None when there is none; a damaged file is an error that names it
-    (it is never silently replaced by a fresh start)."""
+    (it is never silently replaced by a fresh start).
+
+    mmap=True maps the tensors instead of reading them: a reader that needs part of a checkpoint
+    (inference: the depth network, not the pose network and optimizer state) pages in only that part."""
     path = Path(path)
     if not path.is_file():
         return None
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as e:
         raise DataError(path, f"unreadable checkpoint ({e!r}); move it away to start over") from e
 

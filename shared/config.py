@@ -22,6 +22,8 @@ from typing import Any, Callable, TypeVar
 
 import click
 
+from shared.atomic import write_json
+
 C = TypeVar("C")
 
 
@@ -122,12 +124,7 @@ def config_hash(cfg: Any, extra: dict[str, Any] | None = None, length: int = 12)
 
 def save_config(cfg: Any, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
     """Write the resolved config as JSON (atomically) beside an output."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     d = {"config_class": type(cfg).__name__, "config": to_dict(cfg), "hash": config_hash(cfg)}
     if extra:
         d.update(extra)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(d, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_json(path, d, indent=2)

@@ -15,6 +15,8 @@ from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
+from shared.atomic import write_text
+
 
 class DataError(ValueError):
     """Bad input: always names the offending path and what is wrong with it."""
@@ -73,14 +75,7 @@ def link_sequences(frames: Sequence[Frame]) -> list[Frame]:
 
 def save_index(frames: Iterable[Frame], path: str | os.PathLike) -> Path:
     """JSON lines, one frame per line; written to a temporary name then renamed."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as fh:
-        for f in frames:
-            fh.write(json.dumps(dataclasses.asdict(f), sort_keys=True) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_text(path, "".join(json.dumps(dataclasses.asdict(f), sort_keys=True) + "\n" for f in frames))
 
 
 def load_index(path: str | os.PathLike) -> list[Frame]:

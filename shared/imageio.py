@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from shared.atomic import atomic_path
 from shared.frames import DataError
 
 
@@ -92,10 +93,15 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
         raise DataError(p, f"not an image ({e})") from e
 
 
-def write_png(path: str | os.PathLike, arr: np.ndarray) -> None:
-    """uint8 RGB/grey or uint16 grey PNG, written then renamed so readers never see half a file."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    Image.fromarray(arr).save(tmp, format="PNG")
-    os.replace(tmp, p)
+def write_png(path: str | os.PathLike, arr: np.ndarray, compress_level: int | None = None) -> None:
+    """uint8 RGB/grey or uint16 grey PNG, written then renamed so readers never see half a file.
+    compress_level: zlib level 0-9 (None: PIL's default, 6); the bytes depend only on pixels and level."""
+    options = {} if compress_level is None else {"compress_level": compress_level}
+    with atomic_path(path) as tmp:
+        Image.fromarray(arr).save(tmp, format="PNG", **options)
+
+
+def write_npy(path: str | os.PathLike, arr: np.ndarray) -> None:
+    """An array as .npy, written then renamed (read back by read_depth_map)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:  # a file object: np.save would append .npy to a name
+        np.save(fh, arr)

@@ -3,15 +3,20 @@
 A preset is a plain dict of config fields. `explicit_options` asks click where each value came from
 (command line or environment = the user's; default = ours), and `apply_preset` changes only the
 fields the user left at their default, so `--demo-size tiny --backbone resnet50` trains a ResNet-50.
-Every stage with presets goes through these two functions; nothing else may override an option."""
+Every stage with presets goes through these two functions; nothing else may override an option.
+
+A field whose value differs from its dataclass default was set by someone (a caller in code has no
+click context to ask), so a preset never replaces it either. Fields whose default means "from the
+preset" (0 or "") are filled by passing an empty `explicit`."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping, TypeVar
+from typing import Any, Callable, Collection, Mapping, TypeVar
 
 import click
 
 C = TypeVar("C")
+_NO_DEFAULT = object()
 
 
 def explicit_options(ctx: click.Context | None = None) -> set[str]:
@@ -21,16 +26,30 @@ def explicit_options(ctx: click.Context | None = None) -> set[str]:
     return {name for name in ctx.params if ctx.get_parameter_source(name) not in default_sources}
 
 
-def apply_preset(cfg: C, presets: Mapping[str, Mapping[str, Any]], explicit: set[str],
+def apply_preset(cfg: C, presets: Mapping[str, Mapping[str, Any]], explicit: Collection[str],
                  echo: Callable[[str], None] | None = None, stage: str = "") -> C:
-    """`cfg` with the preset of `cfg.demo_size` filled in where the field is not in `explicit`."""
+    """`cfg` with the preset of `cfg.demo_size` filled in where the field is not in `explicit` and
+    still holds its default."""
     preset = presets.get(getattr(cfg, "demo_size", ""), {})
-    names = {f.name for f in dataclasses.fields(cfg)}  # type: ignore[arg-type]
-    unknown = sorted(set(preset) - names)
+    defaults = _defaults(cfg)
+    unknown = sorted(set(preset) - set(defaults))
     if unknown:  # a preset naming a field that does not exist is a bug in the preset table
         raise KeyError(f"preset names unknown fields of {type(cfg).__name__}: {', '.join(unknown)}")
-    changes = {k: v for k, v in preset.items() if k not in explicit}
+    changes = {k: v for k, v in preset.items() if k not in explicit and getattr(cfg, k) == defaults[k]}
     if changes and echo is not None:
         echo(f"{stage or type(cfg).__name__}: DEMO_SIZE={cfg.demo_size} preset: "  # type: ignore[attr-defined]
              + ", ".join(f"{k}={v}" for k, v in changes.items()))
     return dataclasses.replace(cfg, **changes)  # type: ignore[type-var]
+
+
+def _defaults(cfg: Any) -> dict[str, Any]:
+    """Field name -> dataclass default (a marker equal to no value for a field without one)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cfg):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            out[f.name] = f.default_factory()  # type: ignore[misc]
+        else:
+            out[f.name] = _NO_DEFAULT
+    return out

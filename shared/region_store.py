@@ -5,7 +5,7 @@ Layout of a store folder (written by `preprocess regions`, read by `shards` and 
     <store>/
       manifest.json        config, config hash, working size, chunks {name: {frames, bytes, sha256}}, skipped
       config.json          the resolved config of the run that wrote it
-      chunk_00000.h5       one HDF5 file per chunk of frames, written to *.tmp then renamed
+      chunk_00000.h5       one HDF5 file per chunk of frames, written to a temporary name then renamed
       chunk_00001.h5 ...
 
 Inside a chunk, one group per frame id:
@@ -29,6 +29,7 @@ from typing import Any, Iterator
 import h5py
 import numpy as np
 
+from shared.atomic import atomic_path, write_json
 from shared.frames import DataError
 
 MANIFEST = "manifest.json"
@@ -57,10 +58,7 @@ def chunk_name(i: int) -> str:
 def write_chunk(path: str | os.PathLike, records: list[RegionRecord]) -> dict[str, Any]:
     """Write records to `path` via a temporary file; returns the manifest entry for the chunk."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    if tmp.exists():
-        tmp.unlink()
-    with h5py.File(tmp, "w", libver=("earliest", "v110"), track_order=True) as h5:
+    with atomic_path(path) as tmp, h5py.File(tmp, "w", libver=("earliest", "v110"), track_order=True) as h5:
         for r in records:
             g = h5.create_group(r.frame_id, track_order=True)
             g.create_dataset("depth", data=r.depth.astype(np.float16), track_times=False,
@@ -69,7 +67,6 @@ def write_chunk(path: str | os.PathLike, records: list[RegionRecord]) -> dict[st
                              compression="gzip", compression_opts=4, shuffle=True)
             for k, v in sorted(r.attrs.items()):
                 g.attrs[k] = json.dumps(v) if isinstance(v, (dict, list, tuple)) else v
-    os.replace(tmp, path)
     return {"frames": [r.frame_id for r in records], "bytes": path.stat().st_size,
             "sha256": sha256_file(path)}
 
@@ -85,11 +82,7 @@ def read_manifest(root: str | os.PathLike) -> dict[str, Any]:
 
 
 def write_manifest(root: str | os.PathLike, manifest: dict[str, Any]) -> None:
-    p = Path(root) / MANIFEST
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, p)
+    write_json(Path(root) / MANIFEST, manifest, indent=1)
 
 
 def chunk_is_finished(root: str | os.PathLike, name: str, manifest: dict[str, Any],

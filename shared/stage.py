@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from shared.atomic import write_text
 from shared.config import field
 from shared.frames import DataError, Frame, load_index, save_index
 
@@ -86,12 +87,7 @@ def write_pointer(cfg: StageConfig, stage: str, name: str, target: Path) -> Path
     """Record `target` as the current output of `stage` (e.g. regions/depth.current), so the next
     stage finds it without recomputing the config hash: `make shards` follows regions, `make train`
     follows shards."""
-    p = output_dir(cfg, stage, f"{name}.current")
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(str(Path(target).resolve()) + "\n")
-    tmp.replace(p)
-    return p
+    return write_text(output_dir(cfg, stage, f"{name}.current"), str(Path(target).resolve()) + "\n")
 
 
 def read_pointer(cfg: StageConfig, stage: str, name: str) -> Path:

@@ -23,20 +23,23 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Collection, Iterator
 
 import click
 import numpy as np
 import torch
 import torch.distributed as dist
 
+from shared.atomic import write_text
+from shared.checkpoint import (clear_stale_saves, code_version, load_checkpoint, rng_state, save_checkpoint,
+                               set_rng_state)
 from shared.config import build_config, config_hash, config_options, field, save_config, to_dict
 from shared.frames import DataError
 from shared.nets.semantic_fpn import (DenseSwAVNet, backbone_state_dict_torchvision, image_stats,
                                       load_backbone_weights, normalize_images)
+from shared.photometric import apply_photometric
+from shared.presets import apply_preset, explicit_options
 from shared.stage import StageConfig, output_dir, read_pointer, write_pointer
-from shared.checkpoint import code_version, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from train.photometric import ColourMatrices, apply_photometric, colour_matrices
 from train.positives import Positives
 from train.shard_loader import Augment, EpochPlan, ShardSet, ShardStream, make_loader, open_shard_set, plan_epoch
 from train.swav_loss import LossTerms, dense_swav_loss
@@ -85,7 +88,7 @@ class ContrastiveConfig(StageConfig):
     progress: bool = field(True, "show a progress bar", hash=False)
 
 
-# DEMO_SIZE presets: fields still at their default take these values.
+# DEMO_SIZE presets: fill the options the user did not set (shared.presets).
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(backbone="resnet18", epochs=2, max_steps=6, warmup_epochs=0.5, checkpoint_every=3, log_every=1,
                  num_prototypes=100, workers=1),
@@ -94,10 +97,10 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def apply_preset(cfg: ContrastiveConfig) -> ContrastiveConfig:
-    defaults = ContrastiveConfig()
-    changes = {k: v for k, v in PRESETS.get(cfg.demo_size, {}).items() if getattr(cfg, k) == getattr(defaults, k)}
-    return dataclasses.replace(cfg, **changes)
+def resolve_config(kwargs: dict[str, Any], explicit: Collection[str], echo=click.echo) -> ContrastiveConfig:
+    """The config of the parsed options `kwargs`, with the DEMO_SIZE preset filled in where the option
+    is not in `explicit` (the ones the user typed: shared.presets.explicit_options)."""
+    return apply_preset(build_config(ContrastiveConfig, kwargs), PRESETS, explicit, echo, "contrastive")
 
 
 def lr_schedule(total: int, warmup: int, peak: float, final: float) -> np.ndarray:
@@ -157,7 +160,7 @@ class StepSetup:
     net: torch.nn.Module  # the model as the step calls it: under DistributedDataParallel and/or torch.compile
     dev: DeviceSetup
     stats: tuple[torch.Tensor, torch.Tensor]  # normalisation mean, std [1, 3, 1, 1] on the device
-    colour: ColourMatrices | None  # on the device when jitter + blur run there; None: the loader did them
+    photometric_on_device: bool  # jitter + blur run on the device; False: the loader did them
     max_sigma: float  # the largest blur sigma: sets the blur kernel's size
     loss: dict[str, Any]  # dense_swav_loss's keywords (lam, temperature, epsilon, iterations, distributed)
 
@@ -171,8 +174,7 @@ def step_setup(model: DenseSwAVNet, cfg: ContrastiveConfig, dev: DeviceSetup, au
                                                         dev.device.type == "cuda" else None)
     if cfg.compile:
         net = torch.compile(net)
-    colour = None if aug.photometric_in_worker else colour_matrices(dev.device)
-    return StepSetup(net, dev, image_stats(dev.device), colour, aug.blur_sigma[1],
+    return StepSetup(net, dev, image_stats(dev.device), not aug.photometric_in_worker, aug.blur_sigma[1],
                      dict(lam=cfg.lam, temperature=cfg.temperature, epsilon=cfg.sinkhorn_epsilon,
                           iterations=cfg.sinkhorn_iterations, distributed=dev.world > 1))
 
@@ -183,9 +185,9 @@ def train_step(model: DenseSwAVNet, batch: dict[str, Any], positives: Positives,
     loss terms, still on the device. Nothing here waits for the device: the loop reads the losses
     back once per log line."""
     images = batch["images"].to(setup.dev.device, non_blocking=True)  # [B, 3, H, W] uint8
-    if setup.colour is not None:  # colour jitter + blur, each image with its own parameters
+    if setup.photometric_on_device:  # colour jitter + blur, each image with its own parameters
         params = batch["photometric"].to(setup.dev.device, non_blocking=True)  # [B, 5]
-        images = apply_photometric(images, params, setup.max_sigma, setup.colour)  # [B, 3, H, W] float 0..1
+        images = apply_photometric(images, params, setup.max_sigma)  # [B, 3, H, W] float 0..1
     x = normalize_images(images, setup.stats).contiguous(memory_format=setup.dev.memory_format)  # [B, 3, H, W]
     with setup.dev.autocast:
         z = setup.net(x)  # [B, D, h, w], unit norm
@@ -280,9 +282,8 @@ def _batches(plans: list[EpochPlan], epoch_starts: np.ndarray, start: int, cfg: 
 
 
 def train(cfg: ContrastiveConfig) -> Path:
-    """Train (or resume) the run of `cfg`; returns the run folder."""
+    """Train (or resume) the run of `cfg` (presets already resolved: resolve_config); returns the run folder."""
     t_start = time.time()
-    cfg = apply_preset(cfg)
     dev = setup_device(cfg)
     rank, world, device = dev.rank, dev.world, dev.device
     main_rank = rank == 0
@@ -313,6 +314,8 @@ def train(cfg: ContrastiveConfig) -> Path:
     run_key = config_hash(cfg, extra={"shards": ss.config_hash})
     run_dir = output_dir(cfg, "train", cfg.run or run_key)
     ckpt_path, log_path = run_dir / "checkpoint.pt", run_dir / "log.jsonl"
+    if main_rank:
+        clear_stale_saves(run_dir)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     model = DenseSwAVNet(cfg.backbone, num_prototypes=cfg.num_prototypes)
@@ -388,9 +391,7 @@ def train(cfg: ContrastiveConfig) -> Path:
         wrote = [ckpt_path, log_path, run_dir / "config.json"]
         if step >= total:
             export = run_dir / f"backbone_{cfg.backbone}.pth"
-            tmp = export.with_name(export.name + ".tmp")
-            torch.save(backbone_state_dict_torchvision(model), tmp)
-            os.replace(tmp, export)
+            save_checkpoint(backbone_state_dict_torchvision(model), export)
             wrote.append(export)
             write_pointer(cfg, "train", "model", ckpt_path)
         state = "finished" if step >= total else f"stopped at step {step}/{total} (rerun to resume)"
@@ -414,9 +415,7 @@ def _trim_log(path: Path, start: int) -> None:
     if not path.is_file():
         return
     keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= start]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(ln + "\n" for ln in keep))
-    os.replace(tmp, path)
+    write_text(path, "".join(ln + "\n" for ln in keep))
 
 
 def _write_log(rec: dict[str, Any], log, bar, tb) -> None:
@@ -445,7 +444,7 @@ def _tensorboard(run_dir: Path):
 @config_options(ContrastiveConfig)
 def contrastive(**kwargs: Any) -> None:
     """Dense SwAV pre-training from a copy-paste shard set (resumes automatically)."""
-    cfg = build_config(ContrastiveConfig, kwargs)
+    cfg = resolve_config(kwargs, explicit_options())
     try:
         train(cfg)
     except (NonFiniteLoss, DataError) as e:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -35,16 +34,21 @@ import torch
 import torch.nn.functional as F
 
 from shared.camera_torch import pose_from_axis_angle, warp
+from shared.checkpoint import (clear_stale_saves, code_version, rng_state, save_checkpoint,
+                               set_rng_state)
 from shared.config import build_config, config_hash, config_options, field, save_config, to_dict
 from shared.frames import DataError, Frame, by_id
 from shared.nets.depth_net import NUM_SCALES, DepthModel, disp_to_depth
 from shared.nets.depth_predictor import load_depth_checkpoint
+from shared.photometric import colour_jitter
+from shared.presets import apply_preset
 from shared.stage import StageConfig, frames_for, output_dir, write_pointer
 from train.depth_losses import min_reprojection, photometric_error, smoothness
-from train.photometric import ColourMatrices, colour_matrices
 
-# demo size -> (height, width, batch size, steps); "" = the paper's setting, steps from epochs.
-PRESETS = {"": (192, 640, 12, 0), "small": (96, 320, 6, 300), "tiny": (64, 192, 4, 24)}
+# The fields whose 0 means "from the preset"; "" = the paper's setting (max_steps stays 0: from epochs).
+PRESETS = {"": dict(height=192, width=640, batch_size=12),
+           "small": dict(height=96, width=320, batch_size=6, max_steps=300),
+           "tiny": dict(height=64, width=192, batch_size=4, max_steps=24)}
 
 
 @dataclass
@@ -82,11 +86,7 @@ class DepthTrainConfig(StageConfig):
 
 def resolved(cfg: DepthTrainConfig) -> DepthTrainConfig:
     """Fill the preset-dependent fields (0 = preset) and validate."""
-    import dataclasses
-
-    h, w, b, s = PRESETS[cfg.demo_size]
-    cfg = dataclasses.replace(cfg, height=cfg.height or h, width=cfg.width or w,
-                              batch_size=cfg.batch_size or b, max_steps=cfg.max_steps or s)
+    cfg = apply_preset(cfg, PRESETS, explicit=())  # a field the caller set (non-zero) is kept
     if cfg.height % 32 or cfg.width % 32 or min(cfg.height, cfg.width) < 64:
         # stride 32 and the decoder's reflection padding need at least 2x2 coarsest features
         raise click.UsageError(f"--height/--width must be multiples of 32 and at least 64, got {cfg.height}x{cfg.width}")
@@ -169,6 +169,8 @@ def build_frame_cache(frames: list[Frame], height: int, width: int, cache_dir: P
     final = cache_dir / f"frames-{height}x{width}-{key}.u8"
     shape = (len(frames), height, width, 3)
     if not final.is_file():
+        # Not shared.atomic's temporary: this one outlives a killed build, which resumes it chunk by
+        # chunk; the marks say which chunks it holds, and only a whole cache gets the final name.
         tmp = final.with_name(final.name + ".tmp")
         marks = final.with_name(final.name + ".chunks")
         marks.mkdir(parents=True, exist_ok=True)
@@ -229,17 +231,15 @@ class TripletBatches:
 # Augmentation on the training device
 
 
-def augment(images: torch.Tensor, K: torch.Tensor, gen: torch.Generator, color_p: float, flip_p: float,
-            colour: ColourMatrices | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def augment(images: torch.Tensor, K: torch.Tensor, gen: torch.Generator, color_p: float, flip_p: float
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """images [B,F,3,H,W] float in [0,1], K [B,3,3] pixels.
 
     Returns (images flipped, network inputs flipped and colour-jittered, K of the flipped views).
-    A triplet shares one flip and one jitter so the frames stay photometrically comparable.
-    Hue is shifted by rotating the chroma plane in YIQ space (a linear GPU-friendly stand-in for
-    an HSV hue shift). colour: colour_matrices() of the images' device (default: fetched here).
+    A triplet shares one flip and one jitter so the frames stay photometrically comparable; the
+    jitter is shared.photometric's (hue: a rotation of YIQ's chroma plane).
     """
     B, device = images.shape[0], images.device
-    m = colour if colour is not None else colour_matrices(device)
     rand = torch.rand(B, 2, generator=gen, device=gen.device).to(device)
     flip = rand[:, 0] < flip_p
     images = torch.where(flip[:, None, None, None, None], images.flip(-1), images)
@@ -249,20 +249,10 @@ def augment(images: torch.Tensor, K: torch.Tensor, gen: torch.Generator, color_p
     jitter = (rand[:, 1] < color_p)[:, None]
     u = torch.rand(B, 4, generator=gen, device=gen.device).to(device) * 2.0 - 1.0  # [-1, 1)
     bright, contrast, sat = [torch.where(jitter[:, 0], 1.0 + 0.2 * u[:, i], torch.ones_like(u[:, i])) for i in range(3)]
-    hue = torch.where(jitter[:, 0], 0.1 * u[:, 3], torch.zeros_like(u[:, 3]))
-    x = (images * bright[:, None, None, None, None]).clamp(0, 1)
-    gray_w = m.rgb2yiq[0].view(1, 1, 3, 1, 1)  # YIQ's luma Y
-    mean = (x * gray_w).sum(2, keepdim=True).mean((3, 4), keepdim=True)
-    x = ((x - mean) * contrast[:, None, None, None, None] + mean).clamp(0, 1)
-    gray = (x * gray_w).sum(2, keepdim=True)
-    x = ((x - gray) * sat[:, None, None, None, None] + gray).clamp(0, 1)
-    theta = 2.0 * math.pi * hue
-    c, s = torch.cos(theta), torch.sin(theta)
-    rot = torch.zeros(B, 3, 3, device=device)
-    rot[:, 0, 0] = 1.0
-    rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = c, -s, s, c
-    M = m.yiq2rgb @ rot @ m.rgb2yiq  # [B,3,3]
-    x = torch.einsum("bij,bfjhw->bfihw", M, x).clamp(0, 1)
+    hue = torch.where(jitter[:, 0], 0.1 * u[:, 3], torch.zeros_like(u[:, 3]))  # turns
+    frames = images.shape[1]
+    params = torch.stack([bright, contrast, sat, hue], 1).repeat_interleave(frames, 0)  # [B*F,4]
+    x = colour_jitter(images.reshape(B * frames, *images.shape[2:]), params).view(images.shape)
     # untouched samples stay bit-exact (the YIQ round trip is only identity up to rounding)
     return images, torch.where(jitter[:, :, None, None, None], x, images), K
 
@@ -354,35 +344,13 @@ def write_snapshot(path: Path, image: torch.Tensor, disp: torch.Tensor, mask: to
     write_png(path, np.concatenate([rgb, d, m], 0))
 
 
-def code_version() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).resolve().parent, timeout=5).stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+def _checkpoint(path: Path, model: DepthModel, opt: torch.optim.Optimizer, step: int,
+                cfg: DepthTrainConfig, extra: dict) -> None:
+    save_checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                     "config": to_dict(cfg), "config_class": type(cfg).__name__, "code_version": code_version(),
+                     "rng": rng_state(), **extra}, path)
 
 
-def _numpy_rng_state() -> dict:
-    """The legacy numpy RNG state as tensors and numbers, so the checkpoint loads with weights_only."""
-    name, keys, pos, has_gauss, gauss = np.random.get_state()
-    return {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
-            "gauss": float(gauss)}
-
-
-def _set_numpy_rng_state(d: dict) -> None:
-    np.random.set_state(("MT19937", d["keys"].numpy().astype(np.uint32), d["pos"], d["has_gauss"], d["gauss"]))
-
-
-def save_checkpoint(path: Path, model: DepthModel, opt: torch.optim.Optimizer, step: int,
-                    cfg: DepthTrainConfig, extra: dict) -> None:
-    state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
-             "config": to_dict(cfg), "config_class": type(cfg).__name__, "code_version": code_version(),
-             "rng": {"torch": torch.get_rng_state(), "numpy": _numpy_rng_state(),
-                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
-             **extra}
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
 
 
 def lr_at(step: int, total: int, cfg: DepthTrainConfig) -> float:
@@ -414,7 +382,6 @@ class StepSetup:
     autocast: Any  # bf16 autocast on CUDA with --bf16; None on the CPU
     disparities_fn: Callable[[torch.Tensor], list[torch.Tensor]]  # the model's, compiled with --compile
     pose_fn: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
-    colour: ColourMatrices  # the colour jitter's constants, on the device
 
 
 def step_setup(model: DepthModel, cfg: DepthTrainConfig, device: torch.device) -> StepSetup:
@@ -428,7 +395,7 @@ def step_setup(model: DepthModel, cfg: DepthTrainConfig, device: torch.device) -
     disparities_fn, pose_fn = model.disparities, model.pose
     if cfg.compile:
         disparities_fn, pose_fn = torch.compile(model.disparities), torch.compile(model.pose)
-    return StepSetup(cfg, device, memfmt, autocast, disparities_fn, pose_fn, colour_matrices(device))
+    return StepSetup(cfg, device, memfmt, autocast, disparities_fn, pose_fn)
 
 
 def train_step(model: DepthModel, frames: torch.Tensor, cams: torch.Tensor, index: int, opt: torch.optim.Optimizer,
@@ -445,7 +412,7 @@ def train_step(model: DepthModel, frames: torch.Tensor, cams: torch.Tensor, inde
     K, inv_K, inv_K_mirrored = cams.to(device, non_blocking=True).unbind(1)  # [B,3,3] each
     # One generator per step: a resumed run draws exactly what the killed one would have.
     gen = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + index)
-    images, inputs, K_seen = augment(x, K, gen, cfg.color_aug, cfg.flip, run.colour)
+    images, inputs, K_seen = augment(x, K, gen, cfg.color_aug, cfg.flip)
     # Flipped triplets had their principal point mirrored: theirs is the mirrored inverse (a point
     # mirrored onto itself leaves K, and so the inverse, unchanged).
     inv_K = torch.where((K_seen[:, 0, 2] != K[:, 0, 2])[:, None, None], inv_K_mirrored, inv_K)
@@ -512,6 +479,7 @@ def train(cfg: DepthTrainConfig, frames: list[Frame] | None = None, echo=click.e
     t_start = time.perf_counter()
     out = run_dir(cfg)
     ckpt_path = out / "checkpoint.pt"
+    clear_stale_saves(out)
     frames = frames if frames is not None else frames_for(cfg)
     triplets, skipped = training_triplets(frames, cfg.split, cfg.on_bad)
     for p in skipped[:10]:
@@ -535,12 +503,15 @@ def train(cfg: DepthTrainConfig, frames: list[Frame] | None = None, echo=click.e
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     step = 0
     if ckpt_path.is_file():
-        state = load_depth_checkpoint(ckpt_path, "cpu")  # RNG states must stay on the CPU; load_state_dict moves the rest
+        state = load_depth_checkpoint(ckpt_path, "cpu")  # RNG states stay on the CPU; load_state_dict moves the rest
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         step = int(state["step"])
-        torch.set_rng_state(state["rng"]["torch"])
-        _set_numpy_rng_state(state["rng"]["numpy"])
+        if step < total:
+            if "python" not in state["rng"]:
+                raise DataError(ckpt_path, "written by an older trainer that did not save every RNG state; "
+                                           "move it away to start over")
+            set_rng_state(state["rng"])
         echo(f"depth: resuming {ckpt_path} at step {step}/{total}" if step < total
              else f"depth: reusing finished run {ckpt_path} ({step} steps)")
     if step >= total:
@@ -598,7 +569,7 @@ def train(cfg: DepthTrainConfig, frames: list[Frame] | None = None, echo=click.e
                 write_snapshot(out / "images" / f"step-{step:06d}.png", parts["image"], parts["disp"][0],
                                parts["automask"][0])
             if step % cfg.ckpt_every == 0 or step == total:
-                save_checkpoint(ckpt_path, model, opt, step, cfg, {"targets": len(triplets)})
+                _checkpoint(ckpt_path, model, opt, step, cfg, {"targets": len(triplets)})
     finally:
         bar.close()
         log.close()

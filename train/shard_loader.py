@@ -4,7 +4,7 @@ One step consumes `groups_per_step` copy-paste groups (the paper: 1 group = 16 i
 is decoded and augmented in a DataLoader worker: every image gets its own random resized crop and
 flip, applied to its region map and its source-id map too (maps sampled nearest at the centre of
 each 4x4 feature cell), then colour jitter and blur on the image alone (drawn in the worker, applied
-there or, on CUDA, batched on the GPU: see train/photometric.py). The worker also draws the
+there or, on CUDA, batched on the GPU: see shared/photometric.py). The worker also draws the
 positive samples (train/positives.py), so the step receives uint8 images plus small index tensors.
 
 Order and resumption. The shard shuffle and the split by node and by worker are done here, from
@@ -36,8 +36,8 @@ import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from shared.frames import DataError
+from shared.photometric import IDENTITY, apply_photometric, draw_params, to_uint8
 from shared.shard_schema import decode_group, source_ids
-from train.photometric import IDENTITY, apply_photometric, draw_params, to_uint8
 from train.positives import feature_budget, pixel_keys, region_keys, sample_groups, split_budget
 
 GROUP_KEY_OFFSET = 1 << 40  # keeps keys of different groups in one step apart
@@ -158,7 +158,7 @@ def augment_image(image: np.ndarray, src: np.ndarray, reg: np.ndarray, rng: np.r
                   aug: Augment) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray]:
     """image uint8 [H, W, 3], src int64 [H, W] source ids, reg [H, W] region ids ->
     (image uint8 [3, Ho, Wo] cropped, scaled and flipped, src int64 [Ho/s, Wo/s], reg int64 [Ho/s, Wo/s],
-     colour jitter + blur parameters [5] for train/photometric.py).
+     colour jitter + blur parameters [5] for shared/photometric.py).
 
     The maps are sampled at the output pixel that each feature cell is centred on, through the
     same crop, scale and flip as the image (nearest), so they say what each feature location sees.
@@ -236,7 +236,7 @@ def collate_groups(groups: list[dict[str, Any]], features_per_step: int, lam: fl
         "keys": [g["key"] for g in groups],
         "locations": pk.numel(),  # B * h * w: the feature rows the indices refer to
         "images": torch.cat([g["images"] for g in groups]),
-        "photometric": torch.cat([g["photometric"] for g in groups]),  # [B, 5], see train/photometric.py
+        "photometric": torch.cat([g["photometric"] for g in groups]),  # [B, 5], see shared/photometric.py
         "pixel_index": pi, "pixel_group": pg, "pixel_groups": npg,
         "region_index": ri, "region_group": rg, "region_groups": nrg,
     }

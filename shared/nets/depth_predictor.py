@@ -15,29 +15,25 @@ scale itself).
 from __future__ import annotations
 
 import os
-import pickle
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from shared.checkpoint import load_checkpoint
 from shared.frames import DataError
 from shared.nets.depth_net import DepthDecoder, ResNetEncoder, disp_to_depth
 
 
 def load_depth_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict:
-    """Read a depth checkpoint; DataError naming the file when it is not one."""
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(p, "depth checkpoint not found")
-    try:
-        # mmap: inference reads the depth weights without paging in the pose net and Adam state
-        state = torch.load(p, map_location=device, weights_only=True, mmap=True)
-    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as e:
-        raise DataError(p, f"unreadable or truncated depth checkpoint ({e})") from e
+    """Read a depth checkpoint; DataError naming the file when it is missing or not one."""
+    # mmap: inference reads the depth weights without paging in the pose net and Adam state
+    state = load_checkpoint(path, map_location=device, mmap=True)
+    if state is None:
+        raise DataError(path, "depth checkpoint not found")
     if not isinstance(state, dict) or "model" not in state or state.get("config_class") != "DepthTrainConfig":
-        raise DataError(p, "not a depth checkpoint written by `python -m train depth-train`")
+        raise DataError(path, "not a depth checkpoint written by `python -m train depth-train`")
     return state
 
 

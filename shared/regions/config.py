@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Collection
 
 import click
 
 from shared.config import field
 from shared.frames import Frame
+from shared.presets import apply_preset
 from shared.regions.depth_source import DepthSpec, parse_depth_spec
 from shared.regions.grouping import GroupingParams
 from shared.stage import StageConfig
@@ -19,6 +21,9 @@ BACKENDS = ["loky", "multiprocessing", "threading", "dask", "ray"]
 DEFAULT_SIZE = {"cityscapes": (384, 768), "kitti": (384, 1280), "folder": (384, 768)}
 PAPER = GroupingParams()
 PAPER_HEIGHT = 384
+# DEMO_SIZE shrinks the default working size of real datasets by this factor (an empty --size only:
+# the size the user gives is used as it is)
+DEMO_DIVISOR = {"": 1, "small": 2, "tiny": 4}
 
 
 @dataclass
@@ -73,25 +78,28 @@ def working_size(cfg: RegionsConfig, frames: list[Frame]) -> tuple[int, int]:
     if cfg.dataset == "synthetic":
         return frames[0].height, frames[0].width
     h, w = DEFAULT_SIZE[cfg.dataset]
-    div = {"": 1, "small": 2, "tiny": 4}[cfg.demo_size]
+    div = DEMO_DIVISOR[cfg.demo_size]
     return h // div, w // div
 
 
-def grouping_params(cfg: RegionsConfig, size: tuple[int, int]) -> GroupingParams:
-    """The config's constants; at a demo size, paper-valued n_segments and filter follow the image."""
-    n_seg, min_h, min_w = cfg.n_segments, cfg.min_height, cfg.min_width
-    if cfg.demo_size:
-        h, w = size
-        if n_seg == PAPER.n_segments:
-            n_seg = int(min(n_seg, h * w // 9))
-        ratio = min(h / PAPER_HEIGHT, 1.0)
-        if min_h == PAPER.min_height:
-            min_h = max(2, round(min_h * ratio))
-        if min_w == PAPER.min_width:
-            min_w = max(2, round(min_w * ratio))
-    return GroupingParams(n_segments=n_seg, compactness=cfg.compactness, sigma=cfg.sigma, w_ocln=cfg.w_ocln,
-                          w_sup=cfg.w_sup, bias=cfg.bias, t_e=cfg.t_e, min_height=min_h, min_width=min_w,
-                          seed=cfg.seed, trials=cfg.trials)
+def demo_grouping(size: tuple[int, int]) -> dict[str, int]:
+    """The paper's pixel constants (set for 384-pixel-high images) at working size (H, W): a demo
+    preset. Superpixels no smaller than 3x3 pixels; filter boxes in proportion to the height."""
+    h, w = size
+    ratio = min(h / PAPER_HEIGHT, 1.0)
+    return {"n_segments": int(min(PAPER.n_segments, h * w // 9)),
+            "min_height": max(2, round(PAPER.min_height * ratio)),
+            "min_width": max(2, round(PAPER.min_width * ratio))}
+
+
+def grouping_params(cfg: RegionsConfig, size: tuple[int, int], explicit: Collection[str] = ()) -> GroupingParams:
+    """The config's constants; at a demo size, the pixel constants the user did not set follow the
+    image (the config itself keeps the paper's values, which key the region store)."""
+    scaled = apply_preset(cfg, {cfg.demo_size: demo_grouping(size)} if cfg.demo_size else {}, explicit)
+    return GroupingParams(n_segments=scaled.n_segments, compactness=cfg.compactness, sigma=cfg.sigma,
+                          w_ocln=cfg.w_ocln, w_sup=cfg.w_sup, bias=cfg.bias, t_e=cfg.t_e,
+                          min_height=scaled.min_height, min_width=scaled.min_width, seed=cfg.seed,
+                          trials=cfg.trials)
 
 
 def depth_spec(cfg: RegionsConfig) -> DepthSpec:

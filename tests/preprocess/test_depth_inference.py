@@ -62,10 +62,10 @@ def test_predictor_matches_training_network(trained):
     """Same weights, same input at the network size -> the trainer's own disparity, converted."""
     from shared.nets.depth_predictor import DepthPredictor
     from shared.nets.depth_net import DepthModel, disp_to_depth
-    from shared.nets.depth_predictor import load_depth_checkpoint as load_checkpoint
+    from shared.nets.depth_predictor import load_depth_checkpoint
 
     ckpt, _, _ = trained
-    state = load_checkpoint(ckpt)
+    state = load_depth_checkpoint(ckpt)
     model = DepthModel()
     model.load_state_dict(state["model"])
     model.eval()

@@ -176,13 +176,13 @@ def test_killed_run_resumes_and_corrupt_shards_are_rewritten(tmp_path):
     man["complete"] = False
     (out / "manifest.json").write_text(json.dumps(man))
     (out / "shard-000002.tar").unlink()
-    (out / "shard-000002.tar.tmp").write_bytes(b"half")
+    (out / ".shard-000002.tar.4242.tmp").write_bytes(b"half")  # shared.atomic's name in a killed process
     mtimes = {p.name: p.stat().st_mtime_ns for p in out.glob("shard-*.tar")}
     lines: list[str] = []
     run_shards(cfg, _echo(lines))
     assert any("1 groups in 1 shards to write (2 shards already done)" in s for s in lines)
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("shard-00000[01].tar")} == mtimes
-    assert not list(out.glob("*.tmp"))
+    assert not list(out.glob("*.tmp")) and not list(out.glob(".*.tmp"))
     # a flipped byte and a truncation are caught by the checksum and rewritten
     p0, p1 = out / "shard-000000.tar", out / "shard-000001.tar"
     data = bytearray(p0.read_bytes())

@@ -356,7 +356,9 @@ def test_refuses_a_folder_that_is_not_a_city(tmp_path):
 
 
 def test_presets_are_the_documented_sizes():
-    assert synth.PRESETS["tiny"] == {"sequences": 2, "frames": 6, "size": (96, 192)}
+    assert synth.city_preset("tiny") == (2, 6, (96, 192))
+    assert synth.city_preset("small") == (3, 10, (192, 384))
+    assert synth.city_preset("full") == (8, 40, (384, 768))
     with pytest.raises(ValueError, match="preset"):
         synth.generate_preset(Path("/nonexistent"), "huge")
 
@@ -395,9 +397,9 @@ def test_stages_render_the_tiny_preset_once_and_then_reuse_it(tmp_path, capsys):
 
     cfg = StageConfig(out=str(tmp_path), demo_size="tiny")
     frames = frames_for(cfg)
-    p = synth.PRESETS["tiny"]
-    assert len(frames) == p["sequences"] * p["frames"]
-    assert (frames[0].height, frames[0].width) == p["size"]
+    sequences, n, size = synth.city_preset("tiny")
+    assert len(frames) == sequences * n
+    assert (frames[0].height, frames[0].width) == size
     assert synth.city_is_complete(dataset_root(cfg))
     assert "rendered" in capsys.readouterr().out
     assert frames_for(cfg) == frames

@@ -86,7 +86,10 @@ def test_interrupted_run_resumes_to_the_same_losses(full_run, shard_dir, tmp_pat
     C.train(C.ContrastiveConfig(**{**cfg.__dict__, "stop_after": 1}))
     assert [r["step"] for r in _losses(run_dir)] == [1, 2, 3]
     (run_dir / "checkpoint.pt").write_bytes(saved)  # the kill: step 3 never reached a checkpoint
+    stale = run_dir / ".checkpoint.pt.4242.tmp"  # and its save, midway, left this
+    stale.write_bytes(b"half")
     C.train(cfg)
+    assert not stale.exists()
     got, want = _losses(run_dir), _losses(run_full)
     assert [r["step"] for r in got] == [1, 2, 3, 4, 5, 6]
     for a, b in zip(got, want):

@@ -15,7 +15,7 @@ from shared.camera_torch import warp
 from shared.frames import DataError, Frame, link_sequences
 from shared.imageio import read_label, read_rgb
 from shared.nets.depth_net import DepthModel
-from shared.nets.depth_predictor import load_depth_checkpoint as load_checkpoint
+from shared.nets.depth_predictor import load_depth_checkpoint
 from train.depth import (DepthTrainConfig, build_frame_cache, depth_losses, resolved,
                          train, training_triplets)
 from train.depth_losses import photometric_error
@@ -142,7 +142,7 @@ def test_short_training_lowers_loss(tmp_path, city, city_frames):
                            width=96, lr=3e-4, ckpt_every=1000, image_every=0, log_every=4)
     ckpt = train(cfg, city_frames, echo=lambda s: None)
     rc = resolved(cfg)
-    state = load_checkpoint(ckpt)
+    state = load_depth_checkpoint(ckpt)
     assert state["step"] == 16
     seq = [f for f in city_frames if f.sequence == "seq00"]
     cache = build_frame_cache(seq, rc.height, rc.width, tmp_path / "evalcache", workers=1)
@@ -166,11 +166,14 @@ def test_resume_continues_from_same_step_with_same_result(tmp_path, city, city_f
     straight = train(DepthTrainConfig(out=str(tmp_path / "a"), **common), city_frames, echo=lambda s: None)
     cfg_b = DepthTrainConfig(out=str(tmp_path / "b"), **common)
     killed = train(cfg_b, city_frames, echo=lambda s: None, stop_after=3)  # killed after step 3: ckpt at 2
-    assert load_checkpoint(killed)["step"] == 2
+    assert load_depth_checkpoint(killed)["step"] == 2
+    stale = killed.parent / ".checkpoint.pt.4242.tmp"  # what a save killed midway leaves
+    stale.write_bytes(b"half")
     said: list[str] = []
     resumed = train(cfg_b, city_frames, echo=said.append)
+    assert not stale.exists()
     assert any("resuming" in s and "at step 2/4" in s for s in said)
-    a, b = load_checkpoint(straight), load_checkpoint(resumed)
+    a, b = load_depth_checkpoint(straight), load_depth_checkpoint(resumed)
     assert a["step"] == b["step"] == 4
     for k in a["model"]:
         torch.testing.assert_close(a["model"][k], b["model"][k], atol=1e-6, rtol=1e-5, msg=k)
@@ -191,7 +194,7 @@ def test_cli_end_to_end_on_synthetic_city(tmp_path, city):
     assert res.exit_code == 0, res.output
     assert "wrote" in res.output and "checkpoint.pt" in res.output
     ckpt = Path((out / "synthetic-tiny" / "depth" / "model.current").read_text().strip())
-    state = load_checkpoint(ckpt)
+    state = load_depth_checkpoint(ckpt)
     assert state["step"] == 2 and state["config"]["height"] == 64 and state["config"]["width"] == 96
     assert (ckpt.parent / "config.json").is_file()
     res = CliRunner().invoke(main, ["depth", "--out", str(out), "--height", "50"])
@@ -204,7 +207,7 @@ def test_cli_bad_checkpoint_and_sequence_errors(tmp_path):
     bad = tmp_path / "ckpt.pt"
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(DataError, match="ckpt.pt"):
-        load_checkpoint(bad)
+        load_depth_checkpoint(bad)
     folder = tmp_path / "two"
     for i in range(2):
         from shared.imageio import write_png

@@ -151,7 +151,7 @@ def test_stream_resumes_exactly(tiny_shards, workers):
 
 def test_photometric_in_worker_equals_on_device(tiny_shards):
     """The two places colour jitter and blur can run give the same images (up to uint8 rounding)."""
-    from train.photometric import apply_photometric, to_uint8
+    from shared.photometric import apply_photometric, to_uint8
     sample = _raw_samples(tiny_shards)[2]
     aug_w = Augment(H, W, jitter=1.0, blur=1.0)
     aug_d = dataclasses.replace(aug_w, photometric_in_worker=False)

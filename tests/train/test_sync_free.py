@@ -202,7 +202,7 @@ def test_contrastive_steps_read_nothing_back(shard_dir, tmp_path):
     Sinkhorn, backward, SGD, prototype normalisation) with every host read made fatal."""
     cfg = _contrastive_cfg(shard_dir, tmp_path)
     dev, model, opt, setup, batches = _contrastive_step_parts(cfg, 3)
-    assert setup.colour is not None  # the on-device photometric path is the one under test
+    assert setup.photometric_on_device  # the on-device photometric path is the one under test
     before = model.prototypes.weight.detach().clone()
     window = C.LogWindow(dev.device, 0)
     with no_host_reads():
@@ -335,7 +335,7 @@ def cuda_syncs_fatal() -> Iterator[None]:
 def test_contrastive_step_on_cuda_never_synchronises(shard_dir, tmp_path):
     cfg = _contrastive_cfg(shard_dir, tmp_path, device="cuda", photometric="auto")
     dev, model, opt, setup, batches = _contrastive_step_parts(cfg, 2)
-    assert setup.colour is not None and dev.memory_format == torch.channels_last
+    assert setup.photometric_on_device and dev.memory_format == torch.channels_last
     window = C.LogWindow(dev.device, 1)
     warm, batch = (_pinned(b) for b in batches)
     C.train_step(model, warm, Positives.from_batch(warm, dev.device), opt, setup)  # cuDNN autotuning, lazy init
