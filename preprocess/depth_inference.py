@@ -25,13 +25,12 @@ from pathlib import Path
 
 import click
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from shared.config import build_config, config_options, field, save_config
 from shared.frames import DataError, Frame
-from shared.nets.depth_net import DepthDecoder, ResNetEncoder, disp_to_depth
 from shared.stage import StageConfig, frames_for, output_dir, read_pointer
+
+# torch and the network are imported where they are used: `--help` stays light (docs/design.md#command-line)
 
 # The working resolution of the regions stage (DESIGN §5); other datasets keep the image size.
 WORKING_SIZE = {"cityscapes": (384, 768), "kitti": (384, 1280)}
@@ -41,6 +40,9 @@ class DepthPredictor:
     """A trained depth network for inference. Thread-safe for reading; one per process."""
 
     def __init__(self, ckpt_path: str | os.PathLike, device: str = "cpu"):
+        import torch
+
+        from shared.nets.depth_net import DepthDecoder, ResNetEncoder
         from train.depth import load_checkpoint  # the one reader of the checkpoint format
 
         self.path = Path(ckpt_path)
@@ -68,9 +70,19 @@ class DepthPredictor:
     def units(self) -> str:
         return f"relative depth (network range {self.min_depth:g}-{self.max_depth:g}, one unknown global scale)"
 
-    @torch.inference_mode()
     def predict_batch(self, rgb: np.ndarray) -> np.ndarray:
         """uint8 [B,H,W,3] -> float32 [B,H,W] relative depth at the input size."""
+        import torch
+
+        with torch.inference_mode():
+            return self._predict_batch(rgb)
+
+    def _predict_batch(self, rgb: np.ndarray) -> np.ndarray:
+        import torch
+        import torch.nn.functional as F
+
+        from shared.nets.depth_net import disp_to_depth
+
         if rgb.dtype != np.uint8 or rgb.ndim != 4 or rgb.shape[-1] != 3:
             raise ValueError(f"expected uint8 images [B,H,W,3], got {rgb.dtype} {rgb.shape}")
         B, H, W, _ = rgb.shape
@@ -123,6 +135,8 @@ def _save_npy(path: Path, arr: np.ndarray) -> None:
 
 def _infer_chunk(ckpt: str, jobs: list[tuple[str, str, tuple[int, int]]]) -> int:
     """One worker: load the model once, then (image, output path, size) -> .npy."""
+    import torch
+
     from shared.imageio import read_rgb
 
     torch.set_num_threads(1)
@@ -188,6 +202,8 @@ def depth(**kwargs) -> None:
         st = ckpt.stat()
         key = hashlib.sha256(f"{ckpt.resolve()}:{st.st_size}:{st.st_mtime_ns}:{cfg.height}x{cfg.width}".encode()).hexdigest()[:12]
         out_dir = output_dir(cfg, "depth", f"pred-{key}")
+        import torch
+
         if cfg.device == "cuda" and not torch.cuda.is_available():
             raise click.UsageError("--device cuda but no CUDA device is available")
         n = infer_dataset(cfg, frames, ckpt, out_dir)

@@ -14,13 +14,13 @@ import time
 from dataclasses import dataclass, field
 
 import infomap
-import numba
 import numpy as np
 from skimage.measure import label as connected_label
 from skimage.segmentation import felzenszwalb, slic
 
 from preprocess.slic import slic_labels
 from shared import geometry
+from shared.jit import njit
 
 MAX_REGION_ID = np.iinfo(np.uint16).max
 
@@ -275,7 +275,7 @@ def iterative_infomap(n_nodes: int, edges: np.ndarray, weights: np.ndarray, t_e:
 # region filter
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _bboxes(labels: np.ndarray, n: int):
     rmin = np.full(n, 1 << 30, dtype=np.int64)
     rmax = np.full(n, -1, dtype=np.int64)

@@ -18,11 +18,12 @@ round differently, and tests/preprocess/test_slic.py would say so.
 """
 from __future__ import annotations
 
-import numba
 import numpy as np
 from skimage.color import rgb2lab
 from skimage.filters import gaussian
 from skimage.util import img_as_float, regular_grid
+
+from shared.jit import njit
 
 _MAX_ITER = 10  # skimage's default max_num_iter
 _MIN_SIZE_FACTOR = 0.5
@@ -94,7 +95,7 @@ def slic_core(planes: np.ndarray, seg_y: np.ndarray, seg_x: np.ndarray, step: fl
     return _enforce_connectivity(labels, min_size, max_size)
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy", boundscheck=False)
+@njit(cache=True, nogil=True, error_model="numpy", boundscheck=False)
 def _kmeans(planes, seg_y, seg_x, spatial_weight, step_y, step_x, max_iter):
     _, h, w = planes.shape
     n_seg = seg_y.shape[0]
@@ -204,7 +205,7 @@ def _kmeans(planes, seg_y, seg_x, spatial_weight, step_y, step_x, max_iter):
     return labels
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy", boundscheck=False)
+@njit(cache=True, nogil=True, error_model="numpy", boundscheck=False)
 def _enforce_connectivity(labels, min_size, max_size):
     # skimage's breadth-first relabelling: components in raster order of their first pixel,
     # neighbours in the order +x, -x, +y, -y (the z neighbours are outside a depth-1 volume), a

@@ -27,18 +27,13 @@ from typing import Any
 
 import click
 import numpy as np
-import torch
-import torch.distributed as dist
 
 from shared.config import build_config, config_hash, config_options, field, save_config, to_dict
 from shared.frames import DataError
-from shared.nets.semantic_fpn import (DenseSwAVNet, backbone_state_dict_torchvision, load_backbone_weights,
-                                      normalize_images)
 from shared.stage import StageConfig, output_dir, read_pointer, write_pointer
-from shared.checkpoint import code_version, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from train.photometric import apply_photometric
-from train.shard_loader import Augment, ShardStream, make_loader, open_shard_set, plan_epoch
-from train.swav_loss import dense_swav_loss
+
+# torch, the network, the loader and the loss are imported inside the functions that use them, so
+# that `--help` and the config stay light (docs/design.md#command-line)
 
 
 @dataclass
@@ -109,6 +104,9 @@ def lr_schedule(total: int, warmup: int, peak: float, final: float) -> np.ndarra
 
 def setup_distributed(device_arg: str) -> tuple[int, int, torch.device]:
     """(rank, world size, device); a process group only under torchrun with several ranks."""
+    import torch
+    import torch.distributed as dist
+
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     if device_arg == "auto":
@@ -134,6 +132,16 @@ class NonFiniteLoss(RuntimeError):
 
 def train(cfg: ContrastiveConfig) -> Path:
     """Train (or resume) the run of `cfg`; returns the run folder."""
+    import torch
+    import torch.distributed as dist
+
+    from shared.checkpoint import load_checkpoint, set_rng_state
+    from shared.nets.semantic_fpn import (DenseSwAVNet, backbone_state_dict_torchvision, load_backbone_weights,
+                                          normalize_images)
+    from train.photometric import apply_photometric
+    from train.shard_loader import Augment, ShardStream, make_loader, open_shard_set, plan_epoch
+    from train.swav_loss import dense_swav_loss
+
     t_start = time.time()
     cfg = apply_preset(cfg)
     rank, world, device = setup_distributed(cfg.device)
@@ -334,6 +342,8 @@ def train(cfg: ContrastiveConfig) -> Path:
 
 def _checkpoint(path: Path, model: DenseSwAVNet, opt: torch.optim.Optimizer, step: int, cfg: ContrastiveConfig,
                 run_key: str) -> None:
+    from shared.checkpoint import code_version, rng_state, save_checkpoint
+
     save_checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
                      "rng": rng_state(), "config": to_dict(cfg), "config_hash": run_key,
                      "net_args": model.net_args, "code_version": code_version()}, path)
@@ -350,6 +360,8 @@ def _trim_log(path: Path, start: int) -> None:
 
 
 def _barrier(world: int) -> None:
+    import torch.distributed as dist
+
     if world > 1 and dist.is_initialized():
         dist.barrier()
 

@@ -31,15 +31,13 @@ from pathlib import Path
 
 import click
 import numpy as np
-import torch
-import torch.nn.functional as F
 
-from shared.camera_torch import pose_from_axis_angle, warp
 from shared.config import build_config, config_hash, config_options, field, save_config, to_dict
 from shared.frames import DataError, Frame, by_id
-from shared.nets.depth_net import NUM_SCALES, DepthModel, disp_to_depth
 from shared.stage import StageConfig, frames_for, output_dir, write_pointer
-from train.depth_losses import min_reprojection, photometric_error, smoothness
+
+# torch and the networks are imported inside the functions that use them, so that `--help` and the
+# config stay light (docs/design.md#command-line)
 
 # demo size -> (height, width, batch size, steps); "" = the paper's setting, steps from epochs.
 PRESETS = {"": (192, 640, 12, 0), "small": (96, 320, 6, 300), "tiny": (64, 192, 4, 24)}
@@ -217,6 +215,8 @@ class TripletBatches:
         return np.asarray(out)
 
     def __call__(self, step: int) -> tuple[torch.Tensor, np.ndarray]:
+        import torch
+
         targets = self._order(step * self.batch_size, self.batch_size)
         rows = self.rows[targets]  # [B,3]
         batch = np.asarray(self.cache[rows.reshape(-1)]).reshape(len(targets), 3, *self.cache.shape[1:])
@@ -228,6 +228,8 @@ class TripletBatches:
 
 
 def _rgb_to_yiq() -> torch.Tensor:
+    import torch
+
     return torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
 
 
@@ -240,6 +242,8 @@ def augment(images: torch.Tensor, K: torch.Tensor, gen: torch.Generator, color_p
     Hue is shifted by rotating the chroma plane in YIQ space (a linear GPU-friendly stand-in for
     an HSV hue shift).
     """
+    import torch
+
     B, device = images.shape[0], images.device
     rand = torch.rand(B, 2, generator=gen, device=gen.device).to(device)
     flip = rand[:, 0] < flip_p
@@ -275,12 +279,20 @@ def augment(images: torch.Tensor, K: torch.Tensor, gen: torch.Generator, color_p
 
 def depth_losses(model: DepthModel, images: torch.Tensor, inputs: torch.Tensor, K: torch.Tensor,
                  cfg: DepthTrainConfig, gen: torch.Generator | None, autocast: torch.autocast | None = None,
-                 disparities_fn=None, pose_fn=None, memory_format: torch.memory_format = torch.contiguous_format
+                 disparities_fn=None, pose_fn=None, memory_format: torch.memory_format | None = None
                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """images / inputs [B,3,3,H,W] (frames t, t-1, t+1; original / augmented), K [B,3,3] -> (loss, parts).
 
     parts: "disp" (finest disparity [B,1,H,W]), "automask" ([B,1,H,W] bool), "photometric", "smooth".
     """
+    import torch
+    import torch.nn.functional as F
+
+    from shared.camera_torch import pose_from_axis_angle, warp
+    from shared.nets.depth_net import NUM_SCALES, disp_to_depth
+    from train.depth_losses import min_reprojection, photometric_error, smoothness
+
+    memory_format = memory_format or torch.contiguous_format
     disparities_fn = disparities_fn or model.disparities
     pose_fn = pose_fn or model.pose
     target, prev, nxt = images[:, 0], images[:, 1], images[:, 2]
@@ -364,6 +376,8 @@ def code_version() -> str:
 
 def _numpy_rng_state() -> dict:
     """The legacy numpy RNG state as tensors and numbers, so the checkpoint loads with weights_only."""
+    import torch
+
     name, keys, pos, has_gauss, gauss = np.random.get_state()
     return {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
             "gauss": float(gauss)}
@@ -375,6 +389,8 @@ def _set_numpy_rng_state(d: dict) -> None:
 
 def save_checkpoint(path: Path, model: DepthModel, opt: torch.optim.Optimizer, step: int,
                     cfg: DepthTrainConfig, extra: dict) -> None:
+    import torch
+
     state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
              "config": to_dict(cfg), "config_class": type(cfg).__name__, "code_version": code_version(),
              "rng": {"torch": torch.get_rng_state(), "numpy": _numpy_rng_state(),
@@ -387,6 +403,8 @@ def save_checkpoint(path: Path, model: DepthModel, opt: torch.optim.Optimizer, s
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict:
     """Read a depth checkpoint; DataError naming the file when it is not one."""
+    import torch
+
     p = Path(path)
     if not p.is_file():
         raise DataError(p, "depth checkpoint not found")
@@ -411,6 +429,8 @@ def lr_at(step: int, total: int, cfg: DepthTrainConfig) -> float:
 
 
 def pick_device(name: str) -> torch.device:
+    import torch
+
     if name == "cuda" and not torch.cuda.is_available():
         raise click.UsageError("--device cuda but no CUDA device is available")
     return torch.device("cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu")
@@ -427,6 +447,10 @@ def train(cfg: DepthTrainConfig, frames: list[Frame] | None = None, echo=click.e
     frames: the frame index (default: the configured dataset's). stop_after: leave the loop after
     this step as a killed run would (tests of resuming), the last checkpoint is what survives.
     """
+    import torch
+
+    from shared.nets.depth_net import DepthModel
+
     cfg = resolved(cfg)
     t_start = time.perf_counter()
     out = run_dir(cfg)
