@@ -32,7 +32,7 @@ from shared.stage import StageConfig, frames_for, output_dir, read_pointer
 
 # torch and the network are imported where they are used: `--help` stays light (docs/design.md#command-line)
 
-# The working resolution of the regions stage (DESIGN §5); other datasets keep the image size.
+# The working resolution of the regions stage (docs/design.md#constants); other datasets keep the image size.
 WORKING_SIZE = {"cityscapes": (384, 768), "kitti": (384, 1280)}
 
 

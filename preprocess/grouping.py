@@ -1,5 +1,6 @@
-"""Coherent depth regions (DESIGN §5): SLIC superpixels -> 4-connected region adjacency graph ->
-boundary weights from an occlusion and a support term -> iterative InfoMap -> region filter.
+"""Coherent depth regions (docs/design.md#region-grouping): SLIC superpixels -> 4-connected region
+adjacency graph -> boundary weights from an occlusion and a support term -> iterative InfoMap ->
+region filter.
 
 Also the two other proposal methods that feed the same region store: `felzenszwalb` (appearance
 only, standing in for the paper's owt-ucm baseline) and `gt` (connected components of ground-truth

@@ -1,7 +1,7 @@
 """Camera geometry on depth maps: back-projection, per-axis scale normalisation, surface tangents and
 normals, and per-superpixel statistics (numba kernels; single-threaded, called once per frame).
 
-Conventions (DESIGN §5):
+Conventions (docs/design.md#region-grouping):
   * camera frame: X right, Y UP, Z forward. Image rows grow downwards, so Y = -(v - cy) * z / fy and
     Y < 0 is below the horizon row (the principal point).
   * pixel (row r, col c) has its centre at (u, v) = (c + 0.5, r + 0.5), matching `Frame.K`.

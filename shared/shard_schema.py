@@ -1,4 +1,4 @@
-"""The shard sample schema: one WebDataset sample = one copy-paste group (DESIGN §4).
+"""The shard sample schema: one WebDataset sample = one copy-paste group (docs/design.md#shard-format).
 
 A group is synthesised from M source frames and holds N = 2M images. For each image we store
 what the trainer needs to find positives, compactly:

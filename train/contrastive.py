@@ -1,4 +1,5 @@
-"""`python -m train contrastive`: dense SwAV pre-training from a shard set (DESIGN §5, §6).
+"""`python -m train contrastive`: dense SwAV pre-training from a shard set
+(docs/design.md#contrastive, #performance).
 
 One step = `groups_per_step` copy-paste groups (16 images each by default) through the network;
 pixel-level and region-level positive groups sampled by the loader; dense SwAV loss; SGD.

@@ -1,4 +1,4 @@
-"""`python -m train depth`: self-supervised monocular depth from video (Monodepth2, DESIGN §5).
+"""`python -m train depth-train`: self-supervised monocular depth from video (Monodepth2, docs/design.md#depth).
 
 No labels, stereo or LiDAR: for every target frame t with both temporal neighbours, the depth
 network predicts t's disparity, the pose network the motion t->t-1 and t->t+1, and the neighbours
