@@ -19,9 +19,6 @@ round differently, and tests/preprocess/test_slic.py would say so.
 from __future__ import annotations
 
 import numpy as np
-from skimage.color import rgb2lab
-from skimage.filters import gaussian
-from skimage.util import img_as_float, regular_grid
 
 from shared.jit import njit
 
@@ -45,6 +42,11 @@ def prepare(rgb: np.ndarray, n_segments: int, compactness: float, sigma: float):
 
     Returns the planar Lab image float64 [3, H, W] (already times 1 / compactness), the seed rows
     and columns float64 [K], the float step between seeds and the integer row / column steps."""
+    # scikit-image is imported here, not at the top: commands import the grouping for its constants
+    from skimage.color import rgb2lab
+    from skimage.filters import gaussian
+    from skimage.util import img_as_float, regular_grid
+
     rgb = np.asarray(rgb)
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"expected an RGB image [H, W, 3], got shape {rgb.shape}")

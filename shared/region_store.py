@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-import h5py
 import numpy as np
 
 from shared.frames import DataError
@@ -56,6 +55,8 @@ def chunk_name(i: int) -> str:
 
 def write_chunk(path: str | os.PathLike, records: list[RegionRecord]) -> dict[str, Any]:
     """Write records to `path` via a temporary file; returns the manifest entry for the chunk."""
+    import h5py  # here and in RegionStore, not at the top: --help of the commands stays light
+
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     if tmp.exists():
@@ -130,6 +131,8 @@ class RegionStore:
 
     def _file(self, name: str) -> h5py.File:
         if name not in self._open:
+            import h5py
+
             p = self.root / name
             try:
                 self._open[name] = h5py.File(p, "r")
