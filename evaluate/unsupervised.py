@@ -31,7 +31,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import numpy as np
@@ -51,6 +51,10 @@ MODEL_NAMES = ("pre-trained", "random init")
 SERIES_COLOURS = {"pre-trained": (31, 119, 180), "random init": (200, 200, 200)}
 # torch, the clustering and the pictures are imported inside the functions that use them, so that
 # `--help` stays light (docs/design.md#command-line)
+if TYPE_CHECKING:
+    import torch
+
+    from evaluate.clustering import Codebook
 
 
 def _no_grad(fn):

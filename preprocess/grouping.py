@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from preprocess.slic import slic_labels
 from shared import geometry
 from shared.jit import njit
+
+if TYPE_CHECKING:
+    import infomap
 
 MAX_REGION_ID = np.iinfo(np.uint16).max
 

@@ -24,11 +24,14 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
 from shared.frames import DataError
+
+if TYPE_CHECKING:
+    import h5py
 
 MANIFEST = "manifest.json"
 

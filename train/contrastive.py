@@ -24,7 +24,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import numpy as np
@@ -35,6 +35,10 @@ from shared.stage import StageConfig, output_dir, read_pointer, write_pointer
 
 # torch, the network, the loader and the loss are imported inside the functions that use them, so
 # that `--help` and the config stay light (docs/design.md#command-line)
+if TYPE_CHECKING:
+    import torch
+
+    from shared.nets.semantic_fpn import DenseSwAVNet
 
 
 @dataclass

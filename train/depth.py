@@ -28,6 +28,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 import numpy as np
@@ -38,6 +39,10 @@ from shared.stage import StageConfig, frames_for, output_dir, write_pointer
 
 # torch and the networks are imported inside the functions that use them, so that `--help` and the
 # config stay light (docs/design.md#command-line)
+if TYPE_CHECKING:
+    import torch
+
+    from shared.nets.depth_net import DepthModel
 
 # demo size -> (height, width, batch size, steps); "" = the paper's setting, steps from epochs.
 PRESETS = {"": (192, 640, 12, 0), "small": (96, 320, 6, 300), "tiny": (64, 192, 4, 24)}
