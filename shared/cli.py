@@ -1,9 +1,11 @@
 """A click group whose commands are imported only when called, so `--help` and one stage stay fast
 (importing torch or numba for a command that does not need them costs seconds).
 
-A command module keeps only light imports at its top (click, dataclasses, numpy, shared.config,
-shared.stage) and imports torch, numba and the like inside the functions that run the stage;
-tests/shared/test_cli.py checks that `--help` of every command loads neither torch nor numba."""
+The module a command lives in keeps only light imports at its top (click, dataclasses, numpy,
+shared.config, shared.stage) and imports torch and the like inside the functions that run the stage,
+or, for a module that is torch through and through (the trainers), the command and its config live
+in a light sibling module (train/depth_command.py). tests/shared/test_cli.py checks that `--help` of
+every command loads none of them (docs/design.md#command-line)."""
 from __future__ import annotations
 
 import importlib

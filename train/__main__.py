@@ -6,8 +6,8 @@ import click
 from shared.cli import LazyGroup
 
 COMMANDS: dict[str, str] = {
-    "depth-train": "train.depth:depth",
-    "contrastive": "train.contrastive:contrastive",
+    "depth-train": "train.depth_command:depth",
+    "contrastive": "train.contrastive_command:contrastive",
 }
 ALIASES = {"depth": "depth-train"}  # the old name, kept for existing scripts
 

@@ -26,74 +26,22 @@ import pickle
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 import numpy as np
+import torch
+import torch.nn.functional as F
 
-from shared.config import build_config, config_hash, config_options, field, save_config, to_dict
+from shared.camera_torch import pose_from_axis_angle, warp
+from shared.config import config_hash, save_config, to_dict
 from shared.frames import DataError, Frame, by_id
-from shared.stage import StageConfig, frames_for, output_dir, write_pointer
+from shared.nets.depth_net import NUM_SCALES, DepthModel, disp_to_depth
+from shared.stage import frames_for, output_dir, write_pointer
+from train.depth_command import DepthTrainConfig, resolved
+from train.depth_losses import min_reprojection, photometric_error, smoothness
 
-# torch and the networks are imported inside the functions that use them, so that `--help` and the
-# config stay light (docs/design.md#command-line)
-if TYPE_CHECKING:
-    import torch
-
-    from shared.nets.depth_net import DepthModel
-
-# demo size -> (height, width, batch size, steps); "" = the paper's setting, steps from epochs.
-PRESETS = {"": (192, 640, 12, 0), "small": (96, 320, 6, 300), "tiny": (64, 192, 4, 24)}
-
-
-@dataclass
-class DepthTrainConfig(StageConfig):
-    height: int = field(0, "training height in pixels, a multiple of 32 (0 = preset: 192; small 96, tiny 64)")
-    width: int = field(0, "training width in pixels, a multiple of 32 (0 = preset: 640; small 320, tiny 192)")
-    batch_size: int = field(0, "target frames per step (0 = preset: 12; small 6, tiny 4)")
-    epochs: int = field(20, "passes over the training targets (Monodepth2: 20)")
-    max_steps: int = field(0, "stop after this many steps instead (0 = preset: from epochs; small 300, tiny 24)")
-    lr: float = field(1e-4, "Adam learning rate")
-    lr_decay_epochs: int = field(15, "multiply the learning rate by --lr-decay after this many of --epochs (the same fraction of --max-steps)")
-    lr_decay: float = field(0.1, "step-decay factor")
-    min_depth: float = field(0.1, "depth range of the sigmoid disparity: nearest")
-    max_depth: float = field(100.0, "depth range of the sigmoid disparity: farthest")
-    ssim_weight: float = field(0.85, "photometric error = w * SSIM dissimilarity + (1 - w) * L1")
-    smoothness: float = field(1e-3, "edge-aware smoothness weight (divided by 2^scale)")
-    automask: bool = field(True, "auto-mask pixels where an unwarped neighbour already matches")
-    min_reprojection: bool = field(True, "per-pixel minimum over the two neighbours (else their mean)")
-    color_aug: float = field(0.5, "probability of colour jitter (brightness/contrast/saturation 0.2, hue 0.1) on network inputs")
-    flip: float = field(0.5, "probability of a horizontal flip of a whole triplet")
-    split: str = field("train", "frames of this split are training targets")
-    on_bad: str = field("error", "bad frames (short sequence, missing neighbour, size mismatch): stop or skip and report",
-                        choices=["error", "skip"])
-    init_weights: str = field("", "local torchvision-format ResNet-18 state dict for both encoders (default: random init)")
-    seed: int = field(0, "random seed (data order, augmentation, initialisation)")
-    device: str = field("auto", "auto = cuda when available", choices=["auto", "cpu", "cuda"], hash=False)
-    bf16: bool = field(True, "bf16 autocast on CUDA (ignored on CPU)")
-    channels_last: bool = field(True, "channels_last memory format on CUDA", hash=False)
-    compile: bool = field(False, "torch.compile the networks (CUDA; slower start, faster steps)", hash=False)
-    workers: int = field(2, "processes decoding frames into the cache", hash=False)
-    log_every: int = field(10, "steps between log lines", hash=False)
-    image_every: int = field(250, "steps between PNG snapshots (0 = only at the end)", hash=False)
-    ckpt_every: int = field(250, "steps between checkpoints", hash=False)
-
-
-def resolved(cfg: DepthTrainConfig) -> DepthTrainConfig:
-    """Fill the preset-dependent fields (0 = preset) and validate."""
-    import dataclasses
-
-    h, w, b, s = PRESETS[cfg.demo_size]
-    cfg = dataclasses.replace(cfg, height=cfg.height or h, width=cfg.width or w,
-                              batch_size=cfg.batch_size or b, max_steps=cfg.max_steps or s)
-    if cfg.height % 32 or cfg.width % 32 or min(cfg.height, cfg.width) < 64:
-        # stride 32 and the decoder's reflection padding need at least 2x2 coarsest features
-        raise click.UsageError(f"--height/--width must be multiples of 32 and at least 64, got {cfg.height}x{cfg.width}")
-    if not 0 < cfg.min_depth < cfg.max_depth:
-        raise click.UsageError(f"need 0 < min_depth < max_depth, got {cfg.min_depth}, {cfg.max_depth}")
-    return cfg
+# The options, presets and command live in train/depth_command.py, which does not import torch.
 
 
 # ----------------------------------------------------------------------------------------------
@@ -220,8 +168,6 @@ class TripletBatches:
         return np.asarray(out)
 
     def __call__(self, step: int) -> tuple[torch.Tensor, np.ndarray]:
-        import torch
-
         targets = self._order(step * self.batch_size, self.batch_size)
         rows = self.rows[targets]  # [B,3]
         batch = np.asarray(self.cache[rows.reshape(-1)]).reshape(len(targets), 3, *self.cache.shape[1:])
@@ -233,8 +179,6 @@ class TripletBatches:
 
 
 def _rgb_to_yiq() -> torch.Tensor:
-    import torch
-
     return torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
 
 
@@ -247,8 +191,6 @@ def augment(images: torch.Tensor, K: torch.Tensor, gen: torch.Generator, color_p
     Hue is shifted by rotating the chroma plane in YIQ space (a linear GPU-friendly stand-in for
     an HSV hue shift).
     """
-    import torch
-
     B, device = images.shape[0], images.device
     rand = torch.rand(B, 2, generator=gen, device=gen.device).to(device)
     flip = rand[:, 0] < flip_p
@@ -284,20 +226,12 @@ def augment(images: torch.Tensor, K: torch.Tensor, gen: torch.Generator, color_p
 
 def depth_losses(model: DepthModel, images: torch.Tensor, inputs: torch.Tensor, K: torch.Tensor,
                  cfg: DepthTrainConfig, gen: torch.Generator | None, autocast: torch.autocast | None = None,
-                 disparities_fn=None, pose_fn=None, memory_format: torch.memory_format | None = None
+                 disparities_fn=None, pose_fn=None, memory_format: torch.memory_format = torch.contiguous_format
                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """images / inputs [B,3,3,H,W] (frames t, t-1, t+1; original / augmented), K [B,3,3] -> (loss, parts).
 
     parts: "disp" (finest disparity [B,1,H,W]), "automask" ([B,1,H,W] bool), "photometric", "smooth".
     """
-    import torch
-    import torch.nn.functional as F
-
-    from shared.camera_torch import pose_from_axis_angle, warp
-    from shared.nets.depth_net import NUM_SCALES, disp_to_depth
-    from train.depth_losses import min_reprojection, photometric_error, smoothness
-
-    memory_format = memory_format or torch.contiguous_format
     disparities_fn = disparities_fn or model.disparities
     pose_fn = pose_fn or model.pose
     target, prev, nxt = images[:, 0], images[:, 1], images[:, 2]
@@ -381,8 +315,6 @@ def code_version() -> str:
 
 def _numpy_rng_state() -> dict:
     """The legacy numpy RNG state as tensors and numbers, so the checkpoint loads with weights_only."""
-    import torch
-
     name, keys, pos, has_gauss, gauss = np.random.get_state()
     return {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
             "gauss": float(gauss)}
@@ -394,8 +326,6 @@ def _set_numpy_rng_state(d: dict) -> None:
 
 def save_checkpoint(path: Path, model: DepthModel, opt: torch.optim.Optimizer, step: int,
                     cfg: DepthTrainConfig, extra: dict) -> None:
-    import torch
-
     state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
              "config": to_dict(cfg), "config_class": type(cfg).__name__, "code_version": code_version(),
              "rng": {"torch": torch.get_rng_state(), "numpy": _numpy_rng_state(),
@@ -408,8 +338,6 @@ def save_checkpoint(path: Path, model: DepthModel, opt: torch.optim.Optimizer, s
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict:
     """Read a depth checkpoint; DataError naming the file when it is not one."""
-    import torch
-
     p = Path(path)
     if not p.is_file():
         raise DataError(p, "depth checkpoint not found")
@@ -434,8 +362,6 @@ def lr_at(step: int, total: int, cfg: DepthTrainConfig) -> float:
 
 
 def pick_device(name: str) -> torch.device:
-    import torch
-
     if name == "cuda" and not torch.cuda.is_available():
         raise click.UsageError("--device cuda but no CUDA device is available")
     return torch.device("cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu")
@@ -452,10 +378,6 @@ def train(cfg: DepthTrainConfig, frames: list[Frame] | None = None, echo=click.e
     frames: the frame index (default: the configured dataset's). stop_after: leave the loop after
     this step as a killed run would (tests of resuming), the last checkpoint is what survives.
     """
-    import torch
-
-    from shared.nets.depth_net import DepthModel
-
     cfg = resolved(cfg)
     t_start = time.perf_counter()
     out = run_dir(cfg)
@@ -581,14 +503,3 @@ def train(cfg: DepthTrainConfig, frames: list[Frame] | None = None, echo=click.e
          f"loss {first_loss:.4f} -> {last_loss:.4f}")
     echo(f"depth: wrote {ckpt_path}, {out / 'log.jsonl'}, {out / 'images'} in {time.perf_counter() - t_start:.1f} s")
     return ckpt_path
-
-
-@click.command("depth")
-@config_options(DepthTrainConfig)
-def depth(**kwargs) -> None:
-    """Train the self-supervised monocular depth network on DATASET's videos (resumes automatically)."""
-    cfg = build_config(DepthTrainConfig, kwargs)
-    try:
-        train(cfg)
-    except DataError as e:
-        raise click.ClickException(str(e)) from e

@@ -99,15 +99,13 @@ def test_interrupted_run_resumes_to_the_same_losses(full_run, shard_dir, tmp_pat
 
 
 def test_non_finite_loss_aborts_without_a_checkpoint(shard_dir, tmp_path, monkeypatch):
-    from train import swav_loss
-
-    real = swav_loss.dense_swav_loss  # the trainer imports it when it starts, so patch it at home
+    real = C.dense_swav_loss
 
     def poisoned(*a, **kw):
         t = real(*a, **kw)
         return type(t)(t.total * float("nan"), t.pixel, t.region)
 
-    monkeypatch.setattr(swav_loss, "dense_swav_loss", poisoned)
+    monkeypatch.setattr(C, "dense_swav_loss", poisoned)
     with pytest.raises(C.NonFiniteLoss, match="non-finite loss"):
         C.train(_cfg(shard_dir, tmp_path, max_steps=2))
     assert not list(tmp_path.rglob("checkpoint.pt"))
