@@ -39,10 +39,10 @@ synth: .venv/.done  ## render the built-in synthetic city (DEMO_SIZE=tiny|small,
 
 .PHONY: depth depth-infer
 depth: .venv/.done  ## train the self-supervised depth network on DATASET's videos (resumes; DEPTH_ARGS=...)
-	$(PY) -m train depth $(STAGE_ARGS) --workers $(WORKERS) $(DEPTH_ARGS)
+	$(PY) -m train depth-train $(STAGE_ARGS) --workers $(WORKERS) $(DEPTH_ARGS)
 
 depth-infer: .venv/.done  ## write per-frame depth .npy of DATASET with the current depth model (INFER_ARGS=...)
-	$(PY) -m preprocess depth $(STAGE_ARGS) --workers $(WORKERS) $(INFER_ARGS)
+	$(PY) -m preprocess depth-infer $(STAGE_ARGS) --workers $(WORKERS) $(INFER_ARGS)
 
 index: .venv/.done  ## build and summarise the frame index of DATASET
 	$(PY) -m preprocess index $(STAGE_ARGS)

@@ -1,5 +1,5 @@
 """Speed of the coherent-depth-region grouping, per step, against a naive implementation of the same
-algorithm in the same run (DESIGN §6).
+algorithm in the same run (docs/design.md#performance).
 
     .venv/bin/python bench/regions_speed.py [--frames 3] [--sizes 384x768,384x1280] [--workers-max N]
 

@@ -1,4 +1,4 @@
-"""Speed of copy-paste synthesis and shard encoding (DESIGN §6, issue 5's benchmark).
+"""Speed of copy-paste synthesis and shard encoding (docs/design.md#performance, issue 5's benchmark).
 
     .venv/bin/python bench/shards_speed.py [--sizes 384x768,384x1280] [--frames 8] [--groups 4] [--workers N]
 

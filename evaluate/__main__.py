@@ -6,13 +6,14 @@ import click
 from shared.cli import LazyGroup
 
 COMMANDS: dict[str, str] = {
-    "depth": "evaluate.depth_metrics:depth",
+    "depth-eval": "evaluate.depth_metrics:depth",
     "unsupervised": "evaluate.unsupervised:unsupervised",
     "proposals": "evaluate.proposals:proposals",
 }
+ALIASES = {"depth": "depth-eval"}  # the old name, kept for existing scripts
 
 
-@click.group(cls=LazyGroup, lazy=COMMANDS)
+@click.group(cls=LazyGroup, lazy=COMMANDS, aliases=ALIASES)
 def main() -> None:
     """Metrics and reports: region proposals, depth, unsupervised segmentation."""
 

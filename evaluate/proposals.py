@@ -30,8 +30,6 @@ from dataclasses import dataclass, field as dc_field
 
 import click
 import numpy as np
-from scipy.optimize import linear_sum_assignment
-from skimage.segmentation import find_boundaries
 from tqdm import tqdm
 
 from shared.regions.depth_source import DepthSource, parse_depth_spec
@@ -81,6 +79,8 @@ def iou_matrix(gt: np.ndarray, regions: np.ndarray, valid: np.ndarray) -> np.nda
 
 def frame_scores(gt: np.ndarray, regions: np.ndarray, label_ids: np.ndarray) -> FrameScores:
     """gt masks [H, W] (0..G-1, -1 none), regions [H, W] (1..R, 0 none), labelIds [H, W] (void < 7)."""
+    from scipy.optimize import linear_sum_assignment  # not at the top: --help stays light
+
     valid = label_ids >= 7
     iou = iou_matrix(gt, regions, valid)
     g_n, r_n = iou.shape
@@ -173,6 +173,8 @@ def _palette(n: int) -> np.ndarray:
 
 def region_overlay(rgb: np.ndarray, regions: np.ndarray) -> np.ndarray:
     """Regions tinted over the image, boundaries in white, filtered pixels darkened."""
+    from skimage.segmentation import find_boundaries  # not at the top: --help stays light
+
     pal = _palette(int(regions.max()) + 1)
     out = (0.55 * rgb + 0.45 * pal[regions]).astype(np.uint8)
     out[regions == 0] = (0.35 * rgb[regions == 0]).astype(np.uint8)

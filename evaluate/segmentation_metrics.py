@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from shared.labels import IGNORE, NAMES_27, TRAIN_NAMES, to_27_classes, to_train_ids
 
@@ -95,6 +94,8 @@ def match_clusters(conf: np.ndarray, matching: str) -> np.ndarray:
     if present.size == 0:
         return mapping
     gain = iou_table(conf) if matching == "iou" else conf.astype(np.float64)
+    from scipy.optimize import linear_sum_assignment  # not at the top: --help stays light
+
     rows, cols = linear_sum_assignment(gain[present], maximize=True)  # rows index into `present`
     mapping[cols] = present[rows]
     return mapping

@@ -24,22 +24,19 @@ predictions_<frame>.png (image, ground truth, both models' predictions) and pca_
 from __future__ import annotations
 
 import base64
+import functools
 import html as html_text
 import json
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Collection
+from typing import TYPE_CHECKING, Any, Collection
 
 import click
 import numpy as np
-import torch
 from tqdm import tqdm
 
-from evaluate.clustering import Codebook, kmeans_codebook, nearest_centre, prototype_codebook
-from evaluate.report_pictures import (class_palette, colourise, confusion_picture, iou_bars, panel, pca_rgb,
-                                      side_by_side, stack_rows)
 from evaluate.segmentation_metrics import PROTOCOLS, Protocol, confusion_matrix, evaluate_clusters
 from shared.atomic import write_text
 from shared.config import build_config, config_options, field, save_config
@@ -54,6 +51,23 @@ DEMO_DIVISOR = {"tiny": 4, "small": 2}  # of DEFAULT_SIZES
 DEMO_MAX_FRAMES = {"tiny": 4, "small": 16}
 MODEL_NAMES = ("pre-trained", "random init")
 SERIES_COLOURS = {"pre-trained": (31, 119, 180), "random init": (200, 200, 200)}
+# torch, the clustering and the pictures are imported inside the functions that use them, so that
+# `--help` stays light (docs/design.md#command-line)
+if TYPE_CHECKING:
+    import torch
+
+    from evaluate.clustering import Codebook
+
+
+def _no_grad(fn):
+    """torch.no_grad() for `fn`, without importing torch before `fn` runs."""
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        import torch
+
+        with torch.no_grad():
+            return fn(*args, **kwargs)
+    return run
 
 
 @dataclass
@@ -141,6 +155,8 @@ def resolve_checkpoint(cfg: UnsupervisedConfig) -> Path:
 
 
 def _device(name: str) -> torch.device:
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
@@ -152,8 +168,10 @@ def _batches(items: list[Any], size: int) -> list[list[Any]]:
     return [items[i:i + size] for i in range(0, len(items), size)]
 
 
-@torch.no_grad()
+@_no_grad
 def _features(model: torch.nn.Module, frames: list[Frame], size: tuple[int, int], device: torch.device) -> tuple[torch.Tensor, np.ndarray]:
+    import torch
+
     from shared.nets.semantic_fpn import normalize_images
 
     images = np.stack([read_rgb(f.image, size) for f in frames])  # [B, H, W, 3]
@@ -161,10 +179,12 @@ def _features(model: torch.nn.Module, frames: list[Frame], size: tuple[int, int]
     return model(x).float(), images  # z [B, D, H/4, W/4]
 
 
-@torch.no_grad()
+@_no_grad
 def kmeans_sample(model: torch.nn.Module, frames: list[Frame], size: tuple[int, int], device: torch.device,
                   n_samples: int, batch_size: int, seed: int, desc: str) -> torch.Tensor:
     """[N, D] pixel features drawn evenly from every frame (at feature resolution) for k-means."""
+    import torch
+
     gen = torch.Generator().manual_seed(seed)
     per_frame = max(1, n_samples // max(1, len(frames)))
     out = []
@@ -185,11 +205,13 @@ class ModelResult:
     seconds: float
 
 
-@torch.no_grad()
+@_no_grad
 def run_model(model: torch.nn.Module, frames: list[Frame], gts: dict[str, list[np.ndarray]],
               codebooks: dict[str, Codebook], size: tuple[int, int], device: torch.device,
               batch_size: int, n_pictures: int, desc: str) -> ModelResult:
     """Forward every frame once and accumulate the cluster/class confusion of every protocol."""
+    from evaluate.clustering import nearest_centre
+
     t0 = time.perf_counter()
     model = model.to(device).eval()
     protos = {p: PROTOCOLS[p] for p in codebooks}
@@ -318,6 +340,11 @@ def _scores_dict(conf: np.ndarray, protocol: Protocol) -> dict[str, Any]:
 
 def evaluate_unsupervised(cfg: UnsupervisedConfig) -> Path:
     """Evaluate `cfg` (DEMO_SIZE presets already filled in: resolve_config); returns the output folder."""
+    import torch
+
+    from evaluate.clustering import Codebook, kmeans_codebook, prototype_codebook
+    from evaluate.report_pictures import (class_palette, colourise, confusion_picture, iou_bars, panel, pca_rgb,
+                                          side_by_side, stack_rows)
     from shared.nets.semantic_fpn import DenseSwAVNet, load_pretrained
 
     t_start = time.perf_counter()

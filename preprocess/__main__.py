@@ -9,14 +9,15 @@ from shared.cli import LazyGroup
 COMMANDS = {
     "synth": "preprocess.synth:synth",
     "index": "preprocess.index:index",
-    "depth": "preprocess.depth_inference:depth",
+    "depth-infer": "preprocess.depth_inference:depth",
     "regions": "preprocess.regions:regions",
     "shards": "preprocess.shards:shards",
     "inspect": "preprocess.shard_inspect:inspect",
 }
+ALIASES = {"depth": "depth-infer"}  # the old name, kept for existing scripts
 
 
-@click.group(cls=LazyGroup, lazy=COMMANDS)
+@click.group(cls=LazyGroup, lazy=COMMANDS, aliases=ALIASES)
 def main() -> None:
     """Offline CPU stages: synthetic city, frame index, depth inference, regions, shards."""
 

@@ -51,10 +51,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-import numba
 import numpy as np
 
 from shared.photometric import GREY_ROWS, LUMA, hue_matrices, saturation_matrices
+from shared.jit import njit
 from shared.shard_schema import NO_LAYER, NO_LAYER16, Group
 
 # Bump when the same inputs and seed would give different groups: it keys the shard folders.
@@ -118,7 +118,7 @@ class Synthesis:
 # ----------------------------------------------------------------------------------------------
 # kernels
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def region_boxes(regions: np.ndarray, n: int) -> np.ndarray:
     """int64 [n + 1, 4] rows (y0, y1, x0, x1), half-open, per region id; empty ids get y0 = y1 = 0."""
     h, w = regions.shape
@@ -144,7 +144,7 @@ def region_boxes(regions: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def region_stats(regions: np.ndarray, image: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One pass: boxes int64 [n + 1, 4] (as region_boxes), pixel counts int64 [n + 1], mean colour
     float64 [n + 1, 3] per region id. regions uint16 [H, W], image uint8 [H, W, 3]."""
@@ -164,7 +164,7 @@ def region_stats(regions: np.ndarray, image: np.ndarray, n: int) -> tuple[np.nda
     return region_boxes(regions, n), counts, sums
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _bilinear(src_img, s, sx, sy, h, w, out, yy, xx):
     """Colour of source frame s at (sx, sy), clamped to the frame, into out[yy, xx, :]."""
     fx = min(max(sx, 0.0), w - 1.0)
@@ -181,7 +181,7 @@ def _bilinear(src_img, s, sx, sy, h, w, out, yy, xx):
         out[yy, xx, ch] = top * (1.0 - wy) + bot * wy
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _colour(col, yy, xx, cm):
     r0 = col[yy, xx, 0]
     g0 = col[yy, xx, 1]
@@ -190,7 +190,7 @@ def _colour(col, yy, xx, cm):
         col[yy, xx, ch] = cm[4 * ch] * r0 + cm[4 * ch + 1] * g0 + cm[4 * ch + 2] * b0 + cm[4 * ch + 3]
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _compose_image(out_img, out_disp, out_reg, out_lay, base, offset, src_img, src_disp, src_reg,
                    p_src, p_region, p_greg, p_aff, p_box, p_scale, p_col, p_blur):
     """Background `base` plus the pastes, in order, with the DepthMix z-test; returns visible pastes.
@@ -280,7 +280,7 @@ def _compose_image(out_img, out_disp, out_reg, out_lay, base, offset, src_img, s
                         out_img[y, x, ch] = np.uint8(min(max(col[y, x, ch] + 0.5, 0.0), 255.0))
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _compact_layers(lay: np.ndarray, n_p: int) -> tuple[np.ndarray, np.ndarray]:
     """Renumber the visible pastes 1.. in paste order: (new map int32 [H, W], visible paste indices)."""
     seen = np.zeros(n_p + 1, dtype=np.bool_)

@@ -25,14 +25,14 @@ from pathlib import Path
 
 import click
 import numpy as np
-import torch
 
 from shared.config import build_config, config_options, field, save_config
 from shared.frames import DataError, Frame
-from shared.nets.depth_predictor import DepthPredictor
 from shared.stage import StageConfig, frames_for, output_dir, read_pointer
 
-# The working resolution of the regions stage (DESIGN §5); other datasets keep the image size.
+# torch and the network are imported where they are used: `--help` stays light (docs/design.md#command-line)
+
+# The working resolution of the regions stage (docs/design.md#constants); other datasets keep the image size.
 WORKING_SIZE = {"cityscapes": (384, 768), "kitti": (384, 1280)}
 
 
@@ -60,7 +60,10 @@ def output_size(cfg: DepthInferConfig, frame: Frame) -> tuple[int, int]:
 
 def _infer_chunk(ckpt: str, jobs: list[tuple[str, str, tuple[int, int]]]) -> int:
     """One worker: load the model once, then (image, output path, size) -> .npy."""
+    import torch
+
     from shared.imageio import read_rgb, write_npy
+    from shared.nets.depth_predictor import DepthPredictor
 
     torch.set_num_threads(1)
     predictor = DepthPredictor(ckpt, "cpu")
@@ -75,6 +78,7 @@ def infer_dataset(cfg: DepthInferConfig, frames: list[Frame], ckpt: Path, out_di
     from tqdm import tqdm
 
     from shared.imageio import read_rgb, write_npy
+    from shared.nets.depth_predictor import DepthPredictor
 
     out_dir.mkdir(parents=True, exist_ok=True)
     todo = [(f.image, str(out_dir / f"{f.id}.npy"), output_size(cfg, f)) for f in frames
@@ -113,6 +117,8 @@ def infer_dataset(cfg: DepthInferConfig, frames: list[Frame], ckpt: Path, out_di
 @config_options(DepthInferConfig)
 def depth(**kwargs) -> None:
     """Predict relative depth for every frame of DATASET with a trained depth checkpoint (.npy per frame)."""
+    import torch
+
     cfg = build_config(DepthInferConfig, kwargs)
     if cfg.device == "auto":
         cfg = dataclasses.replace(cfg, device="cuda" if torch.cuda.is_available() else "cpu")

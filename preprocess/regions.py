@@ -14,7 +14,7 @@ run resumes with the unfinished chunks and a finished run is a no-op. Output fol
 Working size: --size, else Cityscapes / folder 384x768, KITTI 384x1280, synthetic its native size.
 DEMO_SIZE tiny | small shrinks the working size of real datasets (to 1/4 or 1/2 of the height)
 and, at any demo size, scales the SLIC n_segments and region filter the user did not set with the image:
-superpixels no smaller than 3x3 pixels, filter boxes in proportion to the height (DESIGN §5 values
+superpixels no smaller than 3x3 pixels, filter boxes in proportion to the height (docs/design.md#constants values
 stay the default at full size).
 """
 from __future__ import annotations

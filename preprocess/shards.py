@@ -69,7 +69,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 @dataclass
 class ShardsConfig(StageConfig):
-    """Copy-paste groups -> WebDataset shards (DESIGN §4 shards, §5 copy-paste)."""
+    """Copy-paste groups -> WebDataset shards (docs/design.md#shard-format, #copy-paste)."""
 
     proposals: str = field("depth", "which region store to paste from (the regions stage's --proposals)")
     regions: str = field("", "region store folder (empty = the one `make regions` recorded for PROPOSALS)",

@@ -3,6 +3,8 @@
 Every field of the dataclass becomes an option (`snake_case` -> `--snake-case`), so `--help` lists
 every knob with its default, and click rejects unknown keys. The resolved config is saved next to
 every output (`save_config`) and hashed (`config_hash`) to key reusable outputs by their settings.
+`--config FILE` reruns such a saved config: its values become the defaults, options typed on the
+command line still win (docs/design.md#config).
 
 Field metadata:
   help: str          one line for --help
@@ -62,8 +64,50 @@ class _SequenceParam(click.ParamType):
             self.fail(f"{value!r} is not a comma-separated list of {self.item.__name__}", param, ctx)
 
 
+# ctx.meta key: the fields whose value came from --config FILE (shared.presets counts them as the user's).
+FILE_KEYS = "shared.config.file_keys"
+
+
+def read_config_file(cls: type, path: str | os.PathLike) -> dict[str, Any]:
+    """The field values of a config saved by `save_config` for `cls`; click.BadParameter naming the
+    file when it is not one, holds another class's config, or has keys `cls` does not have."""
+    path = Path(path)
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise click.BadParameter(f"{path}: not a readable JSON config ({e})", param_hint="--config") from e
+    if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict) or "config_class" not in saved:
+        raise click.BadParameter(f"{path}: expected a saved config {{\"config_class\": ..., \"config\": {{...}}}} "
+                                 "(the config.json written beside a stage's output)", param_hint="--config")
+    if saved["config_class"] != cls.__name__:
+        raise click.BadParameter(f"{path} holds a {saved['config_class']}, this command takes a {cls.__name__}",
+                                 param_hint="--config")
+    values = saved["config"]
+    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+        raise click.BadParameter(f"{path}: unknown keys for {cls.__name__}: {', '.join(unknown)}",
+                                 param_hint="--config")
+    return values
+
+
+def _config_file_option(cls: type) -> Callable[[Callable], Callable]:
+    """`--config FILE`, eager so that it runs before the other options: it sets their defaults
+    (ctx.default_map), so anything typed on the command line still takes precedence."""
+
+    def load(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+        if value is None or ctx.resilient_parsing:
+            return
+        values = read_config_file(cls, value)
+        ctx.default_map = {**(ctx.default_map or {}), **values}
+        ctx.meta[FILE_KEYS] = set(values)
+
+    return click.option("--config", type=click.Path(dir_okay=False), is_eager=True, expose_value=False,
+                        callback=load, help=f"rerun a saved config.json (a {cls.__name__}): its values are the "
+                                            "defaults, options given here override them")
+
+
 def config_options(cls: type[C]) -> Callable[[Callable], Callable]:
-    """Decorator adding one `--key value` click option per field of dataclass `cls`."""
+    """Decorator adding one `--key value` click option per field of dataclass `cls`, and `--config FILE`."""
     hints = typing.get_type_hints(cls)
 
     def decorate(fn: Callable) -> Callable:
@@ -84,7 +128,7 @@ def config_options(cls: type[C]) -> Callable[[Callable], Callable]:
                 ptype = click.Choice(meta["choices"]) if meta.get("choices") else tp
                 fn = click.option(name, f.name, type=ptype, default=default, show_default=True,
                                   help=help_text)(fn)
-        return fn
+        return _config_file_option(cls)(fn)
 
     return decorate
 

@@ -1,4 +1,4 @@
-"""The frame index: one row per frame, the contract every dataset reader produces (DESIGN §4).
+"""The frame index: one row per frame, the contract every dataset reader produces (docs/design.md#frame-index).
 
 A row says where the image is, which sequence it belongs to and which frames are its temporal
 neighbours (for depth training), the normalised intrinsics, and the label / depth files when the

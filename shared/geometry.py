@@ -1,7 +1,7 @@
 """Camera geometry on depth maps: back-projection, per-axis scale normalisation, surface tangents and
 normals, and per-superpixel statistics (numba kernels; single-threaded, called once per frame).
 
-Conventions (DESIGN §5):
+Conventions (docs/design.md#region-grouping):
   * camera frame: X right, Y UP, Z forward. Image rows grow downwards, so Y = -(v - cy) * z / fy and
     Y < 0 is below the horizon row (the principal point).
   * pixel (row r, col c) has its centre at (u, v) = (c + 0.5, r + 0.5), matching `Frame.K`.
@@ -11,13 +11,14 @@ Conventions (DESIGN §5):
 """
 from __future__ import annotations
 
-import numba
 import numpy as np
+
+from shared.jit import njit
 
 _EPS = 1e-12
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _backproject(depth: np.ndarray, fx: float, fy: float, cx: float, cy: float) -> np.ndarray:
     h, w = depth.shape
     out = np.empty((h, w, 3), dtype=np.float64)
@@ -46,7 +47,7 @@ def normalise_axes(points: np.ndarray) -> np.ndarray:
     return points / np.maximum(std, _EPS)
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _tangents(points: np.ndarray) -> np.ndarray:
     # Central differences inside, one-sided at the border (as np.gradient). Dividing by z makes a
     # pixel's tangent length independent of its distance, so a superpixel mean is not dominated by
@@ -87,7 +88,7 @@ def pixel_normals(points: np.ndarray) -> np.ndarray:
     return normals_from_tangents(t[..., 0, :], t[..., 1, :])
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _superpixel_sums(labels: np.ndarray, points: np.ndarray, tangents: np.ndarray, n: int):
     counts = np.zeros(n, dtype=np.int64)
     sum_p = np.zeros((n, 3), dtype=np.float64)

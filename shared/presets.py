@@ -1,9 +1,10 @@
 """DEMO_SIZE presets that fill only the options the user did not type.
 
 A preset is a plain dict of config fields. `explicit_options` asks click where each value came from
-(command line or environment = the user's; default = ours), and `apply_preset` changes only the
-fields the user left at their default, so `--demo-size tiny --backbone resnet50` trains a ResNet-50.
-Every stage with presets goes through these two functions; nothing else may override an option.
+(command line, environment or a `--config FILE` = the user's; default = ours), and `apply_preset`
+changes only the fields the user left at their default, so `--demo-size tiny --backbone resnet50`
+trains a ResNet-50. Every stage with presets goes through these two functions; nothing else may
+override an option.
 
 A field whose value differs from its dataclass default was set by someone (a caller in code has no
 click context to ask), so a preset never replaces it either. Fields whose default means "from the
@@ -15,6 +16,8 @@ from typing import Any, Callable, Collection, Mapping, TypeVar
 
 import click
 
+from shared.config import FILE_KEYS
+
 C = TypeVar("C")
 _NO_DEFAULT = object()
 
@@ -23,7 +26,11 @@ def explicit_options(ctx: click.Context | None = None) -> set[str]:
     """Names of the parameters whose value the user gave (command line, environment or --config)."""
     ctx = ctx or click.get_current_context()
     default_sources = {click.core.ParameterSource.DEFAULT, click.core.ParameterSource.DEFAULT_MAP}
-    return {name for name in ctx.params if ctx.get_parameter_source(name) not in default_sources}
+    # --config FILE arrives through the default map, but the user chose those values: a rerun of a
+    # saved config must not have a preset change them
+    from_file = ctx.meta.get(FILE_KEYS, set())
+    return {name for name in ctx.params
+            if ctx.get_parameter_source(name) not in default_sources or name in from_file}
 
 
 def apply_preset(cfg: C, presets: Mapping[str, Mapping[str, Any]], explicit: Collection[str],

@@ -24,13 +24,15 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
-import h5py
 import numpy as np
 
 from shared.atomic import atomic_path, write_json
 from shared.frames import DataError
+
+if TYPE_CHECKING:
+    import h5py
 
 MANIFEST = "manifest.json"
 
@@ -57,6 +59,8 @@ def chunk_name(i: int) -> str:
 
 def write_chunk(path: str | os.PathLike, records: list[RegionRecord]) -> dict[str, Any]:
     """Write records to `path` via a temporary file; returns the manifest entry for the chunk."""
+    import h5py  # here and in RegionStore, not at the top: --help of the commands stays light
+
     path = Path(path)
     with atomic_path(path) as tmp, h5py.File(tmp, "w", libver=("earliest", "v110"), track_order=True) as h5:
         for r in records:
@@ -123,6 +127,8 @@ class RegionStore:
 
     def _file(self, name: str) -> h5py.File:
         if name not in self._open:
+            import h5py
+
             p = self.root / name
             try:
                 self._open[name] = h5py.File(p, "r")

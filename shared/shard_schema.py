@@ -1,4 +1,4 @@
-"""The shard sample schema: one WebDataset sample = one copy-paste group (DESIGN §4).
+"""The shard sample schema: one WebDataset sample = one copy-paste group (docs/design.md#shard-format).
 
 A group is synthesised from M source frames and holds N = 2M images. For each image we store
 what the trainer needs to find positives, compactly:
@@ -40,9 +40,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-import numba
 import numpy as np
 from PIL import Image
+
+from shared.jit import njit
 
 SCHEMA_VERSION = 1
 NO_LAYER = 255  # "no source" in a uint8 layer map
@@ -133,7 +134,7 @@ def source_ids(layers: np.ndarray, meta: dict[str, Any]) -> np.ndarray:
     return out
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _source_ids_image(lay: np.ndarray, table: np.ndarray, out: np.ndarray) -> None:
     """lay [H, W] layer index; table [K, 7] = affine (a..f) and source per layer; out int64 [H, W]."""
     h, w = lay.shape

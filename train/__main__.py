@@ -6,12 +6,13 @@ import click
 from shared.cli import LazyGroup
 
 COMMANDS: dict[str, str] = {
-    "depth": "train.depth:depth",
-    "contrastive": "train.contrastive:contrastive",
+    "depth-train": "train.depth_command:depth",
+    "contrastive": "train.contrastive_command:contrastive",
 }
+ALIASES = {"depth": "depth-train"}  # the old name, kept for existing scripts
 
 
-@click.group(cls=LazyGroup, lazy=COMMANDS)
+@click.group(cls=LazyGroup, lazy=COMMANDS, aliases=ALIASES)
 def main() -> None:
     """Training stages: self-supervised depth, dense SwAV pre-training."""
 

@@ -1,4 +1,5 @@
-"""`python -m train contrastive`: dense SwAV pre-training from a shard set (DESIGN §5, §6).
+"""`python -m train contrastive`: dense SwAV pre-training from a shard set
+(docs/design.md#contrastive, #performance).
 
 One step = `groups_per_step` copy-paste groups (16 images each by default) through the network;
 pixel-level and region-level positive groups sampled by the loader; dense SwAV loss; SGD.
@@ -23,7 +24,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Collection, Iterator
+from typing import Any, Iterator
 
 import click
 import numpy as np
@@ -33,74 +34,18 @@ import torch.distributed as dist
 from shared.atomic import write_text
 from shared.checkpoint import (clear_stale_saves, code_version, load_checkpoint, rng_state, save_checkpoint,
                                set_rng_state)
-from shared.config import build_config, config_hash, config_options, field, save_config, to_dict
+from shared.config import config_hash, save_config, to_dict
 from shared.frames import DataError
 from shared.nets.semantic_fpn import (DenseSwAVNet, backbone_state_dict_torchvision, image_stats,
                                       load_backbone_weights, normalize_images)
 from shared.photometric import apply_photometric
-from shared.presets import apply_preset, explicit_options
-from shared.stage import StageConfig, output_dir, read_pointer, write_pointer
+from shared.stage import output_dir, read_pointer, write_pointer
+from train.contrastive_command import PRESETS, ContrastiveConfig, resolve_config  # noqa: F401  (re-exported)
 from train.positives import Positives
 from train.shard_loader import Augment, EpochPlan, ShardSet, ShardStream, make_loader, open_shard_set, plan_epoch
 from train.swav_loss import LossTerms, dense_swav_loss
 
-
-@dataclass
-class ContrastiveConfig(StageConfig):
-    shards: str = field("auto", "shard set folder; auto = the one `make shards` recorded for DATASET/DEMO_SIZE")
-    proposals: str = field("depth", "region proposals whose shard set `--shards auto` picks")
-    run: str = field("", "run folder name under train/ (empty: the config hash)", hash=False)
-    backbone: str = field("resnet50", "ResNet of the network (resnet18: tests and demos only)",
-                          choices=["resnet50", "resnet18"])
-    init_weights: str = field("", "torchvision-format ResNet checkpoint for the backbone (empty: random init)")
-    num_prototypes: int = field(1000, "K, the number of prototypes")
-    temperature: float = field(0.1, "tau of softmax(z.c / tau)")
-    sinkhorn_epsilon: float = field(0.05, "Sinkhorn-Knopp entropy weight")
-    sinkhorn_iterations: int = field(3, "Sinkhorn-Knopp iterations")
-    lam: float = field(0.5, "lambda: L = lambda L_pixel + (1 - lambda) L_region")
-    features_per_step: int = field(288000, "features sampled per step at 384x768 x 16 images (scaled with size)")
-    pixel_cell: int = field(4, "source-frame cell (pixels) that a pixel-level positive must share")
-    groups_per_step: int = field(1, "copy-paste groups per step (one group = 2M = 16 images)")
-    crop_height: int = field(0, "training crop height (0: the shard height, rounded down to a multiple of 32)")
-    crop_width: int = field(0, "training crop width (0: the shard width, rounded down to a multiple of 32)")
-    crop_scale: tuple[float, ...] = field((0.5, 1.0), "random resized crop: min,max share of the image area")
-    photometric: str = field("auto", "where colour jitter + blur run: auto (GPU when training on CUDA, else the "
-                                     "loader workers) | device | worker", choices=["auto", "device", "worker"],
-                             hash=False)
-    epochs: int = field(20, "passes over the shard set")
-    max_steps: int = field(0, "stop the schedule after this many steps (0: epochs decide)")
-    lr: float = field(0.1, "peak learning rate (after warm-up)")
-    final_lr: float = field(1e-5, "learning rate at the end of the cosine decay")
-    warmup_epochs: float = field(2.0, "linear warm-up length in epochs")
-    momentum: float = field(0.9, "SGD momentum")
-    weight_decay: float = field(1e-4, "SGD weight decay")
-    seed: int = field(0, "seed of initialisation, shuffling, augmentation and sampling")
-    workers: int = field(4, "DataLoader worker processes per GPU (0: load in the main process)", hash=False)
-    shuffle_buffer: int = field(64, "groups held in each worker's shuffle buffer", hash=False)
-    device: str = field("auto", "auto | cpu | cuda | cuda:N", hash=False)
-    amp: bool = field(True, "bf16 autocast on CUDA", hash=False)
-    compile: bool = field(False, "torch.compile the network (CUDA; first steps are slow)", hash=False)
-    checkpoint_every: int = field(500, "steps between checkpoints", hash=False)
-    log_every: int = field(10, "steps between log lines (and non-finite checks)", hash=False)
-    stop_after: int = field(0, "stop after this many steps in this invocation, checkpointed (0: run to the end)",
-                            hash=False)
-    tensorboard: bool = field(False, "also write TensorBoard scalars (needs the tensorboard package)", hash=False)
-    progress: bool = field(True, "show a progress bar", hash=False)
-
-
-# DEMO_SIZE presets: fill the options the user did not set (shared.presets).
-PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": dict(backbone="resnet18", epochs=2, max_steps=6, warmup_epochs=0.5, checkpoint_every=3, log_every=1,
-                 num_prototypes=100, workers=1),
-    "small": dict(backbone="resnet18", epochs=4, max_steps=12, warmup_epochs=0.5, checkpoint_every=6, log_every=2,
-                  num_prototypes=300, workers=2),
-}
-
-
-def resolve_config(kwargs: dict[str, Any], explicit: Collection[str], echo=click.echo) -> ContrastiveConfig:
-    """The config of the parsed options `kwargs`, with the DEMO_SIZE preset filled in where the option
-    is not in `explicit` (the ones the user typed: shared.presets.explicit_options)."""
-    return apply_preset(build_config(ContrastiveConfig, kwargs), PRESETS, explicit, echo, "contrastive")
+# The options, presets and command live in train/contrastive_command.py, which does not import torch.
 
 
 def lr_schedule(total: int, warmup: int, peak: float, final: float) -> np.ndarray:
@@ -438,14 +383,3 @@ def _tensorboard(run_dir: Path):
     except ImportError as e:
         raise click.UsageError("--tensorboard needs the tensorboard package (pip install tensorboard)") from e
     return SummaryWriter(str(run_dir / "tb"))
-
-
-@click.command("contrastive")
-@config_options(ContrastiveConfig)
-def contrastive(**kwargs: Any) -> None:
-    """Dense SwAV pre-training from a copy-paste shard set (resumes automatically)."""
-    cfg = resolve_config(kwargs, explicit_options())
-    try:
-        train(cfg)
-    except (NonFiniteLoss, DataError) as e:
-        raise click.ClickException(str(e)) from e

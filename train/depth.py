@@ -1,4 +1,4 @@
-"""`python -m train depth`: self-supervised monocular depth from video (Monodepth2, DESIGN §5).
+"""`python -m train depth-train`: self-supervised monocular depth from video (Monodepth2, docs/design.md#depth).
 
 No labels, stereo or LiDAR: for every target frame t with both temporal neighbours, the depth
 network predicts t's disparity, the pose network the motion t->t-1 and t->t+1, and the neighbours
@@ -36,63 +36,16 @@ import torch.nn.functional as F
 from shared.camera_torch import pose_from_axis_angle, warp
 from shared.checkpoint import (clear_stale_saves, code_version, rng_state, save_checkpoint,
                                set_rng_state)
-from shared.config import build_config, config_hash, config_options, field, save_config, to_dict
+from shared.config import config_hash, save_config, to_dict
 from shared.frames import DataError, Frame, by_id
 from shared.nets.depth_net import NUM_SCALES, DepthModel, disp_to_depth
 from shared.nets.depth_predictor import load_depth_checkpoint
 from shared.photometric import colour_jitter
-from shared.presets import apply_preset
-from shared.stage import StageConfig, frames_for, output_dir, write_pointer
+from shared.stage import frames_for, output_dir, write_pointer
+from train.depth_command import PRESETS, DepthTrainConfig, resolved  # noqa: F401  (PRESETS: re-exported)
 from train.depth_losses import min_reprojection, photometric_error, smoothness
 
-# The fields whose 0 means "from the preset"; "" = the paper's setting (max_steps stays 0: from epochs).
-PRESETS = {"": dict(height=192, width=640, batch_size=12),
-           "small": dict(height=96, width=320, batch_size=6, max_steps=300),
-           "tiny": dict(height=64, width=192, batch_size=4, max_steps=24)}
-
-
-@dataclass
-class DepthTrainConfig(StageConfig):
-    height: int = field(0, "training height in pixels, a multiple of 32 (0 = preset: 192; small 96, tiny 64)")
-    width: int = field(0, "training width in pixels, a multiple of 32 (0 = preset: 640; small 320, tiny 192)")
-    batch_size: int = field(0, "target frames per step (0 = preset: 12; small 6, tiny 4)")
-    epochs: int = field(20, "passes over the training targets (Monodepth2: 20)")
-    max_steps: int = field(0, "stop after this many steps instead (0 = preset: from epochs; small 300, tiny 24)")
-    lr: float = field(1e-4, "Adam learning rate")
-    lr_decay_epochs: int = field(15, "multiply the learning rate by --lr-decay after this many of --epochs (the same fraction of --max-steps)")
-    lr_decay: float = field(0.1, "step-decay factor")
-    min_depth: float = field(0.1, "depth range of the sigmoid disparity: nearest")
-    max_depth: float = field(100.0, "depth range of the sigmoid disparity: farthest")
-    ssim_weight: float = field(0.85, "photometric error = w * SSIM dissimilarity + (1 - w) * L1")
-    smoothness: float = field(1e-3, "edge-aware smoothness weight (divided by 2^scale)")
-    automask: bool = field(True, "auto-mask pixels where an unwarped neighbour already matches")
-    min_reprojection: bool = field(True, "per-pixel minimum over the two neighbours (else their mean)")
-    color_aug: float = field(0.5, "probability of colour jitter (brightness/contrast/saturation 0.2, hue 0.1) on network inputs")
-    flip: float = field(0.5, "probability of a horizontal flip of a whole triplet")
-    split: str = field("train", "frames of this split are training targets")
-    on_bad: str = field("error", "bad frames (short sequence, missing neighbour, size mismatch): stop or skip and report",
-                        choices=["error", "skip"])
-    init_weights: str = field("", "local torchvision-format ResNet-18 state dict for both encoders (default: random init)")
-    seed: int = field(0, "random seed (data order, augmentation, initialisation)")
-    device: str = field("auto", "auto = cuda when available", choices=["auto", "cpu", "cuda"], hash=False)
-    bf16: bool = field(True, "bf16 autocast on CUDA (ignored on CPU)")
-    channels_last: bool = field(True, "channels_last memory format on CUDA", hash=False)
-    compile: bool = field(False, "torch.compile the networks (CUDA; slower start, faster steps)", hash=False)
-    workers: int = field(2, "processes decoding frames into the cache", hash=False)
-    log_every: int = field(10, "steps between log lines", hash=False)
-    image_every: int = field(250, "steps between PNG snapshots (0 = only at the end)", hash=False)
-    ckpt_every: int = field(250, "steps between checkpoints", hash=False)
-
-
-def resolved(cfg: DepthTrainConfig) -> DepthTrainConfig:
-    """Fill the preset-dependent fields (0 = preset) and validate."""
-    cfg = apply_preset(cfg, PRESETS, explicit=())  # a field the caller set (non-zero) is kept
-    if cfg.height % 32 or cfg.width % 32 or min(cfg.height, cfg.width) < 64:
-        # stride 32 and the decoder's reflection padding need at least 2x2 coarsest features
-        raise click.UsageError(f"--height/--width must be multiples of 32 and at least 64, got {cfg.height}x{cfg.width}")
-    if not 0 < cfg.min_depth < cfg.max_depth:
-        raise click.UsageError(f"need 0 < min_depth < max_depth, got {cfg.min_depth}, {cfg.max_depth}")
-    return cfg
+# The options, presets and command live in train/depth_command.py, which does not import torch.
 
 
 # ----------------------------------------------------------------------------------------------
@@ -582,14 +535,3 @@ def train(cfg: DepthTrainConfig, frames: list[Frame] | None = None, echo=click.e
          f"loss {first_loss:.4f} -> {last_loss:.4f}")
     echo(f"depth: wrote {ckpt_path}, {out / 'log.jsonl'}, {out / 'images'} in {time.perf_counter() - t_start:.1f} s")
     return ckpt_path
-
-
-@click.command("depth")
-@config_options(DepthTrainConfig)
-def depth(**kwargs) -> None:
-    """Train the self-supervised monocular depth network on DATASET's videos (resumes automatically)."""
-    cfg = build_config(DepthTrainConfig, kwargs)
-    try:
-        train(cfg)
-    except DataError as e:
-        raise click.ClickException(str(e)) from e

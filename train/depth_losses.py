@@ -1,4 +1,4 @@
-"""Self-supervised depth losses (Monodepth2, DESIGN §5): photometric error from SSIM and L1,
+"""Self-supervised depth losses (Monodepth2, docs/design.md#depth): photometric error from SSIM and L1,
 per-pixel minimum reprojection over the source frames, auto-masking of static pixels, and
 edge-aware smoothness of the mean-normalised disparity. Images are [B,3,H,W] in [0,1]."""
 from __future__ import annotations

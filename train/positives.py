@@ -1,4 +1,4 @@
-"""Positive groups at feature resolution (DESIGN §5, sampling row).
+"""Positive groups at feature resolution (docs/design.md#constants, sampling row).
 
 The network's output has one feature per 4x4 pixel cell (output stride 4). A feature location
 "shows" the pixel at the centre of its cell; its maps are sampled there (nearest), which is what
@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-# 288k features at 384x768 with 16 images (DESIGN §5): 16 * 96 * 192 = 294,912 feature locations.
+# 288k features at 384x768 with 16 images (docs/design.md#constants): 16 * 96 * 192 = 294,912 feature locations.
 REFERENCE_LOCATIONS = 16 * (384 // 4) * (768 // 4)
 
 

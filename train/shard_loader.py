@@ -1,4 +1,4 @@
-"""Streaming the shard set into training batches (DESIGN §4 shards, §6 keep the GPU busy).
+"""Streaming the shard set into training batches (docs/design.md#shard-format, #performance).
 
 One step consumes `groups_per_step` copy-paste groups (the paper: 1 group = 16 images). Each group
 is decoded and augmented in a DataLoader worker: every image gets its own random resized crop and

@@ -1,4 +1,4 @@
-"""Self-supervised monocular depth networks (Monodepth2 architecture, DESIGN §5).
+"""Self-supervised monocular depth networks (Monodepth2 architecture, docs/design.md#constants).
 
   * `ResNetEncoder`: torchvision ResNet-18 trunk, random init; `num_input_images=2` widens the first
     convolution to 6 channels for the pose network (a pretrained 3-channel kernel is tiled and

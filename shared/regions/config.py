@@ -28,7 +28,7 @@ DEMO_DIVISOR = {"": 1, "small": 2, "tiny": 4}
 
 @dataclass
 class RegionsConfig(StageConfig):
-    """Coherent depth regions -> region store (DESIGN §5)."""
+    """Coherent depth regions -> region store (docs/design.md#region-grouping)."""
 
     proposals: str = field("depth", "region proposals: depth (the paper's), felzenszwalb (appearance only), "
                                     "gt (ground-truth instance components, the upper bound)", choices=PROPOSALS)

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import click
 import numpy as np
-from scipy import ndimage
 
 from shared.frames import DataError, Frame
 from shared.imageio import read_depth_map, resize_nearest
@@ -85,6 +84,8 @@ def check_depth(depth: np.ndarray, path: str, max_invalid: float = 0.0) -> np.nd
             kinds.append("zero/negative")
         raise DataError(path, f"{100 * frac:.2f}% of depth pixels are invalid ({', '.join(kinds)}); "
                               f"allowed: {100 * max_invalid:.2f}% (--max-invalid-depth)")
+    from scipy import ndimage  # here, not at the top: --help of the commands stays light
+
     idx = ndimage.distance_transform_edt(bad, return_distances=False, return_indices=True)
     return depth[tuple(idx)]
 

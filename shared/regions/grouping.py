@@ -1,5 +1,6 @@
-"""Coherent depth regions (DESIGN §5): SLIC superpixels -> 4-connected region adjacency graph ->
-boundary weights from an occlusion and a support term -> iterative InfoMap -> region filter.
+"""Coherent depth regions (docs/design.md#region-grouping): SLIC superpixels -> 4-connected region
+adjacency graph -> boundary weights from an occlusion and a support term -> iterative InfoMap ->
+region filter.
 
 Also the two other proposal methods that feed the same region store: `felzenszwalb` (appearance
 only, standing in for the paper's owt-ucm baseline) and `gt` (connected components of ground-truth
@@ -12,15 +13,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import infomap
-import numba
 import numpy as np
-from skimage.measure import label as connected_label
-from skimage.segmentation import felzenszwalb, slic
 
 from shared.regions.slic import slic_labels
 from shared import geometry
+from shared.jit import njit
+
+if TYPE_CHECKING:
+    import infomap
 
 MAX_REGION_ID = np.iinfo(np.uint16).max
 
@@ -54,6 +56,8 @@ def slic_superpixels(rgb: np.ndarray, n_segments: int, compactness: float, sigma
     if rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[2] == 3:
         sp = slic_labels(rgb, n_segments, compactness, sigma)
     else:  # the fast path reproduces only the uint8 RGB case; anything else keeps skimage's own
+        from skimage.segmentation import slic
+
         sp = slic(rgb, n_segments=n_segments, compactness=compactness, sigma=sigma, start_label=0,
                   channel_axis=-1)
     return compact_labels(sp.astype(np.int32, copy=False))
@@ -171,6 +175,8 @@ def infomap_communities(n_nodes: int, edges: np.ndarray, similarity: np.ndarray,
     degree = np.bincount(edges.ravel(), minlength=n_nodes)
     if len(edges) == 0:
         return np.arange(n_nodes, dtype=np.int64)
+    import infomap  # here, not at the top: commands import this module for its constants
+
     opts = infomap.Options(two_level=True, silent=True, directed=False, teleportation_probability=0.0,
                            seed=int(seed), num_trials=int(trials),
                            preferred_number_of_modules=int(max(preferred_modules, 1)))
@@ -275,7 +281,7 @@ def iterative_infomap(n_nodes: int, edges: np.ndarray, weights: np.ndarray, t_e:
 # region filter
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _bboxes(labels: np.ndarray, n: int):
     rmin = np.full(n, 1 << 30, dtype=np.int64)
     rmax = np.full(n, -1, dtype=np.int64)
@@ -375,6 +381,8 @@ def depth_regions(rgb: np.ndarray, depth: np.ndarray, K: np.ndarray,
 def felzenszwalb_regions(rgb: np.ndarray, scale: float, sigma: float, min_size: int,
                          min_height: int, min_width: int) -> np.ndarray:
     """Appearance-only proposals: scikit-image Felzenszwalb, then the same region filter."""
+    from skimage.segmentation import felzenszwalb
+
     seg = felzenszwalb(rgb, scale=scale, sigma=sigma, min_size=min_size, channel_axis=-1)
     return filter_regions(seg, min_height, min_width)
 
@@ -383,6 +391,8 @@ def instance_components(instance_ids: np.ndarray, min_pixels: int = 0) -> np.nda
     """Cityscapes instanceIds [H, W] (labelId*1000+k for things, labelId for stuff) -> int64 [H, W]:
     the 4-connected components of each id, numbered 0..N-1 in raster order; -1 on void labelIds
     (0-6) and on components smaller than min_pixels."""
+    from skimage.measure import label as connected_label
+
     inst = instance_ids.astype(np.int64)
     label_ids = np.where(inst >= 1000, inst // 1000, inst)
     void = label_ids < 7

@@ -18,11 +18,9 @@ round differently, and tests/preprocess/test_slic.py would say so.
 """
 from __future__ import annotations
 
-import numba
 import numpy as np
-from skimage.color import rgb2lab
-from skimage.filters import gaussian
-from skimage.util import img_as_float, regular_grid
+
+from shared.jit import njit
 
 _MAX_ITER = 10  # skimage's default max_num_iter
 _MIN_SIZE_FACTOR = 0.5
@@ -44,6 +42,11 @@ def prepare(rgb: np.ndarray, n_segments: int, compactness: float, sigma: float):
 
     Returns the planar Lab image float64 [3, H, W] (already times 1 / compactness), the seed rows
     and columns float64 [K], the float step between seeds and the integer row / column steps."""
+    # scikit-image is imported here, not at the top: commands import the grouping for its constants
+    from skimage.color import rgb2lab
+    from skimage.filters import gaussian
+    from skimage.util import img_as_float, regular_grid
+
     rgb = np.asarray(rgb)
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"expected an RGB image [H, W, 3], got shape {rgb.shape}")
@@ -94,7 +97,7 @@ def slic_core(planes: np.ndarray, seg_y: np.ndarray, seg_x: np.ndarray, step: fl
     return _enforce_connectivity(labels, min_size, max_size)
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy", boundscheck=False)
+@njit(cache=True, nogil=True, error_model="numpy", boundscheck=False)
 def _kmeans(planes, seg_y, seg_x, spatial_weight, step_y, step_x, max_iter):
     _, h, w = planes.shape
     n_seg = seg_y.shape[0]
@@ -204,7 +207,7 @@ def _kmeans(planes, seg_y, seg_x, spatial_weight, step_y, step_x, max_iter):
     return labels
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy", boundscheck=False)
+@njit(cache=True, nogil=True, error_model="numpy", boundscheck=False)
 def _enforce_connectivity(labels, min_size, max_size):
     # skimage's breadth-first relabelling: components in raster order of their first pixel,
     # neighbours in the order +x, -x, +y, -y (the z neighbours are outside a depth-1 volume), a

@@ -15,12 +15,13 @@ from shared.stage import StageConfig
 def contrastive_config(monkeypatch):
     """Run the real `contrastive` command, catching the config it would train (no training)."""
     import train.contrastive as C
+    from train.contrastive_command import contrastive
 
     seen: list[C.ContrastiveConfig] = []
-    monkeypatch.setattr(C, "train", seen.append)
+    monkeypatch.setattr(C, "train", seen.append)  # the command imports the trainer when it runs
 
     def parse(args: list[str]):
-        result = CliRunner().invoke(C.contrastive, args, catch_exceptions=False)
+        result = CliRunner().invoke(contrastive, args, catch_exceptions=False)
         assert result.exit_code == 0, result.output
         return seen.pop(), result.output
 

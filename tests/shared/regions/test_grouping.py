@@ -1,4 +1,5 @@
-"""Known answers for the coherent-depth-region grouping (DESIGN §5) on small hand-made scenes."""
+"""Known answers for the coherent-depth-region grouping (docs/design.md#region-grouping) on small
+hand-made scenes."""
 from __future__ import annotations
 
 import numpy as np
@@ -206,9 +207,9 @@ def test_boundary_weight_map_marks_superpixel_edges():
 
 
 # The sky box sits at 100 m (the far end of a Monodepth2-style depth range) or out of view. With the
-# scene's default 300 m sky the per-axis std normalisation (DESIGN §5) is dominated by the sky, the
-# support term shrinks with it, and the car joins the road it stands on: a property of the method
-# (reported in the issue), not something to tune away here.
+# scene's default 300 m sky the per-axis std normalisation (docs/design.md#region-grouping) is
+# dominated by the sky, the support term shrinks with it, and the car joins the road it stands on:
+# a property of the method (reported in the issue), not something to tune away here.
 @pytest.mark.parametrize("scene_kw", [{"sky_distance": 100.0}, {"facade_height": 40.0}],
                          ids=["sky-at-100m", "no-sky"])
 def test_car_in_front_of_facade_render(scene_kw):

@@ -1,0 +1,86 @@
+"""`python -m train contrastive`: the dense SwAV trainer's options (`ContrastiveConfig`), its
+DEMO_SIZE presets and the click command. The trainer itself is train/contrastive.py; the command
+imports it only when it runs, so `--help` and anything that needs only the config stay free of torch
+(docs/design.md#command-line)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Collection
+
+import click
+
+from shared.config import build_config, config_options, field
+from shared.frames import DataError
+from shared.presets import apply_preset, explicit_options
+from shared.stage import StageConfig
+
+
+@dataclass
+class ContrastiveConfig(StageConfig):
+    shards: str = field("auto", "shard set folder; auto = the one `make shards` recorded for DATASET/DEMO_SIZE")
+    proposals: str = field("depth", "region proposals whose shard set `--shards auto` picks")
+    run: str = field("", "run folder name under train/ (empty: the config hash)", hash=False)
+    backbone: str = field("resnet50", "ResNet of the network (resnet18: tests and demos only)",
+                          choices=["resnet50", "resnet18"])
+    init_weights: str = field("", "torchvision-format ResNet checkpoint for the backbone (empty: random init)")
+    num_prototypes: int = field(1000, "K, the number of prototypes")
+    temperature: float = field(0.1, "tau of softmax(z.c / tau)")
+    sinkhorn_epsilon: float = field(0.05, "Sinkhorn-Knopp entropy weight")
+    sinkhorn_iterations: int = field(3, "Sinkhorn-Knopp iterations")
+    lam: float = field(0.5, "lambda: L = lambda L_pixel + (1 - lambda) L_region")
+    features_per_step: int = field(288000, "features sampled per step at 384x768 x 16 images (scaled with size)")
+    pixel_cell: int = field(4, "source-frame cell (pixels) that a pixel-level positive must share")
+    groups_per_step: int = field(1, "copy-paste groups per step (one group = 2M = 16 images)")
+    crop_height: int = field(0, "training crop height (0: the shard height, rounded down to a multiple of 32)")
+    crop_width: int = field(0, "training crop width (0: the shard width, rounded down to a multiple of 32)")
+    crop_scale: tuple[float, ...] = field((0.5, 1.0), "random resized crop: min,max share of the image area")
+    photometric: str = field("auto", "where colour jitter + blur run: auto (GPU when training on CUDA, else the "
+                                     "loader workers) | device | worker", choices=["auto", "device", "worker"],
+                             hash=False)
+    epochs: int = field(20, "passes over the shard set")
+    max_steps: int = field(0, "stop the schedule after this many steps (0: epochs decide)")
+    lr: float = field(0.1, "peak learning rate (after warm-up)")
+    final_lr: float = field(1e-5, "learning rate at the end of the cosine decay")
+    warmup_epochs: float = field(2.0, "linear warm-up length in epochs")
+    momentum: float = field(0.9, "SGD momentum")
+    weight_decay: float = field(1e-4, "SGD weight decay")
+    seed: int = field(0, "seed of initialisation, shuffling, augmentation and sampling")
+    workers: int = field(4, "DataLoader worker processes per GPU (0: load in the main process)", hash=False)
+    shuffle_buffer: int = field(64, "groups held in each worker's shuffle buffer", hash=False)
+    device: str = field("auto", "auto | cpu | cuda | cuda:N", hash=False)
+    amp: bool = field(True, "bf16 autocast on CUDA", hash=False)
+    compile: bool = field(False, "torch.compile the network (CUDA; first steps are slow)", hash=False)
+    checkpoint_every: int = field(500, "steps between checkpoints", hash=False)
+    log_every: int = field(10, "steps between log lines (and non-finite checks)", hash=False)
+    stop_after: int = field(0, "stop after this many steps in this invocation, checkpointed (0: run to the end)",
+                            hash=False)
+    tensorboard: bool = field(False, "also write TensorBoard scalars (needs the tensorboard package)", hash=False)
+    progress: bool = field(True, "show a progress bar", hash=False)
+
+
+# DEMO_SIZE presets: fill the options the user did not set (shared.presets).
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": dict(backbone="resnet18", epochs=2, max_steps=6, warmup_epochs=0.5, checkpoint_every=3, log_every=1,
+                 num_prototypes=100, workers=1),
+    "small": dict(backbone="resnet18", epochs=4, max_steps=12, warmup_epochs=0.5, checkpoint_every=6, log_every=2,
+                  num_prototypes=300, workers=2),
+}
+
+
+def resolve_config(kwargs: dict[str, Any], explicit: Collection[str], echo=click.echo) -> ContrastiveConfig:
+    """The config of the parsed options `kwargs`, with the DEMO_SIZE preset filled in where the option
+    is not in `explicit` (the ones the user typed: shared.presets.explicit_options)."""
+    return apply_preset(build_config(ContrastiveConfig, kwargs), PRESETS, explicit, echo, "contrastive")
+
+
+@click.command("contrastive")
+@config_options(ContrastiveConfig)
+def contrastive(**kwargs: Any) -> None:
+    """Dense SwAV pre-training from a copy-paste shard set (resumes automatically)."""
+    from train.contrastive import NonFiniteLoss, train  # the trainer, and with it torch, only now
+
+    cfg = resolve_config(kwargs, explicit_options())
+    try:
+        train(cfg)
+    except (NonFiniteLoss, DataError) as e:
+        raise click.ClickException(str(e)) from e
