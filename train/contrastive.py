@@ -196,7 +196,9 @@ def train_step(model: DenseSwAVNet, batch: dict[str, Any], positives: Positives,
                            f"({positives.locations} locations): is the output stride still 4?")
     terms = dense_swav_loss(feats, model.prototypes.weight.float(), *positives.pixel, *positives.region, **setup.loss)
     opt.zero_grad(set_to_none=True)
-    terms.total.backward()
+    # Several ranks: each term is this rank's share of the global batch's loss (the shares add up
+    # to it) and DDP averages the ranks' gradients, so the world size turns the average into the sum.
+    (terms.total * setup.dev.world if setup.dev.world > 1 else terms.total).backward()
     opt.step()
     model.normalize_prototypes()
     return terms
@@ -226,12 +228,15 @@ class NonFiniteLoss(RuntimeError):
 
 class LogWindow:
     """The steps since the last log line: their loss terms summed on the device, their positive
-    counts (from shapes) on the host; read back once per log line."""
+    counts (from shapes) on the host; read back once per log line. `distributed`: the ranks' sums
+    are added up at each read (one all-reduce), so every rank logs the global batch's loss and
+    every rank sees a non-finite loss on any rank: they all stop at the same step, with one message."""
 
-    def __init__(self, device: torch.device, step: int):
-        self.sums = torch.zeros(3, device=device)  # loss, pixel, region
+    def __init__(self, device: torch.device, step: int, distributed: bool = False):
+        self.sums = torch.zeros(3, device=device)  # loss, pixel, region (this rank's shares when distributed)
         self.counts = np.zeros(4)  # pixel samples, pixel groups, region samples, region groups
         self.since, self.t0 = step, time.time()
+        self.distributed = distributed
 
     def add(self, terms: LossTerms, positives: Positives) -> None:
         self.sums += torch.stack([terms.total.detach(), terms.pixel.detach(), terms.region.detach()])
@@ -242,7 +247,14 @@ class LogWindow:
         """The log record of the steps since the last line (one host sync), and a new window.
         A non-finite mean stops the run before any checkpoint can store its weights."""
         n = step - self.since
-        mean = (self.sums / n).tolist()  # the one host sync per log interval
+        if self.distributed:  # the shares summed: the global loss; the counts summed: the global batch's
+            both = torch.cat([self.sums.double(), torch.from_numpy(self.counts).to(self.sums.device)])
+            dist.all_reduce(both)
+            values = (both / n).tolist()  # the one host sync per log interval
+            mean, c = values[:3], np.asarray(values[3:])
+        else:
+            mean = (self.sums / n).tolist()  # the one host sync per log interval
+            c = self.counts / n
         if not all(math.isfinite(v) for v in mean):
             raise NonFiniteLoss(
                 f"non-finite loss {mean[0]} (pixel {mean[1]}, region {mean[2]}) in steps {self.since + 1}..{step} "
@@ -250,7 +262,6 @@ class LogWindow:
                 f"Try a lower --lr, --no-amp, or check the shard set.")
         now = time.time()
         ips = n * images_per_step / max(now - self.t0, 1e-9)
-        c = self.counts / n
         rec = {"step": step, "epoch": epoch, "loss": mean[0], "loss_pixel": mean[1], "loss_region": mean[2],
                "lr": lr, "images_per_s": ips, "eta_s": (total - step) * images_per_step / max(ips, 1e-9),
                "pixel_samples": c[0], "pixel_groups": c[1], "region_samples": c[2], "region_groups": c[3]}
@@ -261,9 +272,18 @@ class LogWindow:
 
     def check_finite(self, step: int, last_good: int) -> None:
         """Before a checkpoint between log lines (a host sync at the checkpoint interval): never
-        checkpoint weights whose loss was not checked."""
-        if step != self.since and not torch.isfinite(self.sums).all():
-            raise NonFiniteLoss(f"non-finite loss before step {step}; the last checkpoint "
+        checkpoint weights whose loss was not checked. Distributed, the ranks' flags are summed
+        first, so a non-finite loss on one rank stops every rank here."""
+        if step == self.since:
+            return
+        if self.distributed:
+            bad = (~torch.isfinite(self.sums)).any().float()
+            dist.all_reduce(bad)
+            stop = bool(bad > 0)
+        else:
+            stop = not torch.isfinite(self.sums).all()
+        if stop:
+            raise NonFiniteLoss(f"non-finite loss in steps {self.since + 1}..{step}; the last checkpoint "
                                 f"(step {last_good}) is intact. Try a lower --lr or --no-amp.")
 
 
@@ -355,7 +375,7 @@ def train(cfg: ContrastiveConfig) -> Path:
     stop = total if cfg.stop_after <= 0 else min(total, start + cfg.stop_after)
     bar = tqdm(total=total, initial=start, disable=not (cfg.progress and main_rank), unit="step", dynamic_ncols=True)
     log = open(log_path, "a") if main_rank else None
-    window = LogWindow(device, start)
+    window = LogWindow(device, start, distributed=world > 1)
     batches = _batches(plans, epoch_starts, start, cfg, aug, rank, pin_memory=cuda)
     step = last_good = start
     try:
