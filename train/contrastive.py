@@ -11,7 +11,9 @@ Everything the run writes lives in <out>/<dataset>[-<demo>]/train/<run>/:
 
 Run it again with the same config and it resumes from checkpoint.pt. Several GPUs: torchrun
 --nproc-per-node G -m train contrastive ... (DistributedDataParallel; each rank streams its own
-shards; Sinkhorn's totals span all ranks).
+shards; Sinkhorn's totals and the loss's mean span all ranks, so G ranks step like one process on
+their G batches, BatchNorm statistics aside, which stay per rank). Every rank reaches every
+collective whatever its data, and the non-finite checks are all-reduced; rank 0 alone writes.
 """
 from __future__ import annotations
 
@@ -351,6 +353,7 @@ def train(cfg: ContrastiveConfig) -> Path:
         opt.load_state_dict(ckpt["optimizer"])
         start = int(ckpt["step"])
         set_rng_state(ckpt["rng"])
+    _same_start_on_all_ranks(start, dev, ckpt_path)
     if main_rank:
         save_config(cfg, run_dir / "config.json", extra={"shards": str(ss.root), "shards_config_hash": ss.config_hash,
                                                        "total_steps": total, "warmup_steps": warmup,
@@ -446,6 +449,20 @@ def _write_log(rec: dict[str, Any], log, bar, tb) -> None:
     if tb is not None:
         for k in ("loss", "loss_pixel", "loss_region", "lr", "images_per_s"):
             tb.add_scalar(k, rec[k], rec["step"])
+
+
+def _same_start_on_all_ranks(start: int, dev: DeviceSetup, ckpt_path: Path) -> None:
+    """Every rank must resume from one step: ranks that disagree would run different numbers of
+    steps, and the ones with more would wait forever for the others (a run folder on a disk that
+    not every node sees). All ranks compare, so all stop with the same error."""
+    if dev.world == 1:
+        return
+    steps = [torch.zeros((), dtype=torch.int64, device=dev.device) for _ in range(dev.world)]
+    dist.all_gather(steps, torch.full((), start, dtype=torch.int64, device=dev.device))
+    found = [int(s) for s in steps]
+    if len(set(found)) > 1:
+        raise DataError(ckpt_path, f"ranks 0..{dev.world - 1} would resume from steps {found}: the run folder "
+                                   f"must be on a filesystem that every rank reads (rank 0 alone writes it)")
 
 
 def _barrier(world: int) -> None:
