@@ -12,7 +12,9 @@ Everything the run writes lives in <out>/<dataset>[-<demo>]/train/<run>/:
 
 Run it again with the same config and it resumes from checkpoint.pt. Several GPUs: torchrun
 --nproc-per-node G -m train contrastive ... (DistributedDataParallel; each rank streams its own
-shards; Sinkhorn's totals span all ranks).
+shards; Sinkhorn's totals and the loss's mean span all ranks, so G ranks step like one process on
+their G batches, BatchNorm statistics aside, which stay per rank). Every rank reaches every
+collective whatever its data, and the non-finite checks are all-reduced; rank 0 alone writes.
 """
 from __future__ import annotations
 
@@ -143,7 +145,9 @@ def train_step(model: DenseSwAVNet, batch: dict[str, Any], positives: Positives,
                            f"({positives.locations} locations): is the output stride still 4?")
     terms = dense_swav_loss(feats, model.prototypes.weight.float(), *positives.pixel, *positives.region, **setup.loss)
     opt.zero_grad(set_to_none=True)
-    terms.total.backward()
+    # Several ranks: each term is this rank's share of the global batch's loss (the shares add up
+    # to it) and DDP averages the ranks' gradients, so the world size turns the average into the sum.
+    (terms.total * setup.dev.world if setup.dev.world > 1 else terms.total).backward()
     opt.step()
     model.normalize_prototypes()
     return terms
@@ -173,12 +177,15 @@ class NonFiniteLoss(RuntimeError):
 
 class LogWindow:
     """The steps since the last log line: their loss terms summed on the device, their positive
-    counts (from shapes) on the host; read back once per log line."""
+    counts (from shapes) on the host; read back once per log line. `distributed`: the ranks' sums
+    are added up at each read (one all-reduce), so every rank logs the global batch's loss and
+    every rank sees a non-finite loss on any rank: they all stop at the same step, with one message."""
 
-    def __init__(self, device: torch.device, step: int):
-        self.sums = torch.zeros(3, device=device)  # loss, pixel, region
+    def __init__(self, device: torch.device, step: int, distributed: bool = False):
+        self.sums = torch.zeros(3, device=device)  # loss, pixel, region (this rank's shares when distributed)
         self.counts = np.zeros(4)  # pixel samples, pixel groups, region samples, region groups
         self.since, self.t0 = step, time.time()
+        self.distributed = distributed
 
     def add(self, terms: LossTerms, positives: Positives) -> None:
         self.sums += torch.stack([terms.total.detach(), terms.pixel.detach(), terms.region.detach()])
@@ -189,7 +196,14 @@ class LogWindow:
         """The log record of the steps since the last line (one host sync), and a new window.
         A non-finite mean stops the run before any checkpoint can store its weights."""
         n = step - self.since
-        mean = (self.sums / n).tolist()  # the one host sync per log interval
+        if self.distributed:  # the shares summed: the global loss; the counts summed: the global batch's
+            both = torch.cat([self.sums.double(), torch.from_numpy(self.counts).to(self.sums.device)])
+            dist.all_reduce(both)
+            values = (both / n).tolist()  # the one host sync per log interval
+            mean, c = values[:3], np.asarray(values[3:])
+        else:
+            mean = (self.sums / n).tolist()  # the one host sync per log interval
+            c = self.counts / n
         if not all(math.isfinite(v) for v in mean):
             raise NonFiniteLoss(
                 f"non-finite loss {mean[0]} (pixel {mean[1]}, region {mean[2]}) in steps {self.since + 1}..{step} "
@@ -197,7 +211,6 @@ class LogWindow:
                 f"Try a lower --lr, --no-amp, or check the shard set.")
         now = time.time()
         ips = n * images_per_step / max(now - self.t0, 1e-9)
-        c = self.counts / n
         rec = {"step": step, "epoch": epoch, "loss": mean[0], "loss_pixel": mean[1], "loss_region": mean[2],
                "lr": lr, "images_per_s": ips, "eta_s": (total - step) * images_per_step / max(ips, 1e-9),
                "pixel_samples": c[0], "pixel_groups": c[1], "region_samples": c[2], "region_groups": c[3]}
@@ -208,9 +221,18 @@ class LogWindow:
 
     def check_finite(self, step: int, last_good: int) -> None:
         """Before a checkpoint between log lines (a host sync at the checkpoint interval): never
-        checkpoint weights whose loss was not checked."""
-        if step != self.since and not torch.isfinite(self.sums).all():
-            raise NonFiniteLoss(f"non-finite loss before step {step}; the last checkpoint "
+        checkpoint weights whose loss was not checked. Distributed, the ranks' flags are summed
+        first, so a non-finite loss on one rank stops every rank here."""
+        if step == self.since:
+            return
+        if self.distributed:
+            bad = (~torch.isfinite(self.sums)).any().float()
+            dist.all_reduce(bad)
+            stop = bool(bad > 0)
+        else:
+            stop = not torch.isfinite(self.sums).all()
+        if stop:
+            raise NonFiniteLoss(f"non-finite loss in steps {self.since + 1}..{step}; the last checkpoint "
                                 f"(step {last_good}) is intact. Try a lower --lr or --no-amp.")
 
 
@@ -279,6 +301,7 @@ def train(cfg: ContrastiveConfig) -> Path:
         opt.load_state_dict(ckpt["optimizer"])
         start = int(ckpt["step"])
         set_rng_state(ckpt["rng"])
+    _same_start_on_all_ranks(start, dev, ckpt_path)
     if main_rank:
         save_config(cfg, run_dir / "config.json", extra={"shards": str(ss.root), "shards_config_hash": ss.config_hash,
                                                        "total_steps": total, "warmup_steps": warmup,
@@ -303,7 +326,7 @@ def train(cfg: ContrastiveConfig) -> Path:
     stop = total if cfg.stop_after <= 0 else min(total, start + cfg.stop_after)
     bar = tqdm(total=total, initial=start, disable=not (cfg.progress and main_rank), unit="step", dynamic_ncols=True)
     log = open(log_path, "a") if main_rank else None
-    window = LogWindow(device, start)
+    window = LogWindow(device, start, distributed=world > 1)
     batches = _batches(plans, epoch_starts, start, cfg, aug, rank, pin_memory=cuda)
     step = last_good = start
     try:
@@ -370,6 +393,20 @@ def _write_log(rec: dict[str, Any], log, bar, tb) -> None:
     if tb is not None:
         for k in ("loss", "loss_pixel", "loss_region", "lr", "images_per_s"):
             tb.add_scalar(k, rec[k], rec["step"])
+
+
+def _same_start_on_all_ranks(start: int, dev: DeviceSetup, ckpt_path: Path) -> None:
+    """Every rank must resume from one step: ranks that disagree would run different numbers of
+    steps, and the ones with more would wait forever for the others (a run folder on a disk that
+    not every node sees). All ranks compare, so all stop with the same error."""
+    if dev.world == 1:
+        return
+    steps = [torch.zeros((), dtype=torch.int64, device=dev.device) for _ in range(dev.world)]
+    dist.all_gather(steps, torch.full((), start, dtype=torch.int64, device=dev.device))
+    found = [int(s) for s in steps]
+    if len(set(found)) > 1:
+        raise DataError(ckpt_path, f"ranks 0..{dev.world - 1} would resume from steps {found}: the run folder "
+                                   f"must be on a filesystem that every rank reads (rank 0 alone writes it)")
 
 
 def _barrier(world: int) -> None:

@@ -6,6 +6,8 @@ equipartition is what stops all features collapsing onto one prototype.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.distributed as dist
 
@@ -20,20 +22,28 @@ def _all_reduce(x: torch.Tensor, op: "dist.ReduceOp.RedOpType" = dist.ReduceOp.S
     return x
 
 
+def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
+    """x summed over the ranks, in place (x itself when no process group with several ranks runs)."""
+    return _all_reduce(x)
+
+
 @torch.no_grad()
 def sinkhorn(scores: torch.Tensor, epsilon: float = 0.05, iterations: int = 3,
-             distributed: bool = False) -> torch.Tensor:
+             distributed: bool = False, n_total: torch.Tensor | None = None) -> torch.Tensor:
     """scores [B, K] (z . c, any dtype) -> codes float32 [B, K]; every row sums to 1, every column
     to about B/K (exactly in the limit of many iterations).
 
     Always fp32: exp(score / 0.05) spans e^40, far beyond bf16's 8-bit mantissa. The maximum is
     subtracted before exp so nothing overflows; the normalisations cancel that shift.
     `distributed=True` makes prototype totals and B span all ranks (one big batch); it is a no-op
-    unless a process group with several ranks is running.
+    unless a process group with several ranks is running. Every rank runs the same all-reduces
+    whatever its B, 0 included (it then adds nothing to the totals). `n_total`: B summed over the
+    ranks, when the caller has already all-reduced it (saves one all-reduce).
     """
     s = scores.detach().float() / epsilon  # [B, K]
     k = s.shape[1]
-    s_max = s.max() if s.numel() else s.new_zeros(())
+    # An empty rank's max is -inf: it must not raise the shift the other ranks share.
+    s_max = s.max() if s.numel() else s.new_full((), -math.inf)
     # B from the shape, a Python number: a tensor built from it would be a host-to-device copy.
     # Across ranks it is a sum, so there it is a device tensor (made by a fill, not a copy).
     b: float | torch.Tensor = float(s.shape[0])
@@ -41,7 +51,7 @@ def sinkhorn(scores: torch.Tensor, epsilon: float = 0.05, iterations: int = 3,
         # One shift for all ranks: a per-rank shift would weight the ranks unequally in the first
         # prototype normalisation.
         s_max = _all_reduce(s_max.clone(), dist.ReduceOp.MAX)
-        b = _all_reduce(s.new_full((), b))
+        b = _all_reduce(s.new_full((), b)) if n_total is None else n_total.float()
     q = torch.exp(s - s_max).t()  # [K, B]
     tiny = torch.finfo(q.dtype).tiny
     total = q.sum()

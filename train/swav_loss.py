@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from train.sinkhorn import sinkhorn
+from train.sinkhorn import all_reduce_sum, sinkhorn
 
 
 def group_mean(values: torch.Tensor, group: torch.Tensor, n_groups: int) -> torch.Tensor:
@@ -31,14 +31,27 @@ def group_mean(values: torch.Tensor, group: torch.Tensor, n_groups: int) -> torc
 
 def group_swav_loss(scores: torch.Tensor, group: torch.Tensor, n_groups: int, temperature: float = 0.1,
                     epsilon: float = 0.05, iterations: int = 3, distributed: bool = False) -> torch.Tensor:
-    """scores [n, K] = z . C^T, group [n] int64 -> scalar loss (fp32). n = 0 gives a zero that still
-    carries the graph, so every rank runs the same backward."""
-    if scores.shape[0] == 0:
-        return scores.float().sum() * 0.0
-    q = sinkhorn(scores, epsilon, iterations, distributed)  # [n, K], fp32, no grad
+    """scores [n, K] = z . C^T, group [n] int64 -> scalar loss (fp32).
+
+    One process: the mean over the n samples; n = 0 gives a zero that still carries the graph.
+    distributed: this rank's share of the mean over all ranks' samples (its sum / their count), so
+    the shares add up to the loss of one big batch whatever each rank's n. No early return there:
+    every rank runs the same all-reduces, and an empty rank's share is a zero on the graph, so its
+    backward (and DDP's gradient all-reduce) runs too."""
+    if not distributed:
+        if scores.shape[0] == 0:
+            return scores.float().sum() * 0.0
+        q = sinkhorn(scores, epsilon, iterations)  # [n, K], fp32, no grad
+    else:
+        # n from the shape, summed by a fill + all-reduce: no host-to-device copy, no host read.
+        n_total = all_reduce_sum(scores.new_full((), scores.shape[0], dtype=torch.float32))
+        q = sinkhorn(scores, epsilon, iterations, distributed, n_total)
     target = group_mean(q, group, n_groups)[group]  # [n, K]
     log_p = F.log_softmax(scores.float() / temperature, dim=1)  # [n, K]
-    return -(target * log_p).sum(dim=1).mean()
+    per_sample = -(target * log_p).sum(dim=1)  # [n]
+    if not distributed:
+        return per_sample.mean()
+    return per_sample.sum() / n_total.clamp_min(1)
 
 
 @dataclass
@@ -55,7 +68,8 @@ def dense_swav_loss(features: torch.Tensor, prototypes: torch.Tensor,
                     iterations: int = 3, distributed: bool = False) -> LossTerms:
     """features [L, D] (every feature location of the step, unit norm), prototypes [K, D] (unit rows);
     *_index [n] int64 rows of `features` that were sampled, *_group [n] their positive group.
-    A level whose weight is 0 is not computed."""
+    A level whose weight is 0 is not computed. `distributed`: every term is this rank's share,
+    and the terms summed over the ranks are the loss of all ranks' samples as one batch."""
     zero = features.float().sum() * 0.0
     pixel = region = zero
     if lam > 0:

@@ -100,3 +100,19 @@ def test_dense_loss_weights_levels_and_backprops():
     assert feats.grad is not None and feats.grad.abs().sum() > 0
     only_pix = dense_swav_loss(feats, protos, pi, pg, 10, ri, rg, 3, lam=1.0)
     assert only_pix.region.item() == 0.0 and torch.allclose(only_pix.total, only_pix.pixel)
+
+
+def test_distributed_share_of_a_single_rank_is_the_mean_and_an_empty_rank_stays_on_the_graph():
+    """Distributed form without a process group (one rank): its share is the whole mean. With no
+    samples it still runs to the end and returns a zero whose backward reaches the features (so a
+    rank without positives joins every all-reduce, DDP's gradient one included)."""
+    torch.manual_seed(4)
+    feats = F.normalize(torch.randn(40, 16), dim=1).requires_grad_()
+    protos = F.normalize(torch.randn(10, 16), dim=1)
+    s = feats @ protos.t()
+    group = torch.arange(40) // 4
+    assert torch.allclose(group_swav_loss(s, group, 10, distributed=True), group_swav_loss(s, group, 10), rtol=1e-6)
+    empty = group_swav_loss(s[:0], group[:0], 0, distributed=True)
+    assert empty.item() == 0.0
+    empty.backward()
+    assert feats.grad is not None and torch.equal(feats.grad, torch.zeros_like(feats))
