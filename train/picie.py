@@ -132,6 +132,11 @@ class EpochViews:
     photometric: torch.Tensor  # float32 [N, 2, 5]: train/photometric.py parameters of view 1 and view 2
     gray: torch.Tensor  # bool [N, 2]
 
+    def to(self, device: torch.device) -> "EpochViews":
+        """On the training device once per epoch: indexing there by step needs no blocking copy."""
+        return EpochViews(self.order, self.boxes.to(device), self.flips.to(device), self.photometric.to(device),
+                          self.gray.to(device))
+
 
 def draw_epoch_views(n: int, seed: int, epoch: int, crop_scale: tuple[float, ...], flip: float,
                      ph: Photometric = PHOTOMETRIC) -> EpochViews:
@@ -213,10 +218,9 @@ def make_views(images: torch.Tensor, boxes: torch.Tensor, flips: torch.Tensor, p
                gray: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 frames [B, 3, H, W] -> (view 1, view 2), each float [B, 3, h, w] ImageNet-normalised:
     view 1 = G(P1(frame)), view 2 = P2(frame) resized; G is applied to view 2's features later."""
-    dev = images.device
-    p1 = grayscale(apply_photometric(images, photometric[:, 0].to(dev), PHOTOMETRIC.blur_sigma[1]), gray[:, 0])
-    p2 = grayscale(apply_photometric(images, photometric[:, 1].to(dev), PHOTOMETRIC.blur_sigma[1]), gray[:, 1])
-    v1 = equivariant_crop(p1, boxes.to(dev), flips.to(dev), size)
+    p1 = grayscale(apply_photometric(images, photometric[:, 0], PHOTOMETRIC.blur_sigma[1]), gray[:, 0])
+    p2 = grayscale(apply_photometric(images, photometric[:, 1], PHOTOMETRIC.blur_sigma[1]), gray[:, 1])
+    v1 = equivariant_crop(p1, boxes, flips, size)
     v2 = F.interpolate(p2, size=size, mode="bilinear", align_corners=False, antialias=True)
     return normalize_images(v1), normalize_images(v2)
 
@@ -232,8 +236,9 @@ def embed(model: DenseSwAVNet, x: torch.Tensor, rt: Runtime) -> torch.Tensor:
 def view_features(model: DenseSwAVNet, images: torch.Tensor, views: EpochViews, pos: torch.Tensor,
                   rt: Runtime) -> tuple[torch.Tensor, torch.Tensor]:
     """(f1, f2), unit features [B, D, h, w] of the frames at `pos` in view 1 and view 2, aligned cell for cell."""
-    boxes, flips = views.boxes[pos].to(rt.device), views.flips[pos].to(rt.device)
-    x1, x2 = make_views(images, boxes, flips, views.photometric[pos], views.gray[pos].to(rt.device), rt.view_size)
+    pos = pos.to(views.boxes.device, non_blocking=True)
+    boxes, flips = views.boxes[pos], views.flips[pos]
+    x1, x2 = make_views(images, boxes, flips, views.photometric[pos], views.gray[pos], rt.view_size)
     f1 = embed(model, x1, rt)
     e2 = embed(model, x2, rt)
     f2 = equivariant_crop(e2, boxes, flips, (e2.shape[2], e2.shape[3]))
@@ -319,7 +324,7 @@ def prepare_epoch(model: DenseSwAVNet, views: EpochViews, epoch: int, cfg: Picie
         if labels is None:
             labels = torch.zeros(len(views.order), 2, *f1.shape[2:], dtype=dtype, device=rt.device)
         for v, f in enumerate((f1, f2)):
-            labels[pos.to(rt.device), v] = nearest_centroid(_cells(f), centroids[v])[0].view(len(pos), *f.shape[2:]).to(dtype)
+            labels[pos.to(rt.device, non_blocking=True), v] = nearest_centroid(_cells(f), centroids[v])[0].view(len(pos), *f.shape[2:]).to(dtype)
     assert labels is not None
     counts = torch.stack([torch.bincount(labels[:, v].reshape(-1).long(), minlength=cfg.num_clusters)
                           for v in range(2)])  # [2, K]
@@ -332,7 +337,7 @@ def train_step(model: DenseSwAVNet, opt: torch.optim.Optimizer, images: torch.Te
     """One optimiser step on a batch of frames: both views forward, PiCIE's loss against the epoch's
     centroids and labels, backward, Adam."""
     f1, f2 = view_features(model, images, views, pos, rt)
-    y = state.labels[pos.to(rt.device)].long()  # [B, 2, h, w]
+    y = state.labels[pos.to(rt.device, non_blocking=True)].long()  # [B, 2, h, w]
     w = state.weights if state.weights is not None else [None, None]
     terms = picie_loss(_cells(f1), _cells(f2), y[:, 0].reshape(-1), y[:, 1].reshape(-1),
                        state.centroids[0], state.centroids[1], w[0], w[1])
@@ -354,8 +359,12 @@ def final_centroids(model: DenseSwAVNet, cfg: PicieConfig, rt: Runtime, progress
             f = F.normalize(embed(model, normalize_images(images), rt), dim=1)
             yield images.shape[0], [_sample(f, cfg.kmeans_pixels, gen)]
 
-    return stream_kmeans(sampled(), cfg.num_clusters, cfg.kmeans_init_images, cfg.kmeans_batch_images,
-                         cfg.kmeans_iterations, gen)[0][0]
+    model.eval()  # the evaluation's features: BatchNorm's running statistics, not the batch's
+    try:
+        return stream_kmeans(sampled(), cfg.num_clusters, cfg.kmeans_init_images, cfg.kmeans_batch_images,
+                             cfg.kmeans_iterations, gen)[0][0]
+    finally:
+        model.train()
 
 
 class NonFiniteLoss(RuntimeError):
@@ -439,7 +448,7 @@ def train(cfg: PicieConfig) -> Path:
     with open(log_path, "a") as log:
         while step < total:
             epoch, first = divmod(step, per_epoch)
-            views = draw_epoch_views(n, cfg.seed, epoch, cfg.crop_scale, cfg.flip)
+            views = draw_epoch_views(n, cfg.seed, epoch, cfg.crop_scale, cfg.flip).to(device)
             if state is None or state.epoch != epoch:
                 state = prepare_epoch(model, views, epoch, cfg, rt, cfg.progress)
             for pos, images in rt.batches(views.order[first * cfg.batch_size:]):
