@@ -261,7 +261,7 @@ def write_report(out: Path, summary: dict[str, Any], pictures: dict[str, list[st
              f"- checkpoint: `{summary['checkpoint']}`",
              f"- frames: {len(summary['frames'])} ({summary['split']} split) at {summary['size'][0]}x{summary['size'][1]}",
              f"- clustering: {summary['clustering']}",
-             f"- mIoU rule: {summary['averaging_rule']}", ""]
+             f"- mIoU rule: {summary['averaging_rule']}"]
     for mname, nets in summary.get("networks", {}).items():
         lines.append(f"- {mname}: " + ", ".join(f"`{n}`" for n in nets))
     lines += ["", "Several networks of one method (seeds): mean +- sample standard deviation; per-class tables "
