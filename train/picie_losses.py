@@ -52,8 +52,8 @@ def equivariant_crop(x: torch.Tensor, boxes: torch.Tensor, flips: torch.Tensor,
 
 def grayscale(x: torch.Tensor, on: torch.Tensor) -> torch.Tensor:
     """x [B, 3, H, W] float, on [B] bool -> [B, 3, H, W]: luma in all three channels where on."""
-    w = torch.tensor(LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    gray = (x * w).sum(dim=1, keepdim=True).expand_as(x)
+    # Python-scalar weights: a weight tensor made per call would be a blocking host-to-GPU copy per step
+    gray = (LUMA[0] * x[:, 0:1] + LUMA[1] * x[:, 1:2] + LUMA[2] * x[:, 2:3]).expand_as(x)
     return torch.where(on.to(x.device).view(-1, 1, 1, 1), gray, x)
 
 
@@ -157,7 +157,7 @@ def picie_loss(f1: torch.Tensor, f2: torch.Tensor, y1: torch.Tensor, y2: torch.T
     y1, y2 [N]: their cluster labels under the view's own centroids c1, c2 [K, D];
     w1, w2 [K]: per-cluster weights of the cross-entropy (None: unweighted).
     The logit of cluster k is -||f - c_k||^2 (the paper's distance-to-centroid softmax); PiCIE's
-    released code uses f . c_k, which is half of that plus the per-cluster constant ||c_k||^2 / 2.
+    released code uses f . c_k, which for unit f is half of that plus (1 + ||c_k||^2) / 2.
     """
     def ce(f: torch.Tensor, c: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None) -> torch.Tensor:
         return F.cross_entropy(-squared_distances(f, c), y, weight=w)
