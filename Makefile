@@ -67,6 +67,10 @@ train: .venv/.done  ## dense SwAV pre-training from the shard set of `make shard
 	@test -f $(RUN_DIR)/shards/$(or $(PROPOSALS),depth).current || $(MAKE) --no-print-directory shards
 	$(PY) -m train contrastive $(STAGE_ARGS) --workers $(WORKERS) $(if $(PROPOSALS),--proposals $(PROPOSALS)) $(TRAIN_ARGS)
 
+.PHONY: picie
+picie: .venv/.done  ## PiCIE (Cho et al. 2021) on the frames and network of `make train`, the peer `make eval` scores beside ours (resumes; PICIE_ARGS=...)
+	$(PY) -m train picie $(STAGE_ARGS) --workers $(WORKERS) $(PICIE_ARGS)
+
 .PHONY: eval
 eval: .venv/.done  ## unsupervised segmentation of the latest `make train` checkpoint vs random init + report (EVAL_ARGS=...)
 	@test -f $(RUN_DIR)/train/model.current || $(MAKE) --no-print-directory train

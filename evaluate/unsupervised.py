@@ -1,5 +1,8 @@
-"""`python -m evaluate unsupervised`: unsupervised semantic segmentation of a pre-trained network,
-with a randomly initialised network of the same architecture scored beside it as the baseline.
+"""`python -m evaluate unsupervised`: unsupervised semantic segmentation of pre-trained networks side
+by side: our pre-training ("pre-trained"), PiCIE trained on the same frames (`make picie`, "picie",
+when there is a run) and randomly initialised networks of the same architecture ("random init"), all
+on the same frames with the same clustering. Several checkpoints of one method (one per seed) are
+each scored and reported as mean and standard deviation.
 
     labelled frames -> network -> z [B, 128, H/4, W/4]
       -> clusters: the K prototypes grouped into C by agglomerative clustering (cosine, average
@@ -29,6 +32,7 @@ import html as html_text
 import json
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Collection
@@ -39,7 +43,7 @@ from tqdm import tqdm
 
 from evaluate.segmentation_metrics import PROTOCOLS, Protocol, confusion_matrix, evaluate_clusters
 from shared.atomic import write_text
-from shared.config import build_config, config_options, field, save_config
+from shared.config import build_config, config_hash, config_options, field, save_config
 from shared.frames import DataError, Frame
 from shared.imageio import read_label, read_rgb, write_png
 from shared.presets import apply_preset, explicit_options
@@ -50,7 +54,8 @@ DEFAULT_SIZES = {"cityscapes": (384, 768), "kitti": (384, 1280)}
 DEMO_DIVISOR = {"tiny": 4, "small": 2}  # of DEFAULT_SIZES
 DEMO_MAX_FRAMES = {"tiny": 4, "small": 16}
 MODEL_NAMES = ("pre-trained", "random init")
-SERIES_COLOURS = {"pre-trained": (31, 119, 180), "random init": (200, 200, 200)}
+PICIE = "picie"
+SERIES_COLOURS = {"pre-trained": (31, 119, 180), PICIE: (214, 39, 40), "random init": (200, 200, 200)}
 # torch, the clustering and the pictures are imported inside the functions that use them, so that
 # `--help` stays light (docs/design.md#command-line)
 if TYPE_CHECKING:
@@ -72,8 +77,11 @@ def _no_grad(fn):
 
 @dataclass
 class UnsupervisedConfig(StageConfig):
-    checkpoint: str = field("auto", "pre-trained checkpoint: auto = the latest of `make train` for this "
-                                    "DATASET/DEMO_SIZE, or a path")
+    checkpoint: str = field("auto", "pre-trained checkpoint(s): auto = the latest of `make train` for this "
+                                    "DATASET/DEMO_SIZE, or paths, comma-separated (one per seed: the report "
+                                    "gives their mean and spread)")
+    picie: str = field("auto", "PiCIE checkpoint(s) scored beside ours: auto = the one `make picie` recorded for "
+                               "this DATASET/DEMO_SIZE, if any; none = leave PiCIE out; or paths, comma-separated")
     split: str = field("auto", "frames to evaluate (only labelled ones): auto = val if it has labelled "
                                "frames, else all labelled frames", choices=["auto", "train", "val", "test", "all"])
     protocol: str = field("both", "paper: 19 trainIds, max summed IoU matching; picie: 27 classes, max "
@@ -87,6 +95,8 @@ class UnsupervisedConfig(StageConfig):
     width: int = field(0, "evaluation width (0 = Cityscapes 768, KITTI 1280, synthetic/folder native)")
     max_frames: int = field(0, "evaluate at most this many frames (0 = all; DEMO_SIZE tiny 4, small 16)")
     baseline: bool = field(True, "also score a randomly initialised network of the same architecture")
+    random_inits: int = field(1, "random-init networks scored (seeds seed, seed+1, ...): several give the "
+                                 "baseline's own spread")
     seed: int = field(0, "seed of the random-init baseline and of k-means")
     kmeans_samples: int = field(50000, "pixel features sampled (over all frames) to fit k-means")
     pictures: int = field(4, "frames drawn with predictions and PCA maps", hash=False)
@@ -147,11 +157,46 @@ def eval_size(cfg: UnsupervisedConfig, frames: list[Frame]) -> tuple[int, int]:
     return frames[0].height, frames[0].width
 
 
-def resolve_checkpoint(cfg: UnsupervisedConfig) -> Path:
-    path = read_pointer(cfg, "train", "model") if cfg.checkpoint == "auto" else Path(cfg.checkpoint)
-    if not path.is_file():
-        raise DataError(path, "checkpoint not found")
-    return path
+def _paths(text: str) -> list[Path]:
+    paths = [Path(p.strip()) for p in text.split(",") if p.strip()]
+    for path in paths:
+        if not path.is_file():
+            raise DataError(path, "checkpoint not found")
+    return paths
+
+
+def resolve_checkpoints(cfg: UnsupervisedConfig) -> list[Path]:
+    """Our pre-trained checkpoints: the one `make train` recorded, or the listed ones."""
+    paths = _paths(str(read_pointer(cfg, "train", "model")) if cfg.checkpoint == "auto" else cfg.checkpoint)
+    if not paths:
+        raise click.UsageError("--checkpoint names no file")
+    return paths
+
+
+def resolve_picie(cfg: UnsupervisedConfig) -> list[Path]:
+    """PiCIE checkpoints: none, the one `make picie` recorded (when there is one), or the listed ones."""
+    if cfg.picie == "none":
+        return []
+    if cfg.picie == "auto":
+        pointer = output_dir(cfg, "picie", "model.current")
+        return [read_pointer(cfg, "picie", "model")] if pointer.is_file() else []
+    return _paths(cfg.picie)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    method: str  # "pre-trained" | "picie" | "random init": runs of one method are aggregated
+    checkpoint: Path | None  # None: a random init
+    seed: int | None  # the random init's seed
+
+
+def model_specs(cfg: UnsupervisedConfig) -> list[ModelSpec]:
+    """Every network to score, ours first (the random inits copy its architecture)."""
+    specs = [ModelSpec(MODEL_NAMES[0], p, None) for p in resolve_checkpoints(cfg)]
+    specs += [ModelSpec(PICIE, p, None) for p in resolve_picie(cfg)]
+    if cfg.baseline:
+        specs += [ModelSpec(MODEL_NAMES[1], None, cfg.seed + i) for i in range(max(1, cfg.random_inits))]
+    return specs
 
 
 def _device(name: str) -> torch.device:
@@ -257,11 +302,17 @@ def write_report(out: Path, summary: dict[str, Any], pictures: dict[str, list[st
              f"- checkpoint: `{summary['checkpoint']}`",
              f"- frames: {len(summary['frames'])} ({summary['split']} split) at {summary['size'][0]}x{summary['size'][1]}",
              f"- clustering: {summary['clustering']}",
-             f"- mIoU rule: {summary['averaging_rule']}", ""]
-    lines += ["| protocol | model | clusters | pixel accuracy | mIoU |", "| --- | --- | --- | --- | --- |"]
+             f"- mIoU rule: {summary['averaging_rule']}"]
+    for mname, nets in summary.get("networks", {}).items():
+        lines.append(f"- {mname}: " + ", ".join(f"`{n}`" for n in nets))
+    lines += ["", "Several networks of one method (seeds): mean +- sample standard deviation; per-class tables "
+              "give the mean, pictures show the first network.", ""]
+    lines += ["| protocol | model | networks | clusters | pixel accuracy | mIoU |",
+              "| --- | --- | --- | --- | --- | --- |"]
     for pname, pr in summary["protocols"].items():
         for mname, mr in pr["models"].items():
-            lines.append(f"| {pname} | {mname} | {pr['n_clusters']} | {_fmt(mr['pixel_accuracy'])} | {_fmt(mr['miou'])} |")
+            lines.append(f"| {pname} | {mname} | {mr.get('n_runs', 1)} | {pr['n_clusters']} | "
+                         f"{_spread(mr, 'pixel_accuracy')} | {_spread(mr, 'miou')} |")
     for pname, pr in summary["protocols"].items():
         models = list(pr["models"])
         lines += ["", f"## Protocol `{pname}`: {pr['description']}", "",
@@ -338,6 +389,40 @@ def _scores_dict(conf: np.ndarray, protocol: Protocol) -> dict[str, Any]:
     }
 
 
+def method_scores(runs: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
+    """One method's entry of the report from its networks' scores (_scores_dict each, in order).
+
+    One network: its scores as they are. Several (seeds): pixel accuracy, mIoU and every class's IoU
+    are the mean over the networks, with the sample standard deviation (n - 1) beside them in
+    *_std; every network's own scores are kept under "runs". The pictures' private fields
+    (_mapping, _class_conf) are the first network's, _iou the mean.
+    """
+    public = [{"network": n, **{k: v for k, v in r.items() if not k.startswith("_")}} for n, r in zip(names, runs)]
+    if len(runs) == 1:
+        return {**runs[0], "n_runs": 1, "pixel_accuracy_std": None, "miou_std": None, "runs": public}
+    acc = np.array([r["pixel_accuracy"] for r in runs], dtype=np.float64)
+    miou = np.array([r["miou"] for r in runs], dtype=np.float64)
+    ious = np.stack([np.asarray(r["_iou"], dtype=np.float64) for r in runs])  # [R, n_classes], NaN = absent
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a class absent from every run stays NaN
+        mean_iou = np.nanmean(ious, axis=0)
+    classes = list(runs[0]["per_class_iou"])
+    return {
+        "n_runs": len(runs),
+        "pixel_accuracy": float(acc.mean()), "pixel_accuracy_std": float(acc.std(ddof=1)),
+        "miou": float(miou.mean()), "miou_std": float(miou.std(ddof=1)),
+        "per_class_iou": {c: (None if np.isnan(v) else float(v)) for c, v in zip(classes, mean_iou)},
+        "runs": public,
+        "_mapping": runs[0]["_mapping"], "_class_conf": runs[0]["_class_conf"], "_iou": mean_iou,
+    }
+
+
+def _spread(scores: dict[str, Any], key: str) -> str:
+    """'57.90' for one network, '57.90 +- 1.20' for several."""
+    std = scores.get(f"{key}_std")
+    return _fmt(scores[key]) + ("" if std is None else f" +- {_fmt(std)}")
+
+
 def evaluate_unsupervised(cfg: UnsupervisedConfig) -> Path:
     """Evaluate `cfg` (DEMO_SIZE presets already filled in: resolve_config); returns the output folder."""
     import torch
@@ -349,7 +434,9 @@ def evaluate_unsupervised(cfg: UnsupervisedConfig) -> Path:
 
     t_start = time.perf_counter()
     device = _device(cfg.device)
-    ckpt = resolve_checkpoint(cfg)
+    specs = model_specs(cfg)
+    ckpt = specs[0].checkpoint
+    assert ckpt is not None
     all_frames = frames_for(cfg)
     frames, split = select_frames(all_frames, cfg.split, cfg.max_frames)
     if not frames:
@@ -359,10 +446,16 @@ def evaluate_unsupervised(cfg: UnsupervisedConfig) -> Path:
     pnames = ["paper", "picie"] if cfg.protocol == "both" else [cfg.protocol]
     # the trainer names its checkpoints <run>/checkpoint.pt: the run folder is what tells them apart
     stem = [] if ckpt.stem in ("checkpoint", "model") else [ckpt.stem]
-    name = cfg.name or "-".join([ckpt.parent.name, *stem, cfg.clustering])
+    trained = [str(s.checkpoint) for s in specs if s.checkpoint is not None]
+    # several checkpoints: a joint report, named after all of them so another set gets its own folder
+    joint = [f"joint{len(trained)}-{config_hash(cfg, extra={'checkpoints': trained}, length=8)}"] if len(trained) > 1 else []
+    name = cfg.name or "-".join([ckpt.parent.name, *stem, cfg.clustering, *joint])
     out = output_dir(cfg, "eval", name)  # created only when there is something to write
+    methods = list(dict.fromkeys(s.method for s in specs))
     click.echo(f"unsupervised eval: {len(frames)} frames ({split}) of {cfg.dataset} at {size[0]}x{size[1]}, "
-               f"protocol {', '.join(pnames)}, clustering {cfg.clustering}, checkpoint {ckpt}")
+               f"protocol {', '.join(pnames)}, clustering {cfg.clustering}; "
+               + "; ".join(f"{m}: {sum(s.method == m for s in specs)} network(s)" for m in methods)
+               + f"; checkpoint {ckpt}")
 
     label_ids = [read_label(f.semantic, size) for f in tqdm(frames, desc="labels", unit="frame")]  # type: ignore[arg-type]
     gts = {p: [PROTOCOLS[p].to_classes(l) for l in label_ids] for p in pnames}
@@ -371,14 +464,22 @@ def evaluate_unsupervised(cfg: UnsupervisedConfig) -> Path:
                                      for g in gts[p])) for p in pnames}
     n_clusters = {p: cfg.n_clusters or max(1, len(present[p])) for p in pnames}
 
-    model, ckpt_config = load_pretrained(ckpt, map_location="cpu")
-    models: dict[str, torch.nn.Module] = {MODEL_NAMES[0]: model}
-    if cfg.baseline:
-        torch.manual_seed(cfg.seed)
-        models[MODEL_NAMES[1]] = DenseSwAVNet(**model.net_args).eval()
-
-    results: dict[str, ModelResult] = {}
-    for mname, net in models.items():
+    # Every network in turn, on the same frames with the same clustering; one in memory at a time.
+    results: dict[str, list[ModelResult]] = {m: [] for m in methods}
+    run_names: dict[str, list[str]] = {m: [] for m in methods}
+    model_args: dict[str, Any] = {}
+    ckpt_config: dict[str, Any] = {}
+    for spec in specs:
+        if spec.checkpoint is not None:
+            net, config = load_pretrained(spec.checkpoint, map_location="cpu")
+            if not model_args:  # the first (ours) fixes the random inits' architecture
+                model_args, ckpt_config = dict(net.net_args), config
+            label = str(spec.checkpoint)
+        else:
+            torch.manual_seed(int(spec.seed or 0))
+            net = DenseSwAVNet(**model_args).eval()
+            label = f"seed {spec.seed}"
+        desc = spec.method + (f" #{len(results[spec.method]) + 1}" if len(results[spec.method]) else "")
         net = net.to(device).eval()
         codebooks: dict[str, Codebook] = {}
         if cfg.clustering == "agglomerative":
@@ -388,28 +489,36 @@ def evaluate_unsupervised(cfg: UnsupervisedConfig) -> Path:
             for p in pnames:
                 codebooks[p] = Codebook(centres, prototype_codebook(centres, n_clusters[p]).cluster_of, n_clusters[p])
         else:
-            sample = kmeans_sample(net, frames, size, device, cfg.kmeans_samples, cfg.batch_size, cfg.seed, mname)
+            sample = kmeans_sample(net, frames, size, device, cfg.kmeans_samples, cfg.batch_size, cfg.seed, desc)
             for p in pnames:
                 codebooks[p] = kmeans_codebook(sample, n_clusters[p], seed=cfg.seed)
-        results[mname] = run_model(net, frames, gts, codebooks, size, device, cfg.batch_size, cfg.pictures, mname)
-        net.cpu()
+        # pictures of each method's first network only
+        n_pictures = cfg.pictures if not results[spec.method] else 0
+        results[spec.method].append(run_model(net, frames, gts, codebooks, size, device, cfg.batch_size, n_pictures,
+                                              desc))
+        run_names[spec.method].append(label)
+        del net
 
     # Numbers.
     summary: dict[str, Any] = {
         "dataset": cfg.dataset, "split": split, "size": list(size), "checkpoint": str(ckpt),
-        "net_args": model.net_args, "checkpoint_config": ckpt_config, "clustering": cfg.clustering,
+        "net_args": model_args, "checkpoint_config": ckpt_config, "clustering": cfg.clustering,
         "frames": [f.id for f in frames],
+        "networks": run_names,
         "averaging_rule": "mean IoU over the classes with ground-truth pixels in the evaluated frames "
                           "(all classes on the full Cityscapes val set); only those classes are matched",
+        "spread_rule": "methods with several networks (seeds): mean over them, and the sample standard "
+                       "deviation (n - 1) in *_std",
         "protocols": {},
-        "seconds": {m: round(r.seconds, 2) for m, r in results.items()},
+        "seconds": {m: round(sum(r.seconds for r in rs), 2) for m, rs in results.items()},
     }
     for p in pnames:
         proto = PROTOCOLS[p]
         summary["protocols"][p] = {
             "description": proto.description, "matching": proto.matching, "n_clusters": n_clusters[p],
             "classes": proto.class_names, "present_classes": [proto.class_names[c] for c in present[p]],
-            "models": {m: _scores_dict(r.confusions[p], proto) for m, r in results.items()},
+            "models": {m: method_scores([_scores_dict(r.confusions[p], proto) for r in rs], run_names[m])
+                       for m, rs in results.items()},
         }
 
     # Pictures.
@@ -421,8 +530,9 @@ def evaluate_unsupervised(cfg: UnsupervisedConfig) -> Path:
         bars = iou_bars(proto.class_names, [(m, mres[m]["_iou"], SERIES_COLOURS[m]) for m in mres])
         write_png(out / f"iou_{p}.png", bars)
     pictures: dict[str, list[str]] = {}
-    first = results[MODEL_NAMES[0]]
-    pcas = {m: pca_rgb(r.features) for m, r in results.items()}
+    firsts = {m: rs[0] for m, rs in results.items()}
+    first = firsts[MODEL_NAMES[0]]
+    pcas = {m: pca_rgb(r.features) for m, r in firsts.items()}
     tile_h = min(size[0], 256)
     for i, image in enumerate(first.images):
         fid = frames[i].id
@@ -431,13 +541,13 @@ def evaluate_unsupervised(cfg: UnsupervisedConfig) -> Path:
             proto = PROTOCOLS[p]
             palette = class_palette(p)
             tiles = [("image", image), (f"ground truth ({p})", colourise(gts[p][i], palette))]
-            for m, r in results.items():
+            for m, r in firsts.items():
                 mapping = summary["protocols"][p]["models"][m]["_mapping"]
                 classes = np.where(mapping >= 0, mapping, proto.n_classes)[r.cluster_maps[p][i]]
                 tiles.append((f"{m} ({p})", colourise(classes, palette)))
             rows.append(panel(tiles, tile_h))
         write_png(out / f"predictions_{fid}.png", stack_rows(rows))
-        write_png(out / f"pca_{fid}.png", panel([("image", image)] + [(f"PCA {m}", pcas[m][i]) for m in results],
+        write_png(out / f"pca_{fid}.png", panel([("image", image)] + [(f"PCA {m}", pcas[m][i]) for m in firsts],
                                                  tile_h))
         pictures[fid] = [f"predictions_{fid}.png", f"pca_{fid}.png"]
 
@@ -453,8 +563,8 @@ def evaluate_unsupervised(cfg: UnsupervisedConfig) -> Path:
     click.echo(f"unsupervised eval: wrote {out} in {time.perf_counter() - t_start:.1f} s")
     for p in pnames:
         for m, mr in summary["protocols"][p]["models"].items():
-            click.echo(f"  {p:6s} {m:12s} C={n_clusters[p]:3d}  pixel acc {mr['pixel_accuracy']:6.2f}  "
-                       f"mIoU {mr['miou']:6.2f}")
+            click.echo(f"  {p:6s} {m:12s} C={n_clusters[p]:3d}  pixel acc {_spread(mr, 'pixel_accuracy'):>14s}  "
+                       f"mIoU {_spread(mr, 'miou'):>14s}" + (f"  ({mr['n_runs']} networks)" if mr["n_runs"] > 1 else ""))
     click.echo(f"  report: {html} | {md} | {report_json}")
     return out
 
@@ -462,9 +572,10 @@ def evaluate_unsupervised(cfg: UnsupervisedConfig) -> Path:
 @click.command("unsupervised", context_settings={"show_default": True})
 @config_options(UnsupervisedConfig)
 def unsupervised(**kwargs: Any) -> None:
-    """Unsupervised semantic segmentation of a pre-trained checkpoint (+ random-init baseline): pixel
-    accuracy, per-class IoU and mIoU after Hungarian matching, confusion matrices, predictions, PCA
-    feature maps, as report.json, report.md and report.html."""
+    """Unsupervised semantic segmentation of pre-trained checkpoints side by side (ours, PiCIE's when
+    there is a run, random init; several seeds each give mean and spread): pixel accuracy, per-class
+    IoU and mIoU after Hungarian matching, confusion matrices, predictions, PCA feature maps, as
+    report.json, report.md and report.html."""
     cfg = resolve_config(kwargs, explicit_options())
     try:
         evaluate_unsupervised(cfg)

@@ -8,6 +8,7 @@ from shared.cli import LazyGroup
 COMMANDS: dict[str, str] = {
     "depth-train": "train.depth_command:depth",
     "contrastive": "train.contrastive_command:contrastive",
+    "picie": "train.picie_command:picie",
 }
 ALIASES = {"depth": "depth-train"}  # the old name, kept for existing scripts
 

@@ -177,3 +177,71 @@ def test_frame_selection():
     assert [f.id for f in chosen] == ["a", "b", "e"]
     chosen, _ = select_frames(frames, "all", 2)
     assert [f.id for f in chosen] == ["a", "e"]  # evenly spread: first and last
+
+
+def _checkpoint(path: Path, seed: int, k: int = 16) -> Path:
+    from shared.nets.semantic_fpn import DenseSwAVNet
+
+    torch.manual_seed(seed)
+    net = DenseSwAVNet("resnet18", num_prototypes=k)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": net.state_dict(), "net_args": net.net_args, "config": {"backbone": "resnet18"}}, path)
+    return path
+
+
+def test_method_scores_mean_and_sample_spread():
+    from evaluate.unsupervised import method_scores
+
+    def run(acc, miou, road, sky):
+        return {"pixel_accuracy": acc, "miou": miou, "per_class_iou": {"road": road, "sky": sky},
+                "cluster_to_class": ["road"], "_iou": np.array([road, np.nan if sky is None else sky]),
+                "_mapping": np.array([0]), "_class_conf": np.zeros((2, 2))}
+
+    one = method_scores([run(50.0, 20.0, 30.0, 10.0)], ["a"])
+    assert one["pixel_accuracy"] == 50.0 and one["miou_std"] is None and one["n_runs"] == 1
+    assert one["cluster_to_class"] == ["road"]  # a single network keeps its own fields at the top
+    three = method_scores([run(50.0, 20.0, 30.0, 10.0), run(60.0, 26.0, 40.0, None), run(70.0, 23.0, 20.0, 20.0)],
+                          ["a", "b", "c"])
+    assert three["n_runs"] == 3
+    assert three["pixel_accuracy"] == pytest.approx(60.0) and three["pixel_accuracy_std"] == pytest.approx(10.0)
+    assert three["miou"] == pytest.approx(23.0) and three["miou_std"] == pytest.approx(3.0)
+    # a class absent in one run is averaged over the runs that have it
+    assert three["per_class_iou"] == {"road": pytest.approx(30.0), "sky": pytest.approx(15.0)}
+    assert [r["network"] for r in three["runs"]] == ["a", "b", "c"] and three["runs"][1]["miou"] == 26.0
+    assert not any(k.startswith("_") for r in three["runs"] for k in r)
+
+
+def test_joint_report_scores_every_method_on_the_same_frames(tmp_path):
+    make_city(tmp_path / "city")
+    ours = [_checkpoint(tmp_path / f"ours{s}" / "checkpoint.pt", s) for s in (1, 2)]
+    picie = _checkpoint(tmp_path / "picie0" / "checkpoint.pt", 7, k=4)
+    common = ["--dataset", "cityscapes", "--data-root", str(tmp_path / "city"), "--out", str(tmp_path / "runs"),
+              "--height", str(H), "--width", str(W), "--pictures", "1", "--device", "cpu", "--n-clusters", "3"]
+    # `make picie` recorded a run: --picie auto (the default) picks it up
+    pointer = tmp_path / "runs" / "cityscapes" / "picie" / "model.current"
+    pointer.parent.mkdir(parents=True)
+    pointer.write_text(str(picie) + "\n")
+    _run(common + ["--checkpoint", ",".join(map(str, ours)), "--random-inits", "2", "--name", "joint"])
+    report = json.loads((tmp_path / "runs" / "cityscapes" / "eval" / "joint" / "report.json").read_text())
+    assert report["networks"] == {"pre-trained": [str(p) for p in ours], "picie": [str(picie)],
+                                  "random init": ["seed 0", "seed 1"]}
+    for pname in ("paper", "picie"):
+        models = report["protocols"][pname]["models"]
+        assert list(models) == ["pre-trained", "picie", "random init"]
+        assert [models[m]["n_runs"] for m in models] == [2, 1, 2]
+        for m in ("pre-trained", "random init"):
+            runs = [r["miou"] for r in models[m]["runs"]]
+            assert models[m]["miou"] == pytest.approx(np.mean(runs))
+            assert models[m]["miou_std"] == pytest.approx(np.std(runs, ddof=1))
+            assert runs[0] != runs[1]  # different seeds really are different networks
+    md = (tmp_path / "runs" / "cityscapes" / "eval" / "joint" / "report.md").read_text()
+    assert "| paper | picie | 1 | 3 |" in md and " +- " in md
+    # the same PiCIE checkpoint given by path scores the same; --picie none leaves it out
+    _run(common + ["--checkpoint", str(ours[0]), "--picie", str(picie), "--no-baseline", "--name", "bypath"])
+    again = json.loads((tmp_path / "runs" / "cityscapes" / "eval" / "bypath" / "report.json").read_text())
+    assert again["protocols"]["paper"]["models"]["picie"]["miou"] == report["protocols"]["paper"]["models"]["picie"]["miou"]
+    assert again["protocols"]["paper"]["models"]["pre-trained"]["miou"] == \
+        report["protocols"]["paper"]["models"]["pre-trained"]["runs"][0]["miou"]
+    _run(common + ["--checkpoint", str(ours[0]), "--picie", "none", "--no-baseline", "--name", "alone"])
+    alone = json.loads((tmp_path / "runs" / "cityscapes" / "eval" / "alone" / "report.json").read_text())
+    assert list(alone["protocols"]["paper"]["models"]) == ["pre-trained"]

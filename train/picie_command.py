@@ -1,0 +1,76 @@
+"""`python -m train picie`: PiCIE's options (`PicieConfig`), its DEMO_SIZE presets and the click
+command. The trainer is train/picie.py; the command imports it only when it runs, so `--help` stays
+free of torch (docs/design.md#command-line)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import click
+
+from shared.config import build_config, config_options, field
+from shared.frames import DataError
+from shared.presets import apply_preset, explicit_options
+from shared.stage import StageConfig
+
+
+@dataclass
+class PicieConfig(StageConfig):
+    run: str = field("", "run folder name under picie/ (empty: the config hash)", hash=False)
+    splits: tuple[str, ...] = field(("train",), "frame-index splits to train on (the frames `make shards` uses)")
+    size: str = field("", "working size HEIGHTxWIDTH the frames are read at (empty: our regions' size: "
+                          "Cityscapes/folder 384x768, KITTI 384x1280, synthetic native, halved per DEMO_SIZE step)")
+    backbone: str = field("resnet50", "ResNet of the network, as our trainer (resnet18: tests and demos only)",
+                          choices=["resnet50", "resnet18"])
+    init_weights: str = field("", "torchvision-format ResNet checkpoint for the backbone (empty: random init)")
+    num_clusters: int = field(27, "K: PiCIE trains on Cityscapes with K = 27, its number of evaluated classes")
+    view_scale: float = field(0.5, "views are fed at this share of the working size: PiCIE cuts 320-px views "
+                                   "from 640-px frames")
+    crop_scale: tuple[float, ...] = field((0.5, 1.0), "side-length share of the frame that view 1's crop covers "
+                                                      "(PiCIE's min_scale 0.5; the aspect ratio is kept)")
+    flip: float = field(0.5, "probability of the horizontal flip of the equivariance transform")
+    epochs: int = field(10, "epochs (PiCIE: 10); each re-clusters and re-labels every frame, then trains on them")
+    max_steps: int = field(0, "stop after this many steps (0: epochs decide)")
+    batch_size: int = field(8, "frames per step, two views each: 16 images per step as one copy-paste group of "
+                               "our trainer (PiCIE: 128 views of 320x320)")
+    lr: float = field(1e-3, "Adam learning rate, constant (PiCIE's Cityscapes script; it decays nothing)")
+    kmeans_iterations: int = field(20, "Lloyd iterations of each epoch's initial k-means (PiCIE: 20)")
+    kmeans_init_images: int = field(5120, "images whose features seed each epoch's k-means; the rest update it "
+                                          "mini-batch-wise (PiCIE: 20 batches of 256)")
+    kmeans_batch_images: int = field(256, "images per mini-batch k-means update after the initial fit (PiCIE: 256)")
+    kmeans_pixels: int = field(256, "pixel features sampled per view image for k-means (0: all of them; PiCIE "
+                                    "takes all 6400 of a 320-px view; 256 keeps the initial set at 0.7 GB per view)")
+    cluster_weighting: str = field("share", "cross-entropy weight of a cluster: share = its share of the labelled "
+                                            "pixels (PiCIE's released code), none = equal",
+                                   choices=["share", "none"])
+    seed: int = field(0, "seed of initialisation, frame order, views and k-means")
+    workers: int = field(2, "DataLoader worker processes reading frames (0: read in the main process)", hash=False)
+    device: str = field("auto", "auto | cpu | cuda | cuda:N", hash=False)
+    amp: bool = field(True, "bf16 autocast on CUDA", hash=False)
+    checkpoint_every: int = field(500, "steps between checkpoints", hash=False)
+    log_every: int = field(10, "steps between log lines (and non-finite checks)", hash=False)
+    stop_after: int = field(0, "stop after this many steps in this invocation, checkpointed (0: run to the end)",
+                            hash=False)
+    progress: bool = field(True, "show a progress bar", hash=False)
+
+
+# DEMO_SIZE presets: fill only what the user did not type (shared/presets.py).
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": dict(backbone="resnet18", epochs=2, batch_size=4, kmeans_pixels=64, checkpoint_every=2, log_every=1,
+                 workers=0),
+    "small": dict(backbone="resnet18", epochs=4, batch_size=8, kmeans_pixels=128, checkpoint_every=6, log_every=2,
+                  workers=0),
+}
+
+
+@click.command("picie")
+@config_options(PicieConfig)
+def picie(**kwargs: Any) -> None:
+    """PiCIE (Cho et al., CVPR 2021) on the same frames and network as our pre-training (resumes automatically)."""
+    from train.picie import NonFiniteLoss, train  # the trainer, and with it torch, only now
+
+    cfg = apply_preset(build_config(PicieConfig, kwargs), PRESETS, explicit_options(), click.echo, "picie")
+    try:
+        train(cfg)
+    except (NonFiniteLoss, DataError, ValueError) as e:
+        raise click.ClickException(str(e)) from e
