@@ -9,6 +9,7 @@ COMMANDS: dict[str, str] = {
     "depth-eval": "evaluate.depth_metrics:depth",
     "unsupervised": "evaluate.unsupervised:unsupervised",
     "proposals": "evaluate.proposals:proposals",
+    "ablate": "evaluate.ablate:ablate",
 }
 ALIASES = {"depth": "depth-eval"}  # the old name, kept for existing scripts
 

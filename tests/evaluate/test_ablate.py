@@ -1,0 +1,113 @@
+"""The ablation runner: the grid it plans, the tables' seed-spread rule, and a real 2-cell grid on the
+tiny synthetic city that a rerun leaves untouched and a kill between cells does not make redo."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+import pytest
+
+from evaluate.ablate import (RANDOM, SWAV, AblateConfig, Cell, compare, format_tables, grid_cells, mean_std,
+                             shard_options, summarise)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_full_grid_has_every_cell_once_and_the_peers_last():
+    cells = grid_cells(AblateConfig(proposals=("depth", "gt"), lams=(0.5, 1.0), ms=(0, 4), cells=()))
+    # (depth|gt) x (0.5|1) x (0|4) = 8, but lambda 1 with M 0 is the same run for both proposals
+    assert len(cells) == 8 + 0 - 1 + 1  # 7 grid cells + the random-init peer (the SwAV peer is in the grid)
+    assert cells[-1] == Cell("", 0.0, 0)
+    assert sum(1 for c in cells if c.lam == 1.0 and c.m == 0) == 1
+    assert Cell("depth", 1.0, 0) in cells and Cell("gt", 1.0, 0) not in cells
+
+
+def test_explicit_cells_and_bad_cells():
+    cells = grid_cells(AblateConfig(cells=("gt:0.5:8", "depth:0:2"), peers=False))
+    assert cells == [Cell("gt", 0.5, 8), Cell("depth", 0.0, 2)]
+    for bad in ("depth:0.5", "depth:1.5:8", "depth:0.5:1", "depth:x:8"):
+        with pytest.raises(click.BadParameter):
+            grid_cells(AblateConfig(cells=(bad,)))
+
+
+def test_every_m_trains_on_the_same_number_of_images_per_step():
+    assert shard_options(0, 16) == (["--group-size", "8", "--rounds", "0,0"], 1)  # no pastes: views of itself
+    assert shard_options(8, 16) == (["--group-size", "8"], 1)
+    assert shard_options(2, 16) == (["--group-size", "2"], 4)  # 4 groups of 2M = 4 images
+    with pytest.raises(click.BadParameter):
+        shard_options(3, 16)
+
+
+def test_mean_std_and_the_spread_rule():
+    m, s, n = mean_std([1.0, 2.0, 3.0])
+    assert (m, n) == (2.0, 3) and s == pytest.approx(1.0)
+    assert math.isnan(mean_std([4.0])[1]) and mean_std([])[2] == 0
+    assert compare([10, 11, 12], [1, 2, 3]) == ">"  # 9 apart, spread 1
+    assert compare([10, 11, 12], [10.5, 11.5, 12.5]) == "~"  # within the spread
+    assert compare([1, 2, 3], [10, 11, 12]) == "<"
+    assert compare([10], [1, 2]) == "?"  # one seed is no spread
+
+
+def test_tables_put_cells_under_their_m_and_peers_in_their_own_rows():
+    cells = [Cell("depth", 0.5, 0), Cell("depth", 0.5, 4), Cell("depth", 1.0, 0), Cell("", 0.0, 0)]
+    results = [{"cell": "depth-l0.5-m0", "seed": s, "cluster_paper": 10.0 + s, "cluster_picie": 5.0,
+                "finetune": 30.0} for s in (0, 1)]
+    results += [{"cell": "depth-l0.5-m4", "seed": 0, "cluster_paper": 20.0, "cluster_picie": 6.0, "finetune": 31.0}]
+    results += [{"cell": "random", "seed": s, "cluster_paper": 3.0, "cluster_picie": 2.0, "finetune": 20.0}
+                for s in (0, 1, 2)]
+    t = summarise(results, cells, min_seeds=2)["cluster_paper"]
+    assert t["depth lambda=0.5"]["0"]["mean"] == 10.5 and t["depth lambda=0.5"]["0"]["n"] == 2
+    assert t["depth lambda=0.5"]["4"]["too_few_seeds"] and not t["depth lambda=0.5"]["0"]["too_few_seeds"]
+    assert t[RANDOM]["-"]["mean"] == 3.0 and t[SWAV]["-"]["n"] == 0
+    text = "\n".join(format_tables({"cluster_paper": t}, [0, 4]))
+    assert "10.50 +- 0.71 (n=2)" in text and "20.00 (n=1) *" in text
+
+
+def _grid(out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "evaluate", "ablate", "--demo-size", "tiny", "--out", str(out), "--name", "smoke",
+            "--cells", "depth:0.5:2,felzenszwalb:0.5:2", "--seeds", "0", "--no-peers", "--train-steps", "2",
+            "--finetune-iterations", "2", "--label-fraction", "1/2", "--workers", "1", *extra]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
+
+
+@pytest.mark.slow
+def test_two_cell_grid_resumes_after_a_kill_and_reruns_nothing(tmp_path):
+    out = tmp_path / "runs"
+    root = out / "synthetic-tiny" / "ablate" / "smoke"
+    first = root / "results" / "depth-l0.5-m2-s0.json"
+    # kill the runner as soon as the first cell is finished (between cells)
+    proc = subprocess.Popen(_grid(out), cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    deadline = time.time() + 900
+    while not first.is_file() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.5)
+    assert first.is_file(), proc.stdout.read().decode()[-3000:] if proc.poll() is not None else "timed out"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = json.loads(first.read_text())
+    r = subprocess.run(_grid(out), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "(1 already done)" in r.stdout or "(2 already done)" in r.stdout
+    assert "depth lambda=0.5, seed 0" not in r.stdout.replace("depth lambda=0.5 M=2, seed 0", "ran-depth")
+    assert json.loads(first.read_text()) == before  # the finished cell was not redone
+    tables = json.loads((root / "tables.json").read_text())["tables"]
+    for metric in ("cluster_paper", "cluster_picie", "finetune"):
+        for row in ("depth lambda=0.5", "felzenszwalb lambda=0.5"):
+            v = tables[metric][row]["2"]
+            assert v["n"] == 1 and 0 <= v["mean"] <= 100
+    assert (root / "tables.md").is_file() and (root / "cluster_paper.png").is_file()
+    # a rerun of the same grid trains nothing
+    log_size = (root / "commands.log").stat().st_size
+    r = subprocess.run(_grid(out), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "(2 already done)" in r.stdout
+    assert (root / "commands.log").stat().st_size == log_size
