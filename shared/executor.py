@@ -105,6 +105,15 @@ class Executor:
     def __exit__(self, *exc: Any) -> None:
         self._stack.close()
 
+    @property
+    def address(self) -> str:
+        """Where the tasks go: the Dask scheduler's or the Ray cluster's (GCS) address; "local" for loky."""
+        if self._client is not None:
+            return str(self._client.scheduler.address)
+        if self._ray is not None:
+            return str(self._ray.get_runtime_context().gcs_address)
+        return "local"
+
     # -- running tasks
 
     def map_unordered(self, fn: Callable[..., R], task_args: Sequence[tuple], desc: str = "task") -> Iterator[R]:

@@ -1,0 +1,144 @@
+"""Regions and shards on real engines: a Dask LocalCluster (2 worker processes) and a local Ray runtime
+(2 CPUs) write the same bytes as local loky processes on the tiny synthetic city, and a worker
+process killed mid-stage loses no finished chunk (Dask and Ray retry the task; after loky, a rerun
+completes the store)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from preprocess import regions as regions_stage
+from preprocess.shards import ShardsConfig, run_shards
+from shared.region_store import sha256_file
+from shared.stage import PROJECT_ROOT
+from tests.fixtures.dying_task import SNAPSHOT, process_chunk_dying_once
+from tests.fixtures.engines import dask_scheduler, ray_runtime  # noqa: F401 (fixtures)
+
+pytestmark = pytest.mark.engines
+
+# the tiny city: 2 sequences x 6 frames at 96x192 -> 4 chunks of 3 frames; shards: the tiny preset
+SHARDS = dict(group_size=4, epochs=2, max_groups=2, groups_per_shard=1)
+
+
+@pytest.fixture(scope="module")
+def city(tmp_path_factory) -> Path:
+    from preprocess.synth import generate_preset
+
+    root = tmp_path_factory.mktemp("city") / "city-tiny"
+    generate_preset(root, "tiny")
+    return root
+
+
+def regions_config(city: Path, out: Path, **kw) -> regions_stage.RegionsConfig:
+    return regions_stage.RegionsConfig(**{**dict(dataset="synthetic", data_root=str(city), out=str(out),
+                                                 demo_size="tiny", chunk_size=3, workers=1), **kw})
+
+
+def shards_config(city: Path, out: Path, **kw) -> ShardsConfig:
+    return ShardsConfig(**{**dict(dataset="synthetic", data_root=str(city), out=str(out), demo_size="tiny",
+                                  workers=1, **SHARDS), **kw})
+
+
+def store_content(store: Path) -> dict[str, object]:
+    """Chunk bytes (they name the source images, which every run here shares) and the manifest less
+    the fields that say where and how the run ran."""
+    man = json.loads((store / "manifest.json").read_text())
+    for k in ("out", "workers", "backend", "scheduler"):
+        man["config"].pop(k)
+    return {p.name: p.read_bytes() for p in sorted(store.glob("chunk_*.h5"))} | {"manifest.json": man}
+
+
+def shard_content(folder: Path) -> dict[str, object]:
+    man = json.loads((folder / "manifest.json").read_text())
+    return {p.name: p.read_bytes() for p in sorted(folder.glob("shard-*.tar"))} | {"shards": man["shards"]}
+
+
+@pytest.fixture(scope="module")
+def reference(city, tmp_path_factory):
+    """Region store and shard set written locally (one loky worker: in this process; the stages'
+    own tests show that any number of workers gives these bytes)."""
+    out = tmp_path_factory.mktemp("loky")
+    store = regions_stage.run_regions(regions_config(city, out), echo=lambda s: None)
+    shards = run_shards(shards_config(city, out), echo=lambda s: None)
+    assert len(list(store.glob("chunk_*.h5"))) == 4 and len(list(shards.glob("shard-*.tar"))) == 2
+    return store_content(store), shard_content(shards), store.name
+
+
+def kill_a_worker_in_regions(city: Path, out: Path, store_name: str, monkeypatch, **engine):
+    """Run regions (4 chunks, 2 workers) with the worker of chunk 1 killed once; returns the store."""
+    cfg = regions_config(city, out, workers=2, **engine)
+    store = out / "synthetic-tiny" / "regions" / store_name
+    store.mkdir(parents=True)
+    (store / "die-in-chunk_00001.h5").touch()
+    with monkeypatch.context() as m:
+        m.setattr(regions_stage, "process_chunk", process_chunk_dying_once)
+        if engine["backend"] == "loky":
+            # local processes: the stage stops when a worker dies...
+            from joblib.externals.loky.process_executor import TerminatedWorkerError
+
+            with pytest.raises(TerminatedWorkerError):
+                regions_stage.run_regions(cfg, echo=lambda s: None)
+            listed = json.loads((store / "manifest.json").read_text())["chunks"]
+            assert "chunk_00001.h5" not in listed and 1 <= len(listed) <= 3
+            # ...and the rerun completes it, redoing only the chunks not listed
+            lines: list[str] = []
+            regions_stage.run_regions(cfg, echo=lines.append)
+            assert f"({len(listed)} chunks already done)" in lines[0]
+        else:
+            # a cluster runs the lost task again on a live worker: the stage completes in one go
+            regions_stage.run_regions(cfg, echo=lambda s: None)
+    assert (store / "die-in-chunk_00001.h5.fired").exists(), "the worker was never killed"
+    at_death = json.loads((store / SNAPSHOT).read_text())
+    assert at_death["chunks"] and "chunk_00001.h5" not in at_death["chunks"]
+    for name, entry in at_death["chunks"].items():  # listed before the kill: kept, never rewritten
+        st = os.stat(store / name)
+        assert [st.st_ino, st.st_mtime_ns] == at_death["files"][name], f"finished {name} was rewritten"
+        assert sha256_file(store / name) == entry["sha256"]
+    lines = []
+    regions_stage.run_regions(dataclasses.replace(cfg, backend="loky", scheduler=""), echo=lines.append)
+    assert "nothing to do" in lines[-1]
+    return store
+
+
+def test_loky_rerun_completes_a_store_whose_worker_was_killed(city, reference, tmp_path, monkeypatch):
+    store = kill_a_worker_in_regions(city, tmp_path, reference[2], monkeypatch, backend="loky")
+    assert store_content(store) == reference[0]
+
+
+def test_dask_cluster_writes_the_bytes_of_local_processes_though_a_worker_dies(
+        city, reference, dask_scheduler, tmp_path, monkeypatch):
+    engine = dict(backend="dask", scheduler=dask_scheduler)
+    store = kill_a_worker_in_regions(city, tmp_path, reference[2], monkeypatch, **engine)
+    assert store_content(store) == reference[0]
+    lines: list[str] = []
+    shards = run_shards(shards_config(city, tmp_path, workers=2, **engine), echo=lines.append)
+    assert "backend=dask" in lines[0]
+    assert shard_content(shards) == reference[1]
+
+
+def test_ray_runtime_writes_the_bytes_of_local_processes_though_a_worker_dies(
+        city, reference, ray_runtime, tmp_path, monkeypatch):
+    store = kill_a_worker_in_regions(city, tmp_path, reference[2], monkeypatch, backend="ray")
+    assert store_content(store) == reference[0]
+    lines: list[str] = []
+    shards = run_shards(shards_config(city, tmp_path, workers=2, backend="ray"), echo=lines.append)
+    assert "backend=ray" in lines[0]
+    assert shard_content(shards) == reference[1]
+
+
+def test_shards_command_on_a_ray_cluster_by_address(city, reference, ray_runtime, tmp_path):
+    """What a user types: the command, in its own process, joins a running Ray cluster by address."""
+    regions_stage.run_regions(regions_config(city, tmp_path), echo=lambda s: None)
+    cmd = [sys.executable, "-m", "preprocess", "shards", "--dataset", "synthetic", "--data-root", str(city),
+           "--out", str(tmp_path), "--demo-size", "tiny", "--workers", "2", "--backend", "ray",
+           "--scheduler", ray_runtime]
+    done = subprocess.run(cmd, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    folder = Path((tmp_path / "synthetic-tiny" / "shards" / "depth.current").read_text().strip())
+    assert shard_content(folder) == reference[1]
