@@ -43,7 +43,8 @@ from train.swav_loss import dense_swav_loss
 
 @dataclass
 class ContrastiveConfig(StageConfig):
-    shards: str = field("auto", "shard set folder; auto = the one `make shards` recorded for DATASET/DEMO_SIZE")
+    shards: str = field("auto", "shard set folder, http(s) URL or 'pipe:CMD {name}'; auto = the one `make shards` "
+                                "recorded for DATASET/DEMO_SIZE")
     proposals: str = field("depth", "region proposals whose shard set `--shards auto` picks")
     run: str = field("", "run folder name under train/ (empty: the config hash)", hash=False)
     backbone: str = field("resnet50", "ResNet of the network (resnet18: tests and demos only)",
@@ -122,9 +123,9 @@ def setup_distributed(device_arg: str) -> tuple[int, int, torch.device]:
     return rank, world, device
 
 
-def resolve_shards(cfg: ContrastiveConfig) -> Path:
+def resolve_shards(cfg: ContrastiveConfig) -> str | Path:
     if cfg.shards != "auto":
-        return Path(cfg.shards)
+        return cfg.shards  # a folder, an http(s) URL or a pipe: command (train/shard_reader.py)
     return read_pointer(cfg, "shards", cfg.proposals)
 
 
