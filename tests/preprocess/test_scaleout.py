@@ -142,3 +142,22 @@ def test_shards_command_on_a_ray_cluster_by_address(city, reference, ray_runtime
     assert done.returncode == 0, done.stderr[-3000:]
     folder = Path((tmp_path / "synthetic-tiny" / "shards" / "depth.current").read_text().strip())
     assert shard_content(folder) == reference[1]
+
+
+def test_slurm_recipe_asks_for_single_threaded_workers_of_this_checkout():
+    """docs/slurm_dask.py (the README's SLURM recipe) up to the submission: the job script SLURM would
+    get, and the command with the scheduler's address filled in. Submitting needs a SLURM cluster."""
+    cmd = [sys.executable, "docs/slurm_dask.py", "--dry-run", "--host", "127.0.0.1", "--jobs", "2", "--cores", "8",
+           "--memory", "16GiB", "--job-extra=--partition=cpu", "--",
+           "make", "regions", "REGIONS_ARGS=--backend dask --scheduler {scheduler}"]
+    done = subprocess.run(cmd, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    script, command = done.stdout.strip().rsplit("\n", 1)
+    for line in ("#SBATCH --cpus-per-task=8", "#SBATCH --partition=cpu", f"cd {PROJECT_ROOT}",
+                 f"export PYTHONPATH={PROJECT_ROOT}", "export OMP_NUM_THREADS=1"):
+        assert line in script.splitlines()
+    worker = next(ln for ln in script.splitlines() if "dask_worker" in ln)
+    assert worker.startswith(f"{sys.executable} -m distributed.cli.dask_worker tcp://127.0.0.1:")
+    assert "--nthreads 1" in worker and "--nworkers 8" in worker
+    address = worker.split()[3]
+    assert command == f"make regions 'REGIONS_ARGS=--backend dask --scheduler {address}'"
