@@ -61,6 +61,11 @@ def _engine(module: str, backend: str) -> Any:
                                f"({e}); install the engines with `{INSTALL_HINT}`") from e
 
 
+def _ray_token_at_hand() -> bool:
+    return bool(os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+                or (Path.home() / ".ray" / "auth_token").is_file())
+
+
 class Executor:
     """One engine session: `with Executor("dask", addr, 4) as ex: for r in ex.map_unordered(fn, args): ...`.
 
@@ -88,6 +93,11 @@ class Executor:
                     n_workers=self.n_jobs, threads_per_worker=1, processes=True, dashboard_address=None))
                 self._client = self._stack.enter_context(distributed.Client(cluster))
         elif self.backend == "ray":
+            remote = bool(self.scheduler or os.environ.get("RAY_ADDRESS"))
+            if remote and "RAY_AUTH_MODE" not in os.environ and _ray_token_at_hand():
+                # A cluster from `ray start` (Ray >= 2.60) wants its token, and a driver sends it only
+                # in token mode, which Ray reads when it is imported (the stages import it here, first)
+                os.environ["RAY_AUTH_MODE"] = "token"
             ray = self._ray = _engine("ray", "ray")
             if not ray.is_initialized():
                 # workers import the task functions by module name: give them this checkout
@@ -96,8 +106,10 @@ class Executor:
                                           "include_dashboard": False, "log_to_driver": False}
                 if self.scheduler:
                     kwargs["address"] = self.scheduler
-                elif not os.environ.get("RAY_ADDRESS"):
-                    kwargs["num_cpus"] = self.n_jobs
+                elif not remote:
+                    # a new runtime of our own, even where a `ray start` cluster runs on this machine
+                    # (ray.init() alone would join that one); `--scheduler auto` joins it
+                    kwargs.update(address="local", num_cpus=self.n_jobs)
                 ray.init(**kwargs)
                 self._stack.callback(ray.shutdown)
         return self

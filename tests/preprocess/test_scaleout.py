@@ -7,9 +7,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -122,26 +126,26 @@ def test_dask_cluster_writes_the_bytes_of_local_processes_though_a_worker_dies(
     assert shard_content(shards) == reference[1]
 
 
-def test_ray_runtime_writes_the_bytes_of_local_processes_though_a_worker_dies(
-        city, reference, ray_runtime, tmp_path, monkeypatch):
-    store = kill_a_worker_in_regions(city, tmp_path, reference[2], monkeypatch, backend="ray")
-    assert store_content(store) == reference[0]
-    lines: list[str] = []
-    shards = run_shards(shards_config(city, tmp_path, workers=2, backend="ray"), echo=lines.append)
-    assert "backend=ray" in lines[0]
-    assert shard_content(shards) == reference[1]
+def test_synth_and_the_proposals_report_on_dask_match_local_runs(city, dask_scheduler, tmp_path):
+    """The two other stages with per-street / per-chunk tasks: the same city files, the same report."""
+    from evaluate.proposals import ProposalsConfig, run_report
+    from preprocess.synth import generate
 
+    generate(tmp_path / "city", 2, 6, (96, 192), progress=False, workers=2, backend="dask", scheduler=dask_scheduler)
+    files = sorted(p.relative_to(city) for p in city.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(tmp_path / "city") for p in (tmp_path / "city").rglob("*") if p.is_file())
+    assert all((city / f).read_bytes() == (tmp_path / "city" / f).read_bytes() for f in files)
 
-def test_shards_command_on_a_ray_cluster_by_address(city, reference, ray_runtime, tmp_path):
-    """What a user types: the command, in its own process, joins a running Ray cluster by address."""
-    regions_stage.run_regions(regions_config(city, tmp_path), echo=lambda s: None)
-    cmd = [sys.executable, "-m", "preprocess", "shards", "--dataset", "synthetic", "--data-root", str(city),
-           "--out", str(tmp_path), "--demo-size", "tiny", "--workers", "2", "--backend", "ray",
-           "--scheduler", ray_runtime]
-    done = subprocess.run(cmd, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    folder = Path((tmp_path / "synthetic-tiny" / "shards" / "depth.current").read_text().strip())
-    assert shard_content(folder) == reference[1]
+    reports = []
+    for engine in (dict(), dict(backend="dask", scheduler=dask_scheduler, workers=2)):
+        cfg = ProposalsConfig(dataset="synthetic", data_root=str(city), out=str(tmp_path / "o"), demo_size="tiny",
+                              max_frames=4, chunk_size=2, overlays=3, **engine)
+        reports.append(run_report(cfg, echo=lambda s: None))
+        out = tmp_path / "o" / "synthetic-tiny" / "reports"
+        assert len(list(out.glob("*/*.png"))) == 15  # 3 frames x (4 methods + weights), by 2 tasks
+    for rep in reports:
+        rep.pop("seconds")
+    assert reports[0] == reports[1]
 
 
 def test_slurm_recipe_asks_for_single_threaded_workers_of_this_checkout():
@@ -161,3 +165,59 @@ def test_slurm_recipe_asks_for_single_threaded_workers_of_this_checkout():
     assert "--nthreads 1" in worker and "--nworkers 8" in worker
     address = worker.split()[3]
     assert command == f"make regions 'REGIONS_ARGS=--backend dask --scheduler {address}'"
+
+
+@pytest.fixture
+def ray_head(tmp_path) -> Iterator[str]:
+    """A Ray cluster started the way a user starts one, `ray start --head` (on 127.0.0.1, 2 CPUs),
+    in a shell environment that knows nothing of this process's Ray; `--block` keeps the command
+    running until it is terminated, and then it stops what it started."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = tmp_path / "ray-start.log"
+    cmd = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--node-ip-address", "127.0.0.1",
+           "--port", str(port), "--num-cpus", "2", "--include-dashboard", "false", "--disable-usage-stats", "--block"]
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=user_env(), start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while "block forever" not in log.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.2)
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()  # `ray start --block` stops the processes it started...
+        proc.wait(timeout=60)
+        try:  # ...and whatever did not stop goes with its process group
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def user_env() -> dict[str, str]:
+    """This environment less what ray.init() in this process added (its auth mode)."""
+    return {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
+
+
+def test_regions_and_shards_commands_on_a_cluster_from_ray_start(city, reference, ray_head, tmp_path):
+    """The README's Ray recipe on one machine: the commands join a `ray start` cluster by address."""
+    for stage in ("regions", "shards"):
+        cmd = [sys.executable, "-m", "preprocess", stage, "--dataset", "synthetic", "--data-root", str(city),
+               "--out", str(tmp_path), "--demo-size", "tiny", "--workers", "2", "--backend", "ray",
+               "--scheduler", ray_head] + (["--chunk-size", "3"] if stage == "regions" else [])
+        done = subprocess.run(cmd, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300, env=user_env())
+        assert done.returncode == 0, done.stderr[-3000:]
+    pointer = tmp_path / "synthetic-tiny" / "{}" / "depth.current"
+    assert store_content(Path(Path(str(pointer).format("regions")).read_text().strip())) == reference[0]
+    assert shard_content(Path(Path(str(pointer).format("shards")).read_text().strip())) == reference[1]
+
+
+def test_ray_runtime_writes_the_bytes_of_local_processes_though_a_worker_dies(
+        city, reference, ray_runtime, tmp_path, monkeypatch):
+    store = kill_a_worker_in_regions(city, tmp_path, reference[2], monkeypatch, backend="ray")
+    assert store_content(store) == reference[0]
+    lines: list[str] = []
+    shards = run_shards(shards_config(city, tmp_path, workers=2, backend="ray"), echo=lines.append)
+    assert "backend=ray" in lines[0]
+    assert shard_content(shards) == reference[1]
