@@ -11,7 +11,7 @@ raised inside a task is raised again in the driver as itself (an OSError stays a
     dask     tcp://host:8786              the workers of that Dask scheduler (e.g. dask-jobqueue on SLURM)
     ray      ""                           a local Ray runtime with n_jobs CPUs (or the one this
                                           process already started, or RAY_ADDRESS's)
-    ray      host:6379 | auto             that Ray cluster (`ray start --head` / `ray start --address`)
+    ray      host:6379                    that Ray cluster (`ray start --head` / `ray start --address`)
 
 Contract for task functions: they write only their own task's files (under a temporary name, then
 renamed) and return what the driver needs to record; the driver alone writes manifests and
@@ -49,7 +49,7 @@ def backend_field() -> Any:
 
 
 def scheduler_field() -> Any:
-    return field("", "dask: scheduler address (tcp://host:8786); ray: cluster address (host:6379 or auto); "
+    return field("", "dask: scheduler address (tcp://host:8786); ray: cluster address (host:6379); "
                      "empty = a local cluster of --workers processes", hash=False)
 
 
@@ -108,7 +108,7 @@ class Executor:
                     kwargs["address"] = self.scheduler
                 elif not remote:
                     # a new runtime of our own, even where a `ray start` cluster runs on this machine
-                    # (ray.init() alone would join that one); `--scheduler auto` joins it
+                    # (ray.init() alone would join that one)
                     kwargs.update(address="local", num_cpus=self.n_jobs)
                 ray.init(**kwargs)
                 self._stack.callback(ray.shutdown)
