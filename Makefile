@@ -28,9 +28,14 @@ help:  ## list the targets
 	.venv/bin/pip install -r requirements.txt
 	touch $@
 
+# The optional engines of --backend dask|ray (about 300 MB); the tests start them, so `make test` installs them.
+.venv/.scale-done: requirements-scale.txt .venv/.done
+	.venv/bin/pip install -r requirements-scale.txt
+	touch $@
+
 setup: .venv/.done  ## create .venv and install the pinned requirements
 
-test: .venv/.done  ## run the test suite (what CI runs)
+test: .venv/.done .venv/.scale-done  ## run the test suite (what CI runs; installs requirements-scale.txt too)
 	$(PY) -m pytest -q tests
 
 .PHONY: synth

@@ -19,25 +19,34 @@ to give about as many regions), `gt` (the ground-truth instance components throu
 filter: what a perfect proposal method scores after filtering). All methods go through the same
 region filter. Without a depth source the baselines are matched to --baseline-regions instead.
 
+Frames are scored in chunks (--chunk-size), one task each, on local processes or a Dask / Ray cluster
+(--workers, --backend, --scheduler: shared.executor); a task writes only its frames' overlays, the
+driver the report, summed in frame order (the same report whatever ran the tasks).
+
 Writes <out>/<dataset>[-<demo>]/reports/proposals-<hash>/report.{json,md} and overlay PNGs.
 """
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import time
 from dataclasses import dataclass, field as dc_field
+from pathlib import Path
+from typing import Any
 
 import click
 import numpy as np
 from tqdm import tqdm
 
-from shared.regions.depth_source import DepthSource, parse_depth_spec
+from shared.regions.depth_source import DepthSource, DepthSpec, parse_depth_spec
 from shared.regions.grouping import (boundary_weight_map, depth_regions, felzenszwalb_regions, filter_regions,
                                  gt_regions, instance_components, slic_superpixels)
 from shared.regions.config import RegionsConfig, grouping_params, working_size
+from shared.regions.grouping import GroupingParams
 from shared.config import build_config, config_hash, config_options, field, save_config
-from shared.frames import DataError
+from shared.executor import run_tasks
+from shared.frames import DataError, Frame
 from shared.imageio import read_label, read_rgb, write_png
 from shared.stage import frames_for, output_dir
 
@@ -204,6 +213,50 @@ class ProposalsConfig(RegionsConfig):
     overlays: int = field(3, "frames to draw overlay PNGs for")
 
 
+def score_frame(f: Frame, index: int, size: tuple[int, int], source: DepthSource | None, params: GroupingParams,
+                cfg: ProposalsConfig, out: Path) -> dict[str, Any]:
+    """Every method's scores on one frame (and its overlays when `index` < cfg.overlays): the report's
+    unit of work. {"index", "scores": {method: FrameScores}, "felz_scale"}, or {"index", "skipped"}."""
+    try:
+        rgb = read_rgb(f.image, size)
+        inst = read_label(f.instance, size)
+        lab = read_label(f.semantic, size).astype(np.int64)
+        depth = source.load(f, size, rgb) if source else None
+    except DataError as e:
+        if cfg.strict:
+            raise
+        return {"index": index, "skipped": {"frame": f.id, "path": e.path, "problem": e.problem}}
+    gt = instance_components(inst, cfg.min_gt_pixels)
+    maps: dict[str, np.ndarray] = {}
+    target = cfg.baseline_regions
+    dr = None
+    if depth is not None:
+        dr = depth_regions(rgb, depth, f.K(size[1], size[0]), params)
+        maps["depth"] = dr.regions
+        target = max(int(dr.regions.max()), 1)
+    maps["slic"] = slic_matched(rgb, target, params.compactness, params.sigma,
+                                params.min_height, params.min_width)
+    maps["felzenszwalb"], scale = felzenszwalb_matched(rgb, target, cfg.felz_sigma, cfg.felz_min_size,
+                                                       params.min_height, params.min_width)
+    maps["gt"] = gt_regions(inst, params.min_height, params.min_width)
+    if index < cfg.overlays:  # this frame's own files: the driver writes the report
+        for m, reg in maps.items():
+            write_png(out / f"{f.id}_{m}.png", region_overlay(rgb, reg))
+        if dr is not None:
+            write_png(out / f"{f.id}_weights.png",
+                      weight_overlay(rgb, boundary_weight_map(dr.superpixels, dr.edges, dr.weights)))
+    return {"index": index, "scores": {m: frame_scores(gt, reg, lab) for m, reg in maps.items()}, "felz_scale": scale}
+
+
+def score_chunk(frames: list[tuple[int, Frame]], size: tuple[int, int], spec: DepthSpec | None,
+                params: GroupingParams, cfg: ProposalsConfig, out: str) -> list[dict[str, Any]]:
+    """A worker task: score_frame over a chunk of (index, frame), single-threaded."""
+    for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        os.environ.setdefault(k, "1")
+    source = DepthSource(spec, cfg.max_invalid_depth) if spec is not None else None
+    return [score_frame(f, i, size, source, params, cfg, Path(out)) for i, f in frames]
+
+
 def run_report(cfg: ProposalsConfig, echo=click.echo) -> dict:
     t0 = time.perf_counter()
     frames = [f for f in frames_for(cfg) if f.semantic and f.instance]
@@ -214,51 +267,32 @@ def run_report(cfg: ProposalsConfig, echo=click.echo) -> dict:
     size = working_size(cfg, frames)
     params = grouping_params(cfg, size)
     notes = []
-    source = None
+    spec = None
     if cfg.depth or cfg.dataset == "synthetic":  # a depth source the user named must work
-        source = DepthSource(parse_depth_spec(cfg.depth, cfg.dataset, cfg.depth_kind, cfg.depth_scale, cfg.device),
-                             cfg.max_invalid_depth)
+        spec = parse_depth_spec(cfg.depth, cfg.dataset, cfg.depth_kind, cfg.depth_scale, cfg.device)
     else:
         notes.append(f"depth proposals not evaluated: DATASET={cfg.dataset} has no ground-truth depth and no "
                      f"--depth files:DIR | model:CKPT was given; baselines matched to {cfg.baseline_regions} regions")
     out = output_dir(cfg, "reports", f"proposals-{config_hash(cfg)}")
     out.mkdir(parents=True, exist_ok=True)
+    # chunks of frames, one task each (--backend, --scheduler); results summed in frame order, so the
+    # report is the same whatever ran the tasks
+    numbered = list(enumerate(frames))
+    tasks = [(numbered[s:s + cfg.chunk_size], size, spec, params, cfg, str(out))
+             for s in range(0, len(numbered), cfg.chunk_size)]
+    per_frame: list[dict[str, Any]] = []
+    with tqdm(total=len(frames), desc="proposals", unit="frame") as bar:
+        for res in run_tasks(score_chunk, tasks, cfg.backend, cfg.scheduler, min(cfg.workers, len(tasks)),
+                             desc="proposals"):
+            per_frame.extend(res)
+            bar.update(len(res))
+    per_frame.sort(key=lambda r: r["index"])
     methods = {m: MethodSummary() for m in METHODS}
-    felz_scales: list[float] = []
-    skipped = []
-    for i, f in enumerate(tqdm(frames, desc="proposals", unit="frame")):
-        try:
-            rgb = read_rgb(f.image, size)
-            inst = read_label(f.instance, size)
-            lab = read_label(f.semantic, size).astype(np.int64)
-            depth = source.load(f, size, rgb) if source else None
-        except DataError as e:
-            if cfg.strict:
-                raise
-            skipped.append({"frame": f.id, "path": e.path, "problem": e.problem})
-            continue
-        gt = instance_components(inst, cfg.min_gt_pixels)
-        maps: dict[str, np.ndarray] = {}
-        target = cfg.baseline_regions
-        dr = None
-        if depth is not None:
-            dr = depth_regions(rgb, depth, f.K(size[1], size[0]), params)
-            maps["depth"] = dr.regions
-            target = max(int(dr.regions.max()), 1)
-        maps["slic"] = slic_matched(rgb, target, params.compactness, params.sigma,
-                                    params.min_height, params.min_width)
-        maps["felzenszwalb"], scale = felzenszwalb_matched(rgb, target, cfg.felz_sigma, cfg.felz_min_size,
-                                                           params.min_height, params.min_width)
-        felz_scales.append(scale)
-        maps["gt"] = gt_regions(inst, params.min_height, params.min_width)
-        for m, reg in maps.items():
-            methods[m].frames.append(frame_scores(gt, reg, lab))
-        if i < cfg.overlays:
-            for m, reg in maps.items():
-                write_png(out / f"{f.id}_{m}.png", region_overlay(rgb, reg))
-            if dr is not None:
-                write_png(out / f"{f.id}_weights.png",
-                          weight_overlay(rgb, boundary_weight_map(dr.superpixels, dr.edges, dr.weights)))
+    for r in per_frame:
+        for m, sc in r.get("scores", {}).items():
+            methods[m].frames.append(sc)
+    felz_scales = [r["felz_scale"] for r in per_frame if "felz_scale" in r]
+    skipped = [r["skipped"] for r in per_frame if "skipped" in r]
     results = {m: s.summary() for m, s in methods.items() if s.frames}
     report = {"dataset": cfg.dataset, "size": list(size), "frames": len(frames) - len(skipped),
               "params": params.__dict__, "min_gt_pixels": cfg.min_gt_pixels,

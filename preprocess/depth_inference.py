@@ -10,8 +10,9 @@ scale itself).
     DepthPredictor(ckpt).predict(rgb uint8 [H,W,3]) -> float32 [H,W]   (what the regions stage calls)
     python -m preprocess depth ...  -> <out>/<dataset>[-<demo>]/depth/pred-<hash>/<frame id>.npy
 
-The command fans out over joblib CPU processes (torch threads = 1 in each, one model per worker
-chunk) or batches frames on one CUDA device (`--device cuda`). Files are written to a temporary
+The command fans out over CPU processes (torch threads = 1 in each, one model per task), local or on
+a Dask / Ray cluster (`--backend`, `--scheduler`: shared.executor), or batches frames on one CUDA
+device (`--device cuda`). Files are written to a temporary
 name and renamed, so a killed run resumes and skips the frames already written.
 """
 from __future__ import annotations
@@ -27,6 +28,7 @@ import click
 import numpy as np
 
 from shared.config import build_config, config_options, field, save_config
+from shared.executor import backend_field, run_tasks, scheduler_field
 from shared.frames import DataError, Frame
 from shared.stage import StageConfig, frames_for, output_dir, read_pointer
 
@@ -49,7 +51,10 @@ class DepthInferConfig(StageConfig):
     device: str = field("auto", "auto = cuda when available; cpu = joblib worker processes; cuda = batches on one GPU",
                         choices=["auto", "cpu", "cuda"], hash=False)
     batch_size: int = field(16, "frames per batch on CUDA", hash=False)
-    workers: int = field(2, "CPU worker processes (torch threads = 1 each)", hash=False)
+    workers: int = field(2, "CPU worker processes (torch threads = 1 each; on a cluster: its cores, for the "
+                            "number of tasks)", hash=False)
+    backend: str = backend_field()
+    scheduler: str = scheduler_field()
 
 
 def output_size(cfg: DepthInferConfig, frame: Frame) -> tuple[int, int]:
@@ -74,7 +79,6 @@ def _infer_chunk(ckpt: str, jobs: list[tuple[str, str, tuple[int, int]]]) -> int
 
 def infer_dataset(cfg: DepthInferConfig, frames: list[Frame], ckpt: Path, out_dir: Path, echo=click.echo) -> int:
     """Write <out_dir>/<frame id>.npy for every frame not done yet; returns how many were written."""
-    from joblib import Parallel, delayed
     from tqdm import tqdm
 
     from shared.imageio import read_rgb, write_npy
@@ -102,13 +106,10 @@ def infer_dataset(cfg: DepthInferConfig, frames: list[Frame], ckpt: Path, out_di
     else:
         n_chunks = max(1, min(len(todo), cfg.workers * 4))
         chunks = [todo[i::n_chunks] for i in range(n_chunks)]
-        if cfg.workers <= 1 or n_chunks == 1:
-            for c in chunks:
-                bar.update(_infer_chunk(str(ckpt), c))
-        else:
-            for n in Parallel(n_jobs=cfg.workers, return_as="generator_unordered")(
-                    delayed(_infer_chunk)(str(ckpt), c) for c in chunks):
-                bar.update(n)
+        # one worker with loky: the chunks run in this process, one after another
+        for n in run_tasks(_infer_chunk, [(str(ckpt), c) for c in chunks], cfg.backend, cfg.scheduler,
+                           cfg.workers, desc="depth"):
+            bar.update(n)
     bar.close()
     return len(todo)
 

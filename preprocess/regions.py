@@ -4,9 +4,11 @@ Per frame: read the image at the working size, get its depth (`--depth`, see sha
 make region proposals (`--proposals depth | felzenszwalb | gt`, see shared.regions.grouping), and store
 depth (float16) + region ids (uint16, 0 = none) in HDF5 chunks (shared.region_store).
 
-Frames are processed in chunks, one joblib task per chunk, single-threaded workers. A chunk file is
-written under a temporary name and renamed, and the manifest lists it only afterwards, so a killed
-run resumes with the unfinished chunks and a finished run is a no-op. Output folder:
+Frames are processed in chunks, one task per chunk, single-threaded workers, on local processes or a
+Dask / Ray cluster (`--backend`, `--scheduler`: shared.executor; same bytes on each). A worker writes
+its chunk file under a temporary name and renames it; the driver alone writes the manifest, listing
+a chunk only afterwards, so a killed run (or a killed worker) resumes with the unfinished chunks and
+a finished run is a no-op. Output folder:
 
     <out>/<dataset>[-<demo>]/regions/<proposals>-<config hash>/   manifest.json, config.json, chunk_*.h5
     <out>/<dataset>[-<demo>]/regions/<proposals>.current          pointer read by the shards stage
@@ -35,6 +37,7 @@ from shared.config import build_config, config_hash, config_options, save_config
 from shared.regions.config import RegionsConfig, depth_spec, grouping_params, working_size
 from shared.regions.depth_source import DepthSource, DepthSpec
 from shared.regions.grouping import GroupingParams, depth_regions, felzenszwalb_regions, gt_regions
+from shared.executor import Executor
 from shared.frames import DataError, Frame
 from shared.imageio import read_label, read_rgb
 from shared.presets import explicit_options
@@ -141,20 +144,9 @@ def check_chunk(frames: list[Frame], size: tuple[int, int], spec: DepthSpec, max
 # the stage
 
 
-def _parallel(cfg: RegionsConfig, n_tasks: int):
-    from joblib import Parallel, parallel_config
-
-    n_jobs = max(1, min(cfg.workers, n_tasks))
-    ctx = parallel_config(backend=cfg.backend, inner_max_num_threads=1) if cfg.backend == "loky" \
-        else parallel_config(backend=cfg.backend)
-    return ctx, Parallel(n_jobs=n_jobs, return_as="generator_unordered")
-
-
 def run_regions(cfg: RegionsConfig, echo=click.echo, explicit: Collection[str] = ()) -> Path:
     """Run the stage; returns the store folder (also recorded as regions/<proposals>.current).
     explicit: the options the user typed (demo-size scaling leaves them alone)."""
-    from joblib import delayed
-
     t_start = time.perf_counter()
     frames = frames_for(cfg)
     if cfg.max_frames > 0:
@@ -204,34 +196,35 @@ def run_regions(cfg: RegionsConfig, echo=click.echo, explicit: Collection[str] =
                       f"skipped), nothing to do")
 
     todo = [f for name in pending for f in plan[name]]
-    if cfg.strict:
-        ctx, par = _parallel(cfg, len(pending))
-        with ctx:
-            problems = [p for ps in par(delayed(check_chunk)(plan[n], size, spec, cfg.max_invalid_depth,
-                                                             cfg.proposals) for n in pending) for p in ps]
-        if problems:
-            lines = "\n".join(f"  {p['path']}: {p['problem']}" for p in sorted(problems, key=lambda p: p["frame"]))
-            raise DataError(problems[0]["path"], f"--strict: {len(problems)} bad frame(s), nothing written:\n{lines}")
+    # one engine session for both passes: a cluster starts (or is connected to) once
+    with Executor(cfg.backend, cfg.scheduler, min(cfg.workers, len(pending))) as ex:
+        if cfg.strict:
+            checks = ex.map_unordered(check_chunk, [(plan[n], size, spec, cfg.max_invalid_depth, cfg.proposals)
+                                                    for n in pending], desc="regions-check")
+            problems = [p for ps in checks for p in ps]
+            if problems:
+                lines = "\n".join(f"  {p['path']}: {p['problem']}" for p in sorted(problems, key=lambda p: p["frame"]))
+                raise DataError(problems[0]["path"], f"--strict: {len(problems)} bad frame(s), nothing written:\n{lines}")
 
-    echo(f"regions: {len(todo)} frames in {len(pending)} chunks ({len(done)} chunks already done) at "
-         f"{size[0]}x{size[1]}, proposals={cfg.proposals}, depth={spec.kind}{':' + spec.arg if spec.arg else ''}, "
-         f"n_segments={params.n_segments}, workers={cfg.workers}")
-    remove_stale_temporaries(store)  # what killed writers left
-    write_manifest(store, manifest)
-    all_t: list[dict[str, float]] = []
-    n_regions: list[int] = []
-    ctx, par = _parallel(cfg, len(pending))
-    with ctx, tqdm(total=len(todo), unit="frame", desc="regions") as bar:
-        tasks = (delayed(process_chunk)(str(store), name, plan[name], size, spec, cfg.max_invalid_depth,
-                                        cfg.proposals, params, felz, cfg.strict) for name in pending)
-        for res in par(tasks):
-            chunks[res["name"]] = res["entry"]
-            manifest["skipped"] = sorted((s for e in chunks.values() for s in e.get("skipped", [])),
-                                         key=lambda s: s["frame"])
-            write_manifest(store, manifest)  # after the rename: a listed chunk is a finished chunk
-            all_t.extend(res["timings"])
-            n_regions.extend(res["regions"])
-            bar.update(len(plan[res["name"]]))
+        echo(f"regions: {len(todo)} frames in {len(pending)} chunks ({len(done)} chunks already done) at "
+             f"{size[0]}x{size[1]}, proposals={cfg.proposals}, depth={spec.kind}{':' + spec.arg if spec.arg else ''}, "
+             f"n_segments={params.n_segments}, workers={cfg.workers}, backend={cfg.backend}")
+        remove_stale_temporaries(store)  # what killed writers left
+        write_manifest(store, manifest)
+        all_t: list[dict[str, float]] = []
+        n_regions: list[int] = []
+        tasks = [(str(store), name, plan[name], size, spec, cfg.max_invalid_depth, cfg.proposals, params, felz,
+                  cfg.strict) for name in pending]
+        results = ex.map_unordered(process_chunk, tasks, desc="regions")
+        with tqdm(total=len(todo), unit="frame", desc="regions") as bar:
+            for res in results:
+                chunks[res["name"]] = res["entry"]
+                manifest["skipped"] = sorted((s for e in chunks.values() for s in e.get("skipped", [])),
+                                             key=lambda s: s["frame"])
+                write_manifest(store, manifest)  # after the rename: a listed chunk is a finished chunk
+                all_t.extend(res["timings"])
+                n_regions.extend(res["regions"])
+                bar.update(len(plan[res["name"]]))
     elapsed = time.perf_counter() - t_start
     skipped = [s for e in chunks.values() for s in e.get("skipped", [])]
     lines = [f"regions: wrote {len(n_regions)} frames into {store} in {elapsed:.1f} s "

@@ -27,6 +27,9 @@ members in a fixed order) to a temporary name and renamed, then listed in the ma
 size and sha256: same inputs and seed give byte-identical shards; a killed run resumes with the
 shards not yet listed; a listed shard whose size or checksum no longer matches is rewritten, never
 used. A complete set is reused as is (after checking every checksum, unless --no-verify).
+
+One task per shard, on local processes or a Dask / Ray cluster (`--backend`, `--scheduler`:
+shared.executor; same bytes on each): a worker writes only its shard, the driver alone the manifest.
 """
 from __future__ import annotations
 
@@ -48,6 +51,7 @@ from tqdm import tqdm
 from preprocess.copy_paste import SYNTHESIS_VERSION, PasteParams, SourceFrame, synthesise
 from shared.atomic import atomic_path, remove_stale_temporaries, write_json
 from shared.config import build_config, config_hash, config_options, field, save_config, to_dict
+from shared.executor import backend_field, run_tasks, scheduler_field
 from shared.frames import DataError
 from shared.imageio import read_rgb
 from shared.presets import apply_preset, explicit_options
@@ -100,8 +104,8 @@ class ShardsConfig(StageConfig):
     splits: tuple[str, ...] = field(("train",), "frame-index splits to synthesise from (frames the index "
                                                 "does not know are kept)")
     workers: int = field(os.cpu_count() or 1, "parallel worker processes (one shard per task)", hash=False)
-    backend: str = field("loky", "joblib backend (dask / ray need their packages and a cluster)",
-                         choices=["loky", "multiprocessing", "threading", "dask", "ray"], hash=False)
+    backend: str = backend_field()
+    scheduler: str = scheduler_field()
     verify: bool = field(True, "check the sha256 of already written shards before reusing them", hash=False)
 
 
@@ -298,8 +302,6 @@ def run_shards(cfg: ShardsConfig, echo: Callable[[str], None] = click.echo,
                explicit: Collection[str] = ()) -> Path:
     """Run the stage; returns the shard folder (also recorded as shards/<proposals>.current).
     explicit: the options the user typed (demo-size scaling leaves them alone)."""
-    from joblib import Parallel, delayed, parallel_config
-
     t_start = time.perf_counter()
     store_root = resolve_store(cfg)
     store_manifest = read_manifest(store_root)
@@ -390,17 +392,14 @@ def run_shards(cfg: ShardsConfig, echo: Callable[[str], None] = click.echo,
     echo(f"shards: {sum(len(p.groups) for p in pending)} groups in {len(pending)} shards to write "
          f"({len(done)} shards already done), {cfg.epochs} epochs x {n_groups // cfg.epochs} groups, "
          f"M={cfg.group_size} -> {n_images} images per group at {H}x{W}, {gps} groups per shard, "
-         f"workers={cfg.workers}, from {store_root}")
+         f"workers={cfg.workers}, backend={cfg.backend}, from {store_root}")
     times = {"read": 0.0, "synthesise": 0.0, "encode": 0.0}
     n_jobs = max(1, min(cfg.workers, len(pending)))
     t_write = time.perf_counter()
-    ctx = parallel_config(backend=cfg.backend, inner_max_num_threads=1) if cfg.backend == "loky" \
-        else parallel_config(backend=cfg.backend)
-    with ctx, \
-            tqdm(total=sum(len(p.groups) for p in pending), unit="group", desc="shards") as bar:
-        tasks = (delayed(write_shard)(str(store_root), str(out_dir), p, {f: horizons[f] for g in p.groups for f in g},
-                                      params, cfg.seed, cfg.jpeg_quality) for p in pending)
-        for res in Parallel(n_jobs=n_jobs, return_as="generator_unordered")(tasks):
+    tasks = [(str(store_root), str(out_dir), p, {f: horizons[f] for g in p.groups for f in g}, params, cfg.seed,
+              cfg.jpeg_quality) for p in pending]
+    with tqdm(total=sum(len(p.groups) for p in pending), unit="group", desc="shards") as bar:
+        for res in run_tasks(write_shard, tasks, cfg.backend, cfg.scheduler, n_jobs, desc="shards"):
             e = res["entry"]
             done[e["name"]] = e
             save(False)  # after the rename: a listed shard is a finished shard

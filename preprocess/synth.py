@@ -45,6 +45,7 @@ from tqdm import tqdm
 
 from shared.atomic import write_json
 from shared.config import build_config, config_options, field
+from shared.executor import backend_field, scheduler_field
 from shared.frames import DataError
 from shared.datasets.synthetic import city_is_complete
 from shared.imageio import read_label, write_npy, write_png
@@ -165,12 +166,14 @@ def render_sequence(root: Path, s: int, params: dict, on_frame: Callable[[], Non
 
 
 def generate(out: str | os.PathLike, sequences: int, frames: int, size: tuple[int, int] = (384, 768),
-             seed: int = 0, fx: float = DEFAULT_FX, progress: bool = True, workers: int = 1) -> dict:
+             seed: int = 0, fx: float = DEFAULT_FX, progress: bool = True, workers: int = 1,
+             backend: str = "loky", scheduler: str = "") -> dict:
     """Render a city of `sequences` streets x `frames` frames at size (H, W) into `out`.
 
     Resumes a killed render with the same parameters; a finished city with the same parameters is
-    left as it is. `workers` > 1 renders sequences in parallel joblib processes (same bytes as
-    one worker). Returns a summary: root, frames, rendered (newly), seconds, reused."""
+    left as it is. `workers` > 1 renders sequences in parallel processes, one task per sequence, on
+    `backend` (shared.executor: loky, dask, ray; same bytes as one worker). Returns a summary:
+    root, frames, rendered (newly), seconds, reused."""
     root = Path(out)
     if sequences < 1 or frames < 1:
         raise ValueError(f"need at least one sequence and one frame, got {sequences} x {frames}")
@@ -187,14 +190,14 @@ def generate(out: str | os.PathLike, sequences: int, frames: int, size: tuple[in
     _prepare_root(root, params)
     summaries = []
     with tqdm(total=sequences * frames, desc="synthetic city", unit="frame", disable=not progress) as bar:
-        if workers <= 1 or sequences == 1:
+        if backend == "loky" and (workers <= 1 or sequences == 1):
             for s in range(sequences):
                 summaries.append(render_sequence(root, s, params, on_frame=lambda: bar.update(1)))
         else:
-            from joblib import Parallel, delayed
+            from shared.executor import run_tasks
 
-            jobs = (delayed(render_sequence)(root, s, params) for s in range(sequences))
-            for res in Parallel(n_jobs=min(workers, sequences), return_as="generator_unordered")(jobs):
+            jobs = [(root, s, params) for s in range(sequences)]
+            for res in run_tasks(render_sequence, jobs, backend, scheduler, min(workers, sequences), desc="synth"):
                 summaries.append(res)
                 bar.update(frames)
             summaries.sort(key=lambda m: m["name"])
@@ -253,6 +256,8 @@ class SynthConfig(StageConfig):
     seed: int = field(0, "random seed: same seed, same bytes")
     fx: float = field(DEFAULT_FX, "focal length normalised by the image width (square pixels)")
     workers: int = field(1, "parallel processes (one sequence each); output is the same for any number", hash=False)
+    backend: str = backend_field()
+    scheduler: str = scheduler_field()
 
 
 def resolved(cfg: SynthConfig) -> SynthConfig:
@@ -272,7 +277,8 @@ def synth(**kwargs) -> None:
     cfg = resolved(cfg)
     sequences, frames, size = cfg.sequences, cfg.frames, parse_size(cfg.size)
     root = dataset_root(cfg)
-    res = generate(root, sequences, frames, size, seed=cfg.seed, fx=cfg.fx, workers=cfg.workers)
+    res = generate(root, sequences, frames, size, seed=cfg.seed, fx=cfg.fx, workers=cfg.workers,
+                   backend=cfg.backend, scheduler=cfg.scheduler)
     if res["reused"]:
         click.echo(f"synthetic city: {root} is already complete ({res['frames']} frames), nothing to do")
         return

@@ -26,6 +26,9 @@ class DataError(ValueError):
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
 
+    def __reduce__(self):  # rebuilt from its two fields when a worker process sends it back (loky, dask, ray)
+        return type(self), (self.path, self.problem)
+
 
 @dataclass(frozen=True)
 class Frame:

@@ -165,9 +165,9 @@ def make_augment(cfg: ContrastiveConfig, ss: ShardSet, device: torch.device) -> 
                    photometric_in_worker=not on_device)
 
 
-def resolve_shards(cfg: ContrastiveConfig) -> Path:
+def resolve_shards(cfg: ContrastiveConfig) -> str | Path:
     if cfg.shards != "auto":
-        return Path(cfg.shards)
+        return cfg.shards  # a folder, an http(s) URL or a pipe: command (train/shard_reader.py)
     return read_pointer(cfg, "shards", cfg.proposals)
 
 

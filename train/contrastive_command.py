@@ -17,7 +17,8 @@ from shared.stage import StageConfig
 
 @dataclass
 class ContrastiveConfig(StageConfig):
-    shards: str = field("auto", "shard set folder; auto = the one `make shards` recorded for DATASET/DEMO_SIZE")
+    shards: str = field("auto", "shard set folder, http(s) URL or 'pipe:CMD {name}'; auto = the one `make shards` "
+                                "recorded for DATASET/DEMO_SIZE")
     proposals: str = field("depth", "region proposals whose shard set `--shards auto` picks")
     run: str = field("", "run folder name under train/ (empty: the config hash)", hash=False)
     backbone: str = field("resnet50", "ResNet of the network (resnet18: tests and demos only)",

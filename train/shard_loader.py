@@ -19,15 +19,17 @@ function of (seed, epoch), so a resumed run can rebuild it and skip exactly what
   - each worker shuffles its samples through a buffer seeded by (seed, epoch, rank, logical
     worker), and every sample's augmentation is seeded by (seed, epoch, key): nothing depends on
     what the process did before.
+Shards are read by train/shard_reader.py, from a folder, an http(s) URL or a pipe: command, each
+checked against the manifest's size and sha256 as it streams.
 """
 from __future__ import annotations
 
 import json
 import random
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field as dc_field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -39,29 +41,33 @@ from shared.frames import DataError
 from shared.photometric import IDENTITY, apply_photometric, draw_params, to_uint8
 from shared.shard_schema import decode_group, source_ids
 from train.positives import feature_budget, pixel_keys, region_keys, sample_groups, split_budget
+from train.shard_reader import Check, is_remote, read_bytes, read_shards, shard_url
 
 GROUP_KEY_OFFSET = 1 << 40  # keeps keys of different groups in one step apart
 
 
 @dataclass(frozen=True)
 class ShardSet:
-    root: Path
+    root: str  # where the set lives: a folder, an http(s) URL or a pipe: command (train/shard_reader.py)
     height: int
     width: int
     images_per_group: int  # 2M
     n_groups: int
     config_hash: str
     shards: tuple[tuple[str, int], ...]  # (file name, samples)
+    checks: Mapping[str, Check] = dc_field(default_factory=dict)  # shard URL -> (bytes, sha256) of the manifest
 
 
 def open_shard_set(path: str | Path) -> ShardSet:
-    """Read and check a shard set folder (manifest.json + its tar files)."""
-    root = Path(path)
-    mpath = root / "manifest.json"
-    if not mpath.is_file():
+    """Read and check a shard set: manifest.json and its tar files, in a folder, under an http(s)
+    URL or through a pipe: command (the shards themselves are checked as they stream)."""
+    root = str(path)
+    mpath = shard_url(root, "manifest.json")
+    if not is_remote(root) and not Path(mpath).is_file():
         raise DataError(mpath, "shard set has no manifest.json (incomplete or not a shard set folder)")
+    data = read_bytes(mpath)
     try:
-        m = json.loads(mpath.read_text())
+        m = json.loads(data)
         shards = tuple((str(s["name"]), int(s["samples"])) for s in m["shards"])
         # group_size is M, the source frames of a group; a group holds len(rounds) * M images
         n_images = int(m.get("images_per_group", 2 * int(m["group_size"])))
@@ -72,13 +78,15 @@ def open_shard_set(path: str | Path) -> ShardSet:
         raise DataError(mpath, "manifest lists no shards")
     if m.get("complete") is False:
         raise DataError(mpath, "shard set is incomplete (its `make shards` run is still going or was killed: rerun it)")
-    for s in m["shards"]:
-        p = root / s["name"]
+    for s in m["shards"] if not is_remote(root) else ():  # remote sizes are checked while streaming
+        p = Path(root) / s["name"]
         if not p.is_file():
             raise DataError(p, "shard listed in the manifest is missing")
         if "bytes" in s and p.stat().st_size != int(s["bytes"]):
             raise DataError(p, f"shard has {p.stat().st_size} bytes, manifest says {s['bytes']} (truncated?)")
-    return ShardSet(root, *info, config_hash=str(m.get("config_hash", "")), shards=shards)
+    checks = {shard_url(root, s["name"]): (int(s["bytes"]) if "bytes" in s else None, s.get("sha256"))
+              for s in m["shards"]}
+    return ShardSet(root, *info, config_hash=str(m.get("config_hash", "")), shards=shards, checks=checks)
 
 
 @dataclass(frozen=True)
@@ -88,6 +96,7 @@ class EpochPlan:
     worker_shards: tuple[tuple[str, ...], ...]  # this rank's shard paths per logical worker
     groups_used: int  # groups this rank consumes in the epoch
     groups_available: int  # groups this rank's shards hold
+    checks: Mapping[str, Check] = dc_field(default_factory=dict)  # this rank's shard URLs -> (bytes, sha256)
 
 
 def plan_epoch(ss: ShardSet, epoch: int, seed: int, groups_per_step: int, workers: int,
@@ -113,8 +122,9 @@ def plan_epoch(ss: ShardSet, epoch: int, seed: int, groups_per_step: int, worker
                 mine.append(idx)
     steps = n_logical * int(fewest or 0)
     available = sum(ss.shards[i][1] for w in mine for i in w)
-    paths = tuple(tuple(str(ss.root / ss.shards[i][0]) for i in w) for w in mine)
-    return EpochPlan(epoch, steps, paths, steps * groups_per_step, available)
+    paths = tuple(tuple(shard_url(ss.root, ss.shards[i][0]) for i in w) for w in mine)
+    checks = {u: ss.checks[u] for w in paths for u in w if u in ss.checks}
+    return EpochPlan(epoch, steps, paths, steps * groups_per_step, available, checks)
 
 
 @dataclass(frozen=True)
@@ -262,8 +272,7 @@ class ShardStream(IterableDataset):
         v = (q + self.start) % n_logical
         skip = (q + self.start) // n_logical  # batches logical worker v already delivered
         total = self.plan.steps // n_logical
-        urls = [{"url": u} for u in self.plan.worker_shards[v]]
-        raw = wds.tarfile_to_samples()(iter(urls))
+        raw = read_shards(self.plan.worker_shards[v], self.plan.checks)  # each shard's sha256 checked as it streams
         if self.buffer > 1:
             raw = wds.shuffle(self.buffer, initial=self.buffer,
                               seed=zlib.crc32(f"{self.seed}:{self.plan.epoch}:{self.rank}:{v}".encode()))(raw)

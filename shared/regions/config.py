@@ -10,6 +10,7 @@ from typing import Collection
 import click
 
 from shared.config import field
+from shared.executor import backend_field, scheduler_field
 from shared.frames import Frame
 from shared.presets import apply_preset
 from shared.regions.depth_source import DepthSpec, parse_depth_spec
@@ -17,7 +18,6 @@ from shared.regions.grouping import GroupingParams
 from shared.stage import StageConfig
 
 PROPOSALS = ["depth", "felzenszwalb", "gt"]
-BACKENDS = ["loky", "multiprocessing", "threading", "dask", "ray"]
 DEFAULT_SIZE = {"cityscapes": (384, 768), "kitti": (384, 1280), "folder": (384, 768)}
 PAPER = GroupingParams()
 PAPER_HEIGHT = 384
@@ -57,7 +57,8 @@ class RegionsConfig(StageConfig):
     max_frames: int = field(0, "process only the first N frames of the index (0 = all)")
     chunk_size: int = field(8, "frames per HDF5 chunk (one parallel task each)")
     workers: int = field(os.cpu_count() or 1, "parallel worker processes", hash=False)
-    backend: str = field("loky", "joblib backend (dask / ray need their packages)", choices=BACKENDS, hash=False)
+    backend: str = backend_field()
+    scheduler: str = scheduler_field()
     strict: bool = field(False, "stop before writing anything if any frame is bad (default: skip and report it)",
                          hash=False)
 

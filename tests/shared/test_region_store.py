@@ -43,3 +43,26 @@ def test_unlisted_or_corrupt_chunk_is_not_finished(tmp_path):
     assert not chunk_is_finished(tmp_path, chunk_name(0), manifest)
     p.write_bytes(bytes(data[:100]))
     assert not chunk_is_finished(tmp_path, chunk_name(0), manifest, verify=False)
+
+
+def test_chunk_bytes_do_not_depend_on_how_long_a_dataset_object_lives(tmp_path, monkeypatch):
+    """A Dask worker's profiler can hold a task's frame, and with it a freshly created dataset, for a
+    moment: the chunk must still come out byte for byte the same (it once did not)."""
+    import h5py
+
+    rng = np.random.default_rng(0)
+    recs = [RegionRecord(f"f{i}", rng.uniform(1, 80, (192, 384)).astype(np.float32),
+                         rng.integers(0, 40, (192, 384)).astype(np.uint16), {"image": f"/x/{i}.png"})
+            for i in range(3)]
+    plain = write_chunk(tmp_path / "plain.h5", recs)
+    kept = []
+    create = h5py.Group.create_dataset
+
+    def create_and_keep(self, *args, **kwargs):  # every dataset stays referenced until the file closes
+        kept.append(create(self, *args, **kwargs))
+        return kept[-1]
+
+    monkeypatch.setattr(h5py.Group, "create_dataset", create_and_keep)
+    held = write_chunk(tmp_path / "held.h5", recs)
+    assert len(kept) == 6
+    assert held == plain

@@ -77,7 +77,7 @@ def test_shards_are_split_by_rank_and_worker_without_overlap(tmp_path):
     for epoch in range(3):
         plans = [plan_epoch(ss, epoch, 5, 1, workers=3, rank=r, world=2) for r in range(2)]
         files = [f for p in plans for w in p.worker_shards for f in w]
-        assert sorted(files) == sorted(str(ss.root / name) for name, _ in ss.shards)
+        assert sorted(files) == sorted(str(Path(ss.root) / name) for name, _ in ss.shards)
         assert all(len(w) == 2 for p in plans for w in p.worker_shards)
         assert plans[0].steps == plans[1].steps == 6
 
