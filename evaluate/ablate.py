@@ -212,6 +212,8 @@ def summarise(results: list[dict[str, Any]], cells: Sequence[Cell], min_seeds: i
 def format_tables(tables: dict[str, Any], ms: list[int]) -> list[str]:
     lines: list[str] = []
     for metric, rows in tables.items():
+        if not any(v["n"] for cells in rows.values() for v in cells.values()):
+            continue  # a metric the grid did not measure (e.g. --no-finetune)
         cols = [str(m) for m in ms]
         lines += [f"### {METRICS[metric]}", "",
                   "| | " + " | ".join(f"M = {c}" for c in cols) + " | peer |",

@@ -41,13 +41,15 @@ def line_plot(series: list[Series], title: str, x_label: str, y_label: str,
     font = ImageFont.load_default()
     img = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(img)
-    left, right, top, bottom = 56, 150, 28, 40
+    left, right, top, bottom = 56, 190, 28, 40
     xs = [v for s in series for v in s.x]
     ys = [v for s in series for v, e in zip(s.y, s.err) for v in (v - (e or 0), v + (e or 0)) if math.isfinite(v)]
     tx = (lambda v: math.log10(v)) if x_log else (lambda v: float(v))
     x_lo, x_hi = (min(map(tx, xs)), max(map(tx, xs))) if xs else (0.0, 1.0)
     if x_hi - x_lo < 1e-9:
         x_lo, x_hi = x_lo - 1, x_hi + 1
+    pad = 0.06 * (x_hi - x_lo)  # markers at the ends stay inside the frame
+    x_lo, x_hi = x_lo - pad, x_hi + pad
     y_lo, y_hi, y_step = _nice_range(min(ys) if ys else 0.0, max(ys) if ys else 1.0)
     pw, ph = width - left - right, height - top - bottom
 
@@ -82,5 +84,5 @@ def line_plot(series: list[Series], title: str, x_label: str, y_label: str,
             draw.ellipse([xx - 3, yy - 3, xx + 3, yy + 3], fill=colour)
         ly = top + 4 + 14 * i
         draw.rectangle([left + pw + 10, ly + 2, left + pw + 20, ly + 10], fill=colour)
-        draw.text((left + pw + 24, ly), s.label[:20], fill=(0, 0, 0), font=font)
+        draw.text((left + pw + 24, ly), s.label[:30], fill=(0, 0, 0), font=font)
     return np.asarray(img)
