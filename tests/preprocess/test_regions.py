@@ -171,6 +171,24 @@ def test_depth_spec_parsing_and_files(tmp_path):
     np.testing.assert_array_equal(check_depth(np.array([[1.0, np.inf, 3.0]]), "x", 0.5), [[1.0, 1.0, 3.0]])
 
 
+def test_missing_depth_file_message_lists_every_name_tried(tmp_path):
+    from shared.frames import Frame
+
+    (tmp_path / "sub").mkdir()
+    frame = Frame(id="aachen_000000_000019", image="/x/aachen_000000_000019_leftImg8bit.png", split="train",
+                  sequence="aachen_000000", index=19, width=8, height=4, fx=1, fy=1, cx=0.5, cy=0.5)
+    src = DepthSource(parse_depth_spec(f"files:{tmp_path}", "cityscapes", "disparity", 65535))
+    with pytest.raises(DataError) as e:
+        src.path_for(frame)
+    for stem in ("aachen_000000_000019", "aachen_000000_000019_leftImg8bit", "aachen_000000_000019_disparity",
+                 "aachen_000000_000019_depth"):
+        for ext in (".npy", ".npz", ".png"):
+            assert stem + ext in e.value.problem
+    # each of those names is found, in a subfolder too
+    np.save(tmp_path / "sub" / "aachen_000000_000019_depth.npy", np.ones((4, 8), np.float32))
+    assert DepthSource(src.spec).path_for(frame).name == "aachen_000000_000019_depth.npy"
+
+
 def test_model_source_calls_the_depth_predictor(city, tmp_path, monkeypatch):
     import sys
     import types
