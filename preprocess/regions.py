@@ -4,9 +4,11 @@ Per frame: read the image at the working size, get its depth (`--depth`, see sha
 make region proposals (`--proposals depth | felzenszwalb | gt`, see shared.regions.grouping), and store
 depth (float16) + region ids (uint16, 0 = none) in HDF5 chunks (shared.region_store).
 
-Frames are processed in chunks, one joblib task per chunk, single-threaded workers. A chunk file is
-written under a temporary name and renamed, and the manifest lists it only afterwards, so a killed
-run resumes with the unfinished chunks and a finished run is a no-op. Output folder:
+Frames are stored in chunks of --chunk-size; each frame is one joblib task (single-threaded
+workers), and the driver writes a chunk once all its frames are back, so few frames still keep every
+worker busy and the bytes do not depend on the number of workers. A chunk file is written under a
+temporary name and renamed, and the manifest lists it only afterwards, so a killed run resumes with
+the unfinished chunks and a finished run is a no-op. Output folder:
 
     <out>/<dataset>[-<demo>]/regions/<proposals>-<config hash>/   manifest.json, config.json, chunk_*.h5
     <out>/<dataset>[-<demo>]/regions/<proposals>.current          pointer read by the shards stage
@@ -89,27 +91,38 @@ def _single_thread() -> None:
         os.environ.setdefault(k, "1")
 
 
-def process_chunk(store: str, name: str, frames: list[Frame], size: tuple[int, int], spec: DepthSpec,
-                  max_invalid: float, proposals: str, params: GroupingParams, felz: tuple[float, float, int],
-                  strict: bool) -> dict[str, Any]:
-    """Compute and write one chunk; returns its manifest entry plus skipped frames and timings."""
+_SOURCES: dict[tuple[DepthSpec, float], DepthSource] = {}
+
+
+def _source(spec: DepthSpec, max_invalid: float) -> DepthSource:
+    """One DepthSource per worker process: a depth model is loaded once, not once per frame."""
+    key = (spec, max_invalid)
+    if key not in _SOURCES:
+        _SOURCES[key] = DepthSource(spec, max_invalid)
+    return _SOURCES[key]
+
+
+def process_frame(frame: Frame, size: tuple[int, int], spec: DepthSpec, max_invalid: float, proposals: str,
+                  params: GroupingParams, felz: tuple[float, float, int], strict: bool) -> dict[str, Any]:
+    """One worker task: the record of one frame, or the reason it was skipped (a DataError under --strict)."""
     _single_thread()
-    source = DepthSource(spec, max_invalid)
-    records, skipped, timings = [], [], []
-    for f in frames:
-        try:
-            rec, t = frame_regions(f, size, source, proposals, params, felz)
-        except DataError as e:
-            if strict:
-                raise
-            skipped.append({"frame": f.id, "path": e.path, "problem": e.problem})
-            continue
-        records.append(rec)
-        timings.append(t)
-    entry = write_chunk(Path(store) / name, records)
-    entry["skipped"] = skipped
-    return {"name": name, "entry": entry, "timings": timings,
-            "regions": [int(r.attrs["n_regions"]) for r in records]}
+    try:
+        rec, t = frame_regions(frame, size, _source(spec, max_invalid), proposals, params, felz)
+    except DataError as e:
+        if strict:
+            raise
+        return {"frame": frame.id, "skipped": {"frame": frame.id, "path": e.path, "problem": e.problem}}
+    return {"frame": frame.id, "record": rec, "timings": t}
+
+
+def write_finished_chunk(store: Path, name: str, frames: list[Frame], results: dict[str, dict[str, Any]]
+                         ) -> dict[str, Any]:
+    """Write a chunk whose every frame has a result; records in the chunk's frame order, so the bytes do
+    not depend on which worker finished first. Returns its manifest entry."""
+    records = [results[f.id]["record"] for f in frames if "record" in results[f.id]]
+    entry = write_chunk(store / name, records)
+    entry["skipped"] = [results[f.id]["skipped"] for f in frames if "skipped" in results[f.id]]
+    return entry
 
 
 def check_frame(frame: Frame, size: tuple[int, int], spec: DepthSpec, max_invalid: float,
@@ -129,10 +142,10 @@ def check_frame(frame: Frame, size: tuple[int, int], spec: DepthSpec, max_invali
     return None
 
 
-def check_chunk(frames: list[Frame], size: tuple[int, int], spec: DepthSpec, max_invalid: float,
-                proposals: str) -> list[dict[str, str]]:
+def check_frame_task(frame: Frame, size: tuple[int, int], spec: DepthSpec, max_invalid: float,
+                     proposals: str) -> dict[str, str] | None:
     _single_thread()
-    return [p for f in frames if (p := check_frame(f, size, spec, max_invalid, proposals))]
+    return check_frame(frame, size, spec, max_invalid, proposals)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -142,10 +155,14 @@ def check_chunk(frames: list[Frame], size: tuple[int, int], spec: DepthSpec, max
 def _parallel(cfg: RegionsConfig, n_tasks: int):
     from joblib import Parallel, parallel_config
 
-    n_jobs = max(1, min(cfg.workers, n_tasks))
     ctx = parallel_config(backend=cfg.backend, inner_max_num_threads=1) if cfg.backend == "loky" \
         else parallel_config(backend=cfg.backend)
-    return ctx, Parallel(n_jobs=n_jobs, return_as="generator_unordered")
+    return ctx, Parallel(n_jobs=n_workers(cfg, n_tasks), return_as="generator_unordered")
+
+
+def n_workers(cfg: RegionsConfig, n_tasks: int) -> int:
+    """The workers that actually run: no more than there are tasks."""
+    return max(1, min(cfg.workers, n_tasks))
 
 
 def run_regions(cfg: RegionsConfig, echo=click.echo) -> Path:
@@ -200,38 +217,49 @@ def run_regions(cfg: RegionsConfig, echo=click.echo) -> Path:
         return finish(f"regions: {store} is already complete ({n} frames, {len(manifest.get('skipped', []))} "
                       f"skipped), nothing to do")
 
+    # One task per frame, not per chunk: a store of few frames (one chunk of 8) still uses every worker.
+    # The driver writes a chunk once all its frames are back, so chunk boundaries and bytes stay those
+    # of --chunk-size whatever the number of workers.
     todo = [f for name in pending for f in plan[name]]
+    workers = n_workers(cfg, len(todo))
     if cfg.strict:
-        ctx, par = _parallel(cfg, len(pending))
+        ctx, par = _parallel(cfg, len(todo))
         with ctx:
-            problems = [p for ps in par(delayed(check_chunk)(plan[n], size, spec, cfg.max_invalid_depth,
-                                                             cfg.proposals) for n in pending) for p in ps]
+            problems = [p for p in par(delayed(check_frame_task)(f, size, spec, cfg.max_invalid_depth, cfg.proposals)
+                                       for f in todo) if p]
         if problems:
             lines = "\n".join(f"  {p['path']}: {p['problem']}" for p in sorted(problems, key=lambda p: p["frame"]))
             raise DataError(problems[0]["path"], f"--strict: {len(problems)} bad frame(s), nothing written:\n{lines}")
 
     echo(f"regions: {len(todo)} frames in {len(pending)} chunks ({len(done)} chunks already done) at "
          f"{size[0]}x{size[1]}, proposals={cfg.proposals}, depth={spec.kind}{':' + spec.arg if spec.arg else ''}, "
-         f"n_segments={params.n_segments}, workers={cfg.workers}")
+         f"n_segments={params.n_segments}, {workers} worker(s)")
     write_manifest(store, manifest)
     all_t: list[dict[str, float]] = []
     n_regions: list[int] = []
-    ctx, par = _parallel(cfg, len(pending))
+    chunk_of = {f.id: name for name in pending for f in plan[name]}
+    results: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in pending}
+    ctx, par = _parallel(cfg, len(todo))
     with ctx, tqdm(total=len(todo), unit="frame", desc="regions") as bar:
-        tasks = (delayed(process_chunk)(str(store), name, plan[name], size, spec, cfg.max_invalid_depth,
-                                        cfg.proposals, params, felz, cfg.strict) for name in pending)
+        tasks = (delayed(process_frame)(f, size, spec, cfg.max_invalid_depth, cfg.proposals, params, felz,
+                                        cfg.strict) for f in todo)
         for res in par(tasks):
-            chunks[res["name"]] = res["entry"]
+            name = chunk_of[res["frame"]]
+            results[name][res["frame"]] = res
+            bar.update(1)
+            if "record" in res:
+                all_t.append(res["timings"])
+                n_regions.append(int(res["record"].attrs["n_regions"]))
+            if len(results[name]) < len(plan[name]):
+                continue
+            chunks[name] = write_finished_chunk(store, name, plan[name], results.pop(name))
             manifest["skipped"] = sorted((s for e in chunks.values() for s in e.get("skipped", [])),
                                          key=lambda s: s["frame"])
             write_manifest(store, manifest)  # after the rename: a listed chunk is a finished chunk
-            all_t.extend(res["timings"])
-            n_regions.extend(res["regions"])
-            bar.update(len(plan[res["name"]]))
     elapsed = time.perf_counter() - t_start
     skipped = [s for e in chunks.values() for s in e.get("skipped", [])]
     lines = [f"regions: wrote {len(n_regions)} frames into {store} in {elapsed:.1f} s "
-             f"({elapsed / max(len(todo), 1):.2f} s/frame wall, {cfg.workers} workers)"]
+             f"({elapsed / max(len(todo), 1):.2f} s/frame wall, {workers} worker(s))"]
     if n_regions:
         lines.append(f"  regions per frame: median {statistics.median(n_regions):g}, "
                      f"min {min(n_regions)}, max {max(n_regions)}")

@@ -70,20 +70,20 @@ def test_kill_and_resume_gives_identical_bytes(city, tmp_path, monkeypatch):
     reference = store_bytes(full)
 
     cfg = config(city, tmp_path / "b")
-    real = stage.process_chunk
+    real = stage.write_chunk
     calls = []
 
-    def dies_on_second_chunk(*args, **kwargs):
-        calls.append(args[1])
+    def dies_on_second_chunk(path, records):
+        calls.append(Path(path).name)
         if len(calls) == 2:
-            Path(args[0], args[1] + ".tmp").write_bytes(b"half a chunk")  # a killed writer leaves this
+            Path(str(path) + ".tmp").write_bytes(b"half a chunk")  # a killed writer leaves this
             raise KeyboardInterrupt
-        return real(*args, **kwargs)
+        return real(path, records)
 
-    monkeypatch.setattr(stage, "process_chunk", dies_on_second_chunk)
+    monkeypatch.setattr(stage, "write_chunk", dies_on_second_chunk)
     with pytest.raises(KeyboardInterrupt):
         stage.run_regions(cfg, echo=lambda s: None)
-    monkeypatch.setattr(stage, "process_chunk", real)
+    monkeypatch.setattr(stage, "write_chunk", real)
     store = Path(stage.output_dir(cfg, "regions")) / full.name
     assert len(read_manifest(store)["chunks"]) == 1  # one finished chunk survived the kill
     done_first = (store / "chunk_00000.h5").stat().st_mtime_ns
@@ -93,6 +93,27 @@ def test_kill_and_resume_gives_identical_bytes(city, tmp_path, monkeypatch):
     assert (store / "chunk_00000.h5").stat().st_mtime_ns == done_first, "finished chunk was redone"
     assert store_bytes(store) == reference
     assert not (store / "chunk_00001.h5.tmp").exists()
+
+
+def test_one_chunk_of_few_frames_runs_on_every_worker_with_the_same_bytes(city, tmp_path, monkeypatch):
+    one = stage.run_regions(config(city, tmp_path / "one", chunk_size=8), echo=lambda s: None)
+    calls = []
+    real = stage.process_frame
+
+    def counted(frame, *args, **kwargs):
+        calls.append(frame.id)
+        return real(frame, *args, **kwargs)
+
+    monkeypatch.setattr(stage, "process_frame", counted)
+    lines: list[str] = []
+    # threads, so that the counting stub above is what the workers call
+    two = stage.run_regions(config(city, tmp_path / "two", chunk_size=8, workers=2, backend="threading"),
+                            echo=lines.append)
+    assert "in 1 chunks" in lines[0] and "2 worker(s)" in lines[0] and "2 worker(s)" in lines[-1]
+    assert sorted(calls) == sorted(f.id for f in stage.frames_for(config(city, tmp_path))[:4])  # a task per frame
+    chunks = lambda store: {p.name: p.read_bytes() for p in sorted(store.glob("chunk_*.h5"))}  # noqa: E731
+    assert chunks(two) == chunks(one) and len(chunks(one)) == 1  # the manifest records the workers
+    assert stage.n_workers(config(city, tmp_path, workers=16), 3) == 3
 
 
 def test_other_proposal_methods_share_the_store_format(city, tmp_path):
