@@ -257,6 +257,9 @@ def run_report(cfg: ProposalsConfig, echo=click.echo) -> dict:
             if dr is not None:
                 write_png(out / f"{f.id}_weights.png",
                           weight_overlay(rgb, boundary_weight_map(dr.superpixels, dr.edges, dr.weights)))
+    if len(skipped) == len(frames):  # an empty table that exits 0 would read as a result
+        reasons = "\n".join(f"  {s['path']}: {s['problem']}" for s in skipped)
+        raise DataError(skipped[0]["path"], f"every frame was skipped ({len(skipped)}), nothing to report:\n{reasons}")
     results = {m: s.summary() for m, s in methods.items() if s.frames}
     report = {"dataset": cfg.dataset, "size": list(size), "frames": len(frames) - len(skipped),
               "params": params.__dict__, "min_gt_pixels": cfg.min_gt_pixels,
