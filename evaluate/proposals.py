@@ -13,8 +13,8 @@ evaluation everywhere (they count in neither masks nor regions).
   coverage        share of evaluated pixels inside some region (the region filter drops the rest)
   regions/frame, median region size (pixels at the working resolution)
 
-Methods: `depth` (the paper's regions; needs a depth source), `slic` (SLIC superpixels alone, as
-many as the depth method gives regions), `felzenszwalb` (scikit-image, its scale searched per frame
+Methods: `depth` (the paper's regions; needs a depth source) or, with --proposals depth-rgb, `depth-rgb`
+(shared.regions.depth_rgb), `slic` (SLIC superpixels alone, as many as the depth method gives regions), `felzenszwalb` (scikit-image, its scale searched per frame
 to give about as many regions), `gt` (the ground-truth instance components through the same region
 filter: what a perfect proposal method scores after filtering). All methods go through the same
 region filter. Without a depth source the baselines are matched to --baseline-regions instead.
@@ -37,13 +37,15 @@ from tqdm import tqdm
 from shared.regions.depth_source import DepthSource, parse_depth_spec
 from shared.regions.grouping import (boundary_weight_map, depth_regions, felzenszwalb_regions, filter_regions,
                                  gt_regions, instance_components, slic_superpixels)
-from shared.regions.config import RegionsConfig, grouping_params, working_size
-from shared.config import build_config, config_hash, config_options, field, save_config
+from shared.regions.config import (DEPTH_METHODS, RegionsConfig, depth_rgb_params, grouping_params, regions_hash,
+                                   working_size)
+from shared.regions.depth_rgb import depth_rgb_regions
+from shared.config import build_config, config_options, field, save_config
 from shared.frames import DataError
 from shared.imageio import read_label, read_rgb, write_png
 from shared.stage import frames_for, output_dir
 
-METHODS = ("depth", "slic", "felzenszwalb", "gt")
+METHODS = ("depth", "depth-rgb", "slic", "felzenszwalb", "gt")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -211,6 +213,8 @@ def run_report(cfg: ProposalsConfig, echo=click.echo) -> dict:
         frames = frames[:cfg.max_frames]
     size = working_size(cfg, frames)
     params = grouping_params(cfg, size)
+    depth_method = cfg.proposals if cfg.proposals in DEPTH_METHODS else "depth"
+    rgb_params = depth_rgb_params(cfg)
     notes = []
     source = None
     if cfg.depth or cfg.dataset == "synthetic":  # a depth source the user named must work
@@ -219,7 +223,7 @@ def run_report(cfg: ProposalsConfig, echo=click.echo) -> dict:
     else:
         notes.append(f"depth proposals not evaluated: DATASET={cfg.dataset} has no ground-truth depth and no "
                      f"--depth files:DIR | model:CKPT was given; baselines matched to {cfg.baseline_regions} regions")
-    out = output_dir(cfg, "reports", f"proposals-{config_hash(cfg)}")
+    out = output_dir(cfg, "reports", f"proposals-{regions_hash(cfg)}")
     out.mkdir(parents=True, exist_ok=True)
     methods = {m: MethodSummary() for m in METHODS}
     felz_scales: list[float] = []
@@ -240,8 +244,10 @@ def run_report(cfg: ProposalsConfig, echo=click.echo) -> dict:
         target = cfg.baseline_regions
         dr = None
         if depth is not None:
-            dr = depth_regions(rgb, depth, f.K(size[1], size[0]), params)
-            maps["depth"] = dr.regions
+            K = f.K(size[1], size[0])
+            dr = depth_regions(rgb, depth, K, params) if depth_method == "depth" else \
+                depth_rgb_regions(rgb, depth, K, params, rgb_params)
+            maps[depth_method] = dr.regions
             target = max(int(dr.regions.max()), 1)
         maps["slic"] = slic_matched(rgb, target, params.compactness, params.sigma,
                                     params.min_height, params.min_width)
@@ -262,7 +268,8 @@ def run_report(cfg: ProposalsConfig, echo=click.echo) -> dict:
         raise DataError(skipped[0]["path"], f"every frame was skipped ({len(skipped)}), nothing to report:\n{reasons}")
     results = {m: s.summary() for m, s in methods.items() if s.frames}
     report = {"dataset": cfg.dataset, "size": list(size), "frames": len(frames) - len(skipped),
-              "params": params.__dict__, "min_gt_pixels": cfg.min_gt_pixels,
+              "params": params.__dict__, "min_gt_pixels": cfg.min_gt_pixels, "depth_method": depth_method,
+              **({"depth_rgb_params": rgb_params.__dict__} if depth_method == "depth-rgb" else {}),
               "depth": cfg.depth or ("gt" if cfg.dataset == "synthetic" else ""),
               "felzenszwalb_scale_median": statistics.median(felz_scales) if felz_scales else None,
               "results": results, "notes": notes, "skipped": skipped,

@@ -1,7 +1,8 @@
 """`python -m preprocess regions`: coherent depth regions for every frame -> the region store.
 
 Per frame: read the image at the working size, get its depth (`--depth`, see shared.regions.depth_source),
-make region proposals (`--proposals depth | felzenszwalb | gt`, see shared.regions.grouping), and store
+make region proposals (`--proposals depth | depth-rgb | felzenszwalb | gt`, see shared.regions.grouping and
+shared.regions.depth_rgb), and store
 depth (float16) + region ids (uint16, 0 = none) in HDF5 chunks (shared.region_store).
 
 Frames are stored in chunks of --chunk-size; each frame is one joblib task (single-threaded
@@ -32,10 +33,12 @@ import click
 import numpy as np
 from tqdm import tqdm
 
-from shared.regions.config import RegionsConfig, depth_spec, grouping_params, working_size
+from shared.regions.config import (RegionsConfig, depth_rgb_params, depth_spec, grouping_params, regions_hash,
+                                   working_size)
+from shared.regions.depth_rgb import DepthRgbParams, depth_rgb_regions
 from shared.regions.depth_source import DepthSource, DepthSpec
 from shared.regions.grouping import GroupingParams, depth_regions, felzenszwalb_regions, gt_regions
-from shared.config import build_config, config_hash, config_options, save_config, to_dict
+from shared.config import build_config, config_options, save_config, to_dict
 from shared.frames import DataError, Frame
 from shared.imageio import read_label, read_rgb
 from shared.region_store import (RegionRecord, chunk_is_finished, chunk_name, read_manifest,
@@ -60,7 +63,8 @@ def frame_inputs(frame: Frame, size: tuple[int, int], source: DepthSource, propo
 
 
 def frame_regions(frame: Frame, size: tuple[int, int], source: DepthSource, proposals: str,
-                  params: GroupingParams, felz: tuple[float, float, int]) -> tuple[RegionRecord, dict[str, float]]:
+                  params: GroupingParams, felz: tuple[float, float, int], rgb_params: DepthRgbParams = DepthRgbParams()
+                  ) -> tuple[RegionRecord, dict[str, float]]:
     t0 = time.perf_counter()
     rgb, depth, inst = frame_inputs(frame, size, source, proposals)
     timings = {"load": time.perf_counter() - t0}
@@ -71,6 +75,11 @@ def frame_regions(frame: Frame, size: tuple[int, int], source: DepthSource, prop
         timings.update(res.timings)
         attrs.update(n_superpixels=int(res.superpixels.max()) + 1, infomap_levels=res.trace.levels,
                      guard_stops=res.trace.guard_stops)
+    elif proposals == "depth-rgb":
+        rr = depth_rgb_regions(rgb, depth, frame.K(size[1], size[0]), params, rgb_params)
+        regions = rr.regions
+        timings.update(rr.timings)
+        attrs.update(n_superpixels=int(rr.superpixels.max()) + 1, depth_precision=round(rr.depth_precision, 6))
     elif proposals == "felzenszwalb":
         t1 = time.perf_counter()
         regions = felzenszwalb_regions(rgb, felz[0], felz[1], felz[2], params.min_height, params.min_width)
@@ -103,11 +112,12 @@ def _source(spec: DepthSpec, max_invalid: float) -> DepthSource:
 
 
 def process_frame(frame: Frame, size: tuple[int, int], spec: DepthSpec, max_invalid: float, proposals: str,
-                  params: GroupingParams, felz: tuple[float, float, int], strict: bool) -> dict[str, Any]:
+                  params: GroupingParams, felz: tuple[float, float, int], strict: bool,
+                  rgb_params: DepthRgbParams = DepthRgbParams()) -> dict[str, Any]:
     """One worker task: the record of one frame, or the reason it was skipped (a DataError under --strict)."""
     _single_thread()
     try:
-        rec, t = frame_regions(frame, size, _source(spec, max_invalid), proposals, params, felz)
+        rec, t = frame_regions(frame, size, _source(spec, max_invalid), proposals, params, felz, rgb_params)
     except DataError as e:
         if strict:
             raise
@@ -177,7 +187,8 @@ def run_regions(cfg: RegionsConfig, echo=click.echo) -> Path:
     params = grouping_params(cfg, size)
     spec = depth_spec(cfg)
     felz = (cfg.felz_scale, cfg.felz_sigma, cfg.felz_min_size)
-    h = config_hash(cfg)
+    rgb_params = depth_rgb_params(cfg)
+    h = regions_hash(cfg)
     store = output_dir(cfg, "regions", f"{cfg.proposals}-{h}")
     store.mkdir(parents=True, exist_ok=True)
 
@@ -194,6 +205,8 @@ def run_regions(cfg: RegionsConfig, echo=click.echo) -> Path:
         "proposals": cfg.proposals, "depth_units": spec.units, "frames": len(frames),
         "params": dataclasses.asdict(params),
     })
+    if cfg.proposals == "depth-rgb":
+        manifest["depth_rgb_params"] = dataclasses.asdict(rgb_params)
     chunks = {k: v for k, v in manifest.get("chunks", {}).items() if k in plan}
     manifest["chunks"] = chunks
     done = {name for name, fs in plan.items()
@@ -242,7 +255,7 @@ def run_regions(cfg: RegionsConfig, echo=click.echo) -> Path:
     ctx, par = _parallel(cfg, len(todo))
     with ctx, tqdm(total=len(todo), unit="frame", desc="regions") as bar:
         tasks = (delayed(process_frame)(f, size, spec, cfg.max_invalid_depth, cfg.proposals, params, felz,
-                                        cfg.strict) for f in todo)
+                                        cfg.strict, rgb_params) for f in todo)
         for res in par(tasks):
             name = chunk_of[res["frame"]]
             results[name][res["frame"]] = res

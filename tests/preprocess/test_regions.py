@@ -117,7 +117,7 @@ def test_one_chunk_of_few_frames_runs_on_every_worker_with_the_same_bytes(city, 
 
 
 def test_other_proposal_methods_share_the_store_format(city, tmp_path):
-    for method in ("felzenszwalb", "gt"):
+    for method in ("depth-rgb", "felzenszwalb", "gt"):
         cfg = config(city, tmp_path, proposals=method, max_frames=2)
         store = stage.run_regions(cfg, echo=lambda s: None)
         assert read_pointer(cfg, "regions", method) == store.resolve()
@@ -275,3 +275,15 @@ def test_a_bad_model_checkpoint_stops_the_run(city, tmp_path, monkeypatch):
     cfg = config(city, tmp_path / "o", depth=f"model:{ckpt}", max_frames=2)
     with pytest.raises(click.ClickException, match="cannot load the depth model"):
         stage.run_regions(cfg, echo=lambda s: None)
+
+
+def test_depth_rgb_knobs_key_only_depth_rgb_stores():
+    from shared.config import config_hash
+    from shared.regions.config import regions_hash
+
+    paper = stage.RegionsConfig(dataset="synthetic")
+    assert regions_hash(paper) == config_hash(paper)  # the paper's store names did not change
+    assert regions_hash(dataclasses.replace(paper, merge_k=9.0)) == regions_hash(paper)
+    rgb = dataclasses.replace(paper, proposals="depth-rgb")
+    assert regions_hash(dataclasses.replace(rgb, merge_k=9.0)) != regions_hash(rgb)
+    assert regions_hash(dataclasses.replace(rgb, w_app=0.1)) != regions_hash(rgb)
