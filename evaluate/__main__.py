@@ -9,6 +9,7 @@ COMMANDS: dict[str, str] = {
     "depth": "evaluate.depth_metrics:depth",
     "unsupervised": "evaluate.unsupervised:unsupervised",
     "proposals": "evaluate.proposals:proposals",
+    "proposals-sweep": "evaluate.proposal_sweep:proposals_sweep",
 }
 
 

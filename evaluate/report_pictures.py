@@ -228,10 +228,11 @@ def line_chart(title: str, series: list[tuple[str, list[float], list[float], tup
                x_label: str, y_label: str, x_range: tuple[float, float], y_range: tuple[float, float],
                x_log: bool = True, size: tuple[int, int] = (300, 460)) -> np.ndarray:
     """uint8 RGB [H, W, 3]: one line with point markers per series (label, xs, ys, colour), axes with ticks,
-    a legend at the top left. A series of one point is drawn as its marker alone."""
+    the legend right of the plot. A series of one point is drawn as its marker alone."""
     h, w = size
     font = _font()
-    left, right, top, bottom = 44, 10, 18, 30
+    legend_w = max([_text_size(label, font)[0] for label, _, _, _ in series] + [0]) + 26
+    left, right, top, bottom = 44, 10 + legend_w, 30, 30
     img = Image.new("RGB", (w, h), (255, 255, 255))
     draw = ImageDraw.Draw(img)
     to_x = axis_map(x_range[0], x_range[1], left, w - right, x_log)
@@ -250,7 +251,7 @@ def line_chart(title: str, series: list[tuple[str, list[float], list[float], tup
     draw.rectangle([left, top, w - right, h - bottom], outline=(0, 0, 0))
     draw.text((left + (w - left - right - _text_size(x_label, font)[0]) // 2, h - 14), x_label, fill=(0, 0, 0),
               font=font)
-    draw.text((2, top - 14), y_label, fill=(0, 0, 0), font=font)
+    draw.text((2, 16), y_label, fill=(0, 0, 0), font=font)
     for label, xs, ys, colour in series:
         pts = sorted((to_x(x), to_y(y)) for x, y in zip(xs, ys))
         if len(pts) > 1:
@@ -259,7 +260,7 @@ def line_chart(title: str, series: list[tuple[str, list[float], list[float], tup
             draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
     y = top + 4
     for label, _, _, colour in series:
-        draw.rectangle([left + 6, y + 2, left + 14, y + 10], fill=colour)
-        draw.text((left + 18, y), label, fill=(0, 0, 0), font=font)
+        draw.rectangle([w - legend_w, y + 2, w - legend_w + 8, y + 10], fill=colour)
+        draw.text((w - legend_w + 12, y), label, fill=(0, 0, 0), font=font)
         y += 13
     return np.asarray(img)

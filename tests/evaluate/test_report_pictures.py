@@ -75,7 +75,10 @@ def test_line_chart_draws_each_series_where_its_points_are():
     img = line_chart("t", [("a", [10, 100], [20, 80], red), ("b", [1000], [50], blue)], "regions", "mIoU",
                      x_range=(10, 1000), y_range=(0, 100), size=(300, 460))
     assert img.shape == (300, 460, 3) and img.dtype == np.uint8
-    to_x, to_y = axis_map(10, 1000, 44, 450, log=True), axis_map(0, 100, 270, 18)
+    from evaluate.report_pictures import _font, _text_size
+
+    legend_w = max(_text_size("a", _font())[0], _text_size("b", _font())[0]) + 26  # the legend's column
+    to_x, to_y = axis_map(10, 1000, 44, 460 - 10 - legend_w, log=True), axis_map(0, 100, 270, 30)
     for (x, y), colour in (((10, 20), red), ((100, 80), red), ((1000, 50), blue)):
         assert tuple(img[to_y(y), to_x(x)]) == colour
     # the segment between the two red points passes through their midpoint
