@@ -72,9 +72,11 @@ class SweepConfig(RegionsConfig):
     real_model: str = field("", "depth checkpoint for DATASET's frames: adds a learnt-depth condition beside --depth")
     weak_seed: int = field(0, "seed of the depth degradation of condition (c) (each frame mixes in its id)")
     sweep_t_e: tuple[float, ...] = field((0.05, 0.1, 0.2, 0.3, 0.45, 0.6, 0.8), "depth (the paper's): T_e values")
-    sweep_merge_k: tuple[float, ...] = field((1.0, 3.0, 10.0, 30.0, 100.0, 300.0), "depth-rgb: merge_k values")
+    sweep_merge_k: tuple[float, ...] = field((1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 50.0, 100.0, 300.0),
+                                             "depth-rgb: merge_k values")
     sweep_slic: tuple[int, ...] = field((25, 50, 100, 200, 400, 800), "slic: n_segments values")
-    sweep_felz: tuple[float, ...] = field((30.0, 100.0, 300.0, 1000.0, 3000.0), "felzenszwalb: scale values")
+    sweep_felz: tuple[float, ...] = field((30.0, 60.0, 100.0, 200.0, 300.0, 600.0, 1000.0, 3000.0),
+                                          "felzenszwalb: scale values")
     methods: tuple[str, ...] = field(METHODS, "methods to sweep (gt is always added as the ceiling)")
 
 
