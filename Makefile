@@ -58,6 +58,13 @@ regions: .venv/.done  ## coherent depth regions -> region store (DEPTH=gt|files:
 
 proposals: .venv/.done  ## region-proposal quality report vs SLIC / Felzenszwalb baselines on labelled frames (DEPTH=..., PROPOSALS_ARGS=...)
 	@$(RESOLVE_DEPTH) $(PY) -m evaluate proposals $(STAGE_ARGS) --workers $(WORKERS) $${depth:+--depth $$depth} $(PROPOSALS_ARGS)
+# `make proposals` scores the grouping `make regions` makes: the same PROPOSALS and REGIONS_ARGS (--depth-kind,
+# --depth-scale, grouping knobs), then PROPOSALS_ARGS, which win where both set an option.
+override PROPOSALS_ARGS := $(if $(PROPOSALS),--proposals $(PROPOSALS)) $(REGIONS_ARGS) $(PROPOSALS_ARGS)
+
+.PHONY: proposals-sweep
+proposals-sweep: .venv/.done  ## proposal benchmark: every method over a sweep of region counts, synthetic city (exact / weak / learnt depth) + DATASET's labelled frames (DEPTH=..., SWEEP_ARGS=...)
+	@$(RESOLVE_DEPTH) $(PY) -m evaluate proposals-sweep $(STAGE_ARGS) --workers $(WORKERS) $${depth:+--depth $$depth} $(REGIONS_ARGS) $(SWEEP_ARGS)
 
 .PHONY: shards inspect
 shards: .venv/.done  ## copy-paste groups -> WebDataset shards, reused when present; makes the regions first if missing (PROPOSALS=depth, SHARDS_ARGS=...)

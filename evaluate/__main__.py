@@ -10,6 +10,7 @@ COMMANDS: dict[str, str] = {
     "unsupervised": "evaluate.unsupervised:unsupervised",
     "proposals": "evaluate.proposals:proposals",
     "ablate": "evaluate.ablate:ablate",
+    "proposals-sweep": "evaluate.proposal_sweep:proposals_sweep",
 }
 ALIASES = {"depth": "depth-eval"}  # the old name, kept for existing scripts
 

@@ -393,23 +393,35 @@ def run_grid(cfg: AblateConfig, echo=click.echo) -> Path:
 
 
 def _plots(tables: dict[str, Any], ms: list[int], root: Path) -> None:
-    from evaluate.plots import Series, line_plot
+    import math as _m
+
+    from evaluate.report_pictures import SERIES_COLOURS, line_chart
     from shared.imageio import write_png
 
     for metric, rows in tables.items():
-        series = []
+        series, errors, values = [], {}, []
         for row, cells in rows.items():
-            if row in (RANDOM, SWAV):
+            colour = SERIES_COLOURS[len(series) % len(SERIES_COLOURS)]
+            if row in (RANDOM, SWAV):  # peers: a flat line across the M axis
                 v = cells.get("-")
                 if v and v["n"]:
-                    series.append(Series(row, [float(m) for m in ms], [v["mean"]] * len(ms), [0.0] * len(ms)))
+                    series.append((row, [float(m) for m in ms], [v["mean"]] * len(ms), colour))
+                    values.append(v["mean"])
                 continue
             xs = [m for m in ms if str(m) in cells and cells[str(m)]["n"]]
             if xs:
-                series.append(Series(row, [float(m) for m in xs], [cells[str(m)]["mean"] for m in xs],
-                                     [0.0 if math.isnan(cells[str(m)]["std"]) else cells[str(m)]["std"] for m in xs]))
+                ys = [cells[str(m)]["mean"] for m in xs]
+                errs = [0.0 if _m.isnan(cells[str(m)]["std"]) else cells[str(m)]["std"] for m in xs]
+                series.append((row, [float(m) for m in xs], ys, colour))
+                errors[row] = errs
+                values += [y + e for y, e in zip(ys, errs)] + [y - e for y, e in zip(ys, errs)]
         if series:
-            write_png(root / f"{metric}.png", line_plot(series, METRICS[metric], "M (source frames pasted)", "mIoU"))
+            lo, hi = min(values), max(values)
+            pad = max(1.0, 0.1 * (hi - lo))
+            x_hi = max(ms) if max(ms) > min(ms) else min(ms) + 1
+            write_png(root / f"{metric}.png", line_chart(METRICS[metric], series, "M (source frames pasted)", "mIoU",
+                                                         (min(ms) - 0.3, x_hi + 0.3), (max(0.0, lo - pad), hi + pad),
+                                                         x_log=False, size=(360, 640), errors=errors))
 
 
 @click.command("ablate")

@@ -13,8 +13,8 @@ evaluation everywhere (they count in neither masks nor regions).
   coverage        share of evaluated pixels inside some region (the region filter drops the rest)
   regions/frame, median region size (pixels at the working resolution)
 
-Methods: `depth` (the paper's regions; needs a depth source), `slic` (SLIC superpixels alone, as
-many as the depth method gives regions), `felzenszwalb` (scikit-image, its scale searched per frame
+Methods: `depth` (the paper's regions; needs a depth source) or, with --proposals depth-rgb, `depth-rgb`
+(shared.regions.depth_rgb), `slic` (SLIC superpixels alone, as many as the depth method gives regions), `felzenszwalb` (scikit-image, its scale searched per frame
 to give about as many regions), `gt` (the ground-truth instance components through the same region
 filter: what a perfect proposal method scores after filtering). All methods go through the same
 region filter. Without a depth source the baselines are matched to --baseline-regions instead.
@@ -42,15 +42,17 @@ from tqdm import tqdm
 from shared.regions.depth_source import DepthSource, DepthSpec, parse_depth_spec
 from shared.regions.grouping import (boundary_weight_map, depth_regions, felzenszwalb_regions, filter_regions,
                                  gt_regions, instance_components, slic_superpixels)
-from shared.regions.config import RegionsConfig, grouping_params, working_size
+from shared.regions.config import (DEPTH_METHODS, RegionsConfig, depth_rgb_params, grouping_params, regions_hash,
+                                   working_size)
+from shared.regions.depth_rgb import DepthRgbParams, depth_rgb_regions
 from shared.regions.grouping import GroupingParams
-from shared.config import build_config, config_hash, config_options, field, save_config
+from shared.config import build_config, config_options, field, save_config
 from shared.executor import run_tasks
 from shared.frames import DataError, Frame
 from shared.imageio import read_label, read_rgb, write_png
 from shared.stage import frames_for, output_dir
 
-METHODS = ("depth", "slic", "felzenszwalb", "gt")
+METHODS = ("depth", "depth-rgb", "slic", "felzenszwalb", "gt")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -214,7 +216,8 @@ class ProposalsConfig(RegionsConfig):
 
 
 def score_frame(f: Frame, index: int, size: tuple[int, int], source: DepthSource | None, params: GroupingParams,
-                cfg: ProposalsConfig, out: Path) -> dict[str, Any]:
+                cfg: ProposalsConfig, out: Path, depth_method: str = "depth",
+                rgb_params: DepthRgbParams | None = None) -> dict[str, Any]:
     """Every method's scores on one frame (and its overlays when `index` < cfg.overlays): the report's
     unit of work. {"index", "scores": {method: FrameScores}, "felz_scale"}, or {"index", "skipped"}."""
     try:
@@ -231,8 +234,10 @@ def score_frame(f: Frame, index: int, size: tuple[int, int], source: DepthSource
     target = cfg.baseline_regions
     dr = None
     if depth is not None:
-        dr = depth_regions(rgb, depth, f.K(size[1], size[0]), params)
-        maps["depth"] = dr.regions
+        K = f.K(size[1], size[0])
+        dr = depth_regions(rgb, depth, K, params) if depth_method == "depth" else \
+            depth_rgb_regions(rgb, depth, K, params, rgb_params)
+        maps[depth_method] = dr.regions
         target = max(int(dr.regions.max()), 1)
     maps["slic"] = slic_matched(rgb, target, params.compactness, params.sigma,
                                 params.min_height, params.min_width)
@@ -249,12 +254,13 @@ def score_frame(f: Frame, index: int, size: tuple[int, int], source: DepthSource
 
 
 def score_chunk(frames: list[tuple[int, Frame]], size: tuple[int, int], spec: DepthSpec | None,
-                params: GroupingParams, cfg: ProposalsConfig, out: str) -> list[dict[str, Any]]:
+                params: GroupingParams, cfg: ProposalsConfig, out: str, depth_method: str = "depth",
+                rgb_params: DepthRgbParams | None = None) -> list[dict[str, Any]]:
     """A worker task: score_frame over a chunk of (index, frame), single-threaded."""
     for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
         os.environ.setdefault(k, "1")
     source = DepthSource(spec, cfg.max_invalid_depth) if spec is not None else None
-    return [score_frame(f, i, size, source, params, cfg, Path(out)) for i, f in frames]
+    return [score_frame(f, i, size, source, params, cfg, Path(out), depth_method, rgb_params) for i, f in frames]
 
 
 def run_report(cfg: ProposalsConfig, echo=click.echo) -> dict:
@@ -266,6 +272,8 @@ def run_report(cfg: ProposalsConfig, echo=click.echo) -> dict:
         frames = frames[:cfg.max_frames]
     size = working_size(cfg, frames)
     params = grouping_params(cfg, size)
+    depth_method = cfg.proposals if cfg.proposals in DEPTH_METHODS else "depth"
+    rgb_params = depth_rgb_params(cfg)
     notes = []
     spec = None
     if cfg.depth or cfg.dataset == "synthetic":  # a depth source the user named must work
@@ -273,12 +281,12 @@ def run_report(cfg: ProposalsConfig, echo=click.echo) -> dict:
     else:
         notes.append(f"depth proposals not evaluated: DATASET={cfg.dataset} has no ground-truth depth and no "
                      f"--depth files:DIR | model:CKPT was given; baselines matched to {cfg.baseline_regions} regions")
-    out = output_dir(cfg, "reports", f"proposals-{config_hash(cfg)}")
+    out = output_dir(cfg, "reports", f"proposals-{regions_hash(cfg)}")
     out.mkdir(parents=True, exist_ok=True)
     # chunks of frames, one task each (--backend, --scheduler); results summed in frame order, so the
     # report is the same whatever ran the tasks
     numbered = list(enumerate(frames))
-    tasks = [(numbered[s:s + cfg.chunk_size], size, spec, params, cfg, str(out))
+    tasks = [(numbered[s:s + cfg.chunk_size], size, spec, params, cfg, str(out), depth_method, rgb_params)
              for s in range(0, len(numbered), cfg.chunk_size)]
     per_frame: list[dict[str, Any]] = []
     with tqdm(total=len(frames), desc="proposals", unit="frame") as bar:
@@ -293,9 +301,13 @@ def run_report(cfg: ProposalsConfig, echo=click.echo) -> dict:
             methods[m].frames.append(sc)
     felz_scales = [r["felz_scale"] for r in per_frame if "felz_scale" in r]
     skipped = [r["skipped"] for r in per_frame if "skipped" in r]
+    if len(skipped) == len(frames):  # an empty table that exits 0 would read as a result
+        reasons = "\n".join(f"  {s['path']}: {s['problem']}" for s in skipped)
+        raise DataError(skipped[0]["path"], f"every frame was skipped ({len(skipped)}), nothing to report:\n{reasons}")
     results = {m: s.summary() for m, s in methods.items() if s.frames}
     report = {"dataset": cfg.dataset, "size": list(size), "frames": len(frames) - len(skipped),
-              "params": params.__dict__, "min_gt_pixels": cfg.min_gt_pixels,
+              "params": params.__dict__, "min_gt_pixels": cfg.min_gt_pixels, "depth_method": depth_method,
+              **({"depth_rgb_params": rgb_params.__dict__} if depth_method == "depth-rgb" else {}),
               "depth": cfg.depth or ("gt" if cfg.dataset == "synthetic" else ""),
               "felzenszwalb_scale_median": statistics.median(felz_scales) if felz_scales else None,
               "results": results, "notes": notes, "skipped": skipped,

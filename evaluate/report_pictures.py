@@ -193,3 +193,82 @@ def iou_bars(names: list[str], series: list[tuple[str, np.ndarray, tuple[int, in
             draw.text((left + int(v * scale) + 3, y0 - 3), f"{v:.0f}", fill=(60, 60, 60), font=font)
     draw.line([left, legend, left, h], fill=(0, 0, 0))
     return np.asarray(img)
+
+
+def axis_map(lo: float, hi: float, start: int, end: int, log: bool = False):
+    """The pixel coordinate of a value on an axis from `lo` (at pixel `start`) to `hi` (at `end`), in log
+    space when `log`; values outside are clamped to the ends."""
+    f = np.log if log else (lambda v: v)
+    a, b = f(lo), f(hi)
+    span = (b - a) if b != a else 1.0
+
+    def to_pixel(v: float) -> int:
+        t = (f(min(max(v, lo), hi)) - a) / span
+        return int(round(start + t * (end - start)))
+
+    return to_pixel
+
+
+def _nice_ticks(lo: float, hi: float, log: bool) -> list[float]:
+    if log:
+        ticks = [m * 10 ** e for e in range(int(np.floor(np.log10(lo))), int(np.ceil(np.log10(hi))) + 1)
+                 for m in (1, 2, 5)]
+    else:
+        step = 10 ** np.floor(np.log10(max(hi - lo, 1e-9)))
+        step = step / 2 if (hi - lo) / step < 4 else step
+        ticks = list(np.arange(np.ceil(lo / step) * step, hi + 1e-9, step))
+    return [t + 0.0 for t in ticks if lo <= t <= hi]  # + 0.0: no "-0" label
+
+
+SERIES_COLOURS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (255, 127, 14), (148, 103, 189), (140, 86, 75),
+                  (227, 119, 194), (127, 127, 127)]
+
+
+def line_chart(title: str, series: list[tuple[str, list[float], list[float], tuple[int, int, int]]],
+               x_label: str, y_label: str, x_range: tuple[float, float], y_range: tuple[float, float],
+               x_log: bool = True, size: tuple[int, int] = (300, 460),
+               errors: dict[str, list[float]] | None = None) -> np.ndarray:
+    """uint8 RGB [H, W, 3]: one line with point markers per series (label, xs, ys, colour), axes with ticks,
+    the legend right of the plot. A series of one point is drawn as its marker alone; errors[label]
+    (one value per point, e.g. a seed spread) draws vertical bars of +- that value."""
+    h, w = size
+    font = _font()
+    legend_w = max([_text_size(label, font)[0] for label, _, _, _ in series] + [0]) + 26
+    left, right, top, bottom = 44, 10 + legend_w, 30, 30
+    img = Image.new("RGB", (w, h), (255, 255, 255))
+    draw = ImageDraw.Draw(img)
+    to_x = axis_map(x_range[0], x_range[1], left, w - right, x_log)
+    to_y = axis_map(y_range[0], y_range[1], h - bottom, top, False)
+    draw.text((left, 2), title, fill=(0, 0, 0), font=font)
+    for t in _nice_ticks(*x_range, x_log):
+        x = to_x(t)
+        draw.line([x, top, x, h - bottom], fill=(228, 228, 228))
+        label = f"{t:g}"
+        draw.text((x - _text_size(label, font)[0] // 2, h - bottom + 4), label, fill=(0, 0, 0), font=font)
+    for t in _nice_ticks(*y_range, False):
+        y = to_y(t)
+        draw.line([left, y, w - right, y], fill=(228, 228, 228))
+        label = f"{t:g}"
+        draw.text((left - 4 - _text_size(label, font)[0], y - 6), label, fill=(0, 0, 0), font=font)
+    draw.rectangle([left, top, w - right, h - bottom], outline=(0, 0, 0))
+    draw.text((left + (w - left - right - _text_size(x_label, font)[0]) // 2, h - 14), x_label, fill=(0, 0, 0),
+              font=font)
+    draw.text((2, 16), y_label, fill=(0, 0, 0), font=font)
+    for label, xs, ys, colour in series:
+        pts = sorted((to_x(x), to_y(y)) for x, y in zip(xs, ys))
+        if len(pts) > 1:
+            draw.line(pts, fill=colour, width=2)
+        for x, y, e in zip(xs, ys, (errors or {}).get(label, [])):
+            if e and np.isfinite(e):
+                px, lo, hi = to_x(x), to_y(y - e), to_y(y + e)
+                draw.line([px, lo, px, hi], fill=colour)
+                draw.line([px - 3, lo, px + 3, lo], fill=colour)
+                draw.line([px - 3, hi, px + 3, hi], fill=colour)
+        for x, y in pts:
+            draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
+    y = top + 4
+    for label, _, _, colour in series:
+        draw.rectangle([w - legend_w, y + 2, w - legend_w + 8, y + 10], fill=colour)
+        draw.text((w - legend_w + 12, y), label, fill=(0, 0, 0), font=font)
+        y += 13
+    return np.asarray(img)

@@ -1,14 +1,16 @@
 """`python -m preprocess regions`: coherent depth regions for every frame -> the region store.
 
 Per frame: read the image at the working size, get its depth (`--depth`, see shared.regions.depth_source),
-make region proposals (`--proposals depth | felzenszwalb | gt`, see shared.regions.grouping), and store
+make region proposals (`--proposals depth | depth-rgb | felzenszwalb | gt`, see shared.regions.grouping and
+shared.regions.depth_rgb), and store
 depth (float16) + region ids (uint16, 0 = none) in HDF5 chunks (shared.region_store).
 
-Frames are processed in chunks, one task per chunk, single-threaded workers, on local processes or a
-Dask / Ray cluster (`--backend`, `--scheduler`: shared.executor; same bytes on each). A worker writes
-its chunk file under a temporary name and renames it; the driver alone writes the manifest, listing
-a chunk only afterwards, so a killed run (or a killed worker) resumes with the unfinished chunks and
-a finished run is a no-op. Output folder:
+Frames are stored in chunks of --chunk-size; each frame is one task (single-threaded workers, on
+local processes or a Dask / Ray cluster: `--backend`, `--scheduler`, shared.executor), and the driver
+writes a chunk once all its frames are back, so few frames still keep every worker busy and the
+bytes depend neither on the number of workers nor on the engine. A chunk file is written under a
+temporary name and renamed, and the manifest lists it only afterwards, so a killed run (or a killed
+worker) resumes with the unfinished chunks and a finished run is a no-op. Output folder:
 
     <out>/<dataset>[-<demo>]/regions/<proposals>-<config hash>/   manifest.json, config.json, chunk_*.h5
     <out>/<dataset>[-<demo>]/regions/<proposals>.current          pointer read by the shards stage
@@ -33,11 +35,13 @@ import numpy as np
 from tqdm import tqdm
 
 from shared.atomic import remove_stale_temporaries
-from shared.config import build_config, config_hash, config_options, save_config, to_dict
-from shared.regions.config import RegionsConfig, depth_spec, grouping_params, working_size
+from shared.config import build_config, config_options, save_config, to_dict
+from shared.executor import Executor
+from shared.regions.config import (RegionsConfig, depth_rgb_params, depth_spec, grouping_params, regions_hash,
+                                   working_size)
+from shared.regions.depth_rgb import DepthRgbParams, depth_rgb_regions
 from shared.regions.depth_source import DepthSource, DepthSpec
 from shared.regions.grouping import GroupingParams, depth_regions, felzenszwalb_regions, gt_regions
-from shared.executor import Executor
 from shared.frames import DataError, Frame
 from shared.imageio import read_label, read_rgb
 from shared.presets import explicit_options
@@ -63,7 +67,8 @@ def frame_inputs(frame: Frame, size: tuple[int, int], source: DepthSource, propo
 
 
 def frame_regions(frame: Frame, size: tuple[int, int], source: DepthSource, proposals: str,
-                  params: GroupingParams, felz: tuple[float, float, int]) -> tuple[RegionRecord, dict[str, float]]:
+                  params: GroupingParams, felz: tuple[float, float, int], rgb_params: DepthRgbParams = DepthRgbParams()
+                  ) -> tuple[RegionRecord, dict[str, float]]:
     t0 = time.perf_counter()
     rgb, depth, inst = frame_inputs(frame, size, source, proposals)
     timings = {"load": time.perf_counter() - t0}
@@ -74,6 +79,11 @@ def frame_regions(frame: Frame, size: tuple[int, int], source: DepthSource, prop
         timings.update(res.timings)
         attrs.update(n_superpixels=int(res.superpixels.max()) + 1, infomap_levels=res.trace.levels,
                      guard_stops=res.trace.guard_stops)
+    elif proposals == "depth-rgb":
+        rr = depth_rgb_regions(rgb, depth, frame.K(size[1], size[0]), params, rgb_params)
+        regions = rr.regions
+        timings.update(rr.timings)
+        attrs.update(n_superpixels=int(rr.superpixels.max()) + 1, depth_precision=round(rr.depth_precision, 6))
     elif proposals == "felzenszwalb":
         t1 = time.perf_counter()
         regions = felzenszwalb_regions(rgb, felz[0], felz[1], felz[2], params.min_height, params.min_width)
@@ -94,27 +104,39 @@ def _single_thread() -> None:
         os.environ.setdefault(k, "1")
 
 
-def process_chunk(store: str, name: str, frames: list[Frame], size: tuple[int, int], spec: DepthSpec,
-                  max_invalid: float, proposals: str, params: GroupingParams, felz: tuple[float, float, int],
-                  strict: bool) -> dict[str, Any]:
-    """Compute and write one chunk; returns its manifest entry plus skipped frames and timings."""
+_SOURCES: dict[tuple[DepthSpec, float], DepthSource] = {}
+
+
+def _source(spec: DepthSpec, max_invalid: float) -> DepthSource:
+    """One DepthSource per worker process: a depth model is loaded once, not once per frame."""
+    key = (spec, max_invalid)
+    if key not in _SOURCES:
+        _SOURCES[key] = DepthSource(spec, max_invalid)
+    return _SOURCES[key]
+
+
+def process_frame(frame: Frame, size: tuple[int, int], spec: DepthSpec, max_invalid: float, proposals: str,
+                  params: GroupingParams, felz: tuple[float, float, int], strict: bool,
+                  rgb_params: DepthRgbParams = DepthRgbParams()) -> dict[str, Any]:
+    """One worker task: the record of one frame, or the reason it was skipped (a DataError under --strict)."""
     _single_thread()
-    source = DepthSource(spec, max_invalid)
-    records, skipped, timings = [], [], []
-    for f in frames:
-        try:
-            rec, t = frame_regions(f, size, source, proposals, params, felz)
-        except DataError as e:
-            if strict:
-                raise
-            skipped.append({"frame": f.id, "path": e.path, "problem": e.problem})
-            continue
-        records.append(rec)
-        timings.append(t)
-    entry = write_chunk(Path(store) / name, records)
-    entry["skipped"] = skipped
-    return {"name": name, "entry": entry, "timings": timings,
-            "regions": [int(r.attrs["n_regions"]) for r in records]}
+    try:
+        rec, t = frame_regions(frame, size, _source(spec, max_invalid), proposals, params, felz, rgb_params)
+    except DataError as e:
+        if strict:
+            raise
+        return {"frame": frame.id, "skipped": {"frame": frame.id, "path": e.path, "problem": e.problem}}
+    return {"frame": frame.id, "record": rec, "timings": t}
+
+
+def write_finished_chunk(store: Path, name: str, frames: list[Frame], results: dict[str, dict[str, Any]]
+                         ) -> dict[str, Any]:
+    """Write a chunk whose every frame has a result; records in the chunk's frame order, so the bytes do
+    not depend on which worker finished first. Returns its manifest entry."""
+    records = [results[f.id]["record"] for f in frames if "record" in results[f.id]]
+    entry = write_chunk(store / name, records)
+    entry["skipped"] = [results[f.id]["skipped"] for f in frames if "skipped" in results[f.id]]
+    return entry
 
 
 def check_frame(frame: Frame, size: tuple[int, int], spec: DepthSpec, max_invalid: float,
@@ -134,14 +156,19 @@ def check_frame(frame: Frame, size: tuple[int, int], spec: DepthSpec, max_invali
     return None
 
 
-def check_chunk(frames: list[Frame], size: tuple[int, int], spec: DepthSpec, max_invalid: float,
-                proposals: str) -> list[dict[str, str]]:
+def check_frame_task(frame: Frame, size: tuple[int, int], spec: DepthSpec, max_invalid: float,
+                     proposals: str) -> dict[str, str] | None:
     _single_thread()
-    return [p for f in frames if (p := check_frame(f, size, spec, max_invalid, proposals))]
+    return check_frame(frame, size, spec, max_invalid, proposals)
 
 
 # ---------------------------------------------------------------------------------------------
 # the stage
+
+
+def n_workers(cfg: RegionsConfig, n_tasks: int) -> int:
+    """The workers that actually run: no more than there are tasks."""
+    return max(1, min(cfg.workers, n_tasks))
 
 
 def run_regions(cfg: RegionsConfig, echo=click.echo, explicit: Collection[str] = ()) -> Path:
@@ -155,7 +182,8 @@ def run_regions(cfg: RegionsConfig, echo=click.echo, explicit: Collection[str] =
     params = grouping_params(cfg, size, explicit)
     spec = depth_spec(cfg)
     felz = (cfg.felz_scale, cfg.felz_sigma, cfg.felz_min_size)
-    h = config_hash(cfg)
+    rgb_params = depth_rgb_params(cfg)
+    h = regions_hash(cfg)
     store = output_dir(cfg, "regions", f"{cfg.proposals}-{h}")
     store.mkdir(parents=True, exist_ok=True)
 
@@ -172,6 +200,8 @@ def run_regions(cfg: RegionsConfig, echo=click.echo, explicit: Collection[str] =
         "proposals": cfg.proposals, "depth_units": spec.units, "frames": len(frames),
         "params": dataclasses.asdict(params),
     })
+    if cfg.proposals == "depth-rgb":
+        manifest["depth_rgb_params"] = dataclasses.asdict(rgb_params)
     chunks = {k: v for k, v in manifest.get("chunks", {}).items() if k in plan}
     manifest["chunks"] = chunks
     done = {name for name, fs in plan.items()
@@ -195,40 +225,50 @@ def run_regions(cfg: RegionsConfig, echo=click.echo, explicit: Collection[str] =
         return finish(f"regions: {store} is already complete ({n} frames, {len(manifest.get('skipped', []))} "
                       f"skipped), nothing to do")
 
+    # One task per frame, not per chunk: a store of few frames (one chunk of 8) still uses every worker.
+    # The driver writes a chunk once all its frames are back, so chunk boundaries and bytes stay those
+    # of --chunk-size whatever the number of workers.
     todo = [f for name in pending for f in plan[name]]
+    workers = n_workers(cfg, len(todo))
     # one engine session for both passes: a cluster starts (or is connected to) once
-    with Executor(cfg.backend, cfg.scheduler, min(cfg.workers, len(pending))) as ex:
+    with Executor(cfg.backend, cfg.scheduler, workers) as ex:
         if cfg.strict:
-            checks = ex.map_unordered(check_chunk, [(plan[n], size, spec, cfg.max_invalid_depth, cfg.proposals)
-                                                    for n in pending], desc="regions-check")
-            problems = [p for ps in checks for p in ps]
+            checks = ex.map_unordered(check_frame_task, [(f, size, spec, cfg.max_invalid_depth, cfg.proposals)
+                                                         for f in todo], desc="regions-check")
+            problems = [p for p in checks if p]
             if problems:
                 lines = "\n".join(f"  {p['path']}: {p['problem']}" for p in sorted(problems, key=lambda p: p["frame"]))
                 raise DataError(problems[0]["path"], f"--strict: {len(problems)} bad frame(s), nothing written:\n{lines}")
 
         echo(f"regions: {len(todo)} frames in {len(pending)} chunks ({len(done)} chunks already done) at "
              f"{size[0]}x{size[1]}, proposals={cfg.proposals}, depth={spec.kind}{':' + spec.arg if spec.arg else ''}, "
-             f"n_segments={params.n_segments}, workers={cfg.workers}, backend={cfg.backend}")
+             f"n_segments={params.n_segments}, {workers} worker(s), backend={cfg.backend}")
         remove_stale_temporaries(store)  # what killed writers left
         write_manifest(store, manifest)
         all_t: list[dict[str, float]] = []
         n_regions: list[int] = []
-        tasks = [(str(store), name, plan[name], size, spec, cfg.max_invalid_depth, cfg.proposals, params, felz,
-                  cfg.strict) for name in pending]
-        results = ex.map_unordered(process_chunk, tasks, desc="regions")
+        chunk_of = {f.id: name for name in pending for f in plan[name]}
+        results: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in pending}
+        tasks = [(f, size, spec, cfg.max_invalid_depth, cfg.proposals, params, felz, cfg.strict, rgb_params)
+                 for f in todo]
         with tqdm(total=len(todo), unit="frame", desc="regions") as bar:
-            for res in results:
-                chunks[res["name"]] = res["entry"]
+            for res in ex.map_unordered(process_frame, tasks, desc="regions"):
+                name = chunk_of[res["frame"]]
+                results[name][res["frame"]] = res
+                bar.update(1)
+                if "record" in res:
+                    all_t.append(res["timings"])
+                    n_regions.append(int(res["record"].attrs["n_regions"]))
+                if len(results[name]) < len(plan[name]):
+                    continue
+                chunks[name] = write_finished_chunk(store, name, plan[name], results.pop(name))
                 manifest["skipped"] = sorted((s for e in chunks.values() for s in e.get("skipped", [])),
                                              key=lambda s: s["frame"])
                 write_manifest(store, manifest)  # after the rename: a listed chunk is a finished chunk
-                all_t.extend(res["timings"])
-                n_regions.extend(res["regions"])
-                bar.update(len(plan[res["name"]]))
     elapsed = time.perf_counter() - t_start
     skipped = [s for e in chunks.values() for s in e.get("skipped", [])]
     lines = [f"regions: wrote {len(n_regions)} frames into {store} in {elapsed:.1f} s "
-             f"({elapsed / max(len(todo), 1):.2f} s/frame wall, {cfg.workers} workers)"]
+             f"({elapsed / max(len(todo), 1):.2f} s/frame wall, {workers} worker(s))"]
     if n_regions:
         lines.append(f"  regions per frame: median {statistics.median(n_regions):g}, "
                      f"min {min(n_regions)}, max {max(n_regions)}")

@@ -3,23 +3,27 @@ and `evaluate proposals` (which scores the same grouping against ground truth), 
 resolve to the grouping's parameters at a working size."""
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from typing import Collection
 
 import click
 
-from shared.config import field
+from shared.config import config_hash, field
 from shared.executor import backend_field, scheduler_field
 from shared.frames import Frame
 from shared.presets import apply_preset
+from shared.regions.depth_rgb import DepthRgbParams
 from shared.regions.depth_source import DepthSpec, parse_depth_spec
 from shared.regions.grouping import GroupingParams
 from shared.stage import StageConfig
 
-PROPOSALS = ["depth", "felzenszwalb", "gt"]
+PROPOSALS = ["depth", "depth-rgb", "felzenszwalb", "gt"]
+DEPTH_METHODS = ("depth", "depth-rgb")  # the proposal methods that use depth
 DEFAULT_SIZE = {"cityscapes": (384, 768), "kitti": (384, 1280), "folder": (384, 768)}
 PAPER = GroupingParams()
+RGB = DepthRgbParams()
 PAPER_HEIGHT = 384
 # DEMO_SIZE shrinks the default working size of real datasets by this factor (an empty --size only:
 # the size the user gives is used as it is)
@@ -30,8 +34,10 @@ DEMO_DIVISOR = {"": 1, "small": 2, "tiny": 4}
 class RegionsConfig(StageConfig):
     """Coherent depth regions -> region store (docs/design.md#region-grouping)."""
 
-    proposals: str = field("depth", "region proposals: depth (the paper's), felzenszwalb (appearance only), "
-                                    "gt (ground-truth instance components, the upper bound)", choices=PROPOSALS)
+    proposals: str = field("depth", "region proposals: depth (the paper's), depth-rgb (the paper's terms weighed by "
+                                    "how far the depth can be trusted, plus colour: for weak depth), felzenszwalb "
+                                    "(appearance only), gt (ground-truth instance components, the upper bound)",
+                           choices=PROPOSALS)
     depth: str = field("", "depth source: gt | files:DIR | model:CKPT (empty = gt for synthetic, required otherwise)")
     depth_kind: str = field("depth", "files: the maps hold depth or disparity", choices=["depth", "disparity"])
     depth_scale: float = field(1.0, "files: value = raw / scale (e.g. 256 for KITTI 16-bit PNG)")
@@ -51,6 +57,16 @@ class RegionsConfig(StageConfig):
     min_width: int = field(PAPER.min_width, "region filter: min bounding-box width, px (scaled at demo sizes)")
     seed: int = field(PAPER.seed, "InfoMap seed")
     trials: int = field(PAPER.trials, "InfoMap trials per level")
+    # depth-rgb's own knobs: hash=False because they enter the store hash through `regions_hash` only when
+    # --proposals depth-rgb, so the other methods' store names (and reuse) do not change with them
+    w_app: float = field(RGB.w_app, "depth-rgb: weight of the colour difference (CIE76 delta E) in W", hash=False)
+    tau_res: float = field(RGB.tau_res, "depth-rgb: plane-fit residual at which a normal is trusted 1/e", hash=False)
+    tau_plane: float = field(RGB.tau_plane, "depth-rgb: point-to-plane gap (relative) at which two superpixels stop "
+                                            "being one plane", hash=False)
+    merge_k: float = field(RGB.merge_k, "depth-rgb: region-count knob of the merge (larger = fewer, larger regions; "
+                                        "10 gives about 95 regions on a 384x768 Cityscapes frame)", hash=False)
+    min_pixels: int = field(RGB.min_pixels, "depth-rgb: smaller regions join their lowest-W neighbour (pixels at "
+                                            "384 rows)", hash=False)
     felz_scale: float = field(300.0, "felzenszwalb proposals: scale")
     felz_sigma: float = field(0.8, "felzenszwalb proposals: sigma")
     felz_min_size: int = field(50, "felzenszwalb proposals: min component size, px")
@@ -108,3 +124,16 @@ def depth_spec(cfg: RegionsConfig) -> DepthSpec:
         return parse_depth_spec(cfg.depth, cfg.dataset, cfg.depth_kind, cfg.depth_scale, cfg.device)
     except ValueError as e:
         raise click.UsageError(str(e)) from e
+
+
+def depth_rgb_params(cfg: RegionsConfig) -> DepthRgbParams:
+    """depth-rgb's constants from the config (sizes are in pixels at 384 rows, so no demo-size scaling)."""
+    return DepthRgbParams(w_app=cfg.w_app, tau_res=cfg.tau_res, tau_plane=cfg.tau_plane, merge_k=cfg.merge_k,
+                          min_pixels=cfg.min_pixels)
+
+
+def regions_hash(cfg: RegionsConfig) -> str:
+    """The store / report hash: the config's, plus depth-rgb's knobs when that is the method (so adding them
+    left the hash of every other method's store as it was)."""
+    extra = {"depth_rgb": dataclasses.asdict(depth_rgb_params(cfg))} if cfg.proposals == "depth-rgb" else None
+    return config_hash(cfg, extra=extra)

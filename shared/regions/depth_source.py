@@ -3,7 +3,7 @@
     gt            ground-truth metric depth of the frame (Frame.depth: .npy float32 metres, or .npz);
                   the synthetic city has it
     files:DIR     one map per frame in DIR (searched recursively), named <frame id>, <image stem> or
-                  <image stem with leftImg8bit -> disparity>, as .npy (float) or 16-bit .png;
+                  <image stem with leftImg8bit -> disparity or depth>, as .npy, .npz or 8/16-bit .png;
                   value = raw / --depth-scale, read as depth or as disparity (--depth-kind)
     model:CKPT    the trained monocular depth network (shared.nets.depth_predictor.DepthPredictor)
 
@@ -90,6 +90,17 @@ def check_depth(depth: np.ndarray, path: str, max_invalid: float = 0.0) -> np.nd
     return depth[tuple(idx)]
 
 
+DEPTH_SUFFIXES = (".npy", ".npz", ".png")
+
+
+def candidate_stems(frame: Frame) -> list[str]:
+    """The file names (without suffix) a `files:DIR` source accepts for a frame, in the order tried:
+    the frame id, the image's stem, and the stem with Cityscapes' `leftImg8bit` -> `disparity` / `depth`."""
+    stem = Path(frame.image).stem
+    keys = [frame.id, stem, stem.replace("leftImg8bit", "disparity"), stem.replace("leftImg8bit", "depth")]
+    return list(dict.fromkeys(keys))  # unique, order kept
+
+
 class DepthSource:
     """Gives the depth of a frame at the working size; errors name the file."""
 
@@ -103,7 +114,7 @@ class DepthSource:
         if self._files is None:
             files: dict[str, Path] = {}
             for p in sorted(Path(self.spec.arg).rglob("*")):
-                if p.suffix in (".npy", ".npz", ".png") and p.is_file():
+                if p.suffix in DEPTH_SUFFIXES and p.is_file():
                     files.setdefault(p.stem, p)
             self._files = files
         return self._files
@@ -114,12 +125,14 @@ class DepthSource:
                 raise DataError(frame.image, "frame has no ground-truth depth (use --depth files:DIR or model:CKPT)")
             return Path(frame.depth)
         files = self._file_index()
-        stem = Path(frame.image).stem
-        for key in (frame.id, stem, stem.replace("leftImg8bit", "disparity"), stem.replace("leftImg8bit", "depth")):
+        keys = candidate_stems(frame)
+        for key in keys:
             if key in files:
                 return files[key]
+        tried = ", ".join(f"{k}{ext}" for k in keys for ext in DEPTH_SUFFIXES)
         raise DataError(Path(self.spec.arg) / f"{frame.id}.npy",
-                        f"no depth map for frame {frame.id} (looked for {frame.id}, {stem} as .npy/.npz/.png)")
+                        f"no depth map for frame {frame.id} in {self.spec.arg} or its subfolders "
+                        f"(looked for {tried})")
 
     def _model(self):
         if self._predictor is None:

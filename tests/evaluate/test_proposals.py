@@ -99,3 +99,30 @@ def test_report_on_cityscapes_without_depth_runs_the_baselines(sample_data, tmp_
     # instanceIds and labelIds disagree on a handful of real pixels (e.g. around license plates)
     assert rep["results"]["gt"]["purity"] > 99.5 and rep["results"]["gt"]["gt_query_miou"] > 80  # thin masks fall to the filter
     assert rep["results"]["slic"]["regions_per_frame"] > 30
+
+
+def test_a_report_with_every_frame_skipped_fails_with_the_reason(sample_data, tmp_path):
+    from click.testing import CliRunner
+
+    from evaluate.__main__ import main
+
+    empty = tmp_path / "no_depth"
+    empty.mkdir()
+    r = CliRunner().invoke(main, ["proposals", "--dataset", "cityscapes", "--data-root", str(sample_data / "cityscapes"),
+                                  "--out", str(tmp_path / "o"), "--demo-size", "tiny", "--max-frames", "2",
+                                  "--depth", f"files:{empty}", "--workers", "1"])
+    assert r.exit_code != 0
+    assert "every frame was skipped (2)" in r.output and "no depth map" in r.output
+    assert not list((tmp_path / "o").rglob("report.md"))
+
+
+def test_report_scores_depth_rgb_when_asked(tmp_path):
+    synth = pytest.importorskip("preprocess.synth")
+    root = tmp_path / "city"
+    synth.generate_preset(root, "tiny")
+    cfg = ProposalsConfig(dataset="synthetic", data_root=str(root), out=str(tmp_path / "o"), demo_size="tiny",
+                          max_frames=1, overlays=0, workers=1, proposals="depth-rgb")
+    rep = run_report(cfg, echo=lambda s: None)
+    assert set(rep["results"]) == {"depth-rgb", "slic", "felzenszwalb", "gt"}
+    assert rep["depth_method"] == "depth-rgb" and rep["depth_rgb_params"]["merge_k"] == cfg.merge_k
+    assert rep["results"]["depth-rgb"]["regions_per_frame"] > 1

@@ -70,20 +70,20 @@ def test_kill_and_resume_gives_identical_bytes(city, tmp_path, monkeypatch):
     reference = store_bytes(full)
 
     cfg = config(city, tmp_path / "b")
-    real = stage.process_chunk
+    real = stage.write_chunk
     calls = []
 
-    def dies_on_second_chunk(*args, **kwargs):
-        calls.append(args[1])
+    def dies_on_second_chunk(path, records):
+        calls.append(Path(path).name)
         if len(calls) == 2:
-            Path(args[0], f".{args[1]}.4242.tmp").write_bytes(b"half a chunk")  # a killed writer leaves this
+            Path(path).with_name(f".{Path(path).name}.4242.tmp").write_bytes(b"half a chunk")  # a killed writer leaves this
             raise KeyboardInterrupt
-        return real(*args, **kwargs)
+        return real(path, records)
 
-    monkeypatch.setattr(stage, "process_chunk", dies_on_second_chunk)
+    monkeypatch.setattr(stage, "write_chunk", dies_on_second_chunk)
     with pytest.raises(KeyboardInterrupt):
         stage.run_regions(cfg, echo=lambda s: None)
-    monkeypatch.setattr(stage, "process_chunk", real)
+    monkeypatch.setattr(stage, "write_chunk", real)
     store = Path(stage.output_dir(cfg, "regions")) / full.name
     assert len(read_manifest(store)["chunks"]) == 1  # one finished chunk survived the kill
     done_first = (store / "chunk_00000.h5").stat().st_mtime_ns
@@ -95,8 +95,28 @@ def test_kill_and_resume_gives_identical_bytes(city, tmp_path, monkeypatch):
     assert not list(store.glob(".*.tmp"))
 
 
+def test_one_chunk_of_few_frames_runs_on_every_worker_with_the_same_bytes(city, tmp_path, monkeypatch):
+    one = stage.run_regions(config(city, tmp_path / "one", chunk_size=8), echo=lambda s: None)
+    calls = []
+    real = stage.Executor
+
+    class Recording(real):  # the tasks handed to the engine: one per frame
+        def map_unordered(self, fn, task_args, desc="task"):
+            calls.extend(args[0].id for args in task_args)
+            return super().map_unordered(fn, task_args, desc)
+
+    monkeypatch.setattr(stage, "Executor", Recording)
+    lines: list[str] = []
+    two = stage.run_regions(config(city, tmp_path / "two", chunk_size=8, workers=2), echo=lines.append)
+    assert "in 1 chunks" in lines[0] and "2 worker(s)" in lines[0] and "2 worker(s)" in lines[-1]
+    assert sorted(calls) == sorted(f.id for f in stage.frames_for(config(city, tmp_path))[:4])  # a task per frame
+    chunks = lambda store: {p.name: p.read_bytes() for p in sorted(store.glob("chunk_*.h5"))}  # noqa: E731
+    assert chunks(two) == chunks(one) and len(chunks(one)) == 1  # the manifest records the workers
+    assert stage.n_workers(config(city, tmp_path, workers=16), 3) == 3
+
+
 def test_other_proposal_methods_share_the_store_format(city, tmp_path):
-    for method in ("felzenszwalb", "gt"):
+    for method in ("depth-rgb", "felzenszwalb", "gt"):
         cfg = config(city, tmp_path, proposals=method, max_frames=2)
         store = stage.run_regions(cfg, echo=lambda s: None)
         assert read_pointer(cfg, "regions", method) == store.resolve()
@@ -171,6 +191,24 @@ def test_depth_spec_parsing_and_files(tmp_path):
     np.testing.assert_array_equal(check_depth(np.array([[1.0, np.inf, 3.0]]), "x", 0.5), [[1.0, 1.0, 3.0]])
 
 
+def test_missing_depth_file_message_lists_every_name_tried(tmp_path):
+    from shared.frames import Frame
+
+    (tmp_path / "sub").mkdir()
+    frame = Frame(id="aachen_000000_000019", image="/x/aachen_000000_000019_leftImg8bit.png", split="train",
+                  sequence="aachen_000000", index=19, width=8, height=4, fx=1, fy=1, cx=0.5, cy=0.5)
+    src = DepthSource(parse_depth_spec(f"files:{tmp_path}", "cityscapes", "disparity", 65535))
+    with pytest.raises(DataError) as e:
+        src.path_for(frame)
+    for stem in ("aachen_000000_000019", "aachen_000000_000019_leftImg8bit", "aachen_000000_000019_disparity",
+                 "aachen_000000_000019_depth"):
+        for ext in (".npy", ".npz", ".png"):
+            assert stem + ext in e.value.problem
+    # each of those names is found, in a subfolder too
+    np.save(tmp_path / "sub" / "aachen_000000_000019_depth.npy", np.ones((4, 8), np.float32))
+    assert DepthSource(src.spec).path_for(frame).name == "aachen_000000_000019_depth.npy"
+
+
 def test_model_source_calls_the_depth_predictor(city, tmp_path, monkeypatch):
     import sys
     import types
@@ -236,3 +274,15 @@ def test_a_bad_model_checkpoint_stops_the_run(city, tmp_path, monkeypatch):
     cfg = config(city, tmp_path / "o", depth=f"model:{ckpt}", max_frames=2)
     with pytest.raises(click.ClickException, match="cannot load the depth model"):
         stage.run_regions(cfg, echo=lambda s: None)
+
+
+def test_depth_rgb_knobs_key_only_depth_rgb_stores():
+    from shared.config import config_hash
+    from shared.regions.config import regions_hash
+
+    paper = stage.RegionsConfig(dataset="synthetic")
+    assert regions_hash(paper) == config_hash(paper)  # the paper's store names did not change
+    assert regions_hash(dataclasses.replace(paper, merge_k=9.0)) == regions_hash(paper)
+    rgb = dataclasses.replace(paper, proposals="depth-rgb")
+    assert regions_hash(dataclasses.replace(rgb, merge_k=9.0)) != regions_hash(rgb)
+    assert regions_hash(dataclasses.replace(rgb, w_app=0.1)) != regions_hash(rgb)

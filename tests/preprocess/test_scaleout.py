@@ -21,13 +21,14 @@ from preprocess import regions as regions_stage
 from preprocess.shards import ShardsConfig, run_shards
 from shared.region_store import sha256_file
 from shared.stage import PROJECT_ROOT
-from tests.fixtures.dying_task import SNAPSHOT, process_chunk_dying_once
+from tests.fixtures.dying_task import SNAPSHOT, process_frame_dying_once
 from tests.fixtures.engines import dask_scheduler, ray_runtime  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.engines
 
 # the tiny city: 2 sequences x 6 frames at 96x192 -> 4 chunks of 3 frames; shards: the tiny preset
 SHARDS = dict(group_size=4, epochs=2, max_groups=2, groups_per_shard=1)
+DYING_FRAME = "seq00_000003"  # the first frame of chunk_00001.h5
 
 
 @pytest.fixture(scope="module")
@@ -79,9 +80,11 @@ def kill_a_worker_in_regions(city: Path, out: Path, store_name: str, monkeypatch
     cfg = regions_config(city, out, workers=2, **engine)
     store = out / "synthetic-tiny" / "regions" / store_name
     store.mkdir(parents=True)
-    (store / "die-in-chunk_00001.h5").touch()
+    # the first frame of chunk 1 (chunks of 3 frames) dies once; the store to watch is named beside it
+    (city / f"die-in-{DYING_FRAME}").touch()
+    (city / "die-store.txt").write_text(str(store))
     with monkeypatch.context() as m:
-        m.setattr(regions_stage, "process_chunk", process_chunk_dying_once)
+        m.setattr(regions_stage, "process_frame", process_frame_dying_once)
         if engine["backend"] == "loky":
             # local processes: the stage stops when a worker dies...
             from joblib.externals.loky.process_executor import TerminatedWorkerError
@@ -97,7 +100,9 @@ def kill_a_worker_in_regions(city: Path, out: Path, store_name: str, monkeypatch
         else:
             # a cluster runs the lost task again on a live worker: the stage completes in one go
             regions_stage.run_regions(cfg, echo=lambda s: None)
-    assert (store / "die-in-chunk_00001.h5.fired").exists(), "the worker was never killed"
+    assert (city / f"die-in-{DYING_FRAME}.fired").exists(), "the worker was never killed"
+    for leftover in (city / f"die-in-{DYING_FRAME}.fired", city / "die-store.txt"):  # the city is shared
+        leftover.unlink()
     at_death = json.loads((store / SNAPSHOT).read_text())
     assert at_death["chunks"] and "chunk_00001.h5" not in at_death["chunks"]
     for name, entry in at_death["chunks"].items():  # listed before the kill: kept, never rewritten
