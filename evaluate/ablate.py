@@ -88,7 +88,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "small": dict(cells=("depth:0.5:4", "felzenszwalb:0.5:4", "gt:0.5:4",
                          "depth:0.5:0", "felzenszwalb:0.5:0", "gt:0.5:0",
                          "depth:0.5:2", "depth:0:4", "depth:1:4", "gt:0:4"),
-                  train_steps=60, finetune_iterations=60, label_fraction="1/4"),
+                  train_steps=40, finetune_iterations=40, label_fraction="1/4"),
 }
 
 
@@ -288,31 +288,40 @@ def _miou(report: Path, protocol: str, model: str) -> float:
     return float(r["protocols"][protocol]["models"][model]["miou"])
 
 
+def wanted(cfg: AblateConfig) -> list[str]:
+    """The metrics this grid measures for every cell."""
+    return ["cluster_paper", "cluster_picie"] + (["finetune"] if cfg.finetune else [])
+
+
 def run_cell(cfg: AblateConfig, cell: Cell, seed: int, per_step: int, root: Path, log: Path,
-             echo=click.echo) -> dict[str, Any]:
-    """Every step of one cell and seed; returns its result record."""
+             echo=click.echo, previous: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every step of one cell and seed that `previous` (its earlier result) lacks; returns the record."""
     run = f"ablate-{cfg.name}-{cell.key}-s{seed}"
     res: dict[str, Any] = {"cell": cell.key, "label": cell.label, "seed": seed, "proposals": cell.proposals,
-                           "lam": cell.lam, "m": cell.m}
+                           "lam": cell.lam, "m": cell.m, **(previous or {})}
     t0 = time.perf_counter()
     steps = ["--max-steps", str(cfg.train_steps)] if cfg.train_steps else []
+    clustered = "cluster_paper" in res and "cluster_picie" in res
     if cell.proposals:
         shards, groups = ensure_shards(cfg, cell.proposals, cell.m, per_step, root, log, echo)
         _run(_py("train", "contrastive", *_common(cfg), "--shards", str(shards), "--lam", str(cell.lam),
                  "--seed", str(seed), "--run", run, "--groups-per-step", str(groups), "--no-progress", *steps,
                  *cfg.train_args.split()), log, echo)
         ckpt = output_dir(cfg, "train", run, "checkpoint.pt")
-        _run(_py("evaluate", "unsupervised", *_common(cfg), "--checkpoint", str(ckpt), "--picie", "none",
-                 "--no-baseline", "--seed", str(seed), "--name", run), log, echo)
+        if not clustered:
+            _run(_py("evaluate", "unsupervised", *_common(cfg), "--checkpoint", str(ckpt), "--picie", "none",
+                     "--no-baseline", "--seed", str(seed), "--name", run), log, echo)
         report, model, init = output_dir(cfg, "eval", run, "report.json"), "pre-trained", str(ckpt)
     else:  # random init: scored by the same clustering with its own seed, fine-tuned from scratch
-        ckpt = _any_checkpoint(cfg)
-        _run(_py("evaluate", "unsupervised", *_common(cfg), "--checkpoint", str(ckpt), "--picie", "none",
-                 "--baseline", "--random-inits", "1", "--seed", str(seed), "--name", run), log, echo)
+        if not clustered:
+            _run(_py("evaluate", "unsupervised", *_common(cfg), "--checkpoint", str(_any_checkpoint(cfg)),
+                     "--picie", "none", "--baseline", "--random-inits", "1", "--seed", str(seed), "--name", run),
+                 log, echo)
         report, model, init = output_dir(cfg, "eval", run, "report.json"), RANDOM, "scratch"
-    res["cluster_paper"] = _miou(report, "paper", model)
-    res["cluster_picie"] = _miou(report, "picie", model)
-    if cfg.finetune:
+    if not clustered:
+        res["cluster_paper"] = _miou(report, "paper", model)
+        res["cluster_picie"] = _miou(report, "picie", model)
+    if cfg.finetune and "finetune" not in res:
         iters = ["--iterations", str(cfg.finetune_iterations)] if cfg.finetune_iterations else []
         _run(_py("train", "finetune", *_common(cfg), "--task", "semantic", "--init", init, "--seed", str(seed),
                  "--label-fraction", cfg.label_fraction, "--run", run, "--no-progress", *iters,
@@ -355,8 +364,9 @@ def run_grid(cfg: AblateConfig, echo=click.echo) -> Path:
     root = output_dir(cfg, "ablate", cfg.name)
     jobs = [(c, s) for c in cells for s in cfg.seeds]
     results_dir = root / "results"
-    done = {p.stem for p in results_dir.glob("*.json")} if results_dir.is_dir() else set()
-    todo = [(c, s) for c, s in jobs if f"{c.key}-s{s}" not in done]
+    previous = {p.stem: json.loads(p.read_text()) for p in results_dir.glob("*.json")} if results_dir.is_dir() else {}
+    # a run is done when it has every metric this grid asks for; one that lacks some runs only those
+    todo = [(c, s) for c, s in jobs if not all(k in previous.get(f"{c.key}-s{s}", {}) for k in wanted(cfg))]
     echo(f"ablate: {len(cells)} cells x {len(cfg.seeds)} seeds = {len(jobs)} runs ({len(jobs) - len(todo)} "
          f"already done), {per_step} images per step, into {root}")
     if cfg.dry_run:
@@ -371,7 +381,7 @@ def run_grid(cfg: AblateConfig, echo=click.echo) -> Path:
     t0 = time.perf_counter()
     for i, (c, s) in enumerate(todo):
         echo(f"ablate [{i + 1}/{len(todo)}] {c.label}, seed {s}")
-        res = run_cell(cfg, c, s, per_step, root, log, echo)
+        res = run_cell(cfg, c, s, per_step, root, log, echo, previous.get(f"{c.key}-s{s}"))
         write_json(results_dir / f"{c.key}-s{s}.json", res)  # after every step of the cell: it is finished
     results = [json.loads(p.read_text()) for p in sorted(results_dir.glob("*.json"))] if results_dir.is_dir() else []
     keys = {c.key for c in cells}
