@@ -43,13 +43,15 @@ WORKING_SIZE = {"cityscapes": (384, 768), "kitti": (384, 1280)}
 @dataclass
 class DepthInferConfig(StageConfig):
     checkpoint: str = field("", "depth checkpoint (default: the current `make depth` model of this DATASET/DEMO_SIZE)")
-    height: int = field(0, "output height (0 = working size: cityscapes 384, kitti 384, else the image's)")
-    width: int = field(0, "output width (0 = working size: cityscapes 768, kitti 1280, else the image's)")
+    height: int = field(0, "output height (0 = working size: cityscapes 384, kitti 384, else the image's)",
+                        bounds="[0, inf)")
+    width: int = field(0, "output width (0 = working size: cityscapes 768, kitti 1280, else the image's)",
+                       bounds="[0, inf)")
     split: str = field("", "only frames of this split (empty = all)")
     device: str = field("auto", "auto = cuda when available; cpu = joblib worker processes; cuda = batches on one GPU",
                         choices=["auto", "cpu", "cuda"], hash=False)
-    batch_size: int = field(16, "frames per batch on CUDA", hash=False)
-    workers: int = field(2, "CPU worker processes (torch threads = 1 each)", hash=False)
+    batch_size: int = field(16, "frames per batch on CUDA", hash=False, bounds="[1, inf)")
+    workers: int = field(2, "CPU worker processes (torch threads = 1 each)", hash=False, bounds="[1, inf)")
 
 
 def output_size(cfg: DepthInferConfig, frame: Frame) -> tuple[int, int]:

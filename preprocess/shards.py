@@ -74,32 +74,40 @@ class ShardsConfig(StageConfig):
     proposals: str = field("depth", "which region store to paste from (the regions stage's --proposals)")
     regions: str = field("", "region store folder (empty = the one `make regions` recorded for PROPOSALS)",
                          hash=False)
-    epochs: int = field(2, "pre-synthesised epochs (each uses every frame once, in a new order)")
-    group_size: int = field(8, "M: source frames per group; a group holds len(rounds) * M images")
+    epochs: int = field(2, "pre-synthesised epochs (each uses every frame once, in a new order)", bounds="[1, inf)")
+    group_size: int = field(8, "M: source frames per group; a group holds len(rounds) * M images", bounds="[1, inf)")
     rounds: tuple[float, ...] = field(PAPER.rounds, "expected pastes per region in each round "
-                                                    "(the original code used 2,4)")
-    min_region_height: int = field(PAPER.min_height, "paste filter: min region box height, px (scaled at demo sizes)")
-    min_region_width: int = field(PAPER.min_width, "paste filter: min region box width, px (scaled at demo sizes)")
-    scale_range: tuple[float, ...] = field(PAPER.scale_range, "paste scale range about the horizon row")
-    min_paste_size: int = field(PAPER.min_size, "a scaled paste keeps both box sides >= this, px (scaled at demo sizes)")
+                                                    "(the original code used 2,4)", bounds="(0, inf)")
+    min_region_height: int = field(PAPER.min_height, "paste filter: min region box height, px (scaled at demo sizes)",
+                                   bounds="[0, inf)")
+    min_region_width: int = field(PAPER.min_width, "paste filter: min region box width, px (scaled at demo sizes)",
+                                  bounds="[0, inf)")
+    scale_range: tuple[float, ...] = field(PAPER.scale_range, "paste scale range about the horizon row",
+                                           bounds="(0, inf)", n=2, ordered=True)
+    min_paste_size: int = field(PAPER.min_size, "a scaled paste keeps both box sides >= this, px (scaled at demo sizes)",
+                                bounds="[1, inf)")
     height_tolerance: int = field(PAPER.height_tolerance, "h_t: max vertical offset from where the scaled "
-                                                          "region would sit, px (scaled at demo sizes)")
-    flip_prob: float = field(PAPER.flip_prob, "probability of a horizontal flip per paste")
-    jitter: tuple[float, ...] = field(PAPER.jitter, "colour jitter strength: brightness,contrast,saturation,hue")
-    jitter_prob: float = field(PAPER.jitter_prob, "probability of colour jitter per paste")
-    gray_prob: float = field(PAPER.gray_prob, "probability of grayscale per paste")
-    blur_prob: float = field(PAPER.blur_prob, "probability of Gaussian blur (5 taps) per paste")
-    blur_sigma: tuple[float, ...] = field(PAPER.blur_sigma, "blur sigma range")
-    jpeg_quality: int = field(90, "JPEG quality of the synthesised images")
-    shard_mb: float = field(200.0, "largest shard size, MB (used when --groups-per-shard is 0)")
+                                                          "region would sit, px (scaled at demo sizes)",
+                                  bounds="[0, inf)")
+    flip_prob: float = field(PAPER.flip_prob, "probability of a horizontal flip per paste", bounds="[0, 1]")
+    jitter: tuple[float, ...] = field(PAPER.jitter, "colour jitter strength: brightness,contrast,saturation,hue",
+                                      bounds="[0, 1]", n=4)
+    jitter_prob: float = field(PAPER.jitter_prob, "probability of colour jitter per paste", bounds="[0, 1]")
+    gray_prob: float = field(PAPER.gray_prob, "probability of grayscale per paste", bounds="[0, 1]")
+    blur_prob: float = field(PAPER.blur_prob, "probability of Gaussian blur (5 taps) per paste", bounds="[0, 1]")
+    blur_sigma: tuple[float, ...] = field(PAPER.blur_sigma, "blur sigma range", bounds="(0, inf)", n=2, ordered=True)
+    jpeg_quality: int = field(90, "JPEG quality of the synthesised images", bounds="[1, 100]")
+    shard_mb: float = field(200.0, "largest shard size, MB (used when --groups-per-shard is 0)", bounds="(0, inf)")
     min_shards: int = field(16, "at least this many shards per epoch when there are enough groups (used when "
-                                "--groups-per-shard is 0): every loader worker and rank needs its own shards")
-    groups_per_shard: int = field(0, "groups per shard (0 = from --shard-mb and --min-shards)")
-    max_groups: int = field(0, "groups per epoch at most (0 = all frames / group size)")
-    seed: int = field(0, "synthesis seed")
+                                "--groups-per-shard is 0): every loader worker and rank needs its own shards",
+                            bounds="[1, inf)")
+    groups_per_shard: int = field(0, "groups per shard (0 = from --shard-mb and --min-shards)", bounds="[0, inf)")
+    max_groups: int = field(0, "groups per epoch at most (0 = all frames / group size)", bounds="[0, inf)")
+    seed: int = field(0, "synthesis seed", bounds="[0, inf)")
     splits: tuple[str, ...] = field(("train",), "frame-index splits to synthesise from (frames the index "
                                                 "does not know are kept)")
-    workers: int = field(os.cpu_count() or 1, "parallel worker processes (one shard per task)", hash=False)
+    workers: int = field(os.cpu_count() or 1, "parallel worker processes (one shard per task)",
+                         hash=False, bounds="[1, inf)")
     backend: str = field("loky", "joblib backend (dask / ray need their packages and a cluster)",
                          choices=["loky", "multiprocessing", "threading", "dask", "ray"], hash=False)
     verify: bool = field(True, "check the sha256 of already written shards before reusing them", hash=False)
