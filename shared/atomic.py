@@ -3,7 +3,12 @@
 Every output of the project goes through `atomic_path` (or the helpers built on it): the bytes are
 written to a temporary name in the same folder, flushed, and renamed over the target. A rename
 within one filesystem is atomic, so a reader sees the old file or the new one, never a mixture.
-Temporary names carry `.tmp`, so `remove_stale_temporaries` can clear what a killed save left."""
+Temporary names carry `.tmp`, so `remove_stale_temporaries` can clear what a killed save left.
+
+An OSError raised while writing (a full disk says only "[Errno 28] No space left on device") is
+raised again with the target's path, so the message the user sees names it (shared/cli.py).
+Text that is already on disk is not written again: a finished stage rerun on a read-only copy of
+its output tree has nothing to write."""
 from __future__ import annotations
 
 import contextlib
@@ -38,8 +43,12 @@ def atomic_path(path: str | os.PathLike, fsync: bool = False) -> Iterator[Path]:
             finally:
                 os.close(fd)
         os.replace(tmp, path)
+    except OSError as e:
+        if e.filename is None and e.errno is not None:
+            raise OSError(e.errno, e.strerror, str(path)) from e
+        raise
     finally:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
             tmp.unlink()
 
 
@@ -50,9 +59,14 @@ def write_bytes(path: str | os.PathLike, data: bytes, fsync: bool = False) -> Pa
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
+    """`text` into `path`, unless the file already holds exactly that text."""
+    path = Path(path)
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        if path.is_file() and path.stat().st_size == len(text.encode()) and path.read_text() == text:
+            return path
     with atomic_path(path) as tmp:
         tmp.write_text(text)
-    return Path(path)
+    return path
 
 
 def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 1) -> Path:

@@ -15,13 +15,38 @@ from shared.atomic import atomic_path, remove_stale_temporaries
 from shared.frames import DataError
 
 
+class _RecordingFile:
+    """A binary file that remembers the OSError its write raised: torch.save turns that error into
+    a RuntimeError ("unexpected pos ..."), and the user should see the disk's own error instead."""
+
+    def __init__(self, fh):
+        self.fh, self.error = fh, None
+
+    def write(self, data) -> int:
+        try:
+            return self.fh.write(data)
+        except OSError as e:
+            self.error = self.error or e
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.fh, name)
+
+
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
-    """torch.save to a temporary file in the same folder, fsync, then rename over `path`."""
+    """torch.save to a temporary file in the same folder, fsync, then rename over `path`.
+    A write that fails (no space left) raises the OSError naming `path`; the old checkpoint stays."""
     with atomic_path(path, fsync=True) as tmp:
         # through a file object: torch names the archive inside after a path it is given, and the
         # temporary name carries the process id
         with open(tmp, "wb") as fh:
-            torch.save(state, fh)
+            out = _RecordingFile(fh)
+            try:
+                torch.save(state, out)
+            except RuntimeError:
+                if out.error is not None:
+                    raise out.error from None
+                raise
     return Path(path)
 
 

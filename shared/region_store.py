@@ -20,6 +20,7 @@ so a killed run never mistakes a half-written file for a finished one. HDF5 time
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
-from shared.atomic import atomic_path, write_json
+from shared.atomic import write_bytes, write_json
 from shared.frames import DataError
 
 if TYPE_CHECKING:
@@ -58,11 +59,16 @@ def chunk_name(i: int) -> str:
 
 
 def write_chunk(path: str | os.PathLike, records: list[RegionRecord]) -> dict[str, Any]:
-    """Write records to `path` via a temporary file; returns the manifest entry for the chunk."""
+    """Write records to `path` via a temporary file; returns the manifest entry for the chunk.
+
+    The HDF5 file is built in memory and written with plain file I/O: on a full disk HDF5 itself
+    crashes the process while closing the file (a worker "segmentation fault"), where a plain write
+    raises an OSError that names the file. The bytes are the same as a file HDF5 writes itself."""
     import h5py  # here and in RegionStore, not at the top: --help of the commands stays light
 
     path = Path(path)
-    with atomic_path(path) as tmp, h5py.File(tmp, "w", libver=("earliest", "v110"), track_order=True) as h5:
+    image = io.BytesIO()
+    with h5py.File(image, "w", libver=("earliest", "v110"), track_order=True) as h5:
         for r in records:
             g = h5.create_group(r.frame_id, track_order=True)
             g.create_dataset("depth", data=r.depth.astype(np.float16), track_times=False,
@@ -71,8 +77,9 @@ def write_chunk(path: str | os.PathLike, records: list[RegionRecord]) -> dict[st
                              compression="gzip", compression_opts=4, shuffle=True)
             for k, v in sorted(r.attrs.items()):
                 g.attrs[k] = json.dumps(v) if isinstance(v, (dict, list, tuple)) else v
-    return {"frames": [r.frame_id for r in records], "bytes": path.stat().st_size,
-            "sha256": sha256_file(path)}
+    data = image.getvalue()
+    write_bytes(path, data)
+    return {"frames": [r.frame_id for r in records], "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
 def read_manifest(root: str | os.PathLike) -> dict[str, Any]:

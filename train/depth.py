@@ -19,6 +19,7 @@ auto-mask). The checkpoint is recorded as the stage's current model (depth/model
 """
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -111,6 +112,20 @@ def _decode_chunk(path: str, shape: tuple[int, int, int, int], rows: list[int], 
     return len(rows)
 
 
+def _allocate(path: Path, size: int) -> None:
+    """A file of `size` bytes whose blocks the filesystem has reserved: a memmap over a sparse file
+    kills the process with SIGBUS when the disk fills up while it is written, where reserving the
+    space first fails at once with an OSError naming the file."""
+    with open(path, "wb") as fh:
+        try:
+            os.posix_fallocate(fh.fileno(), 0, size)
+        except OSError as e:
+            if e.errno in (errno.EOPNOTSUPP, errno.EINVAL):  # a filesystem without fallocate: sparse, as before
+                fh.truncate(size)
+            else:
+                raise OSError(e.errno, e.strerror, str(path)) from e
+
+
 def build_frame_cache(frames: list[Frame], height: int, width: int, cache_dir: Path, workers: int,
                       chunk: int = 64) -> np.ndarray:
     """Decode `frames` (in order) into a read-only memmap; resumes a killed build chunk by chunk."""
@@ -128,7 +143,7 @@ def build_frame_cache(frames: list[Frame], height: int, width: int, cache_dir: P
         marks = final.with_name(final.name + ".chunks")
         marks.mkdir(parents=True, exist_ok=True)
         if not tmp.is_file() or tmp.stat().st_size != int(np.prod(shape)):
-            np.memmap(tmp, dtype=np.uint8, mode="w+", shape=shape).flush()
+            _allocate(tmp, int(np.prod(shape)))
         jobs = []
         for c, start in enumerate(range(0, len(frames), chunk)):
             mark = marks / f"{c}.done"
