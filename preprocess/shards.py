@@ -264,21 +264,10 @@ def shard_is_finished(out_dir: Path, entry: dict[str, Any] | None, verify: bool)
 # ----------------------------------------------------------------------------------------------
 # the stage
 
-def source_images(store_root: Path, manifest: dict[str, Any]) -> dict[str, str]:
-    """frame id -> source image path, from the chunks' attributes only (no map is decompressed)."""
-    import h5py
-
-    out: dict[str, str] = {}
-    for name in sorted(manifest.get("chunks", {})):
-        p = store_root / name
-        try:
-            with h5py.File(p, "r") as h5:
-                for fid in h5:
-                    v = h5[fid].attrs.get("image", "")
-                    out[fid] = v.decode() if isinstance(v, bytes) else str(v)
-        except OSError as e:
-            raise DataError(p, f"unreadable region chunk ({e})") from e
-    return out
+def source_images(store: RegionStore) -> dict[str, str]:
+    """frame id -> source image path, from the chunks' attributes only (no map is decompressed;
+    every chunk is verified against the manifest as it is read)."""
+    return {fid: str(store.attrs(fid).get("image", "")) for fid in store.frame_ids()}
 
 
 def resolve_store(cfg: ShardsConfig) -> Path:
@@ -322,7 +311,7 @@ def run_shards(cfg: ShardsConfig, echo: Callable[[str], None] = click.echo,
             raise DataError(store_root, f"{len(frame_ids)} frames of split {','.join(cfg.splits)} in the region "
                                         f"store, fewer than --group-size {cfg.group_size}; pass a smaller "
                                         f"--group-size (or other --splits)")
-        images = source_images(store_root, store_manifest)
+        images = source_images(store)
         missing = [images.get(f) or f"<no image path for frame {f}>" for f in frame_ids
                    if not images.get(f) or not Path(images[f]).is_file()]
         if missing:

@@ -26,6 +26,9 @@ class DataError(ValueError):
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
 
+    def __reduce__(self):  # joblib workers send it back pickled: keep both fields
+        return type(self), (self.path, self.problem)
+
 
 @dataclass(frozen=True)
 class Frame:

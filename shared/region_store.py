@@ -31,6 +31,7 @@ import numpy as np
 
 from shared.atomic import write_bytes, write_json
 from shared.frames import DataError
+from shared.stage import make_command
 
 if TYPE_CHECKING:
     import h5py
@@ -96,6 +97,13 @@ def write_manifest(root: str | os.PathLike, manifest: dict[str, Any]) -> None:
     write_json(Path(root) / MANIFEST, manifest, indent=1)
 
 
+def repair_hint(manifest: dict[str, Any]) -> str:
+    """What rewrites a damaged chunk: the regions stage of the store's own settings recomputes
+    every chunk that does not match the manifest."""
+    cfg = manifest.get("config", {})
+    return "rewrite it with " + make_command("regions", cfg) + " (chunks that do not match the manifest are recomputed)"
+
+
 def chunk_is_finished(root: str | os.PathLike, name: str, manifest: dict[str, Any],
                       verify: bool = True) -> bool:
     """True when the chunk is in the manifest and the file on disk matches its size (and sha256)."""
@@ -107,16 +115,23 @@ def chunk_is_finished(root: str | os.PathLike, name: str, manifest: dict[str, An
 
 
 class RegionStore:
-    """Read access to a finished (or partly finished) store; only manifest-listed chunks are visible."""
+    """Read access to a finished (or partly finished) store; only manifest-listed chunks are visible.
 
-    def __init__(self, root: str | os.PathLike):
+    A chunk is verified when it is read: its bytes are read once, hashed and compared with the
+    manifest's size and sha256 before HDF5 sees them (from memory), so a damaged chunk is a
+    DataError naming the file and the command that rewrites it, never maps read from bad bytes.
+    Up to `keep_open` chunks stay in memory (readers jump between chunks: a group's frames are
+    shuffled); one evicted and read again is verified again."""
+
+    def __init__(self, root: str | os.PathLike, keep_open: int = 8):
         self.root = Path(root)
         self.manifest = read_manifest(self.root)
         self._where: dict[str, str] = {}
         for name, entry in sorted(self.manifest.get("chunks", {}).items()):
             for fid in entry["frames"]:
                 self._where[fid] = name
-        self._open: dict[str, h5py.File] = {}
+        self._open: dict[str, h5py.File] = {}  # oldest first
+        self.keep_open = max(1, keep_open)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -133,21 +148,41 @@ class RegionStore:
         return frame_id in self._where
 
     def _file(self, name: str) -> h5py.File:
-        if name not in self._open:
-            import h5py
+        if name in self._open:
+            self._open[name] = self._open.pop(name)  # most recently used last
+            return self._open[name]
+        import h5py
 
-            p = self.root / name
-            try:
-                self._open[name] = h5py.File(p, "r")
-            except OSError as e:
-                raise DataError(p, f"unreadable region chunk ({e})") from e
-        return self._open[name]
+        p = self.root / name
+        try:
+            data = p.read_bytes()
+        except OSError as e:
+            raise DataError(p, f"unreadable region chunk ({e.strerror or e}); {repair_hint(self.manifest)}") from e
+        entry = self.manifest["chunks"][name]
+        digest = hashlib.sha256(data).hexdigest()
+        if len(data) != entry.get("bytes") or digest != entry.get("sha256"):
+            raise DataError(p, f"region chunk is damaged: {len(data)} bytes with sha256 {digest[:16]}..., the "
+                               f"manifest lists {entry.get('bytes')} bytes with sha256 {str(entry.get('sha256'))[:16]}...; "
+                               f"{repair_hint(self.manifest)}")
+        try:
+            h5 = h5py.File(io.BytesIO(data), "r")
+        except OSError as e:
+            raise DataError(p, f"unreadable region chunk ({e}); {repair_hint(self.manifest)}") from e
+        while len(self._open) >= self.keep_open:
+            self._open.pop(next(iter(self._open))).close()
+        self._open[name] = h5
+        return h5
 
-    def read(self, frame_id: str) -> RegionRecord:
+    def attrs(self, frame_id: str) -> dict[str, Any]:
+        """The frame's attributes (image path, n_regions, ...) without decompressing its maps."""
         if frame_id not in self._where:
             raise KeyError(f"frame {frame_id!r} is not in region store {self.root}")
         g = self._file(self._where[frame_id])[frame_id]
-        attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in g.attrs.items()}
+        return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in g.attrs.items()}
+
+    def read(self, frame_id: str) -> RegionRecord:
+        attrs = self.attrs(frame_id)
+        g = self._file(self._where[frame_id])[frame_id]
         return RegionRecord(frame_id, g["depth"][()].astype(np.float32), g["regions"][()], attrs)
 
     def __iter__(self) -> Iterator[RegionRecord]:

@@ -83,6 +83,19 @@ def cached_frames(cfg: StageConfig) -> list[Frame]:
     return load_index(p) if p.is_file() else frames_for(cfg)
 
 
+def make_command(target: str, config: dict, **variables: str) -> str:
+    """The `make` line that runs `target` for the dataset, demo size and output root of a saved
+    config (`config.json` / a manifest's config): what a message tells the user to run."""
+    parts = [f"make {target}", f"DATASET={config.get('dataset', 'synthetic')}"]
+    for key, var in (("data_root", "DATA_ROOT"), ("demo_size", "DEMO_SIZE"), ("out", "OUT")):
+        if config.get(key):
+            parts.append(f"{var}={config[key]}")
+    if config.get("proposals", "depth") != "depth":
+        parts.append(f"PROPOSALS={config['proposals']}")
+    parts += [f"{k}={v}" for k, v in variables.items()]
+    return "`" + " ".join(parts) + "`"
+
+
 def write_pointer(cfg: StageConfig, stage: str, name: str, target: Path) -> Path:
     """Record `target` as the current output of `stage` (e.g. regions/depth.current), so the next
     stage finds it without recomputing the config hash: `make shards` follows regions, `make train`

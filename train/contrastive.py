@@ -44,7 +44,8 @@ from shared.photometric import apply_photometric
 from shared.stage import output_dir, read_pointer, write_pointer
 from train.contrastive_command import PRESETS, ContrastiveConfig, resolve_config  # noqa: F401  (re-exported)
 from train.positives import Positives
-from train.shard_loader import Augment, EpochPlan, ShardSet, ShardStream, make_loader, open_shard_set, plan_epoch
+from train.shard_loader import (Augment, EpochPlan, ShardSet, ShardStream, check_batch, make_loader, open_shard_set,
+                                plan_epoch)
 from train.swav_loss import LossTerms, dense_swav_loss
 
 # The options, presets and command live in train/contrastive_command.py, which does not import torch.
@@ -245,7 +246,7 @@ def _batches(plans: list[EpochPlan], epoch_starts: np.ndarray, start: int, cfg: 
         stream = ShardStream(plans[epoch], max(0, start - int(epoch_starts[epoch])), cfg.seed, cfg.groups_per_step,
                              aug, cfg.features_per_step, cfg.lam, cfg.shuffle_buffer, rank)
         for batch in make_loader(stream, cfg.workers, pin_memory=pin_memory):
-            yield epoch, batch
+            yield epoch, check_batch(batch)  # a damaged shard stops the run here, named
 
 
 def train(cfg: ContrastiveConfig) -> Path:
@@ -277,8 +278,9 @@ def train(cfg: ContrastiveConfig) -> Path:
     images_per_step = cfg.groups_per_step * ss.images_per_group * world
 
     # ---- run folder, model, optimiser, resume
-    # The run is keyed by its settings and by the shard set it reads: new shards = a new run.
-    run_key = config_hash(cfg, extra={"shards": ss.config_hash})
+    # The run is keyed by its settings and by the shard set it reads, down to the checksums the
+    # manifest lists (the loader verifies every shard against them): other shards = a new run.
+    run_key = config_hash(cfg, extra={"shards": ss.config_hash, "shards_digest": ss.digest})
     run_dir = output_dir(cfg, "train", cfg.run or run_key)
     ckpt_path, log_path = run_dir / "checkpoint.pt", run_dir / "log.jsonl"
     if main_rank:
@@ -294,8 +296,10 @@ def train(cfg: ContrastiveConfig) -> Path:
     ckpt = load_checkpoint(ckpt_path, map_location="cpu")
     if ckpt is not None:
         if ckpt["config_hash"] != run_key:
-            raise DataError(ckpt_path, f"belongs to config {ckpt['config_hash']}, not {run_key} (settings or shard set "
-                                       f"differ); "
+            differ = ("it was trained on shard set digest {} and {} now lists {}".format(
+                ckpt.get("shards_digest", "(not recorded)"), ss.root, ss.digest)
+                if ckpt.get("shards_digest") != ss.digest else "settings or shard set differ")
+            raise DataError(ckpt_path, f"belongs to config {ckpt['config_hash']}, not {run_key} ({differ}); "
                                        f"pass another --run name to start a new run")
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
@@ -304,8 +308,8 @@ def train(cfg: ContrastiveConfig) -> Path:
     _same_start_on_all_ranks(start, dev, ckpt_path)
     if main_rank:
         save_config(cfg, run_dir / "config.json", extra={"shards": str(ss.root), "shards_config_hash": ss.config_hash,
-                                                       "total_steps": total, "warmup_steps": warmup,
-                                                       "crop": [crop_h, crop_w]})
+                                                       "shards_digest": ss.digest, "total_steps": total,
+                                                       "warmup_steps": warmup, "crop": [crop_h, crop_w]})
         _trim_log(log_path, start)
         where = (f"complete ({total} steps), reusing {run_dir}" if start >= total else
                  f"resuming at step {start}/{total}" if start else f"starting, {total} steps")
@@ -344,7 +348,7 @@ def train(cfg: ContrastiveConfig) -> Path:
             if step % cfg.checkpoint_every == 0 or step == stop:
                 window.check_finite(step, last_good)
                 if main_rank:
-                    _checkpoint(ckpt_path, model, opt, step, cfg, run_key)
+                    _checkpoint(ckpt_path, model, opt, step, cfg, run_key, ss.digest)
                 last_good = step
                 _barrier(world)
     finally:
@@ -372,10 +376,10 @@ def train(cfg: ContrastiveConfig) -> Path:
 
 
 def _checkpoint(path: Path, model: DenseSwAVNet, opt: torch.optim.Optimizer, step: int, cfg: ContrastiveConfig,
-                run_key: str) -> None:
+                run_key: str, shards_digest: str = "") -> None:
     save_checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
                      "rng": rng_state(), "config": to_dict(cfg), "config_hash": run_key,
-                     "net_args": model.net_args, "code_version": code_version()}, path)
+                     "shards_digest": shards_digest, "net_args": model.net_args, "code_version": code_version()}, path)
 
 
 def _trim_log(path: Path, start: int) -> None:

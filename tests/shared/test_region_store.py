@@ -43,3 +43,48 @@ def test_unlisted_or_corrupt_chunk_is_not_finished(tmp_path):
     assert not chunk_is_finished(tmp_path, chunk_name(0), manifest)
     p.write_bytes(bytes(data[:100]))
     assert not chunk_is_finished(tmp_path, chunk_name(0), manifest, verify=False)
+
+
+def test_a_damaged_chunk_is_refused_when_read_naming_the_file_and_the_repair(tmp_path):
+    """A chunk is verified against the manifest as it is read: one flipped byte (same size) is a
+    DataError naming the chunk and the `make regions` that rewrites it, not maps from bad bytes or
+    an HDF5 error that names no file."""
+    from shared.frames import DataError
+
+    entry = write_chunk(tmp_path / chunk_name(0), _records(2))
+    write_manifest(tmp_path, {"height": 6, "width": 9, "chunks": {chunk_name(0): entry},
+                              "config": {"dataset": "kitti", "data_root": "/data/kitti", "out": "runs",
+                                         "demo_size": "tiny", "proposals": "depth"}})
+    p = tmp_path / chunk_name(0)
+    data = bytearray(p.read_bytes())
+    for where in (len(data) // 2, 200, len(data) - 10):  # map data, HDF5 structure, the tail
+        bad = bytearray(data)
+        bad[where] ^= 0x01
+        p.write_bytes(bytes(bad))
+        with RegionStore(tmp_path) as store, pytest.raises(DataError) as info:
+            store.read("seq_000000")
+        assert info.value.path == str(p) and "damaged" in info.value.problem
+        assert "`make regions DATASET=kitti DATA_ROOT=/data/kitti DEMO_SIZE=tiny OUT=runs`" in info.value.problem
+    p.write_bytes(bytes(data))
+    with RegionStore(tmp_path) as store:  # control: the intact chunk reads
+        assert store.read("seq_000000").regions.shape == (6, 9)
+
+
+def test_chunks_are_verified_again_after_leaving_memory(tmp_path):
+    chunks = {}
+    for i in range(3):
+        recs = [RegionRecord(f"c{i}_{k}", np.full((4, 4), 1.0 + i, np.float32), np.ones((4, 4), np.uint16), {})
+                for k in range(2)]
+        chunks[chunk_name(i)] = write_chunk(tmp_path / chunk_name(i), recs)
+    write_manifest(tmp_path, {"height": 4, "width": 4, "chunks": chunks})
+    from shared.frames import DataError
+
+    with RegionStore(tmp_path, keep_open=1) as store:
+        assert store.read("c0_0").depth[0, 0] == 1.0
+        assert store.read("c1_0").depth[0, 0] == 2.0  # chunk 0 leaves memory
+        p = tmp_path / chunk_name(0)
+        data = bytearray(p.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        p.write_bytes(bytes(data))
+        with pytest.raises(DataError, match="damaged"):
+            store.read("c0_1")
