@@ -13,6 +13,11 @@ Inside a chunk, one group per frame id:
     /<frame_id>/regions  uint16  [H, W]  region ids, 0 = no region (filtered out), 1..N regions
     attrs: image (source image path), n_regions, and whatever per-frame parameters the writer adds.
 
+Depth outside float16's normal range (above 65504, e.g. millimetres, or below 2^-14) is stored
+divided by a power of two, recorded as the attribute `depth_scale` (exact: a power of two changes
+no digit); a frame that even so does not fit is stored as float32. So no finite depth is stored as
+inf or 0, and depth in the usual range is stored exactly as before (no attribute, same bytes).
+
 A chunk counts as finished only when it is listed in the manifest with a matching size and sha256,
 so a killed run never mistakes a half-written file for a finished one. HDF5 timestamps are off
 (track_times=False) so the same inputs give byte-identical chunks.
@@ -22,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,12 +43,30 @@ if TYPE_CHECKING:
     import h5py
 
 MANIFEST = "manifest.json"
+FLOAT16_MAX = 65504.0  # largest finite float16
+FLOAT16_TINY = 2.0 ** -14  # smallest normal float16: below it digits are lost, then the value is 0
+
+
+def encode_depth(depth: np.ndarray) -> tuple[np.ndarray, float]:
+    """float32 depth [H, W] -> (what to store, scale): depth = stored * scale. float16 unscaled when
+    the positive finite values fit its normal range, else float16 over a power of two (values of
+    at most 2^15), else float32 (a frame spanning more than ~2.7e8 : 1)."""
+    finite = depth[np.isfinite(depth) & (depth > 0)]
+    if finite.size == 0:
+        return depth.astype(np.float16), 1.0
+    hi, lo = float(finite.max()), float(finite.min())
+    if hi <= FLOAT16_MAX and lo >= FLOAT16_TINY:
+        return depth.astype(np.float16), 1.0
+    scale = 2.0 ** math.ceil(math.log2(hi / 2.0 ** 15))
+    if lo / scale >= FLOAT16_TINY:
+        return (depth / scale).astype(np.float16), scale
+    return depth.astype(np.float32), 1.0
 
 
 @dataclass
 class RegionRecord:
     frame_id: str
-    depth: np.ndarray  # float32 [H, W] when read (stored float16)
+    depth: np.ndarray  # float32 [H, W] when read (stored float16, see encode_depth)
     regions: np.ndarray  # uint16 [H, W], 0 = no region
     attrs: dict[str, Any] = field(default_factory=dict)
 
@@ -72,11 +96,13 @@ def write_chunk(path: str | os.PathLike, records: list[RegionRecord]) -> dict[st
     with h5py.File(image, "w", libver=("earliest", "v110"), track_order=True) as h5:
         for r in records:
             g = h5.create_group(r.frame_id, track_order=True)
-            g.create_dataset("depth", data=r.depth.astype(np.float16), track_times=False,
+            depth, scale = encode_depth(r.depth)
+            g.create_dataset("depth", data=depth, track_times=False,
                              compression="gzip", compression_opts=4, shuffle=True)
             g.create_dataset("regions", data=r.regions.astype(np.uint16), track_times=False,
                              compression="gzip", compression_opts=4, shuffle=True)
-            for k, v in sorted(r.attrs.items()):
+            attrs = dict(r.attrs, depth_scale=scale) if scale != 1.0 else r.attrs
+            for k, v in sorted(attrs.items()):
                 g.attrs[k] = json.dumps(v) if isinstance(v, (dict, list, tuple)) else v
     data = image.getvalue()
     write_bytes(path, data)
@@ -182,8 +208,10 @@ class RegionStore:
 
     def read(self, frame_id: str) -> RegionRecord:
         attrs = self.attrs(frame_id)
+        scale = float(attrs.pop("depth_scale", 1.0))  # how the depth was stored, not about the frame
         g = self._file(self._where[frame_id])[frame_id]
-        return RegionRecord(frame_id, g["depth"][()].astype(np.float32), g["regions"][()], attrs)
+        depth = g["depth"][()].astype(np.float32)
+        return RegionRecord(frame_id, depth * np.float32(scale) if scale != 1.0 else depth, g["regions"][()], attrs)
 
     def __iter__(self) -> Iterator[RegionRecord]:
         for fid in self._where:

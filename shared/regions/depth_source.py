@@ -67,10 +67,23 @@ def parse_depth_spec(text: str, dataset: str, depth_kind: str = "depth", scale: 
     return DepthSpec(kind, arg, depth_kind, float(scale), device)
 
 
+# The widest span of valid depth in one frame: 1 mm to 1 km is 1e6, in any unit. A map spanning
+# more holds something else (sky or "no return" encoded as a huge value, a unit mix-up).
+MAX_DEPTH_RATIO = 1e6
+
+
 def check_depth(depth: np.ndarray, path: str, max_invalid: float = 0.0) -> np.ndarray:
     """Reject (DataError naming `path`) a map with NaN/inf/non-positive values beyond a `max_invalid`
-    fraction; a tolerated few are filled from the nearest valid pixel."""
+    fraction, or whose valid values span more than MAX_DEPTH_RATIO : 1; a tolerated few invalid
+    pixels are filled from the nearest valid pixel."""
     bad = ~np.isfinite(depth) | (depth <= 0)
+    if not bad.all():
+        lo, hi = float(depth[~bad].min()), float(depth[~bad].max())
+        if hi > MAX_DEPTH_RATIO * lo:
+            raise DataError(path, f"valid depth spans {lo:.3g} to {hi:.3g} ({hi / lo:.2g} : 1), more than a camera "
+                                  f"sees in any unit ({MAX_DEPTH_RATIO:.0g} : 1, 1 mm to 1 km): are sky or missing "
+                                  "values encoded as huge numbers? Write them as 0 or NaN (invalid) and allow them "
+                                  "with --max-invalid-depth")
     if not bad.any():
         return depth
     frac = float(bad.mean())

@@ -236,3 +236,32 @@ def test_a_bad_model_checkpoint_stops_the_run(city, tmp_path, monkeypatch):
     cfg = config(city, tmp_path / "o", depth=f"model:{ckpt}", max_frames=2)
     with pytest.raises(click.ClickException, match="cannot load the depth model"):
         stage.run_regions(cfg, echo=lambda s: None)
+
+
+def test_depth_in_millimetres_is_stored_finite_and_gives_the_same_regions(city, tmp_path):
+    """Depth maps in millimetres (values above float16's 65504 on the synthetic city's far
+    facades) are stored finite, at their value, and give the regions of the metre maps."""
+    frames = stage.frames_for(config(city, tmp_path / "idx"))[:2]
+    ddir = tmp_path / "mm"
+    ddir.mkdir()
+    metres = {f.id: np.load(f.depth) for f in frames}
+    assert max(m.max() for m in metres.values()) * 1000 > 65504  # the case that used to become inf
+    for fid, m in metres.items():
+        np.save(ddir / f"{fid}.npy", (m.astype(np.float64) * 1000).astype(np.float32))
+    a = stage.run_regions(config(city, tmp_path / "gt", max_frames=2), echo=lambda s: None)
+    b = stage.run_regions(config(city, tmp_path / "mm_out", max_frames=2, depth=f"files:{ddir}"), echo=lambda s: None)
+    with RegionStore(a) as ra, RegionStore(b) as rb:
+        for fid in ra.frame_ids():
+            ma, mb = ra.read(fid), rb.read(fid)
+            np.testing.assert_array_equal(ma.regions, mb.regions)
+            assert np.isfinite(mb.depth).all()
+            np.testing.assert_allclose(mb.depth, ma.depth * 1000, rtol=2e-3)
+
+
+def test_non_physical_depth_ranges_are_refused_per_frame():
+    sky = np.full((4, 6), 20.0, np.float32)
+    sky[0] = 1e10  # sky written as a huge number
+    with pytest.raises(DataError, match="spans 20 to 1e\\+10"):
+        check_depth(sky, "d.npy")
+    wide = np.geomspace(1e-3, 999.0, 24, dtype=np.float32).reshape(4, 6)  # 1 mm to 1 km: a camera's range
+    assert check_depth(wide, "d.npy") is wide

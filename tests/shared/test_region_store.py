@@ -88,3 +88,43 @@ def test_chunks_are_verified_again_after_leaving_memory(tmp_path):
         p.write_bytes(bytes(data))
         with pytest.raises(DataError, match="damaged"):
             store.read("c0_1")
+
+
+@pytest.mark.parametrize("unit,factor", [("metres", 1.0), ("millimetres", 1000.0), ("micrometres", 1e6),
+                                         ("kilometres", 1e-3), ("megametres", 1e-6)])
+def test_no_finite_depth_is_stored_as_inf_or_zero(tmp_path, unit, factor):
+    """Depth of 0.5-90 m in any unit comes back as float16 would hold it in metres, times the
+    unit: millimetres (up to 90000 > 65504, float16's largest) used to come back as inf."""
+    rng = np.random.default_rng(3)
+    metres = rng.uniform(0.5, 90.0, (6, 9)).astype(np.float32)
+    depth = (metres.astype(np.float64) * factor).astype(np.float32)
+    rec = RegionRecord("f", depth, np.ones((6, 9), np.uint16), {"image": "x.png"})
+    entry = write_chunk(tmp_path / chunk_name(0), [rec])
+    write_manifest(tmp_path, {"height": 6, "width": 9, "chunks": {chunk_name(0): entry}})
+    with RegionStore(tmp_path) as store:
+        back = store.read("f")
+    assert np.isfinite(back.depth).all() and (back.depth > 0).all()
+    np.testing.assert_allclose(back.depth, depth, rtol=1e-3)  # float16's precision, at any magnitude
+    assert back.attrs == {"image": "x.png"}  # the scale is how it was stored, not an attribute of the frame
+
+
+def test_usual_depth_is_stored_as_before(tmp_path):
+    """Depth inside float16's range: plain float16, no scale attribute, so existing stores and the
+    shards made from them keep their bytes."""
+    import h5py
+
+    from shared.region_store import encode_depth
+
+    depth = np.array([[0.1, 1.0], [80.0, 65504.0]], np.float32)
+    stored, scale = encode_depth(depth)
+    assert scale == 1.0 and stored.dtype == np.float16 and np.array_equal(stored, depth.astype(np.float16))
+    stored, scale = encode_depth(depth * 2)  # 131008: over the top
+    assert scale == 4.0 and stored.dtype == np.float16 and np.isfinite(stored).all()
+    # a power of two changes no digit: each value keeps float16's 11 significant bits
+    np.testing.assert_array_equal(stored.astype(np.float32) * 4, depth.astype(np.float16).astype(np.float32) * 2)
+    huge_span = np.array([[1e-6, 1e6]], np.float32)  # beyond float16 even scaled: float32
+    stored, scale = encode_depth(huge_span)
+    assert stored.dtype == np.float32 and scale == 1.0
+    write_chunk(tmp_path / "c.h5", [RegionRecord("f", depth, np.ones((2, 2), np.uint16), {})])
+    with h5py.File(tmp_path / "c.h5") as h5:
+        assert h5["f/depth"].dtype == np.float16 and "depth_scale" not in h5["f"].attrs
