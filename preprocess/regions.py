@@ -35,7 +35,7 @@ from shared.config import build_config, config_hash, config_options, save_config
 from shared.regions.config import RegionsConfig, depth_spec, grouping_params, working_size
 from shared.regions.depth_source import DepthSource, DepthSpec
 from shared.regions.grouping import GroupingParams, depth_regions, felzenszwalb_regions, gt_regions
-from shared.frames import DataError, Frame
+from shared.frames import DataError, Frame, odd_sized
 from shared.imageio import read_label, read_rgb
 from shared.presets import explicit_options
 from shared.region_store import (RegionRecord, chunk_is_finished, chunk_name, read_manifest,
@@ -93,13 +93,16 @@ def _single_thread() -> None:
 
 def process_chunk(store: str, name: str, frames: list[Frame], size: tuple[int, int], spec: DepthSpec,
                   max_invalid: float, proposals: str, params: GroupingParams, felz: tuple[float, float, int],
-                  strict: bool) -> dict[str, Any]:
-    """Compute and write one chunk; returns its manifest entry plus skipped frames and timings."""
+                  strict: bool, odd: dict[str, str] | None = None) -> dict[str, Any]:
+    """Compute and write one chunk; returns its manifest entry plus skipped frames and timings.
+    odd: frame id -> problem for frames of another size than their sequence (skipped, not stretched)."""
     _single_thread()
     source = DepthSource(spec, max_invalid)
     records, skipped, timings = [], [], []
     for f in frames:
         try:
+            if odd and f.id in odd:
+                raise DataError(f.image, odd[f.id])
             rec, t = frame_regions(f, size, source, proposals, params, felz)
         except DataError as e:
             if strict:
@@ -132,9 +135,11 @@ def check_frame(frame: Frame, size: tuple[int, int], spec: DepthSpec, max_invali
 
 
 def check_chunk(frames: list[Frame], size: tuple[int, int], spec: DepthSpec, max_invalid: float,
-                proposals: str) -> list[dict[str, str]]:
+                proposals: str, odd: dict[str, str] | None = None) -> list[dict[str, str]]:
     _single_thread()
-    return [p for f in frames if (p := check_frame(f, size, spec, max_invalid, proposals))]
+    odd = odd or {}
+    return [{"frame": f.id, "path": f.image, "problem": odd[f.id]} if f.id in odd else p for f in frames
+            if f.id in odd or (p := check_frame(f, size, spec, max_invalid, proposals))]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -156,9 +161,10 @@ def run_regions(cfg: RegionsConfig, echo=click.echo, explicit: Collection[str] =
     from joblib import delayed
 
     t_start = time.perf_counter()
-    frames = frames_for(cfg)
+    frames = frames_for(cfg, strict=cfg.strict)
     if cfg.max_frames > 0:
         frames = frames[:cfg.max_frames]
+    odd = odd_sized(frames)
     size = working_size(cfg, frames)
     params = grouping_params(cfg, size, explicit)
     spec = depth_spec(cfg)
@@ -185,6 +191,8 @@ def run_regions(cfg: RegionsConfig, echo=click.echo, explicit: Collection[str] =
     done = {name for name, fs in plan.items()
             if name in chunks and sorted(chunks[name]["frames"] + [s["frame"] for s in chunks[name].get("skipped", [])])
             == sorted(f.id for f in fs) and chunk_is_finished(store, name, manifest)}
+    if not any(chunks[name]["frames"] for name in done):
+        done = set()  # a store in which every frame was skipped is not complete: try its frames again
     for name in set(chunks) - done:
         del chunks[name]
     pending = [name for name in plan if name not in done]
@@ -193,6 +201,10 @@ def run_regions(cfg: RegionsConfig, echo=click.echo, explicit: Collection[str] =
         manifest["skipped"] = sorted((s for e in chunks.values() for s in e.get("skipped", [])),
                                      key=lambda s: s["frame"])
         write_manifest(store, manifest)
+        if not any(e["frames"] for e in chunks.values()):  # produced nothing: an error, and no pointer to it
+            problems = "\n".join(f"  {s['path']}: {s['problem']}" for s in manifest["skipped"][:10])
+            raise DataError(store, f"every frame was skipped ({len(manifest['skipped'])}), nothing stored:\n"
+                                   f"{problems}\nfix these inputs and rerun")
         save_config(cfg, store / "config.json", extra={"params": dataclasses.asdict(params)})
         write_pointer(cfg, "regions", cfg.proposals, store)
         echo(note)
@@ -208,7 +220,7 @@ def run_regions(cfg: RegionsConfig, echo=click.echo, explicit: Collection[str] =
         ctx, par = _parallel(cfg, len(pending))
         with ctx:
             problems = [p for ps in par(delayed(check_chunk)(plan[n], size, spec, cfg.max_invalid_depth,
-                                                             cfg.proposals) for n in pending) for p in ps]
+                                                             cfg.proposals, odd) for n in pending) for p in ps]
         if problems:
             lines = "\n".join(f"  {p['path']}: {p['problem']}" for p in sorted(problems, key=lambda p: p["frame"]))
             raise DataError(problems[0]["path"], f"--strict: {len(problems)} bad frame(s), nothing written:\n{lines}")
@@ -223,7 +235,8 @@ def run_regions(cfg: RegionsConfig, echo=click.echo, explicit: Collection[str] =
     ctx, par = _parallel(cfg, len(pending))
     with ctx, tqdm(total=len(todo), unit="frame", desc="regions") as bar:
         tasks = (delayed(process_chunk)(str(store), name, plan[name], size, spec, cfg.max_invalid_depth,
-                                        cfg.proposals, params, felz, cfg.strict) for name in pending)
+                                        cfg.proposals, params, felz, cfg.strict,
+                                        {f.id: odd[f.id] for f in plan[name] if f.id in odd}) for name in pending)
         for res in par(tasks):
             chunks[res["name"]] = res["entry"]
             manifest["skipped"] = sorted((s for e in chunks.values() for s in e.get("skipped", [])),

@@ -3,7 +3,9 @@
 Every output of the project goes through `atomic_path` (or the helpers built on it): the bytes are
 written to a temporary name in the same folder, flushed, and renamed over the target. A rename
 within one filesystem is atomic, so a reader sees the old file or the new one, never a mixture.
-Temporary names carry `.tmp`, so `remove_stale_temporaries` can clear what a killed save left.
+Temporary names carry `.<pid>.tmp`, so what a killed save left is recognised and removed: by the
+next write of the same file, or by `remove_stale_temporaries` at a stage's start (a temporary whose
+process still runs is a write in progress and is kept).
 
 An OSError raised while writing (a full disk says only "[Errno 28] No space left on device") is
 raised again with the target's path, so the message the user sees names it (shared/cli.py).
@@ -12,6 +14,7 @@ its output tree has nothing to write."""
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 from pathlib import Path
@@ -25,6 +28,21 @@ def temporary_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
 
 
+def _writer_is_gone(tmp: Path) -> bool:
+    """True when the process whose id is in the temporary's name no longer runs (on this machine),
+    so the file is what a killed write left, not a write in progress."""
+    pid = tmp.name[:-len(TMP_SUFFIX)].rsplit(".", 1)[-1]
+    if not pid.isdigit() or int(pid) == os.getpid():
+        return not pid.isdigit()
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, someone else's
+        return False
+    return False
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, fsync: bool = False) -> Iterator[Path]:
     """Yield a temporary path to write; on success it is renamed over `path`, on error removed.
@@ -34,6 +52,10 @@ def atomic_path(path: str | os.PathLike, fsync: bool = False) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_name(path)
+    for old in path.parent.glob(f".{glob.escape(path.name)}.*{TMP_SUFFIX}"):  # killed earlier writes of this file
+        if _writer_is_gone(old):
+            with contextlib.suppress(OSError):
+                old.unlink()
     try:
         yield tmp
         if fsync:
@@ -76,12 +98,12 @@ def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 1) -> Pat
 
 def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
     """Delete `.*.tmp` files that killed saves left in `folder` (not recursive); returns them.
-
-    Only call this where no other live process is writing into `folder`."""
+    A temporary whose writer still runs (its process id is in the name) is left alone."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    stale = [p for p in folder.iterdir() if p.name.startswith(".") and p.name.endswith(TMP_SUFFIX) and p.is_file()]
+    stale = [p for p in folder.iterdir() if p.name.startswith(".") and p.name.endswith(TMP_SUFFIX) and p.is_file()
+             and _writer_is_gone(p)]
     for p in stale:
         with contextlib.suppress(FileNotFoundError):
             p.unlink()

@@ -33,15 +33,14 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from shared.atomic import write_text
 from shared.checkpoint import (clear_stale_saves, code_version, load_checkpoint, rng_state, save_checkpoint,
-                               set_rng_state)
+                               set_rng_state, trim_log)
 from shared.config import config_hash, save_config, to_dict
 from shared.frames import DataError
 from shared.nets.semantic_fpn import (DenseSwAVNet, backbone_state_dict_torchvision, image_stats,
                                       load_backbone_weights, normalize_images)
 from shared.photometric import apply_photometric
-from shared.stage import output_dir, read_pointer, write_pointer
+from shared.stage import output_dir, portable_path, read_pointer, write_pointer
 from train.contrastive_command import PRESETS, ContrastiveConfig, resolve_config  # noqa: F401  (re-exported)
 from train.positives import Positives
 from train.shard_loader import (Augment, EpochPlan, ShardSet, ShardStream, check_batch, make_loader, open_shard_set,
@@ -307,10 +306,11 @@ def train(cfg: ContrastiveConfig) -> Path:
         set_rng_state(ckpt["rng"])
     _same_start_on_all_ranks(start, dev, ckpt_path)
     if main_rank:
-        save_config(cfg, run_dir / "config.json", extra={"shards": str(ss.root), "shards_config_hash": ss.config_hash,
+        save_config(cfg, run_dir / "config.json", extra={"shards": portable_path(ss.root, run_dir, cfg.out),
+                                                       "shards_config_hash": ss.config_hash,
                                                        "shards_digest": ss.digest, "total_steps": total,
                                                        "warmup_steps": warmup, "crop": [crop_h, crop_w]})
-        _trim_log(log_path, start)
+        trim_log(log_path, start)  # steps after the checkpoint are redone; a killed write's partial line goes
         where = (f"complete ({total} steps), reusing {run_dir}" if start >= total else
                  f"resuming at step {start}/{total}" if start else f"starting, {total} steps")
         click.echo(f"contrastive: {where}; {len(ss.shards)} shards x {ss.images_per_group}-image groups from {ss.root}; "
@@ -380,14 +380,6 @@ def _checkpoint(path: Path, model: DenseSwAVNet, opt: torch.optim.Optimizer, ste
     save_checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
                      "rng": rng_state(), "config": to_dict(cfg), "config_hash": run_key,
                      "shards_digest": shards_digest, "net_args": model.net_args, "code_version": code_version()}, path)
-
-
-def _trim_log(path: Path, start: int) -> None:
-    """Drop log lines of steps after the checkpoint we resume from: they are about to be redone."""
-    if not path.is_file():
-        return
-    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= start]
-    write_text(path, "".join(ln + "\n" for ln in keep))
 
 
 def _write_log(rec: dict[str, Any], log, bar, tb) -> None:

@@ -43,8 +43,9 @@ class DepthTrainConfig(StageConfig):
                              bounds="[0, 1]")
     flip: float = field(0.5, "probability of a horizontal flip of a whole triplet", bounds="[0, 1]")
     split: str = field("train", "frames of this split are training targets")
-    on_bad: str = field("error", "bad frames (short sequence, missing neighbour, size mismatch): stop or skip and report",
-                        choices=["error", "skip"])
+    on_bad: str = field("skip", "bad frames (unreadable or truncated image, short sequence, missing neighbour, size "
+                                "mismatch): skip and list them, or stop before training", choices=["error", "skip"],
+                        hash=False)
     init_weights: str = field("", "local torchvision-format ResNet-18 state dict for both encoders (default: random init)")
     seed: int = field(0, "random seed (data order, augmentation, initialisation)", bounds="[0, inf)")
     device: str = field("auto", "auto = cuda when available", choices=["auto", "cpu", "cuda"], hash=False)

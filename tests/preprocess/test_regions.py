@@ -265,3 +265,21 @@ def test_non_physical_depth_ranges_are_refused_per_frame():
         check_depth(sky, "d.npy")
     wide = np.geomspace(1e-3, 999.0, 24, dtype=np.float32).reshape(4, 6)  # 1 mm to 1 km: a camera's range
     assert check_depth(wide, "d.npy") is wide
+
+
+def test_depth_files_within_two_percent_of_the_working_aspect_are_resized(tmp_path):
+    """KITTI's own maps (375x1242, 370x1226, ...) at KITTI's working size 384x1280 (0.6 % apart)
+    are resized; a map 5.6 % off belongs to another image or a crop and is refused for that frame."""
+    from shared.frames import Frame
+
+    frame = Frame("d_0000000005", str(tmp_path / "0000000005.png"), "train", "d", 5, 1242, 375, 0.58, 1.92, 0.5, 0.5)
+    src = DepthSource(parse_depth_spec(f"files:{tmp_path}", "kitti"))
+    for shape in [(375, 1242), (370, 1226), (376, 1241)]:
+        np.save(tmp_path / "d_0000000005.npy", np.full(shape, 12.0, np.float32))
+        src._files = None
+        d = src.load(frame, (384, 1280))
+        assert d.shape == (384, 1280) and (d == 12.0).all()
+    np.save(tmp_path / "d_0000000005.npy", np.full((375, 1180), 12.0, np.float32))  # 5.6 % narrower
+    src._files = None
+    with pytest.raises(DataError, match="differs from the working size 384x1280 by 5.6%"):
+        src.load(frame, (384, 1280))
