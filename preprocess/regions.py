@@ -35,6 +35,7 @@ from shared.config import build_config, config_hash, config_options, save_config
 from shared.regions.config import RegionsConfig, depth_spec, grouping_params, working_size
 from shared.regions.depth_source import DepthSource, DepthSpec
 from shared.regions.grouping import GroupingParams, depth_regions, felzenszwalb_regions, gt_regions
+from shared.faults import kill_point
 from shared.frames import DataError, Frame, odd_sized
 from shared.imageio import read_label, read_rgb
 from shared.presets import explicit_options
@@ -111,6 +112,7 @@ def process_chunk(store: str, name: str, frames: list[Frame], size: tuple[int, i
             continue
         records.append(rec)
         timings.append(t)
+        kill_point()  # tests: killed between frames of a chunk
     entry = write_chunk(Path(store) / name, records)
     entry["skipped"] = skipped
     return {"name": name, "entry": entry, "timings": timings,

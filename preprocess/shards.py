@@ -48,6 +48,7 @@ from tqdm import tqdm
 from preprocess.copy_paste import SYNTHESIS_VERSION, PasteParams, SourceFrame, synthesise
 from shared.atomic import atomic_path, remove_stale_temporaries, write_json
 from shared.config import build_config, config_hash, config_options, field, save_config, to_dict
+from shared.faults import kill_point
 from shared.frames import DataError
 from shared.imageio import read_rgb
 from shared.presets import apply_preset, explicit_options
@@ -233,6 +234,7 @@ def write_shard(store_root: str, out_dir: str, plan: ShardPlan, horizons: dict[s
                 times["synthesise"] += t2 - t1
                 times["encode"] += time.perf_counter() - t2
                 yield sample
+                kill_point()  # tests: killed with a tar half written
 
     entry = write_tar(Path(out_dir) / plan.name, samples())
     entry.update(name=plan.name, epoch=plan.epoch, first_group=plan.first_group)

@@ -20,6 +20,8 @@ import os
 from pathlib import Path
 from typing import Any, Iterator
 
+from shared.faults import kill_point
+
 TMP_SUFFIX = ".tmp"
 
 
@@ -64,7 +66,9 @@ def atomic_path(path: str | os.PathLike, fsync: bool = False) -> Iterator[Path]:
                 os.fsync(fd)
             finally:
                 os.close(fd)
+        kill_point()  # tests: killed with the temporary written, not renamed
         os.replace(tmp, path)
+        kill_point()  # tests: killed with the file renamed, before the caller records it
     except OSError as e:
         if e.filename is None and e.errno is not None:
             raise OSError(e.errno, e.strerror, str(path)) from e

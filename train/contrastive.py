@@ -36,6 +36,7 @@ import torch.distributed as dist
 from shared.checkpoint import (clear_stale_saves, code_version, load_checkpoint, rng_state, save_checkpoint,
                                set_rng_state, trim_log)
 from shared.config import config_hash, save_config, to_dict
+from shared.faults import kill_point
 from shared.frames import DataError
 from shared.nets.semantic_fpn import (DenseSwAVNet, backbone_state_dict_torchvision, image_stats,
                                       load_backbone_weights, normalize_images)
@@ -341,6 +342,7 @@ def train(cfg: ContrastiveConfig) -> Path:
             terms = train_step(model, batch, positives, opt, setup)
             window.add(terms, positives)
             bar.update(1)
+            kill_point()  # tests: killed between steps
             if step % cfg.log_every == 0 or step == total:
                 rec = window.close(step, epoch, float(lrs[step - 1]), total, images_per_step, last_good)
                 if main_rank:

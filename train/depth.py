@@ -39,6 +39,7 @@ from shared.checkpoint import (clear_stale_saves, code_version, rng_state, save_
                                set_rng_state, trim_log)
 from shared.atomic import write_json
 from shared.config import config_hash, save_config, to_dict
+from shared.faults import kill_point
 from shared.frames import DataError, Frame, by_id
 from shared.nets.depth_net import NUM_SCALES, DepthModel, disp_to_depth
 from shared.nets.depth_predictor import load_depth_checkpoint
@@ -569,6 +570,7 @@ def train(cfg: DepthTrainConfig, frames: list[Frame] | None = None, echo=click.e
             loss, parts = train_step(model, frames_u8, cams, step - 1, opt, run)
             window.add(loss, wait)
             bar.update(1)
+            kill_point()  # tests: killed between steps
             if first_loss is None:
                 first_loss = loss  # read back at the end
             if step % cfg.log_every == 0 or step == total:
