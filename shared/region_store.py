@@ -86,14 +86,16 @@ def chunk_name(i: int) -> str:
 def write_chunk(path: str | os.PathLike, records: list[RegionRecord]) -> dict[str, Any]:
     """Write records to `path` via a temporary file; returns the manifest entry for the chunk.
 
-    The HDF5 file is built in memory and written with plain file I/O: on a full disk HDF5 itself
-    crashes the process while closing the file (a worker "segmentation fault"), where a plain write
-    raises an OSError that names the file. The bytes are the same as a file HDF5 writes itself."""
+    The HDF5 file is built in memory (HDF5's own "core" driver) and written with plain file I/O: on
+    a full disk HDF5 crashes the process while closing a file it could not write (a worker
+    "segmentation fault"), where a plain write raises an OSError that names the file. The core
+    driver lays the file out as the disk driver does (a Python file object does not: other bytes),
+    so a chunk has the bytes HDF5 writes to disk itself (tests/shared/test_region_store.py)."""
     import h5py  # here and in RegionStore, not at the top: --help of the commands stays light
 
     path = Path(path)
-    image = io.BytesIO()
-    with h5py.File(image, "w", libver=("earliest", "v110"), track_order=True) as h5:
+    with h5py.File(f"{path.name}.in-memory", "w", driver="core", backing_store=False, libver=("earliest", "v110"),
+                   track_order=True) as h5:
         for r in records:
             g = h5.create_group(r.frame_id, track_order=True)
             depth, scale = encode_depth(r.depth)
@@ -104,7 +106,8 @@ def write_chunk(path: str | os.PathLike, records: list[RegionRecord]) -> dict[st
             attrs = dict(r.attrs, depth_scale=scale) if scale != 1.0 else r.attrs
             for k, v in sorted(attrs.items()):
                 g.attrs[k] = json.dumps(v) if isinstance(v, (dict, list, tuple)) else v
-    data = image.getvalue()
+        h5.flush()
+        data = h5.id.get_file_image()
     write_bytes(path, data)
     return {"frames": [r.frame_id for r in records], "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 

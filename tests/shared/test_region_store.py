@@ -128,3 +128,31 @@ def test_usual_depth_is_stored_as_before(tmp_path):
     write_chunk(tmp_path / "c.h5", [RegionRecord("f", depth, np.ones((2, 2), np.uint16), {})])
     with h5py.File(tmp_path / "c.h5") as h5:
         assert h5["f/depth"].dtype == np.float16 and "depth_scale" not in h5["f"].attrs
+
+
+def test_chunks_have_the_bytes_hdf5_writes_to_disk_itself(tmp_path):
+    """write_chunk builds the file in memory (so a full disk is an OSError, not an HDF5 crash); the
+    bytes must be those of HDF5 writing the file itself, as before, so existing stores and the shard
+    sets keyed by their checksums stay valid."""
+    import hashlib
+    import json
+
+    import h5py
+
+    rng = np.random.default_rng(7)
+    recs = [RegionRecord(f"seq00_{i:06d}", rng.uniform(2, 300, (48, 96)).astype(np.float32),
+                         rng.integers(0, 200, (48, 96)).astype(np.uint16),
+                         {"image": f"/data/city/seq00/rgb/{i:06d}.png", "n_regions": 199, "n_superpixels": 512,
+                          "infomap_levels": 3, "guard_stops": 0, "params": {"a": [1, 2]}}) for i in range(3)]
+    entry = write_chunk(tmp_path / "mine.h5", recs)
+    with h5py.File(tmp_path / "hdf5.h5", "w", libver=("earliest", "v110"), track_order=True) as h5:
+        for r in recs:
+            g = h5.create_group(r.frame_id, track_order=True)
+            for name, arr in (("depth", r.depth.astype(np.float16)), ("regions", r.regions)):
+                g.create_dataset(name, data=arr, track_times=False, compression="gzip", compression_opts=4,
+                                 shuffle=True)
+            for k, v in sorted(r.attrs.items()):
+                g.attrs[k] = json.dumps(v) if isinstance(v, (dict, list, tuple)) else v
+    theirs = (tmp_path / "hdf5.h5").read_bytes()
+    assert (tmp_path / "mine.h5").read_bytes() == theirs
+    assert entry["sha256"] == hashlib.sha256(theirs).hexdigest() and entry["bytes"] == len(theirs)
