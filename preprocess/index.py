@@ -6,6 +6,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 import click
+from shared.atomic import refresh_only
 from shared.config import build_config, config_options, field, save_config
 from shared.frames import DataError, Frame
 from shared.stage import StageConfig, frames_for, output_dir
@@ -48,7 +49,8 @@ def index(**kwargs) -> None:
     except DataError as e:
         raise click.ClickException(str(e)) from e
     out = output_dir(cfg, "index.jsonl")
-    save_config(cfg, output_dir(cfg, "index.config.json"))
+    with refresh_only(click.echo):  # the index is the output; its config.json names this run's OUT
+        save_config(cfg, output_dir(cfg, "index.config.json"))
     for line in summarise(frames):
         click.echo(line)
     click.echo(f"wrote {out} in {time.perf_counter() - t0:.1f} s")

@@ -19,6 +19,7 @@ stay the default at full size).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import statistics
@@ -30,7 +31,7 @@ import click
 import numpy as np
 from tqdm import tqdm
 
-from shared.atomic import remove_stale_temporaries
+from shared.atomic import refresh_only, remove_stale_temporaries
 from shared.config import build_config, config_hash, config_options, save_config, to_dict
 from shared.regions.config import RegionsConfig, depth_spec, grouping_params, working_size
 from shared.regions.depth_source import DepthSource, DepthSpec
@@ -202,13 +203,15 @@ def run_regions(cfg: RegionsConfig, echo=click.echo, explicit: Collection[str] =
     def finish(note: str) -> Path:
         manifest["skipped"] = sorted((s for e in chunks.values() for s in e.get("skipped", [])),
                                      key=lambda s: s["frame"])
-        write_manifest(store, manifest)
+        with refresh_only(echo) if not pending else contextlib.nullcontext():
+            write_manifest(store, manifest)
         if not any(e["frames"] for e in chunks.values()):  # produced nothing: an error, and no pointer to it
             problems = "\n".join(f"  {s['path']}: {s['problem']}" for s in manifest["skipped"][:10])
             raise DataError(store, f"every frame was skipped ({len(manifest['skipped'])}), nothing stored:\n"
                                    f"{problems}\nfix these inputs and rerun")
-        save_config(cfg, store / "config.json", extra={"params": dataclasses.asdict(params)})
-        write_pointer(cfg, "regions", cfg.proposals, store)
+        with refresh_only(echo) if not pending else contextlib.nullcontext():
+            save_config(cfg, store / "config.json", extra={"params": dataclasses.asdict(params)})
+            write_pointer(cfg, "regions", cfg.proposals, store)
         echo(note)
         return store
 

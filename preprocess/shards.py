@@ -30,6 +30,7 @@ used. A complete set is reused as is (after checking every checksum, unless --no
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -46,7 +47,7 @@ import numpy as np
 from tqdm import tqdm
 
 from preprocess.copy_paste import SYNTHESIS_VERSION, PasteParams, SourceFrame, synthesise
-from shared.atomic import atomic_path, remove_stale_temporaries, write_json
+from shared.atomic import atomic_path, refresh_only, remove_stale_temporaries, write_json
 from shared.config import build_config, config_hash, config_options, field, save_config, to_dict
 from shared.faults import kill_point
 from shared.frames import DataError
@@ -411,10 +412,11 @@ def run_shards(cfg: ShardsConfig, echo: Callable[[str], None] = click.echo,
         write_json(out_dir / MANIFEST, manifest, indent=1)
 
     def finish(note: str) -> Path:
-        save(True)
-        save_config(cfg, out_dir / "config.json", extra={"params": asdict(params), "region_store": portable_path(
-            store_root.resolve(), out_dir.resolve(), Path(cfg.out).resolve())})
-        write_pointer(cfg, "shards", cfg.proposals, out_dir)
+        with refresh_only(echo) if not pending else contextlib.nullcontext():
+            save(True)
+            save_config(cfg, out_dir / "config.json", extra={"params": asdict(params), "region_store": portable_path(
+                store_root.resolve(), out_dir.resolve(), Path(cfg.out).resolve())})
+            write_pointer(cfg, "shards", cfg.proposals, out_dir)
         echo(note)
         return out_dir
 

@@ -14,11 +14,12 @@ its output tree has nothing to write."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from shared.faults import kill_point
 
@@ -70,7 +71,7 @@ def atomic_path(path: str | os.PathLike, fsync: bool = False) -> Iterator[Path]:
         os.replace(tmp, path)
         kill_point()  # tests: killed with the file renamed, before the caller records it
     except OSError as e:
-        if e.filename is None and e.errno is not None:
+        if e.errno is not None and e.filename in (None, str(tmp)):  # the user knows the file, not our temporary
             raise OSError(e.errno, e.strerror, str(path)) from e
         raise
     finally:
@@ -98,6 +99,19 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
 def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 1) -> Path:
     """Sorted keys, so the same object always gives the same bytes."""
     return write_text(path, json.dumps(obj, indent=indent, sort_keys=True, default=str) + "\n")
+
+
+@contextlib.contextmanager
+def refresh_only(echo: Callable[[str], None]) -> Iterator[None]:
+    """Around the bookkeeping writes of an output that is already complete (its manifest, config and
+    pointer, which name this run's output root): on a read-only tree they are skipped with a note
+    and the finished output is used as it is."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+            raise
+        echo(f"note: {e.filename}: cannot be written ({e.strerror}); the finished output is used as it is")
 
 
 def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
