@@ -227,3 +227,26 @@ def test_a_partial_last_log_line_is_trimmed_on_resume(tmp_path):
     log.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n{"step": 3, "loss": 1.2}\n{"step": 4, "lo')
     assert [r["step"] for r in trim_log(log, 2)] == [1, 2]
     assert log.read_text() == '{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n'
+
+
+def test_a_finished_tree_moved_to_read_only_storage_is_used_as_it_is(tiny_run, tmp_path, monkeypatch):
+    """After a move the manifests' and configs' OUT is stale, but a read-only copy cannot be
+    refreshed: the finished store and shard set are used as they are, with a note."""
+    import errno
+
+    from shared import atomic
+
+    moved = tmp_path / "archive"
+    shutil.move(str(tiny_run), str(moved))
+
+    def read_only(path, fsync=False):
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    monkeypatch.setattr(atomic, "atomic_path", read_only)
+    args = ["--dataset", "synthetic", "--out", str(moved), "--demo-size", "tiny", "--workers", "1"]
+    r = invoke("preprocess", "regions", *args, "--chunk-size", "4")
+    assert r.exit_code == 0 and "already complete" in r.output and "note:" in r.output, r.output
+    r = invoke("preprocess", "shards", *args)
+    assert r.exit_code == 0 and "reusing" in r.output and "note:" in r.output, r.output
+    r = invoke("preprocess", "regions", *args, "--chunk-size", "3")  # other settings: something to write
+    assert r.exit_code == 1 and "read-only filesystem" in error_line(r.output)
