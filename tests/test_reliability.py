@@ -167,6 +167,33 @@ def test_a_damaged_region_chunk_stops_shards_naming_the_chunk(tiny_run):
     assert "Traceback" not in r.output
 
 
+def test_a_damaged_shard_stops_training_then_make_shards_repairs_it(tiny_run):
+    """A same-size shard with one flipped byte: `make train` stops naming the shard and the repair,
+    none of its groups trained on; `make shards` rewrites that shard alone; training then runs."""
+    import torch
+
+    torch.set_num_threads(1)
+    cfg = StageConfig(dataset="synthetic", out=str(tiny_run), demo_size="tiny")
+    shard_set = read_pointer(cfg, "shards", "depth")
+    shard = shard_set / "shard-000001.tar"
+    good, other = shard.read_bytes(), (shard_set / "shard-000000.tar").stat().st_mtime_ns
+    bad = bytearray(good)
+    bad[len(bad) // 2] ^= 0x10
+    shard.write_bytes(bytes(bad))
+    train = ["contrastive", "--dataset", "synthetic", "--out", str(tiny_run), "--demo-size", "tiny", "--workers", "1",
+             "--no-progress"]
+    r = invoke("train", *train)
+    line = error_line(r.output)
+    assert r.exit_code == 1 and str(shard) in line and "damaged" in line and "none of its groups" in line
+    assert f"make shards DATASET=synthetic DEMO_SIZE=tiny OUT={tiny_run}" in line
+    r = invoke("preprocess", "shards", "--dataset", "synthetic", "--out", str(tiny_run), "--demo-size", "tiny",
+               "--workers", "1")
+    assert r.exit_code == 0 and "does not match its manifest checksum" in r.output and "wrote 1 shards" in r.output
+    assert shard.read_bytes() == good and (shard_set / "shard-000000.tar").stat().st_mtime_ns == other
+    r = invoke("train", *train)
+    assert r.exit_code == 0 and "finished" in r.output, r.output
+
+
 def test_a_moved_output_tree_reads_its_own_inputs(tiny_run, tmp_path):
     """Pointers, the frame index and the manifests hold paths relative to the output tree: after
     `mv`, the stages find everything in the new place (the old one is gone) and a shard rewritten
