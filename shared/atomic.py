@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from shared.faults import kill_point
+from shared.faults import full_disk, kill_point
 
 TMP_SUFFIX = ".tmp"
 
@@ -53,6 +53,7 @@ def atomic_path(path: str | os.PathLike, fsync: bool = False) -> Iterator[Path]:
     fsync=True also forces the bytes to disk before the rename (checkpoints: a power cut must not
     leave a renamed but empty file)."""
     path = Path(path)
+    full_disk(path)  # tests: a full disk
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_name(path)
     for old in path.parent.glob(f".{glob.escape(path.name)}.*{TMP_SUFFIX}"):  # killed earlier writes of this file

@@ -22,16 +22,16 @@ from shared.imageio import write_png
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_module(*argv: str, limit_bytes: int | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+def run_module(*argv: str, limit_bytes: int | None = None, cwd: Path = ROOT, **env: str) -> subprocess.CompletedProcess:
     """`python -m <argv>` in a fresh interpreter; limit_bytes: largest file it may write (RLIMIT_FSIZE:
-    a write beyond it fails with EFBIG, as a write to a full disk fails with ENOSPC)."""
+    a write beyond it fails with EFBIG); env: extra variables (CPCDR_FULL_DISK, shared/faults.py)."""
     def limit() -> None:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # inherited by the joblib workers, as the limit is
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
 
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **env}
     return subprocess.run([sys.executable, "-m", *argv], cwd=cwd, capture_output=True, text=True, timeout=600,
-                          env=env, preexec_fn=limit if limit_bytes else None)
+                          env=full_env, preexec_fn=limit if limit_bytes else None)
 
 
 def error_lines(text: str) -> list[str]:
@@ -80,23 +80,32 @@ def test_out_that_is_a_file_is_one_line_and_debug_shows_the_traceback(folder_dat
 
 
 def test_a_full_disk_in_a_regions_worker_is_the_disk_error_not_a_crash(tiny_city, tmp_path):
-    """The chunk write fails in a joblib worker (a file size limit stands in for a full disk): the
-    user reads that error with the chunk's path, not "segmentation fault ... excessive memory"
-    (HDF5 used to crash its process while closing a file it could not write)."""
+    """The chunk write fails in a joblib worker (CPCDR_FULL_DISK: every write of a chunk meets a
+    full disk): the user reads that error with the chunk's path, not "segmentation fault ...
+    excessive memory" (HDF5 used to crash its process while closing a file it could not write)."""
     out = tmp_path / "out"
-    done = run_module("preprocess", "regions", "--dataset", "synthetic", "--data-root", str(tiny_city),
-                      "--out", str(out), "--demo-size", "tiny", "--workers", "2", "--chunk-size", "2",
-                      "--max-frames", "4", limit_bytes=20_000)
+    args = ["preprocess", "regions", "--dataset", "synthetic", "--data-root", str(tiny_city), "--out", str(out),
+            "--demo-size", "tiny", "--workers", "2", "--chunk-size", "2", "--max-frames", "4"]
+    done = run_module(*args, CPCDR_FULL_DISK="chunk_")
     assert done.returncode == 1, done.stderr
     lines = error_lines(done.stderr)
-    assert len(lines) == 1 and "chunk_0000" in lines[0] and "file too large" in lines[0], done.stderr
+    assert len(lines) == 1 and "chunk_0000" in lines[0] and "no space left on the device" in lines[0], done.stderr
     assert "Traceback" not in done.stderr and "segmentation" not in done.stderr.lower()
-    # nothing finished is lost and nothing half-written is listed: the rerun without the limit finishes
-    again = run_module("preprocess", "regions", "--dataset", "synthetic", "--data-root", str(tiny_city),
-                       "--out", str(out), "--demo-size", "tiny", "--workers", "2", "--chunk-size", "2",
-                       "--max-frames", "4")
+    # nothing half-written is listed or left: the rerun with space finishes
+    again = run_module(*args)
     assert again.returncode == 0, again.stderr
     assert not list(out.rglob("*.tmp"))
+
+
+def test_a_file_size_limit_is_the_same_kind_of_message(tmp_path, folder_dataset):
+    """A real failed write (RLIMIT_FSIZE makes the kernel refuse it with EFBIG, as a full disk
+    refuses with ENOSPC) from the command itself."""
+    done = run_module("preprocess", "index", "--dataset", "folder", "--data-root", str(folder_dataset), "--out",
+                      str(tmp_path / "out"), limit_bytes=100)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert error_lines(done.stderr) == [f"Error: {tmp_path / 'out' / 'folder' / 'index.jsonl'}: file too large for the "
+                                        "filesystem or the file size limit (ulimit -f): choose another OUT or raise "
+                                        "the limit, then rerun; finished work is kept"]
 
 
 def test_a_full_disk_during_a_checkpoint_save_keeps_the_old_checkpoint(tmp_path, monkeypatch):
