@@ -12,10 +12,12 @@ STAGE_ARGS = --dataset $(DATASET) --out $(OUT) $(if $(DATA_ROOT),--data-root $(D
 # Where this DATASET/DEMO_SIZE's outputs live; each stage records its current output as <stage>/<name>.current.
 RUN_DIR = $(OUT)/$(DATASET)$(if $(DEMO_SIZE),-$(DEMO_SIZE))
 # Depth for regions/proposals: DEPTH if given; ground truth on the synthetic city; otherwise the
-# trained depth network, trained first (`make depth`) when none is recorded yet.
+# trained depth network, trained first (`make depth`) when none is recorded yet (a pointer holds a
+# path relative to its own folder; older ones an absolute path).
 RESOLVE_DEPTH = depth="$(DEPTH)"; if [ -z "$$depth" ] && [ "$(DATASET)" != synthetic ]; then \
 	  test -f $(RUN_DIR)/depth/model.current || $(MAKE) --no-print-directory depth || exit 1; \
-	  depth="model:$$(cat $(RUN_DIR)/depth/model.current)"; echo "regions: depth from the trained network ($$depth)"; fi;
+	  ckpt=$$(cat $(RUN_DIR)/depth/model.current); case "$$ckpt" in /*) ;; *) ckpt=$(RUN_DIR)/depth/$$ckpt;; esac; \
+	  depth="model:$$ckpt"; echo "regions: depth from the trained network ($$depth)"; fi;
 
 .PHONY: help setup test demo index clean
 

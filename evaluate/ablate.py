@@ -60,23 +60,23 @@ class AblateConfig(StageConfig):
     name: str = field("grid", "grid folder under ablate/ (several grids can live side by side)", hash=False)
     proposals: tuple[str, ...] = field(PROPOSALS, "region proposals axis (depth, felzenszwalb, gt, or any "
                                                   "`preprocess regions --proposals` value)")
-    lams: tuple[float, ...] = field((0.0, 0.5, 1.0), "lambda axis: L = lambda L_pixel + (1 - lambda) L_region")
-    ms: tuple[int, ...] = field((0, 2, 4, 8), "M axis: source frames pasted into one another (0 = no copy-paste)")
+    lams: tuple[float, ...] = field((0.0, 0.5, 1.0), "lambda axis: L = lambda L_pixel + (1 - lambda) L_region", bounds="[0, 1]")
+    ms: tuple[int, ...] = field((0, 2, 4, 8), "M axis: source frames pasted into one another (0 = no copy-paste)", bounds="[0, inf)")
     cells: tuple[str, ...] = field((), "explicit cells P:lambda:M instead of the full product (e.g. "
                                        "depth:0.5:8,gt:0.5:8)")
-    seeds: tuple[int, ...] = field((0, 1, 2), "seeds of every cell (pre-training and fine-tuning)")
+    seeds: tuple[int, ...] = field((0, 1, 2), "seeds of every cell (pre-training and fine-tuning)", bounds="[0, inf)")
     depth: str = field("", "depth source for the regions stage (empty = its default: exact depth on the "
                            "synthetic city); the depth-source axis is one grid per source")
-    images_per_step: int = field(0, "images per pre-training step (0 = 2 x the largest M, at least 4)")
-    train_steps: int = field(0, "pre-training steps per cell (0 = the trainer's default for DEMO_SIZE)")
+    images_per_step: int = field(0, "images per pre-training step (0 = 2 x the largest M, at least 4)", bounds="[0, inf)")
+    train_steps: int = field(0, "pre-training steps per cell (0 = the trainer's default for DEMO_SIZE)", bounds="[0, inf)")
     train_args: str = field("", "extra options for `train contrastive`, passed as they are")
     finetune: bool = field(True, "fine-tune every pre-trained network (the Table 3-4 metric)")
     label_fraction: str = field("1/16", "labelled training frames the fine-tuning uses (the paper's 1/16)")
-    finetune_iterations: int = field(0, "fine-tuning steps per network (0 = the fine-tuner's default)")
+    finetune_iterations: int = field(0, "fine-tuning steps per network (0 = the fine-tuner's default)", bounds="[0, inf)")
     finetune_args: str = field("", "extra options for `train finetune`, passed as they are")
     peers: bool = field(True, "add random init and dense SwAV without copy-paste (M = 0, lambda = 1)")
-    min_seeds: int = field(2, "a table cell with fewer finished seeds than this is marked and never compared")
-    workers: int = field(2, "CPU workers of the preprocessing stages", hash=False)
+    min_seeds: int = field(2, "a table cell with fewer finished seeds than this is marked and never compared", bounds="[1, inf)")
+    workers: int = field(2, "CPU workers of the preprocessing stages", hash=False, bounds="[1, inf)")
     dry_run: bool = field(False, "print the plan (cells, shard sets, commands) and stop", hash=False)
 
 

@@ -127,8 +127,9 @@ def mean_depth_map(paths: list[str], size: tuple[int, int]) -> np.ndarray:
 class DepthEvalConfig(StageConfig):
     checkpoint: str = field("", "depth checkpoint (default: the current `make depth` model of this DATASET/DEMO_SIZE)")
     split: str = field("auto", "frames to evaluate: a split name, 'all', or auto = val when it has ground truth, else all")
-    min_depth: float = field(1e-3, "ignore ground truth at or below this depth (metres)")
-    max_depth: float = field(80.0, "cap: ignore ground truth beyond this depth, clip predictions to it (metres)")
+    min_depth: float = field(1e-3, "ignore ground truth at or below this depth (metres)", bounds="[0, inf)")
+    max_depth: float = field(80.0, "cap: ignore ground truth beyond this depth, clip predictions to it (metres)",
+                             bounds="(0, inf)")
     garg_crop: str = field("auto", "Garg crop (KITTI protocol): auto = on for kitti", choices=["auto", "on", "off"])
     median_scaling: bool = field(True, "scale each prediction by median(gt) / median(pred)")
     device: str = field("cpu", "inference device", choices=["cpu", "cuda"], hash=False)

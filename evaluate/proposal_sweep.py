@@ -62,20 +62,20 @@ class SweepConfig(RegionsConfig):
     """The proposal benchmark (grouping knobs as `preprocess regions`; the swept knob of each method is
     taken from its sweep list instead)."""
 
-    min_gt_pixels: int = field(50, "drop ground-truth components smaller than this (pixels at the working size)")
+    min_gt_pixels: int = field(50, "drop ground-truth components smaller than this (pixels at the working size)", bounds="[0, inf)")
     synthetic_frames: int = field(12, "frames of the benchmark's synthetic city (one per street; 0 = no synthetic "
-                                      "conditions)")
-    synthetic_seed: int = field(1, "seed of the benchmark's city (the demo city is seed 0: tune there, measure here)")
+                                      "conditions)", bounds="[0, inf)")
+    synthetic_seed: int = field(1, "seed of the benchmark's city (the demo city is seed 0: tune there, measure here)", bounds="[0, inf)")
     synthetic_root: str = field("", "a rendered synthetic city to use instead (its first --synthetic-frames frames)")
     synthetic_model: str = field("", "depth checkpoint trained on the synthetic city: adds condition (b)")
     real_model: str = field("", "depth checkpoint for DATASET's frames: adds a learnt-depth condition beside --depth")
-    weak_seed: int = field(0, "seed of the depth degradation of condition (c) (each frame mixes in its id)")
-    sweep_t_e: tuple[float, ...] = field((0.05, 0.1, 0.2, 0.3, 0.45, 0.6, 0.8), "depth (the paper's): T_e values")
+    weak_seed: int = field(0, "seed of the depth degradation of condition (c) (each frame mixes in its id)", bounds="[0, inf)")
+    sweep_t_e: tuple[float, ...] = field((0.05, 0.1, 0.2, 0.3, 0.45, 0.6, 0.8), "depth (the paper's): T_e values", bounds="[0, 1]")
     sweep_merge_k: tuple[float, ...] = field((1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 50.0, 100.0, 300.0),
-                                             "depth-rgb: merge_k values")
-    sweep_slic: tuple[int, ...] = field((25, 50, 100, 200, 400, 800), "slic: n_segments values")
+                                             "depth-rgb: merge_k values", bounds="(0, inf)")
+    sweep_slic: tuple[int, ...] = field((25, 50, 100, 200, 400, 800), "slic: n_segments values", bounds="[1, inf)")
     sweep_felz: tuple[float, ...] = field((30.0, 60.0, 100.0, 200.0, 300.0, 600.0, 1000.0, 3000.0),
-                                          "felzenszwalb: scale values")
+                                          "felzenszwalb: scale values", bounds="(0, inf)")
     methods: tuple[str, ...] = field(METHODS, "methods to sweep (gt is always added as the ceiling)")
 
 

@@ -210,9 +210,11 @@ def weight_overlay(rgb: np.ndarray, wmap: np.ndarray) -> np.ndarray:
 class ProposalsConfig(RegionsConfig):
     """Region-proposal quality report (same grouping knobs as `preprocess regions`)."""
 
-    min_gt_pixels: int = field(50, "drop ground-truth components smaller than this (pixels at the working size)")
-    baseline_regions: int = field(300, "regions the baselines aim for when no depth source is available")
-    overlays: int = field(3, "frames to draw overlay PNGs for")
+    min_gt_pixels: int = field(50, "drop ground-truth components smaller than this (pixels at the working size)",
+                               bounds="[0, inf)")
+    baseline_regions: int = field(300, "regions the baselines aim for when no depth source is available",
+                                  bounds="[1, inf)")
+    overlays: int = field(3, "frames to draw overlay PNGs for", bounds="[0, inf)")
 
 
 def score_frame(f: Frame, index: int, size: tuple[int, int], source: DepthSource | None, params: GroupingParams,

@@ -89,18 +89,21 @@ class UnsupervisedConfig(StageConfig):
     clustering: str = field("agglomerative", "agglomerative: prototypes grouped by cosine average linkage; "
                                              "kmeans: spherical k-means on pixel features",
                             choices=["agglomerative", "kmeans"])
-    n_clusters: int = field(0, "clusters C (0 = number of the protocol's classes present in the evaluated labels)")
+    n_clusters: int = field(0, "clusters C (0 = number of the protocol's classes present in the evaluated labels)",
+                            bounds="[0, inf)")
     height: int = field(0, "evaluation height (0 = Cityscapes/KITTI 384, synthetic/folder native; DEMO_SIZE "
-                           "tiny 1/4, small 1/2)")
-    width: int = field(0, "evaluation width (0 = Cityscapes 768, KITTI 1280, synthetic/folder native)")
-    max_frames: int = field(0, "evaluate at most this many frames (0 = all; DEMO_SIZE tiny 4, small 16)")
+                           "tiny 1/4, small 1/2)", bounds="[0, inf)")
+    width: int = field(0, "evaluation width (0 = Cityscapes 768, KITTI 1280, synthetic/folder native)",
+                       bounds="[0, inf)")
+    max_frames: int = field(0, "evaluate at most this many frames (0 = all; DEMO_SIZE tiny 4, small 16)",
+                            bounds="[0, inf)")
     baseline: bool = field(True, "also score a randomly initialised network of the same architecture")
     random_inits: int = field(1, "random-init networks scored (seeds seed, seed+1, ...): several give the "
-                                 "baseline's own spread")
-    seed: int = field(0, "seed of the random-init baseline and of k-means")
-    kmeans_samples: int = field(50000, "pixel features sampled (over all frames) to fit k-means")
-    pictures: int = field(4, "frames drawn with predictions and PCA maps", hash=False)
-    batch_size: int = field(2, "images per forward pass", hash=False)
+                                 "baseline's own spread", bounds="[0, inf)")
+    seed: int = field(0, "seed of the random-init baseline and of k-means", bounds="[0, inf)")
+    kmeans_samples: int = field(50000, "pixel features sampled (over all frames) to fit k-means", bounds="[1, inf)")
+    pictures: int = field(4, "frames drawn with predictions and PCA maps", hash=False, bounds="[0, inf)")
+    batch_size: int = field(2, "images per forward pass", hash=False, bounds="[1, inf)")
     device: str = field("auto", "auto = cuda when available", choices=["auto", "cpu", "cuda"], hash=False)
     name: str = field("", "run folder under <out>/<dataset>/eval/ (default <checkpoint's run folder>-<clustering>)",
                       hash=False)

@@ -6,17 +6,17 @@ from collections import Counter
 from dataclasses import dataclass
 
 import click
-from tqdm import tqdm
-
+from shared.atomic import refresh_only
 from shared.config import build_config, config_options, field, save_config
 from shared.frames import DataError, Frame
-from shared.imageio import read_rgb
 from shared.stage import StageConfig, frames_for, output_dir
 
 
 @dataclass
 class IndexConfig(StageConfig):
     verify: bool = field(False, "decode every image fully (finds truncated files; slow on big datasets)", hash=False)
+    strict: bool = field(False, "stop before writing the index if an image is unreadable (default: leave it out "
+                                "and list it)", hash=False)
 
 
 def summarise(frames: list[Frame]) -> list[str]:
@@ -45,14 +45,12 @@ def index(**kwargs) -> None:
     cfg = build_config(IndexConfig, kwargs)
     t0 = time.perf_counter()
     try:
-        frames = frames_for(cfg)
-        if cfg.verify:
-            for f in tqdm(frames, desc="verify images", unit="img"):
-                read_rgb(f.image)
+        frames = frames_for(cfg, strict=cfg.strict, verify=cfg.verify)
     except DataError as e:
         raise click.ClickException(str(e)) from e
     out = output_dir(cfg, "index.jsonl")
-    save_config(cfg, output_dir(cfg, "index.config.json"))
+    with refresh_only(click.echo):  # the index is the output; its config.json names this run's OUT
+        save_config(cfg, output_dir(cfg, "index.config.json"))
     for line in summarise(frames):
         click.echo(line)
     click.echo(f"wrote {out} in {time.perf_counter() - t0:.1f} s")

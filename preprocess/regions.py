@@ -23,6 +23,7 @@ stay the default at full size).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import statistics
@@ -34,7 +35,7 @@ import click
 import numpy as np
 from tqdm import tqdm
 
-from shared.atomic import remove_stale_temporaries
+from shared.atomic import refresh_only, remove_stale_temporaries
 from shared.config import build_config, config_options, save_config, to_dict
 from shared.executor import Executor
 from shared.regions.config import (RegionsConfig, depth_rgb_params, depth_spec, grouping_params, regions_hash,
@@ -42,7 +43,8 @@ from shared.regions.config import (RegionsConfig, depth_rgb_params, depth_spec, 
 from shared.regions.depth_rgb import DepthRgbParams, depth_rgb_regions
 from shared.regions.depth_source import DepthSource, DepthSpec
 from shared.regions.grouping import GroupingParams, depth_regions, felzenszwalb_regions, gt_regions
-from shared.frames import DataError, Frame
+from shared.faults import kill_point
+from shared.frames import DataError, Frame, odd_sized
 from shared.imageio import read_label, read_rgb
 from shared.presets import explicit_options
 from shared.region_store import (RegionRecord, chunk_is_finished, chunk_name, read_manifest,
@@ -117,15 +119,19 @@ def _source(spec: DepthSpec, max_invalid: float) -> DepthSource:
 
 def process_frame(frame: Frame, size: tuple[int, int], spec: DepthSpec, max_invalid: float, proposals: str,
                   params: GroupingParams, felz: tuple[float, float, int], strict: bool,
-                  rgb_params: DepthRgbParams = DepthRgbParams()) -> dict[str, Any]:
-    """One worker task: the record of one frame, or the reason it was skipped (a DataError under --strict)."""
+                  rgb_params: DepthRgbParams = DepthRgbParams(), odd: str | None = None) -> dict[str, Any]:
+    """One worker task: the record of one frame, or the reason it was skipped (a DataError under --strict).
+    odd: the problem of a frame of another size than its sequence (skipped, not stretched)."""
     _single_thread()
     try:
+        if odd:
+            raise DataError(frame.image, odd)
         rec, t = frame_regions(frame, size, _source(spec, max_invalid), proposals, params, felz, rgb_params)
     except DataError as e:
         if strict:
             raise
         return {"frame": frame.id, "skipped": {"frame": frame.id, "path": e.path, "problem": e.problem}}
+    kill_point()  # tests: killed between frames
     return {"frame": frame.id, "record": rec, "timings": t}
 
 
@@ -157,8 +163,10 @@ def check_frame(frame: Frame, size: tuple[int, int], spec: DepthSpec, max_invali
 
 
 def check_frame_task(frame: Frame, size: tuple[int, int], spec: DepthSpec, max_invalid: float,
-                     proposals: str) -> dict[str, str] | None:
+                     proposals: str, odd: str | None = None) -> dict[str, str] | None:
     _single_thread()
+    if odd:
+        return {"frame": frame.id, "path": frame.image, "problem": odd}
     return check_frame(frame, size, spec, max_invalid, proposals)
 
 
@@ -175,9 +183,10 @@ def run_regions(cfg: RegionsConfig, echo=click.echo, explicit: Collection[str] =
     """Run the stage; returns the store folder (also recorded as regions/<proposals>.current).
     explicit: the options the user typed (demo-size scaling leaves them alone)."""
     t_start = time.perf_counter()
-    frames = frames_for(cfg)
+    frames = frames_for(cfg, strict=cfg.strict)
     if cfg.max_frames > 0:
         frames = frames[:cfg.max_frames]
+    odd = odd_sized(frames)
     size = working_size(cfg, frames)
     params = grouping_params(cfg, size, explicit)
     spec = depth_spec(cfg)
@@ -207,6 +216,8 @@ def run_regions(cfg: RegionsConfig, echo=click.echo, explicit: Collection[str] =
     done = {name for name, fs in plan.items()
             if name in chunks and sorted(chunks[name]["frames"] + [s["frame"] for s in chunks[name].get("skipped", [])])
             == sorted(f.id for f in fs) and chunk_is_finished(store, name, manifest)}
+    if not any(chunks[name]["frames"] for name in done):
+        done = set()  # a store in which every frame was skipped is not complete: try its frames again
     for name in set(chunks) - done:
         del chunks[name]
     pending = [name for name in plan if name not in done]
@@ -214,9 +225,15 @@ def run_regions(cfg: RegionsConfig, echo=click.echo, explicit: Collection[str] =
     def finish(note: str) -> Path:
         manifest["skipped"] = sorted((s for e in chunks.values() for s in e.get("skipped", [])),
                                      key=lambda s: s["frame"])
-        write_manifest(store, manifest)
-        save_config(cfg, store / "config.json", extra={"params": dataclasses.asdict(params)})
-        write_pointer(cfg, "regions", cfg.proposals, store)
+        with refresh_only(echo) if not pending else contextlib.nullcontext():
+            write_manifest(store, manifest)
+        if not any(e["frames"] for e in chunks.values()):  # produced nothing: an error, and no pointer to it
+            problems = "\n".join(f"  {s['path']}: {s['problem']}" for s in manifest["skipped"][:10])
+            raise DataError(store, f"every frame was skipped ({len(manifest['skipped'])}), nothing stored:\n"
+                                   f"{problems}\nfix these inputs and rerun")
+        with refresh_only(echo) if not pending else contextlib.nullcontext():
+            save_config(cfg, store / "config.json", extra={"params": dataclasses.asdict(params)})
+            write_pointer(cfg, "regions", cfg.proposals, store)
         echo(note)
         return store
 
@@ -233,8 +250,8 @@ def run_regions(cfg: RegionsConfig, echo=click.echo, explicit: Collection[str] =
     # one engine session for both passes: a cluster starts (or is connected to) once
     with Executor(cfg.backend, cfg.scheduler, workers) as ex:
         if cfg.strict:
-            checks = ex.map_unordered(check_frame_task, [(f, size, spec, cfg.max_invalid_depth, cfg.proposals)
-                                                         for f in todo], desc="regions-check")
+            checks = ex.map_unordered(check_frame_task, [(f, size, spec, cfg.max_invalid_depth, cfg.proposals,
+                                                          odd.get(f.id)) for f in todo], desc="regions-check")
             problems = [p for p in checks if p]
             if problems:
                 lines = "\n".join(f"  {p['path']}: {p['problem']}" for p in sorted(problems, key=lambda p: p["frame"]))
@@ -249,8 +266,8 @@ def run_regions(cfg: RegionsConfig, echo=click.echo, explicit: Collection[str] =
         n_regions: list[int] = []
         chunk_of = {f.id: name for name in pending for f in plan[name]}
         results: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in pending}
-        tasks = [(f, size, spec, cfg.max_invalid_depth, cfg.proposals, params, felz, cfg.strict, rgb_params)
-                 for f in todo]
+        tasks = [(f, size, spec, cfg.max_invalid_depth, cfg.proposals, params, felz, cfg.strict, rgb_params,
+                  odd.get(f.id)) for f in todo]
         with tqdm(total=len(todo), unit="frame", desc="regions") as bar:
             for res in ex.map_unordered(process_frame, tasks, desc="regions"):
                 name = chunk_of[res["frame"]]

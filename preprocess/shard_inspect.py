@@ -32,9 +32,9 @@ class InspectConfig(StageConfig):
     proposals: str = field("depth", "which shard set (the shards stage's --proposals)")
     shards: str = field("", "shard folder (empty = the one `make shards` recorded for PROPOSALS)")
     key: str = field("", "group key, e.g. e00_g0000003 (empty = the first group)")
-    lines: int = field(8, "correspondence lines to draw")
-    tile_width: int = field(384, "width of each image in the sheet, px")
-    seed: int = field(0, "which correspondences and colours are picked")
+    lines: int = field(8, "correspondence lines to draw", bounds="[0, inf)")
+    tile_width: int = field(384, "width of each image in the sheet, px", bounds="[8, inf)")
+    seed: int = field(0, "which correspondences and colours are picked", bounds="[0, inf)")
     output: str = field("", "PNG path (empty = <shards>/inspect/<key>.png)")
 
 

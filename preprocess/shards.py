@@ -33,6 +33,7 @@ shared.executor; same bytes on each): a worker writes only its shard, the driver
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -49,15 +50,16 @@ import numpy as np
 from tqdm import tqdm
 
 from preprocess.copy_paste import SYNTHESIS_VERSION, PasteParams, SourceFrame, synthesise
-from shared.atomic import atomic_path, remove_stale_temporaries, write_json
+from shared.atomic import atomic_path, refresh_only, remove_stale_temporaries, write_json
 from shared.config import build_config, config_hash, config_options, field, save_config, to_dict
 from shared.executor import backend_field, run_tasks, scheduler_field
+from shared.faults import kill_point
 from shared.frames import DataError
 from shared.imageio import read_rgb
 from shared.presets import apply_preset, explicit_options
 from shared.region_store import RegionStore, read_manifest, sha256_file
 from shared.shard_schema import encode_group, group_key
-from shared.stage import StageConfig, cached_frames, output_dir, read_pointer, write_pointer
+from shared.stage import StageConfig, cached_frames, output_dir, portable_path, read_pointer, write_pointer
 
 MANIFEST = "manifest.json"
 PAPER = PasteParams()
@@ -78,35 +80,45 @@ class ShardsConfig(StageConfig):
     proposals: str = field("depth", "which region store to paste from (the regions stage's --proposals)")
     regions: str = field("", "region store folder (empty = the one `make regions` recorded for PROPOSALS)",
                          hash=False)
-    epochs: int = field(2, "pre-synthesised epochs (each uses every frame once, in a new order)")
-    group_size: int = field(8, "M: source frames per group; a group holds len(rounds) * M images")
+    epochs: int = field(2, "pre-synthesised epochs (each uses every frame once, in a new order)", bounds="[1, inf)")
+    group_size: int = field(8, "M: source frames per group; a group holds len(rounds) * M images", bounds="[1, inf)")
     rounds: tuple[float, ...] = field(PAPER.rounds, "expected pastes per region in each round "
-                                                    "(the original code used 2,4)")
-    min_region_height: int = field(PAPER.min_height, "paste filter: min region box height, px (scaled at demo sizes)")
-    min_region_width: int = field(PAPER.min_width, "paste filter: min region box width, px (scaled at demo sizes)")
-    scale_range: tuple[float, ...] = field(PAPER.scale_range, "paste scale range about the horizon row")
-    min_paste_size: int = field(PAPER.min_size, "a scaled paste keeps both box sides >= this, px (scaled at demo sizes)")
+                                                    "(the original code used 2,4)", bounds="(0, inf)")
+    min_region_height: int = field(PAPER.min_height, "paste filter: min region box height, px (scaled at demo sizes)",
+                                   bounds="[0, inf)")
+    min_region_width: int = field(PAPER.min_width, "paste filter: min region box width, px (scaled at demo sizes)",
+                                  bounds="[0, inf)")
+    scale_range: tuple[float, ...] = field(PAPER.scale_range, "paste scale range about the horizon row",
+                                           bounds="(0, inf)", n=2, ordered=True)
+    min_paste_size: int = field(PAPER.min_size, "a scaled paste keeps both box sides >= this, px (scaled at demo sizes)",
+                                bounds="[1, inf)")
     height_tolerance: int = field(PAPER.height_tolerance, "h_t: max vertical offset from where the scaled "
-                                                          "region would sit, px (scaled at demo sizes)")
-    flip_prob: float = field(PAPER.flip_prob, "probability of a horizontal flip per paste")
-    jitter: tuple[float, ...] = field(PAPER.jitter, "colour jitter strength: brightness,contrast,saturation,hue")
-    jitter_prob: float = field(PAPER.jitter_prob, "probability of colour jitter per paste")
-    gray_prob: float = field(PAPER.gray_prob, "probability of grayscale per paste")
-    blur_prob: float = field(PAPER.blur_prob, "probability of Gaussian blur (5 taps) per paste")
-    blur_sigma: tuple[float, ...] = field(PAPER.blur_sigma, "blur sigma range")
-    jpeg_quality: int = field(90, "JPEG quality of the synthesised images")
-    shard_mb: float = field(200.0, "largest shard size, MB (used when --groups-per-shard is 0)")
+                                                          "region would sit, px (scaled at demo sizes)",
+                                  bounds="[0, inf)")
+    flip_prob: float = field(PAPER.flip_prob, "probability of a horizontal flip per paste", bounds="[0, 1]")
+    jitter: tuple[float, ...] = field(PAPER.jitter, "colour jitter strength: brightness,contrast,saturation,hue",
+                                      bounds="[0, 1]", n=4)
+    jitter_prob: float = field(PAPER.jitter_prob, "probability of colour jitter per paste", bounds="[0, 1]")
+    gray_prob: float = field(PAPER.gray_prob, "probability of grayscale per paste", bounds="[0, 1]")
+    blur_prob: float = field(PAPER.blur_prob, "probability of Gaussian blur (5 taps) per paste", bounds="[0, 1]")
+    blur_sigma: tuple[float, ...] = field(PAPER.blur_sigma, "blur sigma range", bounds="(0, inf)", n=2, ordered=True)
+    jpeg_quality: int = field(90, "JPEG quality of the synthesised images", bounds="[1, 100]")
+    shard_mb: float = field(200.0, "largest shard size, MB (used when --groups-per-shard is 0)", bounds="(0, inf)")
     min_shards: int = field(16, "at least this many shards per epoch when there are enough groups (used when "
-                                "--groups-per-shard is 0): every loader worker and rank needs its own shards")
-    groups_per_shard: int = field(0, "groups per shard (0 = from --shard-mb and --min-shards)")
-    max_groups: int = field(0, "groups per epoch at most (0 = all frames / group size)")
-    seed: int = field(0, "synthesis seed")
+                                "--groups-per-shard is 0): every loader worker and rank needs its own shards",
+                            bounds="[1, inf)")
+    groups_per_shard: int = field(0, "groups per shard (0 = from --shard-mb and --min-shards)", bounds="[0, inf)")
+    max_groups: int = field(0, "groups per epoch at most (0 = all frames / group size)", bounds="[0, inf)")
+    seed: int = field(0, "synthesis seed", bounds="[0, inf)")
     splits: tuple[str, ...] = field(("train",), "frame-index splits to synthesise from (frames the index "
                                                 "does not know are kept)")
-    workers: int = field(os.cpu_count() or 1, "parallel worker processes (one shard per task)", hash=False)
+    workers: int = field(os.cpu_count() or 1, "parallel worker processes (one shard per task)",
+                         hash=False, bounds="[1, inf)")
     backend: str = backend_field()
     scheduler: str = scheduler_field()
     verify: bool = field(True, "check the sha256 of already written shards before reusing them", hash=False)
+    strict: bool = field(False, "stop before writing anything if a source image is missing or unreadable "
+                                "(default: leave its frame out and list it in the manifest)", hash=False)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -201,17 +213,14 @@ def write_tar(path: Path, samples: Iterable[dict[str, Any]]) -> dict[str, Any]:
     return {"samples": n, "bytes": path.stat().st_size, "sha256": sha256_file(path)}
 
 
-def load_source(store: RegionStore, frame_id: str, horizon_frac: float) -> SourceFrame:
+def load_source(store: RegionStore, frame_id: str, horizon_frac: float, image: str) -> SourceFrame:
     rec = store.read(frame_id)
     h, w = rec.regions.shape
-    image = rec.attrs.get("image")
-    if not image:
-        raise DataError(store.root, f"frame {frame_id} has no source image path in the region store")
     return SourceFrame(frame_id, read_rgb(image, (h, w)), rec.depth, rec.regions, horizon_frac * h)
 
 
 def write_shard(store_root: str, out_dir: str, plan: ShardPlan, horizons: dict[str, float], params: PasteParams,
-                seed: int, jpeg_quality: int) -> dict[str, Any]:
+                seed: int, jpeg_quality: int, images: dict[str, str]) -> dict[str, Any]:
     """Synthesise and write one shard (a worker task); returns its manifest entry and timings."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     times = {"read": 0.0, "synthesise": 0.0, "encode": 0.0}
@@ -220,7 +229,7 @@ def write_shard(store_root: str, out_dir: str, plan: ShardPlan, horizons: dict[s
         with RegionStore(store_root) as store:
             for k, ids in enumerate(plan.groups):
                 t0 = time.perf_counter()
-                frames = [load_source(store, fid, horizons[fid]) for fid in ids]
+                frames = [load_source(store, fid, horizons[fid], images[fid]) for fid in ids]
                 t1 = time.perf_counter()
                 g = plan.first_group + k
                 syn = synthesise(frames, [seed, plan.epoch, g], params)
@@ -230,20 +239,22 @@ def write_shard(store_root: str, out_dir: str, plan: ShardPlan, horizons: dict[s
                 times["synthesise"] += t2 - t1
                 times["encode"] += time.perf_counter() - t2
                 yield sample
+                kill_point()  # tests: killed with a tar half written
 
     entry = write_tar(Path(out_dir) / plan.name, samples())
     entry.update(name=plan.name, epoch=plan.epoch, first_group=plan.first_group)
     return {"entry": entry, "times": times}
 
 
-def estimate_group_bytes(store: RegionStore, frame_ids: list[str], n_images: int, jpeg_quality: int) -> float:
+def estimate_group_bytes(store: RegionStore, frame_ids: list[str], n_images: int, jpeg_quality: int,
+                         images: dict[str, str]) -> float:
     """Bytes of one encoded group, from the JPEG size of up to 4 source frames (pastes add a little)."""
     from shared.shard_schema import _jpg, _png  # the schema's own encoders: same sizes as in the shards
 
     sizes = []
     for fid in sorted(frame_ids)[:4]:
         rec = store.read(fid)
-        img = read_rgb(rec.attrs["image"], rec.regions.shape)
+        img = read_rgb(images[fid], rec.regions.shape)
         sizes.append(len(_jpg(img, jpeg_quality)) + 2 * len(_png(rec.regions)) + len(_png(rec.regions > 0)))
     return 1.2 * n_images * float(np.mean(sizes))
 
@@ -260,21 +271,24 @@ def shard_is_finished(out_dir: Path, entry: dict[str, Any] | None, verify: bool)
 # ----------------------------------------------------------------------------------------------
 # the stage
 
-def source_images(store_root: Path, manifest: dict[str, Any]) -> dict[str, str]:
-    """frame id -> source image path, from the chunks' attributes only (no map is decompressed)."""
-    import h5py
+def source_images(store: RegionStore) -> dict[str, str]:
+    """frame id -> source image path, from the chunks' attributes only (no map is decompressed;
+    every chunk is verified against the manifest as it is read)."""
+    return {fid: str(store.attrs(fid).get("image", "")) for fid in store.frame_ids()}
 
-    out: dict[str, str] = {}
-    for name in sorted(manifest.get("chunks", {})):
-        p = store_root / name
+
+def check_images(images: dict[str, str], size: tuple[int, int]) -> list[dict[str, str]]:
+    """{"frame", "path", "problem"} for every source image that is missing or does not decode (a
+    worker task: synthesis must not meet a bad frame halfway through a shard)."""
+    problems = []
+    for fid, path in images.items():
         try:
-            with h5py.File(p, "r") as h5:
-                for fid in h5:
-                    v = h5[fid].attrs.get("image", "")
-                    out[fid] = v.decode() if isinstance(v, bytes) else str(v)
-        except OSError as e:
-            raise DataError(p, f"unreadable region chunk ({e})") from e
-    return out
+            if not path:
+                raise DataError(fid, "the region store names no source image for this frame")
+            read_rgb(path, size)
+        except DataError as e:
+            problems.append({"frame": fid, "path": e.path, "problem": e.problem})
+    return problems
 
 
 def resolve_store(cfg: ShardsConfig) -> Path:
@@ -282,9 +296,9 @@ def resolve_store(cfg: ShardsConfig) -> Path:
 
 
 def frame_info(cfg: ShardsConfig, frame_ids: list[str], echo: Callable[[str], None]
-               ) -> tuple[dict[str, float], dict[str, str]]:
-    """(horizon row as a fraction of the height (cy), split) per frame from the frame index;
-    0.5 and "" where the index does not know the frame."""
+               ) -> tuple[dict[str, float], dict[str, str], dict[str, str]]:
+    """(horizon row as a fraction of the height (cy), split, image path) per frame from the frame
+    index; 0.5, "" and "" where the index does not know the frame."""
     try:
         index = {f.id: f for f in cached_frames(cfg)}
     except (DataError, click.UsageError) as e:
@@ -295,7 +309,19 @@ def frame_info(cfg: ShardsConfig, frame_ids: list[str], echo: Callable[[str], No
         echo(f"shards: {len(missing)} frames not in the frame index; horizon at mid-height for them, "
              f"and they pass the split filter")
     return ({fid: float(index[fid].cy) if fid in index else 0.5 for fid in frame_ids},
-            {fid: index[fid].split if fid in index else "" for fid in frame_ids})
+            {fid: index[fid].split if fid in index else "" for fid in frame_ids},
+            {fid: index[fid].image if fid in index else "" for fid in frame_ids})
+
+
+def _check_sources(cfg: ShardsConfig, images: dict[str, str], size: tuple[int, int]) -> list[dict[str, str]]:
+    """check_images over the workers (one decode of every source image: regions read them, but an
+    image can go missing or be damaged since)."""
+    ids = sorted(images)
+    n = max(1, min(cfg.workers, len(ids) // 16))  # a process costs more than a few decodes
+    parts = [ids[i::n] for i in range(n)]
+    found = run_tasks(check_images, [({f: images[f] for f in part}, size) for part in parts], cfg.backend,
+                      cfg.scheduler, n, desc="check sources")
+    return sorted((p for ps in found for p in ps), key=lambda p: p["frame"])
 
 
 def run_shards(cfg: ShardsConfig, echo: Callable[[str], None] = click.echo,
@@ -307,26 +333,36 @@ def run_shards(cfg: ShardsConfig, echo: Callable[[str], None] = click.echo,
     store_manifest = read_manifest(store_root)
     with RegionStore(store_root) as store:
         frame_ids = sorted(store.frame_ids())
-        horizons, splits = frame_info(cfg, frame_ids, echo)
+        horizons, splits, indexed = frame_info(cfg, frame_ids, echo)
         # pre-training sees the chosen splits only (frames the index does not know are kept)
         frame_ids = [f for f in frame_ids if not splits[f] or splits[f] in cfg.splits]
-        horizons = {f: horizons[f] for f in frame_ids}
         H, W = store.size
+        stored = source_images(store)
+        # the index's path follows a moved output tree; the store's is where the image was
+        images = {f: next((c for c in (indexed[f], stored.get(f, "")) if c and Path(c).is_file()),
+                          indexed[f] or stored.get(f, "")) for f in frame_ids}
+        skipped = _check_sources(cfg, images, (H, W))
+        if skipped:
+            lines = [f"  {s['path']}: {s['problem']}" for s in skipped]
+            if cfg.strict:
+                raise DataError(skipped[0]["path"], f"--strict: {len(skipped)} bad source image(s), nothing "
+                                                    "written:\n" + "\n".join(lines))
+            echo(f"shards: left out {len(skipped)} frame(s) whose source image is missing or unreadable (listed "
+                 "in the manifest):\n" + "\n".join(lines[:10]))
+            frame_ids = [f for f in frame_ids if f not in {s["frame"] for s in skipped}]
+        horizons = {f: horizons[f] for f in frame_ids}
+        images = {f: images[f] for f in frame_ids}
         if len(frame_ids) < cfg.group_size:
             raise DataError(store_root, f"{len(frame_ids)} frames of split {','.join(cfg.splits)} in the region "
-                                        f"store, fewer than --group-size {cfg.group_size}; pass a smaller "
+                                        f"store" + (f" ({len(skipped)} left out)" if skipped else "")
+                                        + f", fewer than --group-size {cfg.group_size}; pass a smaller "
                                         f"--group-size (or other --splits)")
-        images = source_images(store_root, store_manifest)
-        missing = [images.get(f) or f"<no image path for frame {f}>" for f in frame_ids
-                   if not images.get(f) or not Path(images[f]).is_file()]
-        if missing:
-            raise DataError(missing[0], f"source image missing ({len(missing)} of {len(frame_ids)} frames "
-                                        f"of region store {store_root}); nothing written")
         params = paste_params(cfg, H, explicit)
         n_images = len(params.rounds) * cfg.group_size
         gps = cfg.groups_per_shard
         if gps <= 0:
-            by_size = int(cfg.shard_mb * 1e6 // estimate_group_bytes(store, frame_ids, n_images, cfg.jpeg_quality))
+            by_size = int(cfg.shard_mb * 1e6 // estimate_group_bytes(store, frame_ids, n_images, cfg.jpeg_quality,
+                                                                      images))
             per_epoch = len(epoch_groups(frame_ids, cfg.group_size, 0, cfg.seed, cfg.max_groups))
             gps = max(1, min(by_size, math.ceil(per_epoch / max(1, cfg.min_shards))))
     store_key = region_store_key(store_manifest)
@@ -348,11 +384,12 @@ def run_shards(cfg: ShardsConfig, echo: Callable[[str], None] = click.echo,
     old = {e["name"]: e for e in manifest.get("shards", [])} if manifest.get("config_hash") == h else {}
     manifest = {
         "config": to_dict(cfg), "config_hash": h, "schema": 1,
-        "region_store": {"path": str(store_root.resolve()), "config_hash": store_manifest.get("config_hash"),
+        "region_store": {"path": portable_path(store_root.resolve(), out_dir.resolve(), Path(cfg.out).resolve()),
+                         "config_hash": store_manifest.get("config_hash"),
                          "content_hash": store_key}, "horizons_hash": horizon_key,
         "height": H, "width": W, "group_size": cfg.group_size, "images_per_group": n_images,
         "epochs": cfg.epochs, "n_groups": n_groups, "groups_per_shard": gps, "params": asdict(params),
-        "shards": [], "complete": False,
+        "shards": [], "complete": False, "skipped": skipped,
     }
     t_check = time.perf_counter()
     done: dict[str, dict[str, Any]] = {}
@@ -375,9 +412,11 @@ def run_shards(cfg: ShardsConfig, echo: Callable[[str], None] = click.echo,
         write_json(out_dir / MANIFEST, manifest, indent=1)
 
     def finish(note: str) -> Path:
-        save(True)
-        save_config(cfg, out_dir / "config.json", extra={"params": asdict(params), "region_store": str(store_root)})
-        write_pointer(cfg, "shards", cfg.proposals, out_dir)
+        with refresh_only(echo) if not pending else contextlib.nullcontext():
+            save(True)
+            save_config(cfg, out_dir / "config.json", extra={"params": asdict(params), "region_store": portable_path(
+                store_root.resolve(), out_dir.resolve(), Path(cfg.out).resolve())})
+            write_pointer(cfg, "shards", cfg.proposals, out_dir)
         echo(note)
         return out_dir
 
@@ -397,7 +436,7 @@ def run_shards(cfg: ShardsConfig, echo: Callable[[str], None] = click.echo,
     n_jobs = max(1, min(cfg.workers, len(pending)))
     t_write = time.perf_counter()
     tasks = [(str(store_root), str(out_dir), p, {f: horizons[f] for g in p.groups for f in g}, params, cfg.seed,
-              cfg.jpeg_quality) for p in pending]
+              cfg.jpeg_quality, {f: images[f] for g in p.groups for f in g}) for p in pending]
     with tqdm(total=sum(len(p.groups) for p in pending), unit="group", desc="shards") as bar:
         for res in run_tasks(write_shard, tasks, cfg.backend, cfg.scheduler, n_jobs, desc="shards"):
             e = res["entry"]

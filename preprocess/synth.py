@@ -250,12 +250,13 @@ class SynthConfig(StageConfig):
     """Render the built-in synthetic city (DATASET=synthetic). Unset sizes come from the preset
     named by --demo-size (tiny | small; empty = full)."""
 
-    sequences: int = field(0, "number of streets (0 = from the preset)")
-    frames: int = field(0, "frames per street (0 = from the preset)")
+    sequences: int = field(0, "number of streets (0 = from the preset)", bounds="[0, inf)")
+    frames: int = field(0, "frames per street (0 = from the preset)", bounds="[0, inf)")
     size: str = field("", "image size HEIGHTxWIDTH, e.g. 384x768 (empty = from the preset)")
-    seed: int = field(0, "random seed: same seed, same bytes")
-    fx: float = field(DEFAULT_FX, "focal length normalised by the image width (square pixels)")
-    workers: int = field(1, "parallel processes (one sequence each); output is the same for any number", hash=False)
+    seed: int = field(0, "random seed: same seed, same bytes", bounds="[0, inf)")
+    fx: float = field(DEFAULT_FX, "focal length normalised by the image width (square pixels)", bounds="(0, inf)")
+    workers: int = field(1, "parallel processes (one sequence each); output is the same for any number",
+                         hash=False, bounds="[1, inf)")
     backend: str = backend_field()
     scheduler: str = scheduler_field()
 

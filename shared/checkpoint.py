@@ -2,6 +2,7 @@
 fsynced, read back on the CPU, with the RNG states that make a resumed run repeat the same steps."""
 from __future__ import annotations
 
+import json
 import os
 import random
 import subprocess
@@ -11,23 +12,74 @@ from typing import Any
 import numpy as np
 import torch
 
-from shared.atomic import atomic_path, remove_stale_temporaries
+from shared.atomic import atomic_path, remove_stale_temporaries, write_text
 from shared.frames import DataError
 
 
+class _RecordingFile:
+    """A binary file that remembers the OSError its write raised: torch.save turns that error into
+    a RuntimeError ("unexpected pos ..."), and the user should see the disk's own error instead."""
+
+    def __init__(self, fh):
+        self.fh, self.error = fh, None
+
+    def write(self, data) -> int:
+        try:
+            return self.fh.write(data)
+        except OSError as e:
+            self.error = self.error or e
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.fh, name)
+
+
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
-    """torch.save to a temporary file in the same folder, fsync, then rename over `path`."""
+    """torch.save to a temporary file in the same folder, fsync, then rename over `path`.
+    A write that fails (no space left) raises the OSError naming `path`; the old checkpoint stays."""
     with atomic_path(path, fsync=True) as tmp:
         # through a file object: torch names the archive inside after a path it is given, and the
         # temporary name carries the process id
         with open(tmp, "wb") as fh:
-            torch.save(state, fh)
+            out = _RecordingFile(fh)
+            try:
+                torch.save(state, out)
+            except RuntimeError:
+                if out.error is not None:
+                    raise out.error from None
+                raise
     return Path(path)
 
 
 def clear_stale_saves(run_dir: str | os.PathLike) -> list[Path]:
-    """Remove temporary files that a save killed midway left in a run folder (call at start-up)."""
-    return remove_stale_temporaries(run_dir)
+    """Remove temporary files that a save killed midway left in a run folder and the folders in it
+    (snapshots): call at start-up."""
+    run_dir = Path(run_dir)
+    found = remove_stale_temporaries(run_dir)
+    if run_dir.is_dir():
+        for sub in sorted(p for p in run_dir.iterdir() if p.is_dir()):
+            found += remove_stale_temporaries(sub)
+    return found
+
+
+def trim_log(path: str | os.PathLike, step: int) -> list[dict[str, Any]]:
+    """Keep the records of a JSON-lines training log up to `step` (the checkpoint a run resumes
+    from: the steps after it are about to be redone and logged again, so each step is logged once)
+    and drop lines that are not JSON (the partial last line of a killed write). Returns the kept
+    records."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    kept = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict) and rec.get("step", 0) <= step:
+            kept.append(rec)
+    write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
+    return kept
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu", mmap: bool = False

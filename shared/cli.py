@@ -5,12 +5,58 @@ The module a command lives in keeps only light imports at its top (click, datacl
 shared.config, shared.stage) and imports torch and the like inside the functions that run the stage,
 or, for a module that is torch through and through (the trainers), the command and its config live
 in a light sibling module (train/depth_command.py). tests/shared/test_cli.py checks that `--help` of
-every command loads none of them (docs/design.md#command-line)."""
+every command loads none of them (docs/design.md#command-line).
+
+The group is also where errors become messages: a filesystem error (no space left, read-only,
+not a folder, permission denied) or a `DataError` ends the command with one line naming the path
+and what to do, wherever in the stage (or in which worker) it happened; `--debug` before the
+command name shows the traceback instead (docs/design.md#reliability)."""
 from __future__ import annotations
 
+import errno
 import importlib
+import re
 
 import click
+
+from shared.frames import DataError
+
+DEBUG = "shared.cli.debug"  # ctx.meta key: --debug was given
+
+# what to do about an OSError, by errno; the message names the path first
+FILESYSTEM_HINTS = {
+    errno.ENOSPC: "no space left on the device: free some space (or choose another OUT) and rerun; "
+                  "finished chunks, shards and checkpoints are kept and not redone",
+    errno.EDQUOT: "disk quota exceeded: free some space (or choose another OUT) and rerun; "
+                  "finished chunks, shards and checkpoints are kept and not redone",
+    errno.EFBIG: "file too large for the filesystem or the file size limit (ulimit -f): choose another OUT "
+                 "or raise the limit, then rerun; finished work is kept",
+    errno.EROFS: "read-only filesystem: choose a writable OUT (or copy the output tree to one)",
+    errno.ENOTDIR: "a part of this path is a file, not a folder: choose another OUT or move the file away",
+    errno.EEXIST: "exists and is not a folder: choose another OUT or move the file away",
+    errno.EISDIR: "is a folder where a file was expected: move it away",
+    errno.EACCES: "permission denied: choose an OUT you can write to, or fix the permissions",
+    errno.EPERM: "operation not permitted: choose an OUT you can write to, or fix the permissions",
+}
+
+
+def filesystem_message(e: BaseException) -> str | None:
+    """One line for a filesystem OSError ("<path>: <what happened>; <what to do>"), or None for
+    any other error. Libraries that fold errno into their text (HDF5) are read too."""
+    if not isinstance(e, OSError):
+        return None
+    code = e.errno
+    text = str(e)
+    if code is None:
+        m = re.search(r"errno = (\d+)", text)
+        code = int(m.group(1)) if m else None
+    if code not in FILESYSTEM_HINTS:
+        return None
+    path = e.filename
+    if path is None:
+        m = re.search(r"(?:file ?name|name) = '([^']+)'", text)
+        path = m.group(1) if m else "(path not given)"
+    return f"{path}: {FILESYSTEM_HINTS[code]}"
 
 
 class LazyGroup(click.Group):
@@ -25,6 +71,19 @@ class LazyGroup(click.Group):
         missing = sorted(set(self.aliases.values()) - set(self.lazy))
         if missing:
             raise ValueError(f"aliases point at unknown commands: {', '.join(missing)}")
+        self.params.append(click.Option(
+            ["--debug"], is_flag=True, expose_value=False, is_eager=True,
+            callback=lambda ctx, param, value: ctx.meta.__setitem__(DEBUG, value),
+            help="show the full traceback of an error (before the command name: python -m train --debug ...)"))
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (OSError, DataError) as e:
+            message = str(e) if isinstance(e, DataError) else filesystem_message(e)
+            if message is None or ctx.meta.get(DEBUG):
+                raise
+            raise click.ClickException(message) from e
 
     def list_commands(self, ctx):
         return sorted(set(super().list_commands(ctx)) | set(self.lazy))

@@ -10,12 +10,21 @@ Field metadata:
   help: str          one line for --help
   choices: list      restrict the value to these strings
   hash: bool         False for fields that do not change the output (workers, progress bars)
+  bounds: str        the allowed values of a number (each value of a list) as an interval:
+                     "[0, 1]", "(0, inf)", "[1, 100]", "(-inf, inf)" = any finite number
+  n: int             lists: exactly this many values (else at least one)
+  ordered: bool      lists: values non-decreasing (a low,high pair)
+
+Every int and float field declares bounds (tests/shared/test_config.py walks every command's
+config). Values are checked as click parses them (command line and --config FILE alike) and again
+by `build_config`, and a bad one is a one-line error naming the option and the allowed range.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import types
 import typing
@@ -29,10 +38,91 @@ from shared.atomic import write_json
 C = TypeVar("C")
 
 
-def field(default: Any, help: str = "", choices: list[str] | None = None, hash: bool = True) -> Any:
-    """A dataclass field with a --help line; lists/tuples are passed by value (immutable tuples)."""
-    meta = {"help": help, "choices": choices, "hash": hash}
+def field(default: Any, help: str = "", choices: list[str] | None = None, hash: bool = True,
+          bounds: str | None = None, n: int | None = None, ordered: bool = False) -> Any:
+    """A dataclass field with a --help line; lists/tuples are passed by value (immutable tuples).
+    bounds / n / ordered: the allowed values (module docstring); parsed here, so a typo in a bound
+    fails at import, not when a user types a value."""
+    if bounds is not None:
+        parse_bounds(bounds)
+    meta = {"help": help, "choices": choices, "hash": hash, "bounds": bounds, "n": n, "ordered": ordered}
     return dataclasses.field(default=default, metadata=meta)
+
+
+@dataclasses.dataclass(frozen=True)
+class Bounds:
+    """An interval: low / high (may be -inf / inf), open or closed at each end."""
+
+    low: float
+    high: float
+    low_open: bool
+    high_open: bool
+
+    def contains(self, v: float) -> bool:
+        if not math.isfinite(v):  # nan and inf are never an option's value
+            return False
+        above = v > self.low if self.low_open else v >= self.low
+        below = v < self.high if self.high_open else v <= self.high
+        return above and below
+
+    def words(self) -> str:
+        """ "between 0 and 1", ">= 1", "> 0 and < 1", "a finite number" """
+        if math.isfinite(self.low) and math.isfinite(self.high) and not (self.low_open or self.high_open):
+            return f"between {_num(self.low)} and {_num(self.high)}"
+        parts = []
+        if math.isfinite(self.low):
+            parts.append(f"{'>' if self.low_open else '>='} {_num(self.low)}")
+        if math.isfinite(self.high):
+            parts.append(f"{'<' if self.high_open else '<='} {_num(self.high)}")
+        return " and ".join(parts) or "a finite number"
+
+
+def _num(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else f"{v:g}"
+
+
+def parse_bounds(text: str) -> Bounds:
+    """ "[0, 1]" -> Bounds(0, 1, closed, closed); "(0, inf)" -> Bounds(0, inf, open, open)."""
+    t = text.strip()
+    try:
+        if t[0] not in "[(" or t[-1] not in "])":
+            raise ValueError
+        lo, hi = (float(v) for v in t[1:-1].split(","))
+    except (ValueError, IndexError):
+        raise ValueError(f"bounds {text!r}: expected an interval like [0, 1] or (0, inf)") from None
+    if lo > hi:
+        raise ValueError(f"bounds {text!r}: empty interval")
+    return Bounds(lo, hi, t[0] == "(", t[-1] == ")")
+
+
+def check_value(name: str, value: Any, meta: dict[str, Any]) -> str | None:
+    """What is wrong with `value` for a field with metadata `meta` (one line: the allowed values
+    and what was given), or None when it is allowed."""
+    bounds = meta.get("bounds")
+    if isinstance(value, (tuple, list)):
+        n, ordered = meta.get("n"), meta.get("ordered", False)
+        given = ",".join(str(v) for v in value) or "nothing"
+        want = (f"{n} comma-separated values" if n else "one or more comma-separated values") \
+            + (" low,high with low <= high" if ordered else "")
+        if bounds is not None:
+            want += ", each " + parse_bounds(bounds).words()
+        bad = (n is not None and len(value) != n) or not value \
+            or (ordered and any(b < a for a, b in zip(value, value[1:]))) \
+            or (bounds is not None and any(isinstance(v, (int, float)) and not parse_bounds(bounds).contains(v)
+                                           for v in value))
+        return f"needs {want}; got {given}" if bad else None
+    if bounds is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    b = parse_bounds(bounds)
+    return None if b.contains(value) else f"must be {b.words()}; got {value}"
+
+
+def check_config(cfg: Any) -> None:
+    """click.BadParameter naming the option for the first field of `cfg` outside its bounds."""
+    for f in dataclasses.fields(cfg):
+        problem = check_value(f.name, getattr(cfg, f.name), dict(f.metadata or {}))
+        if problem:
+            raise click.BadParameter(problem, param_hint=f"'--{f.name.replace('_', '-')}'")
 
 
 def _base_type(tp: Any) -> tuple[Any, bool]:
@@ -114,32 +204,52 @@ def config_options(cls: type[C]) -> Callable[[Callable], Callable]:
         for f in reversed(dataclasses.fields(cls)):
             tp, is_seq = _base_type(hints[f.name])
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-            meta = f.metadata or {}
+            meta = dict(f.metadata or {})
             help_text = meta.get("help", "")
+            if meta.get("bounds") is not None:  # the range is part of what --help teaches
+                help_text += f" [{parse_bounds(meta['bounds']).words()}]"
             name = "--" + f.name.replace("_", "-")
+            check = _checker(f.name, meta)
             if is_seq:
                 ptype: Any = _SequenceParam(tp)
                 shown = ",".join(str(v) for v in default)
-                fn = click.option(name, f.name, type=ptype, default=shown, show_default=True, help=help_text)(fn)
+                fn = click.option(name, f.name, type=ptype, default=shown, show_default=True, help=help_text,
+                                  callback=check)(fn)
             elif tp is bool:
                 fn = click.option(f"{name}/--no-{f.name.replace('_', '-')}", f.name, default=default,
                                   show_default=True, help=help_text)(fn)
             else:
                 ptype = click.Choice(meta["choices"]) if meta.get("choices") else tp
                 fn = click.option(name, f.name, type=ptype, default=default, show_default=True,
-                                  help=help_text)(fn)
+                                  help=help_text, callback=check)(fn)
+        fn.config_class = cls  # type: ignore[attr-defined]  # which config a command takes (tests walk them)
         return _config_file_option(cls)(fn)
 
     return decorate
 
 
+def _checker(name: str, meta: dict[str, Any]) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    """A click callback enforcing the field's bounds on the parsed value."""
+
+    def check(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        problem = check_value(name, value, meta)
+        if problem:
+            raise click.BadParameter(problem, ctx, param)
+        return value
+
+    return check
+
+
 def build_config(cls: type[C], values: dict[str, Any]) -> C:
-    """Make `cls` from parsed option values; unknown keys are an error, not silently dropped."""
+    """Make `cls` from parsed option values; unknown keys and values outside a field's bounds are
+    an error, not silently dropped or used."""
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(values) - names)
     if unknown:
         raise click.UsageError(f"unknown config keys for {cls.__name__}: {', '.join(unknown)}")
-    return cls(**{k: v for k, v in values.items() if k in names})
+    cfg = cls(**{k: v for k, v in values.items() if k in names})
+    check_config(cfg)
+    return cfg
 
 
 def override(cfg: C, **changes: Any) -> C:

@@ -76,15 +76,52 @@ def link_sequences(frames: Sequence[Frame]) -> list[Frame]:
     return out
 
 
-def save_index(frames: Iterable[Frame], path: str | os.PathLike) -> Path:
-    """JSON lines, one frame per line; written to a temporary name then renamed."""
-    return write_text(path, "".join(json.dumps(dataclasses.asdict(f), sort_keys=True) + "\n" for f in frames))
+def odd_sized(frames: Sequence[Frame]) -> dict[str, str]:
+    """frame id -> problem, for frames whose size differs from the rest of their sequence (the size
+    most of its frames have; a tie goes to the first frame's). Stages skip them rather than stretch
+    one frame of a video to the size of the others."""
+    by_seq: dict[str, list[Frame]] = {}
+    for f in frames:
+        by_seq.setdefault(f.sequence, []).append(f)
+    odd: dict[str, str] = {}
+    for seq, fs in by_seq.items():
+        counts: dict[tuple[int, int], int] = {}
+        for f in sorted(fs, key=lambda f: f.index):
+            counts[(f.width, f.height)] = counts.get((f.width, f.height), 0) + 1
+        (w, h), n = max(counts.items(), key=lambda kv: kv[1])  # max keeps the first of equal counts
+        for f in fs:
+            if (f.width, f.height) != (w, h):
+                odd[f.id] = (f"frame is {f.width}x{f.height}, the other {n} frame(s) of sequence {seq} are {w}x{h}: "
+                             f"skipped, not stretched")
+    return odd
+
+
+PATH_FIELDS = ("image", "semantic", "instance", "depth")
+
+
+def save_index(frames: Iterable[Frame], path: str | os.PathLike, root: str | os.PathLike | None = None) -> Path:
+    """JSON lines, one frame per line; written to a temporary name then renamed. root: the output
+    root; files inside it (the synthetic city) are written relative to the index's folder, so a
+    moved or copied output tree reads its own copy."""
+    path = Path(path)
+    folder, top = path.parent.absolute(), Path(os.path.abspath(root)) if root is not None else None
+
+    def row(f: Frame) -> dict:
+        d = dataclasses.asdict(f)
+        for k in PATH_FIELDS:
+            if top is not None and d[k] and (top in Path(os.path.abspath(d[k])).parents):
+                d[k] = os.path.relpath(os.path.abspath(d[k]), folder)
+        return d
+
+    return write_text(path, "".join(json.dumps(row(f), sort_keys=True) + "\n" for f in frames))
 
 
 def load_index(path: str | os.PathLike) -> list[Frame]:
+    """The frames of an index file; relative paths in it are relative to its folder."""
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "frame index not found")
+    folder = path.parent.absolute()
     frames = []
     for n, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():
@@ -93,6 +130,9 @@ def load_index(path: str | os.PathLike) -> list[Frame]:
             d = json.loads(line)
             if d.get("pose") is not None:
                 d["pose"] = tuple(d["pose"])
+            for k in PATH_FIELDS:
+                if d.get(k) and not os.path.isabs(d[k]):
+                    d[k] = os.path.normpath(folder / d[k])
             frames.append(Frame(**d))
         except (json.JSONDecodeError, TypeError) as e:
             raise DataError(path, f"line {n} is not a frame record ({e})") from e

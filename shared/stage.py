@@ -2,6 +2,8 @@
 outputs go, and getting the frame index (building the synthetic city first when it is missing)."""
 from __future__ import annotations
 
+import dataclasses
+import os
 import subprocess
 import sys
 import time
@@ -10,9 +12,9 @@ from pathlib import Path
 
 import click
 
-from shared.atomic import write_text
+from shared.atomic import write_json, write_text
 from shared.config import field
-from shared.frames import DataError, Frame, load_index, save_index
+from shared.frames import DataError, Frame, link_sequences, load_index, save_index
 
 DATASETS = ["synthetic", "kitti", "cityscapes", "folder"]
 DEMO_SIZES = ["", "tiny", "small"]
@@ -66,15 +68,43 @@ def ensure_synthetic_city(cfg: StageConfig) -> Path:
     return root
 
 
-def frames_for(cfg: StageConfig) -> list[Frame]:
-    """The frame index of the configured dataset (cached as <out>/<dataset>/index.jsonl)."""
+def frames_for(cfg: StageConfig, strict: bool = False, verify: bool = False, echo=click.echo) -> list[Frame]:
+    """The frame index of the configured dataset (cached as <out>/<dataset>/index.jsonl). Images
+    that cannot be read are left out, listed (echo, and index.skipped.json beside the index); with
+    `strict` they stop the stage before anything is written. The readers look at image headers;
+    `verify` also decodes every image (finds truncated files)."""
     from shared.datasets import build_index
 
     root = ensure_synthetic_city(cfg)
-    frames = build_index(cfg.dataset, root)
+    skipped: list[dict[str, str]] = []
+    frames = build_index(cfg.dataset, root, skipped=skipped)
+    if verify:
+        from tqdm import tqdm
+
+        from shared.imageio import read_rgb
+
+        bad = set()
+        for f in tqdm(frames, desc="verify images", unit="img"):
+            try:
+                read_rgb(f.image)
+            except DataError as e:
+                skipped.append({"path": e.path, "problem": e.problem})
+                bad.add(f.id)
+        if bad:  # neighbours of a left-out frame are linked again: a gap ends a run of frames
+            frames = link_sequences([dataclasses.replace(f, prev=None, next=None) for f in frames if f.id not in bad])
+    if skipped:
+        lines = [f"  {s['path']}: {s['problem']}" for s in skipped]
+        if strict:
+            raise DataError(skipped[0]["path"], f"--strict: {len(skipped)} unreadable image(s), nothing written:\n"
+                                                + "\n".join(lines))
+        echo(f"index: left out {len(skipped)} unreadable image(s) (listed in "
+             f"{output_dir(cfg, 'index.skipped.json')}):\n" + "\n".join(lines[:10])
+             + (f"\n  ... and {len(lines) - 10} more" if len(lines) > 10 else ""))
     if not frames:
-        raise DataError(root, f"no frames found for dataset {cfg.dataset}")
-    save_index(frames, output_dir(cfg, "index.jsonl"))
+        raise DataError(root, f"no frames found for dataset {cfg.dataset}"
+                              + (f" ({len(skipped)} unreadable images left out)" if skipped else ""))
+    save_index(frames, output_dir(cfg, "index.jsonl"), root=cfg.out)
+    write_json(output_dir(cfg, "index.skipped.json"), skipped)
     return frames
 
 
@@ -83,18 +113,47 @@ def cached_frames(cfg: StageConfig) -> list[Frame]:
     return load_index(p) if p.is_file() else frames_for(cfg)
 
 
+def make_command(target: str, config: dict, **variables: str) -> str:
+    """The `make` line that runs `target` for the dataset, demo size and output root of a saved
+    config (`config.json` / a manifest's config): what a message tells the user to run."""
+    parts = [f"make {target}", f"DATASET={config.get('dataset', 'synthetic')}"]
+    for key, var in (("data_root", "DATA_ROOT"), ("demo_size", "DEMO_SIZE"), ("out", "OUT")):
+        if config.get(key):
+            parts.append(f"{var}={config[key]}")
+    if config.get("proposals", "depth") != "depth":
+        parts.append(f"PROPOSALS={config['proposals']}")
+    parts += [f"{k}={v}" for k, v in variables.items()]
+    return "`" + " ".join(parts) + "`"
+
+
+def portable_path(target: str | os.PathLike, folder: str | os.PathLike, root: str | os.PathLike) -> str:
+    """How a file in `folder` records `target`: relative to `folder` when the target lies inside
+    the output root `root` (so a moved or copied output tree still finds it, in its new place),
+    else absolute (a dataset outside the tree does not move with it)."""
+    target, folder, root = (Path(os.path.abspath(p)) for p in (target, folder, root))
+    if target == root or root in target.parents:
+        return os.path.relpath(target, folder)
+    return str(target)
+
+
+def from_portable(text: str, folder: str | os.PathLike) -> Path:
+    """The path a `portable_path` text in `folder` names (absolute texts, as older files hold, as they are)."""
+    return Path(os.path.normpath(Path(folder).absolute() / text))
+
+
 def write_pointer(cfg: StageConfig, stage: str, name: str, target: Path) -> Path:
     """Record `target` as the current output of `stage` (e.g. regions/depth.current), so the next
     stage finds it without recomputing the config hash: `make shards` follows regions, `make train`
-    follows shards."""
-    return write_text(output_dir(cfg, stage, f"{name}.current"), str(Path(target).resolve()) + "\n")
+    follows shards. The pointer holds the path relative to its own folder (docs/design.md#pointers)."""
+    p = output_dir(cfg, stage, f"{name}.current")
+    return write_text(p, portable_path(Path(target).resolve(), p.parent.resolve(), Path(cfg.out).resolve()) + "\n")
 
 
 def read_pointer(cfg: StageConfig, stage: str, name: str) -> Path:
     p = output_dir(cfg, stage, f"{name}.current")
     if not p.is_file():
         raise DataError(p, f"no {stage} output recorded yet (run `make {stage}` for this DATASET/DEMO_SIZE first)")
-    target = Path(p.read_text().strip())
+    target = from_portable(p.read_text().strip(), p.parent.resolve())
     if not target.exists():
         raise DataError(target, f"recorded in {p} but missing (delete {p} and rerun `make {stage}`)")
     return target

@@ -33,18 +33,20 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from shared.atomic import write_text
 from shared.checkpoint import (clear_stale_saves, code_version, load_checkpoint, rng_state, save_checkpoint,
-                               set_rng_state)
+                               set_rng_state, trim_log)
 from shared.config import config_hash, save_config, to_dict
+from shared.faults import kill_point
 from shared.frames import DataError
 from shared.nets.semantic_fpn import (DenseSwAVNet, backbone_state_dict_torchvision, image_stats,
                                       load_backbone_weights, normalize_images)
 from shared.photometric import apply_photometric
-from shared.stage import output_dir, read_pointer, write_pointer
+from shared.stage import output_dir, portable_path, read_pointer, write_pointer
 from train.contrastive_command import PRESETS, ContrastiveConfig, resolve_config  # noqa: F401  (re-exported)
 from train.positives import Positives
-from train.shard_loader import Augment, EpochPlan, ShardSet, ShardStream, make_loader, open_shard_set, plan_epoch
+from train.shard_reader import is_remote
+from train.shard_loader import (Augment, EpochPlan, ShardSet, ShardStream, check_batch, make_loader, open_shard_set,
+                                plan_epoch)
 from train.swav_loss import LossTerms, dense_swav_loss
 
 # The options, presets and command live in train/contrastive_command.py, which does not import torch.
@@ -245,7 +247,7 @@ def _batches(plans: list[EpochPlan], epoch_starts: np.ndarray, start: int, cfg: 
         stream = ShardStream(plans[epoch], max(0, start - int(epoch_starts[epoch])), cfg.seed, cfg.groups_per_step,
                              aug, cfg.features_per_step, cfg.lam, cfg.shuffle_buffer, rank)
         for batch in make_loader(stream, cfg.workers, pin_memory=pin_memory):
-            yield epoch, batch
+            yield epoch, check_batch(batch)  # a damaged shard stops the run here, named
 
 
 def train(cfg: ContrastiveConfig) -> Path:
@@ -277,8 +279,9 @@ def train(cfg: ContrastiveConfig) -> Path:
     images_per_step = cfg.groups_per_step * ss.images_per_group * world
 
     # ---- run folder, model, optimiser, resume
-    # The run is keyed by its settings and by the shard set it reads: new shards = a new run.
-    run_key = config_hash(cfg, extra={"shards": ss.config_hash})
+    # The run is keyed by its settings and by the shard set it reads, down to the checksums the
+    # manifest lists (the loader verifies every shard against them): other shards = a new run.
+    run_key = config_hash(cfg, extra={"shards": ss.config_hash, "shards_digest": ss.digest})
     run_dir = output_dir(cfg, "train", cfg.run or run_key)
     ckpt_path, log_path = run_dir / "checkpoint.pt", run_dir / "log.jsonl"
     if main_rank:
@@ -294,8 +297,10 @@ def train(cfg: ContrastiveConfig) -> Path:
     ckpt = load_checkpoint(ckpt_path, map_location="cpu")
     if ckpt is not None:
         if ckpt["config_hash"] != run_key:
-            raise DataError(ckpt_path, f"belongs to config {ckpt['config_hash']}, not {run_key} (settings or shard set "
-                                       f"differ); "
+            differ = ("it was trained on shard set digest {} and {} now lists {}".format(
+                ckpt.get("shards_digest", "(not recorded)"), ss.root, ss.digest)
+                if ckpt.get("shards_digest") != ss.digest else "settings or shard set differ")
+            raise DataError(ckpt_path, f"belongs to config {ckpt['config_hash']}, not {run_key} ({differ}); "
                                        f"pass another --run name to start a new run")
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
@@ -303,10 +308,11 @@ def train(cfg: ContrastiveConfig) -> Path:
         set_rng_state(ckpt["rng"])
     _same_start_on_all_ranks(start, dev, ckpt_path)
     if main_rank:
-        save_config(cfg, run_dir / "config.json", extra={"shards": str(ss.root), "shards_config_hash": ss.config_hash,
-                                                       "total_steps": total, "warmup_steps": warmup,
-                                                       "crop": [crop_h, crop_w]})
-        _trim_log(log_path, start)
+        save_config(cfg, run_dir / "config.json", extra={"shards": ss.root if is_remote(ss.root) else portable_path(ss.root, run_dir, cfg.out),
+                                                       "shards_config_hash": ss.config_hash,
+                                                       "shards_digest": ss.digest, "total_steps": total,
+                                                       "warmup_steps": warmup, "crop": [crop_h, crop_w]})
+        trim_log(log_path, start)  # steps after the checkpoint are redone; a killed write's partial line goes
         where = (f"complete ({total} steps), reusing {run_dir}" if start >= total else
                  f"resuming at step {start}/{total}" if start else f"starting, {total} steps")
         click.echo(f"contrastive: {where}; {len(ss.shards)} shards x {ss.images_per_group}-image groups from {ss.root}; "
@@ -337,6 +343,7 @@ def train(cfg: ContrastiveConfig) -> Path:
             terms = train_step(model, batch, positives, opt, setup)
             window.add(terms, positives)
             bar.update(1)
+            kill_point()  # tests: killed between steps
             if step % cfg.log_every == 0 or step == total:
                 rec = window.close(step, epoch, float(lrs[step - 1]), total, images_per_step, last_good)
                 if main_rank:
@@ -344,7 +351,7 @@ def train(cfg: ContrastiveConfig) -> Path:
             if step % cfg.checkpoint_every == 0 or step == stop:
                 window.check_finite(step, last_good)
                 if main_rank:
-                    _checkpoint(ckpt_path, model, opt, step, cfg, run_key)
+                    _checkpoint(ckpt_path, model, opt, step, cfg, run_key, ss.digest)
                 last_good = step
                 _barrier(world)
     finally:
@@ -372,18 +379,10 @@ def train(cfg: ContrastiveConfig) -> Path:
 
 
 def _checkpoint(path: Path, model: DenseSwAVNet, opt: torch.optim.Optimizer, step: int, cfg: ContrastiveConfig,
-                run_key: str) -> None:
+                run_key: str, shards_digest: str = "") -> None:
     save_checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
                      "rng": rng_state(), "config": to_dict(cfg), "config_hash": run_key,
-                     "net_args": model.net_args, "code_version": code_version()}, path)
-
-
-def _trim_log(path: Path, start: int) -> None:
-    """Drop log lines of steps after the checkpoint we resume from: they are about to be redone."""
-    if not path.is_file():
-        return
-    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= start]
-    write_text(path, "".join(ln + "\n" for ln in keep))
+                     "shards_digest": shards_digest, "net_args": model.net_args, "code_version": code_version()}, path)
 
 
 def _write_log(rec: dict[str, Any], log, bar, tb) -> None:

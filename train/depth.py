@@ -19,6 +19,7 @@ auto-mask). The checkpoint is recorded as the stage's current model (depth/model
 """
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -35,8 +36,10 @@ import torch.nn.functional as F
 
 from shared.camera_torch import pose_from_axis_angle, warp
 from shared.checkpoint import (clear_stale_saves, code_version, rng_state, save_checkpoint,
-                               set_rng_state)
+                               set_rng_state, trim_log)
+from shared.atomic import write_json
 from shared.config import config_hash, save_config, to_dict
+from shared.faults import kill_point
 from shared.frames import DataError, Frame, by_id
 from shared.nets.depth_net import NUM_SCALES, DepthModel, disp_to_depth
 from shared.nets.depth_predictor import load_depth_checkpoint
@@ -88,8 +91,10 @@ def training_triplets(frames: list[Frame], split: str, on_bad: str = "error") ->
         raise DataError(problems[0][0], problems[0][1] + more + "; --on-bad skip trains on the other frames")
     if not triplets:
         where = chosen[0].image if chosen else "frame index"
+        why = "; ".join(f"{path}: {what}" for path, what in problems[:3])
         raise DataError(where, f"no frame of split {split!r} has both temporal neighbours "
-                               f"({len(chosen)} frames in that split): nothing to train depth on")
+                               f"({len(chosen)} frames in that split): nothing to train depth on"
+                               + (f" (skipped: {why})" if why else ""))
     return triplets, [f"{path}: {what}" for path, what in problems]
 
 
@@ -98,28 +103,54 @@ def training_triplets(frames: list[Frame], split: str, on_bad: str = "error") ->
 
 
 def _decode_chunk(path: str, shape: tuple[int, int, int, int], rows: list[int], images: list[str],
-                  sizes: list[tuple[int, int]], done_marker: str) -> int:
+                  sizes: list[tuple[int, int]], done_marker: str, skip_bad: bool = False) -> int:
+    """Decode `images` into rows of the cache; the done marker lists the rows left black
+    ({"row", "path", "problem"}: unreadable, or not the size the index says) when skip_bad, else
+    the first such image is a DataError."""
     from shared.imageio import image_size, read_rgb
 
     cache = np.memmap(path, dtype=np.uint8, mode="r+", shape=shape)
+    bad = []
     for r, img, (w, h) in zip(rows, images, sizes):
-        if image_size(img) != (h, w):
-            raise DataError(img, f"image is {image_size(img)[1]}x{image_size(img)[0]} but the frame index says {w}x{h}")
-        cache[r] = read_rgb(img, size=shape[1:3])
+        try:
+            if image_size(img) != (h, w):
+                raise DataError(img, f"image is {image_size(img)[1]}x{image_size(img)[0]} but the frame index says {w}x{h}")
+            cache[r] = read_rgb(img, size=shape[1:3])
+        except DataError as e:
+            if not skip_bad:
+                raise
+            bad.append({"row": r, "path": e.path, "problem": e.problem})
     cache.flush()
-    Path(done_marker).touch()
+    Path(done_marker).write_text(json.dumps(bad))
     return len(rows)
 
 
+def _allocate(path: Path, size: int) -> None:
+    """A file of `size` bytes whose blocks the filesystem has reserved: a memmap over a sparse file
+    kills the process with SIGBUS when the disk fills up while it is written, where reserving the
+    space first fails at once with an OSError naming the file."""
+    with open(path, "wb") as fh:
+        try:
+            os.posix_fallocate(fh.fileno(), 0, size)
+        except OSError as e:
+            if e.errno in (errno.EOPNOTSUPP, errno.EINVAL):  # a filesystem without fallocate: sparse, as before
+                fh.truncate(size)
+            else:
+                raise OSError(e.errno, e.strerror, str(path)) from e
+
+
 def build_frame_cache(frames: list[Frame], height: int, width: int, cache_dir: Path, workers: int,
-                      chunk: int = 64) -> np.ndarray:
-    """Decode `frames` (in order) into a read-only memmap; resumes a killed build chunk by chunk."""
+                      chunk: int = 64, skipped: list[dict[str, Any]] | None = None) -> np.ndarray:
+    """Decode `frames` (in order) into a read-only memmap; resumes a killed build chunk by chunk.
+    skipped: where frames that cannot be decoded are listed ({"row", "path", "problem"}; their rows
+    stay black and must not be trained on); None: such a frame is a DataError."""
     from joblib import Parallel, delayed
     from tqdm import tqdm
 
     import hashlib
     key = hashlib.sha256(json.dumps([[f.image, f.width, f.height] for f in frames] + [height, width]).encode()).hexdigest()[:12]
     final = cache_dir / f"frames-{height}x{width}-{key}.u8"
+    bad_list = final.with_name(final.name + ".bad.json")  # rows left black, beside a finished cache
     shape = (len(frames), height, width, 3)
     if not final.is_file():
         # Not shared.atomic's temporary: this one outlives a killed build, which resumes it chunk by
@@ -128,7 +159,7 @@ def build_frame_cache(frames: list[Frame], height: int, width: int, cache_dir: P
         marks = final.with_name(final.name + ".chunks")
         marks.mkdir(parents=True, exist_ok=True)
         if not tmp.is_file() or tmp.stat().st_size != int(np.prod(shape)):
-            np.memmap(tmp, dtype=np.uint8, mode="w+", shape=shape).flush()
+            _allocate(tmp, int(np.prod(shape)))
         jobs = []
         for c, start in enumerate(range(0, len(frames), chunk)):
             mark = marks / f"{c}.done"
@@ -136,7 +167,8 @@ def build_frame_cache(frames: list[Frame], height: int, width: int, cache_dir: P
                 continue
             part = frames[start:start + chunk]
             jobs.append(delayed(_decode_chunk)(str(tmp), shape, list(range(start, start + len(part))),
-                                               [f.image for f in part], [(f.width, f.height) for f in part], str(mark)))
+                                               [f.image for f in part], [(f.width, f.height) for f in part], str(mark),
+                                               skipped is not None))
         if jobs:
             with tqdm(total=sum(len(j[1][2]) for j in jobs), desc="decode frames", unit="img") as bar:
                 if len(jobs) == 1 or workers <= 1:  # process start-up costs more than one chunk
@@ -145,10 +177,19 @@ def build_frame_cache(frames: list[Frame], height: int, width: int, cache_dir: P
                     results = Parallel(n_jobs=workers, return_as="generator_unordered")(jobs)
                 for n in results:
                     bar.update(n)
+        bad = [b for m in sorted(marks.iterdir()) for b in json.loads(m.read_text() or "[]")]
+        if bad and skipped is None:  # a cache built while skipping, finished by a strict run
+            raise DataError(bad[0]["path"], bad[0]["problem"])
+        write_json(bad_list, sorted(bad, key=lambda b: b["row"]))
         os.replace(tmp, final)
         for m in marks.iterdir():
             m.unlink()
         marks.rmdir()
+    bad = json.loads(bad_list.read_text()) if bad_list.is_file() else []
+    if bad and skipped is None:
+        raise DataError(bad[0]["path"], bad[0]["problem"])
+    if skipped is not None:
+        skipped.extend(bad)
     return np.memmap(final, dtype=np.uint8, mode="r", shape=shape)
 
 
@@ -433,16 +474,36 @@ def train(cfg: DepthTrainConfig, frames: list[Frame] | None = None, echo=click.e
     out = run_dir(cfg)
     ckpt_path = out / "checkpoint.pt"
     clear_stale_saves(out)
-    frames = frames if frames is not None else frames_for(cfg)
+    frames = frames if frames is not None else frames_for(cfg, strict=cfg.on_bad == "error", echo=echo)
     triplets, skipped = training_triplets(frames, cfg.split, cfg.on_bad)
     for p in skipped[:10]:
         echo(f"skipped: {p}")
     if len(skipped) > 10:
         echo(f"skipped: ... and {len(skipped) - 10} more")
 
+    state = load_depth_checkpoint(ckpt_path, "cpu") if ckpt_path.is_file() else None  # RNG states stay on the CPU
+    if state is not None and "total" in state and int(state["step"]) >= int(state["total"]):
+        echo(f"depth: reusing finished run {ckpt_path} ({state['step']} steps)")
+        write_pointer(cfg, "depth", "model", ckpt_path)
+        return ckpt_path
+
+    # Frames are decoded once into the cache; one that does not decode is skipped with its triplets
+    # (--on-bad skip) or stops the run before training (--on-bad error).
     index = by_id(frames)
     used = sorted({i for t in triplets for i in t})
     row_of = {fid: r for r, fid in enumerate(used)}
+    undecodable: list[dict[str, Any]] = []
+    cache = build_frame_cache([index[i] for i in used], cfg.height, cfg.width, output_dir(cfg, "depth", "cache"),
+                              cfg.workers, skipped=undecodable if cfg.on_bad == "skip" else None)
+    if undecodable:
+        black = {used[b["row"]] for b in undecodable}
+        skipped += [f"{b['path']}: {b['problem']}" for b in undecodable]
+        for b in undecodable[:10]:
+            echo(f"skipped: {b['path']}: {b['problem']} (and the targets next to it)")
+        triplets = [t for t in triplets if not black & set(t)]
+        if not triplets:
+            raise DataError(undecodable[0]["path"], f"every training target touches an undecodable frame "
+                                                    f"({len(undecodable)} of them): nothing to train depth on")
     rows = np.array([[row_of[t], row_of[p], row_of[n]] for p, t, n in triplets], dtype=np.int64)  # [N,3]: t, t-1, t+1
     K_all = torch.tensor(np.stack([index[t].K(cfg.width, cfg.height) for _, t, _ in triplets]), dtype=torch.float32)
     cams_all = camera_tensors(K_all, cfg.width)  # [N, 3, 3, 3]: K, K^-1, mirrored K^-1
@@ -455,8 +516,7 @@ def train(cfg: DepthTrainConfig, frames: list[Frame] | None = None, echo=click.e
     model = DepthModel(cfg.init_weights or None).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     step = 0
-    if ckpt_path.is_file():
-        state = load_depth_checkpoint(ckpt_path, "cpu")  # RNG states stay on the CPU; load_state_dict moves the rest
+    if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         step = int(state["step"])
@@ -472,8 +532,8 @@ def train(cfg: DepthTrainConfig, frames: list[Frame] | None = None, echo=click.e
         return ckpt_path
 
     out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.json", extra={"targets": len(triplets), "frames": len(used), "steps": total})
-    cache = build_frame_cache([index[i] for i in used], cfg.height, cfg.width, output_dir(cfg, "depth", "cache"), cfg.workers)
+    save_config(cfg, out / "config.json", extra={"targets": len(triplets), "frames": len(used), "steps": total,
+                                                 "skipped": skipped})
     batches = TripletBatches(cache, rows, cfg.batch_size, cfg.seed)
 
     run = step_setup(model, cfg, device)
@@ -490,6 +550,7 @@ def train(cfg: DepthTrainConfig, frames: list[Frame] | None = None, echo=click.e
 
     start = step
     stop = total if stop_after is None else min(total, max(stop_after, start + 1))  # at least one step
+    trim_log(out / "log.jsonl", start)  # steps after the checkpoint are redone; a killed write's partial line goes
     log = open(out / "log.jsonl", "a")
     pool = ThreadPoolExecutor(1)  # gathers (and pins) the next batch while this step runs
     pending = pool.submit(fetch, start)
@@ -509,6 +570,7 @@ def train(cfg: DepthTrainConfig, frames: list[Frame] | None = None, echo=click.e
             loss, parts = train_step(model, frames_u8, cams, step - 1, opt, run)
             window.add(loss, wait)
             bar.update(1)
+            kill_point()  # tests: killed between steps
             if first_loss is None:
                 first_loss = loss  # read back at the end
             if step % cfg.log_every == 0 or step == total:
@@ -522,7 +584,7 @@ def train(cfg: DepthTrainConfig, frames: list[Frame] | None = None, echo=click.e
                 write_snapshot(out / "images" / f"step-{step:06d}.png", parts["image"], parts["disp"][0],
                                parts["automask"][0])
             if step % cfg.ckpt_every == 0 or step == total:
-                _checkpoint(ckpt_path, model, opt, step, cfg, {"targets": len(triplets)})
+                _checkpoint(ckpt_path, model, opt, step, cfg, {"targets": len(triplets), "total": total})
     finally:
         bar.close()
         log.close()

@@ -21,35 +21,41 @@ PRESETS = {"": dict(height=192, width=640, batch_size=12),
 
 @dataclass
 class DepthTrainConfig(StageConfig):
-    height: int = field(0, "training height in pixels, a multiple of 32 (0 = preset: 192; small 96, tiny 64)")
-    width: int = field(0, "training width in pixels, a multiple of 32 (0 = preset: 640; small 320, tiny 192)")
-    batch_size: int = field(0, "target frames per step (0 = preset: 12; small 6, tiny 4)")
-    epochs: int = field(20, "passes over the training targets (Monodepth2: 20)")
-    max_steps: int = field(0, "stop after this many steps instead (0 = preset: from epochs; small 300, tiny 24)")
-    lr: float = field(1e-4, "Adam learning rate")
-    lr_decay_epochs: int = field(15, "multiply the learning rate by --lr-decay after this many of --epochs (the same fraction of --max-steps)")
-    lr_decay: float = field(0.1, "step-decay factor")
-    min_depth: float = field(0.1, "depth range of the sigmoid disparity: nearest")
-    max_depth: float = field(100.0, "depth range of the sigmoid disparity: farthest")
-    ssim_weight: float = field(0.85, "photometric error = w * SSIM dissimilarity + (1 - w) * L1")
-    smoothness: float = field(1e-3, "edge-aware smoothness weight (divided by 2^scale)")
+    height: int = field(0, "training height in pixels, a multiple of 32 (0 = preset: 192; small 96, tiny 64)",
+                        bounds="[0, inf)")
+    width: int = field(0, "training width in pixels, a multiple of 32 (0 = preset: 640; small 320, tiny 192)",
+                       bounds="[0, inf)")
+    batch_size: int = field(0, "target frames per step (0 = preset: 12; small 6, tiny 4)", bounds="[0, inf)")
+    epochs: int = field(20, "passes over the training targets (Monodepth2: 20)", bounds="[1, inf)")
+    max_steps: int = field(0, "stop after this many steps instead (0 = preset: from epochs; small 300, tiny 24)",
+                           bounds="[0, inf)")
+    lr: float = field(1e-4, "Adam learning rate", bounds="[0, inf)")
+    lr_decay_epochs: int = field(15, "multiply the learning rate by --lr-decay after this many of --epochs (the same fraction of --max-steps)",
+                                 bounds="[0, inf)")
+    lr_decay: float = field(0.1, "step-decay factor", bounds="(0, 1]")
+    min_depth: float = field(0.1, "depth range of the sigmoid disparity: nearest", bounds="(0, inf)")
+    max_depth: float = field(100.0, "depth range of the sigmoid disparity: farthest", bounds="(0, inf)")
+    ssim_weight: float = field(0.85, "photometric error = w * SSIM dissimilarity + (1 - w) * L1", bounds="[0, 1]")
+    smoothness: float = field(1e-3, "edge-aware smoothness weight (divided by 2^scale)", bounds="[0, inf)")
     automask: bool = field(True, "auto-mask pixels where an unwarped neighbour already matches")
     min_reprojection: bool = field(True, "per-pixel minimum over the two neighbours (else their mean)")
-    color_aug: float = field(0.5, "probability of colour jitter (brightness/contrast/saturation 0.2, hue 0.1) on network inputs")
-    flip: float = field(0.5, "probability of a horizontal flip of a whole triplet")
+    color_aug: float = field(0.5, "probability of colour jitter (brightness/contrast/saturation 0.2, hue 0.1) on network inputs",
+                             bounds="[0, 1]")
+    flip: float = field(0.5, "probability of a horizontal flip of a whole triplet", bounds="[0, 1]")
     split: str = field("train", "frames of this split are training targets")
-    on_bad: str = field("error", "bad frames (short sequence, missing neighbour, size mismatch): stop or skip and report",
-                        choices=["error", "skip"])
+    on_bad: str = field("skip", "bad frames (unreadable or truncated image, short sequence, missing neighbour, size "
+                                "mismatch): skip and list them, or stop before training", choices=["error", "skip"],
+                        hash=False)
     init_weights: str = field("", "local torchvision-format ResNet-18 state dict for both encoders (default: random init)")
-    seed: int = field(0, "random seed (data order, augmentation, initialisation)")
+    seed: int = field(0, "random seed (data order, augmentation, initialisation)", bounds="[0, inf)")
     device: str = field("auto", "auto = cuda when available", choices=["auto", "cpu", "cuda"], hash=False)
     bf16: bool = field(True, "bf16 autocast on CUDA (ignored on CPU)")
     channels_last: bool = field(True, "channels_last memory format on CUDA", hash=False)
     compile: bool = field(False, "torch.compile the networks (CUDA; slower start, faster steps)", hash=False)
-    workers: int = field(2, "processes decoding frames into the cache", hash=False)
-    log_every: int = field(10, "steps between log lines", hash=False)
-    image_every: int = field(250, "steps between PNG snapshots (0 = only at the end)", hash=False)
-    ckpt_every: int = field(250, "steps between checkpoints", hash=False)
+    workers: int = field(2, "processes decoding frames into the cache", hash=False, bounds="[1, inf)")
+    log_every: int = field(10, "steps between log lines", hash=False, bounds="[1, inf)")
+    image_every: int = field(250, "steps between PNG snapshots (0 = only at the end)", hash=False, bounds="[0, inf)")
+    ckpt_every: int = field(250, "steps between checkpoints", hash=False, bounds="[1, inf)")
 
 
 def resolved(cfg: DepthTrainConfig) -> DepthTrainConfig:

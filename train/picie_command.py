@@ -23,34 +23,34 @@ class PicieConfig(StageConfig):
     backbone: str = field("resnet50", "ResNet of the network, as our trainer (resnet18: tests and demos only)",
                           choices=["resnet50", "resnet18"])
     init_weights: str = field("", "torchvision-format ResNet checkpoint for the backbone (empty: random init)")
-    num_clusters: int = field(27, "K: PiCIE trains on Cityscapes with K = 27, its number of evaluated classes")
+    num_clusters: int = field(27, "K: PiCIE trains on Cityscapes with K = 27, its number of evaluated classes", bounds="[2, inf)")
     view_scale: float = field(0.5, "views are fed at this share of the working size: PiCIE cuts 320-px views "
-                                   "from 640-px frames")
+                                   "from 640-px frames", bounds="(0, 1]")
     crop_scale: tuple[float, ...] = field((0.5, 1.0), "side-length share of the frame that view 1's crop covers "
-                                                      "(PiCIE's min_scale 0.5; the aspect ratio is kept)")
-    flip: float = field(0.5, "probability of the horizontal flip of the equivariance transform")
-    epochs: int = field(10, "epochs (PiCIE: 10); each re-clusters and re-labels every frame, then trains on them")
-    max_steps: int = field(0, "stop after this many steps (0: epochs decide)")
+                                                      "(PiCIE's min_scale 0.5; the aspect ratio is kept)", bounds="(0, 1]", n=2, ordered=True)
+    flip: float = field(0.5, "probability of the horizontal flip of the equivariance transform", bounds="[0, 1]")
+    epochs: int = field(10, "epochs (PiCIE: 10); each re-clusters and re-labels every frame, then trains on them", bounds="[1, inf)")
+    max_steps: int = field(0, "stop after this many steps (0: epochs decide)", bounds="[0, inf)")
     batch_size: int = field(8, "frames per step, two views each: 16 images per step as one copy-paste group of "
-                               "our trainer (PiCIE: 128 views of 320x320)")
-    lr: float = field(1e-3, "Adam learning rate, constant (PiCIE's Cityscapes script; it decays nothing)")
-    kmeans_iterations: int = field(20, "Lloyd iterations of each epoch's initial k-means (PiCIE: 20)")
+                               "our trainer (PiCIE: 128 views of 320x320)", bounds="[1, inf)")
+    lr: float = field(1e-3, "Adam learning rate, constant (PiCIE's Cityscapes script; it decays nothing)", bounds="(0, inf)")
+    kmeans_iterations: int = field(20, "Lloyd iterations of each epoch's initial k-means (PiCIE: 20)", bounds="[1, inf)")
     kmeans_init_images: int = field(5120, "images whose features seed each epoch's k-means; the rest update it "
-                                          "mini-batch-wise (PiCIE: 20 batches of 256)")
-    kmeans_batch_images: int = field(256, "images per mini-batch k-means update after the initial fit (PiCIE: 256)")
+                                          "mini-batch-wise (PiCIE: 20 batches of 256)", bounds="[1, inf)")
+    kmeans_batch_images: int = field(256, "images per mini-batch k-means update after the initial fit (PiCIE: 256)", bounds="[1, inf)")
     kmeans_pixels: int = field(256, "pixel features sampled per view image for k-means (0: all of them; PiCIE "
-                                    "takes all 6400 of a 320-px view; 256 keeps the initial set at 0.7 GB per view)")
+                                    "takes all 6400 of a 320-px view; 256 keeps the initial set at 0.7 GB per view)", bounds="[0, inf)")
     cluster_weighting: str = field("share", "cross-entropy weight of a cluster: share = its share of the labelled "
                                             "pixels (PiCIE's released code), none = equal",
                                    choices=["share", "none"])
-    seed: int = field(0, "seed of initialisation, frame order, views and k-means")
-    workers: int = field(2, "DataLoader worker processes reading frames (0: read in the main process)", hash=False)
+    seed: int = field(0, "seed of initialisation, frame order, views and k-means", bounds="[0, inf)")
+    workers: int = field(2, "DataLoader worker processes reading frames (0: read in the main process)", hash=False, bounds="[0, inf)")
     device: str = field("auto", "auto | cpu | cuda | cuda:N", hash=False)
     amp: bool = field(True, "bf16 autocast on CUDA", hash=False)
-    checkpoint_every: int = field(500, "steps between checkpoints", hash=False)
-    log_every: int = field(10, "steps between log lines (and non-finite checks)", hash=False)
+    checkpoint_every: int = field(500, "steps between checkpoints", hash=False, bounds="[1, inf)")
+    log_every: int = field(10, "steps between log lines (and non-finite checks)", hash=False, bounds="[1, inf)")
     stop_after: int = field(0, "stop after this many steps in this invocation, checkpointed (0: run to the end)",
-                            hash=False)
+                            hash=False, bounds="[0, inf)")
     progress: bool = field(True, "show a progress bar", hash=False)
 
 

@@ -19,17 +19,26 @@ function of (seed, epoch), so a resumed run can rebuild it and skip exactly what
   - each worker shuffles its samples through a buffer seeded by (seed, epoch, rank, logical
     worker), and every sample's augmentation is seeded by (seed, epoch, key): nothing depends on
     what the process did before.
-Shards are read by train/shard_reader.py, from a folder, an http(s) URL or a pipe: command, each
-checked against the manifest's size and sha256 as it streams.
+Shards are read by train/shard_reader.py, from a folder, an http(s) URL or a pipe: command.
+
+Integrity. Every shard is hashed as it is read (`HashingReader`, no second pass) and its groups
+are handed on only after its sha256 matched the manifest (`verified_samples`), so a damaged shard
+stops the run with the shard named and the command that rewrites it, and none of its groups is
+trained on. A worker holds one shard's raw bytes at a time for this (shards are at most
+--shard-mb). Errors in a DataLoader worker travel to the main process as a batch
+{"data_error": [path, problem]} and are raised there as the DataError they were (`check_batch`).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import random
+import re
+import tarfile
 import zlib
-from dataclasses import dataclass, field as dc_field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import IO, Any, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -38,10 +47,11 @@ import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from shared.frames import DataError
+from shared.stage import make_command
 from shared.photometric import IDENTITY, apply_photometric, draw_params, to_uint8
 from shared.shard_schema import decode_group, source_ids
 from train.positives import feature_budget, pixel_keys, region_keys, sample_groups, split_budget
-from train.shard_reader import Check, is_remote, read_bytes, read_shards, shard_url
+from train.shard_reader import is_remote, open_url, read_bytes, shard_url
 
 GROUP_KEY_OFFSET = 1 << 40  # keeps keys of different groups in one step apart
 
@@ -55,7 +65,9 @@ class ShardSet:
     n_groups: int
     config_hash: str
     shards: tuple[tuple[str, int], ...]  # (file name, samples)
-    checks: Mapping[str, Check] = dc_field(default_factory=dict)  # shard URL -> (bytes, sha256) of the manifest
+    sha256: dict[str, str] = field(default_factory=dict)  # file name -> its sha256 in the manifest
+    digest: str = ""  # of the manifest's shard list (names, sizes, checksums): what a run trained on
+    repair: str = ""  # the command that rewrites a damaged shard of this set
 
 
 def open_shard_set(path: str | Path) -> ShardSet:
@@ -78,15 +90,22 @@ def open_shard_set(path: str | Path) -> ShardSet:
         raise DataError(mpath, "manifest lists no shards")
     if m.get("complete") is False:
         raise DataError(mpath, "shard set is incomplete (its `make shards` run is still going or was killed: rerun it)")
+    repair = make_command("shards", m.get("config", {}))
+    for s in m["shards"]:
+        if not s.get("sha256"):
+            raise DataError(mpath, f"lists no sha256 for {s['name']}, so it cannot be verified; rewrite the set "
+                                   f"with {repair}")
     for s in m["shards"] if not is_remote(root) else ():  # remote sizes are checked while streaming
         p = Path(root) / s["name"]
         if not p.is_file():
-            raise DataError(p, "shard listed in the manifest is missing")
+            raise DataError(p, f"shard listed in the manifest is missing; rewrite it with {repair}")
         if "bytes" in s and p.stat().st_size != int(s["bytes"]):
-            raise DataError(p, f"shard has {p.stat().st_size} bytes, manifest says {s['bytes']} (truncated?)")
-    checks = {shard_url(root, s["name"]): (int(s["bytes"]) if "bytes" in s else None, s.get("sha256"))
-              for s in m["shards"]}
-    return ShardSet(root, *info, config_hash=str(m.get("config_hash", "")), shards=shards, checks=checks)
+            raise DataError(p, f"shard has {p.stat().st_size} bytes, manifest says {s['bytes']} (truncated?); "
+                               f"rewrite it with {repair}")
+    listed = [[s["name"], int(s["samples"]), s.get("bytes"), s["sha256"]] for s in m["shards"]]
+    digest = hashlib.sha256(json.dumps(listed).encode()).hexdigest()[:16]
+    return ShardSet(root, *info, config_hash=str(m.get("config_hash", "")), shards=shards,
+                    sha256={s["name"]: s["sha256"] for s in m["shards"]}, digest=digest, repair=repair)
 
 
 @dataclass(frozen=True)
@@ -96,7 +115,8 @@ class EpochPlan:
     worker_shards: tuple[tuple[str, ...], ...]  # this rank's shard paths per logical worker
     groups_used: int  # groups this rank consumes in the epoch
     groups_available: int  # groups this rank's shards hold
-    checks: Mapping[str, Check] = dc_field(default_factory=dict)  # this rank's shard URLs -> (bytes, sha256)
+    sha256: dict[str, str] = field(default_factory=dict)  # shard path -> sha256 the manifest lists
+    repair: str = ""  # the command that rewrites a damaged shard
 
 
 def plan_epoch(ss: ShardSet, epoch: int, seed: int, groups_per_step: int, workers: int,
@@ -123,8 +143,8 @@ def plan_epoch(ss: ShardSet, epoch: int, seed: int, groups_per_step: int, worker
     steps = n_logical * int(fewest or 0)
     available = sum(ss.shards[i][1] for w in mine for i in w)
     paths = tuple(tuple(shard_url(ss.root, ss.shards[i][0]) for i in w) for w in mine)
-    checks = {u: ss.checks[u] for w in paths for u in w if u in ss.checks}
-    return EpochPlan(epoch, steps, paths, steps * groups_per_step, available, checks)
+    sha256 = {shard_url(ss.root, name): ss.sha256[name] for name, _ in ss.shards if name in ss.sha256}
+    return EpochPlan(epoch, steps, paths, steps * groups_per_step, available, sha256, ss.repair)
 
 
 @dataclass(frozen=True)
@@ -255,6 +275,67 @@ def collate_groups(groups: list[dict[str, Any]], features_per_step: int, lam: fl
     return batch
 
 
+class HashingReader:
+    """A binary stream that hashes every byte read from `stream`; `verify()` reads what the tar
+    reader left (end-of-archive padding) and compares size and sha256 with the manifest's."""
+
+    def __init__(self, stream: IO[bytes], name: str, sha256: str, repair: str = ""):
+        self.stream, self.name, self.expected, self.repair = stream, name, sha256, repair
+        self.hash, self.size = hashlib.sha256(), 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.stream.read(n)
+        self.hash.update(data)
+        self.size += len(data)
+        return data
+
+    def verify(self) -> None:
+        while self.read(1 << 20):
+            pass
+        got = self.hash.hexdigest()
+        if got != self.expected:
+            raise DataError(self.name, f"shard is damaged: its {self.size} bytes have sha256 {got[:16]}..., the "
+                                       f"manifest lists {self.expected[:16]}...; none of its groups was trained on. "
+                                       f"Rewrite it with {self.repair or '`make shards`'} (shards that do not match "
+                                       "their checksum are rewritten), then rerun: training resumes from its last "
+                                       "checkpoint")
+
+
+_MEMBER = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")  # key.ext, as webdataset splits tar member names
+
+
+def verified_samples(shards: Iterable[tuple[str, str]], repair: str = "",
+                     open_stream: Callable[[str], IO[bytes]] = lambda url: open(url, "rb")) -> Iterator[dict[str, Any]]:
+    """The samples ({"__key__", "__url__", ext: bytes}) of each (url, sha256) tar shard in order,
+    a shard's samples released only once its bytes matched `sha256`; `open_stream` opens a url."""
+    for url, sha256 in shards:
+        samples: list[dict[str, Any]] = []
+        try:
+            with open_stream(url) as fh:
+                reader = HashingReader(fh, url, sha256, repair)
+                with tarfile.open(fileobj=reader, mode="r|") as tar:  # type: ignore[call-overload]
+                    for member in tar:
+                        m = _MEMBER.match(member.name) if member.isfile() else None
+                        if m is None:
+                            continue
+                        data = tar.extractfile(member).read()  # type: ignore[union-attr]
+                        if not samples or samples[-1]["__key__"] != m.group(1):
+                            samples.append({"__key__": m.group(1), "__url__": url})
+                        samples[-1][m.group(2).lower()] = data
+                reader.verify()
+        except (tarfile.TarError, EOFError) as e:  # a shard damaged beyond the checksum: not a tar at all
+            raise DataError(url, f"shard is damaged, not a readable tar ({e}); rewrite it with "
+                                 f"{repair or '`make shards`'}") from e
+        yield from samples
+
+
+def check_batch(batch: dict[str, Any]) -> dict[str, Any]:
+    """A loader batch, or the DataError a worker sent in its place (module docstring)."""
+    if "data_error" in batch:
+        raise DataError(*batch["data_error"])
+    return batch
+
+
 class ShardStream(IterableDataset):
     """One epoch of batches for this rank, resumable at any step (see the module docstring)."""
 
@@ -265,6 +346,12 @@ class ShardStream(IterableDataset):
         self.aug, self.fps, self.lam, self.buffer, self.rank = aug, features_per_step, lam, shuffle_buffer, rank
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
+        try:
+            yield from self._batches()
+        except DataError as e:  # sent as data: a DataLoader worker's exception would lose its fields
+            yield {"data_error": [e.path, e.problem]}
+
+    def _batches(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
         q, n_phys = (info.id, info.num_workers) if info is not None else (0, 1)
         n_logical = len(self.plan.worker_shards)
@@ -272,7 +359,8 @@ class ShardStream(IterableDataset):
         v = (q + self.start) % n_logical
         skip = (q + self.start) // n_logical  # batches logical worker v already delivered
         total = self.plan.steps // n_logical
-        raw = read_shards(self.plan.worker_shards[v], self.plan.checks)  # each shard's sha256 checked as it streams
+        shards = [(u, self.plan.sha256.get(u, "")) for u in self.plan.worker_shards[v]]
+        raw = verified_samples(shards, self.plan.repair, open_stream=open_url)  # any folder, URL or pipe:
         if self.buffer > 1:
             raw = wds.shuffle(self.buffer, initial=self.buffer,
                               seed=zlib.crc32(f"{self.seed}:{self.plan.epoch}:{self.rank}:{v}".encode()))(raw)

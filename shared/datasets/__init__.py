@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import importlib
 import os
+from pathlib import Path
 
-from shared.frames import Frame
+from shared.frames import DataError, Frame
+from shared.imageio import image_size
 
 READERS = {
     "kitti": "shared.datasets.kitti:read_kitti",
@@ -20,9 +22,23 @@ READERS = {
 }
 
 
-def build_index(dataset: str, root: str | os.PathLike) -> list[Frame]:
+def build_index(dataset: str, root: str | os.PathLike, skipped: list[dict[str, str]] | None = None) -> list[Frame]:
+    """The frame index of `root`. skipped: where an unreadable image (zero bytes, not an image) is
+    listed ({"path", "problem"}) and left out; None: it is a DataError instead."""
     if dataset not in READERS:
         raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(READERS)}")
     module, fn = READERS[dataset].split(":")
     # Absolute paths: the index is read by stages (and joblib workers) from other working folders.
-    return getattr(importlib.import_module(module), fn)(os.path.abspath(root))
+    return getattr(importlib.import_module(module), fn)(os.path.abspath(root), skipped=skipped)
+
+
+def readable_size(image: Path, skipped: list[dict[str, str]] | None) -> tuple[int, int] | None:
+    """(height, width) from the image's header; None when it is unreadable and `skipped` collects
+    such images (the readers leave the frame out), else the DataError."""
+    try:
+        return image_size(image)
+    except DataError as e:
+        if skipped is None:
+            raise
+        skipped.append({"path": e.path, "problem": e.problem})
+        return None

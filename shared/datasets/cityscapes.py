@@ -18,8 +18,8 @@ import os
 import re
 from pathlib import Path
 
+from shared.datasets import readable_size
 from shared.frames import DataError, Frame, link_sequences
-from shared.imageio import image_size
 
 DEFAULT_INTRINSICS = (2262.52 / 2048, 2265.30 / 1024, 1096.98 / 2048, 513.14 / 1024)
 _NAME = re.compile(r"^(?P<city>[a-z_]+)_(?P<seq>\d{6})_(?P<frame>\d{6})_leftImg8bit$")
@@ -37,7 +37,7 @@ def _camera(root: Path, split: str, city: str, stem: str) -> tuple[float, float,
         raise DataError(p, f"not a Cityscapes camera file ({e})") from e
 
 
-def read_cityscapes(root: str | os.PathLike) -> list[Frame]:
+def read_cityscapes(root: str | os.PathLike, skipped: list[dict[str, str]] | None = None) -> list[Frame]:
     root = Path(root)
     if not root.is_dir():
         raise DataError(root, "Cityscapes root is not a folder")
@@ -59,7 +59,10 @@ def read_cityscapes(root: str | os.PathLike) -> list[Frame]:
     frames = []
     for stem, (img, split, city, seq, frame) in sorted(found.items()):
         base = stem[: -len("_leftImg8bit")]
-        h, w = image_size(img)
+        size = readable_size(img, skipped)
+        if size is None:  # listed in `skipped`
+            continue
+        h, w = size
         gt = root / "gtFine" / split / city
         sem, inst = gt / f"{base}_gtFine_labelIds.png", gt / f"{base}_gtFine_instanceIds.png"
         fx, fy, cx, cy = _camera(root, split, city, base) or DEFAULT_INTRINSICS

@@ -15,8 +15,8 @@ import json
 import os
 from pathlib import Path
 
+from shared.datasets import readable_size
 from shared.frames import DataError, Frame, link_sequences
-from shared.imageio import image_size
 
 DEFAULT_INTRINSICS = (0.58, 1.92, 0.5, 0.5)
 _EXTS = (".png", ".jpg", ".jpeg")
@@ -26,7 +26,7 @@ def _images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in _EXTS)
 
 
-def read_folder(root: str | os.PathLike) -> list[Frame]:
+def read_folder(root: str | os.PathLike, skipped: list[dict[str, str]] | None = None) -> list[Frame]:
     root = Path(root)
     if not root.is_dir():
         raise DataError(root, "image folder not found")
@@ -45,7 +45,10 @@ def read_folder(root: str | os.PathLike) -> list[Frame]:
     frames = []
     for seq, folder in seqs:
         for i, img in enumerate(_images(folder)):
-            h, w = image_size(img)
+            size = readable_size(img, skipped)
+            if size is None:  # listed in `skipped`; its position stays taken, so its neighbours lose it
+                continue
+            h, w = size
             depth = folder / "depth" / f"{img.stem}.npy"
             fid = f"{seq}_{img.stem}".replace(".", "_")
             frames.append(Frame(id=fid, image=str(img), split="train", sequence=seq, index=i, width=w, height=h,

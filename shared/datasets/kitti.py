@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from shared.datasets import readable_size
 from shared.frames import DataError, Frame, link_sequences
-from shared.imageio import image_size
 
 _DRIVE = re.compile(r"^(\d{4}_\d{2}_\d{2})_drive_(\d{4})_sync$")
 
@@ -50,7 +50,8 @@ def normalised_intrinsics(calib: dict[str, np.ndarray], camera: str, path: Path)
     return P[0, 0] / w, P[1, 1] / h, P[0, 2] / w, P[1, 2] / h
 
 
-def read_kitti(root: str | os.PathLike, camera: str = "02") -> list[Frame]:
+def read_kitti(root: str | os.PathLike, camera: str = "02", skipped: list[dict[str, str]] | None = None
+               ) -> list[Frame]:
     root = Path(root)
     if not root.is_dir():
         raise DataError(root, "KITTI root is not a folder")
@@ -71,7 +72,10 @@ def read_kitti(root: str | os.PathLike, camera: str = "02") -> list[Frame]:
         for img in images:
             if not img.stem.isdigit():
                 raise DataError(img, "KITTI frame names must be zero-padded frame numbers")
-            h, w = image_size(img)
+            size = readable_size(img, skipped)
+            if size is None:  # listed in `skipped`; its neighbours lose it as a neighbour
+                continue
+            h, w = size
             lidar = drive / "proj_depth" / "velodyne" / f"image_{camera}" / f"{img.stem}.npz"
             frames.append(Frame(
                 id=f"{sequence}_{img.stem}", image=str(img), split="train", sequence=sequence,

@@ -46,8 +46,10 @@ def city_is_complete(root: str | os.PathLike) -> bool:
     return True
 
 
-def read_synthetic(root: str | os.PathLike) -> list[Frame]:
-    """Frame rows of a complete synthetic city at `root`, with prev/next neighbours linked."""
+def read_synthetic(root: str | os.PathLike, skipped: list[dict[str, str]] | None = None) -> list[Frame]:
+    """Frame rows of a complete synthetic city at `root`, with prev/next neighbours linked.
+    skipped: unused (one image header per sequence is read, and a city of another size is an
+    error, not a bad frame); the stages that decode the frames list bad ones."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(root, "synthetic city folder not found (render it with `python -m preprocess synth`)")

@@ -40,39 +40,44 @@ class RegionsConfig(StageConfig):
                            choices=PROPOSALS)
     depth: str = field("", "depth source: gt | files:DIR | model:CKPT (empty = gt for synthetic, required otherwise)")
     depth_kind: str = field("depth", "files: the maps hold depth or disparity", choices=["depth", "disparity"])
-    depth_scale: float = field(1.0, "files: value = raw / scale (e.g. 256 for KITTI 16-bit PNG)")
+    depth_scale: float = field(1.0, "files: value = raw / scale (e.g. 256 for KITTI 16-bit PNG)", bounds="(0, inf)")
     max_invalid_depth: float = field(0.0, "fraction of NaN/inf/non-positive depth pixels tolerated (filled from "
-                                          "the nearest valid pixel); above it the frame is bad")
+                                          "the nearest valid pixel); above it the frame is bad", bounds="[0, 1]")
     device: str = field("cpu", "model depth: torch device", hash=False)
     size: str = field("", "working size HEIGHTxWIDTH (empty = per dataset: cityscapes/folder 384x768, "
                           "kitti 384x1280, synthetic native)")
-    n_segments: int = field(PAPER.n_segments, "SLIC superpixels (scaled down at demo sizes)")
-    compactness: float = field(PAPER.compactness, "SLIC compactness")
-    sigma: float = field(PAPER.sigma, "SLIC Gaussian smoothing")
-    w_ocln: float = field(PAPER.w_ocln, "weight of the occlusion term D_ocln in W")
-    w_sup: float = field(PAPER.w_sup, "weight of the support term D_sup in W")
-    bias: float = field(PAPER.bias, "bias inside W = sigmoid(w_ocln D_ocln + w_sup D_sup + bias)")
-    t_e: float = field(PAPER.t_e, "a community whose every outgoing edge W exceeds this is final")
-    min_height: int = field(PAPER.min_height, "region filter: min bounding-box height, px (scaled at demo sizes)")
-    min_width: int = field(PAPER.min_width, "region filter: min bounding-box width, px (scaled at demo sizes)")
-    seed: int = field(PAPER.seed, "InfoMap seed")
-    trials: int = field(PAPER.trials, "InfoMap trials per level")
+    n_segments: int = field(PAPER.n_segments, "SLIC superpixels (scaled down at demo sizes)", bounds="[1, inf)")
+    compactness: float = field(PAPER.compactness, "SLIC compactness", bounds="(0, inf)")
+    sigma: float = field(PAPER.sigma, "SLIC Gaussian smoothing", bounds="[0, inf)")
+    w_ocln: float = field(PAPER.w_ocln, "weight of the occlusion term D_ocln in W", bounds="[0, inf)")
+    w_sup: float = field(PAPER.w_sup, "weight of the support term D_sup in W", bounds="[0, inf)")
+    bias: float = field(PAPER.bias, "bias inside W = sigmoid(w_ocln D_ocln + w_sup D_sup + bias)", bounds="(-inf, inf)")
+    t_e: float = field(PAPER.t_e, "a community whose every outgoing edge W exceeds this is final", bounds="[0, 1]")
+    min_height: int = field(PAPER.min_height, "region filter: min bounding-box height, px (scaled at demo sizes)",
+                            bounds="[0, inf)")
+    min_width: int = field(PAPER.min_width, "region filter: min bounding-box width, px (scaled at demo sizes)",
+                           bounds="[0, inf)")
+    seed: int = field(PAPER.seed, "InfoMap seed", bounds="[0, inf)")
+    trials: int = field(PAPER.trials, "InfoMap trials per level", bounds="[1, inf)")
     # depth-rgb's own knobs: hash=False because they enter the store hash through `regions_hash` only when
     # --proposals depth-rgb, so the other methods' store names (and reuse) do not change with them
-    w_app: float = field(RGB.w_app, "depth-rgb: weight of the colour difference (CIE76 delta E) in W", hash=False)
-    tau_res: float = field(RGB.tau_res, "depth-rgb: plane-fit residual at which a normal is trusted 1/e", hash=False)
+    w_app: float = field(RGB.w_app, "depth-rgb: weight of the colour difference (CIE76 delta E) in W", hash=False,
+                         bounds="[0, inf)")
+    tau_res: float = field(RGB.tau_res, "depth-rgb: plane-fit residual at which a normal is trusted 1/e", hash=False,
+                           bounds="(0, inf)")
     tau_plane: float = field(RGB.tau_plane, "depth-rgb: point-to-plane gap (relative) at which two superpixels stop "
-                                            "being one plane", hash=False)
+                                            "being one plane", hash=False, bounds="(0, inf)")
     merge_k: float = field(RGB.merge_k, "depth-rgb: region-count knob of the merge (larger = fewer, larger regions; "
-                                        "10 gives about 95 regions on a 384x768 Cityscapes frame)", hash=False)
+                                        "10 gives about 95 regions on a 384x768 Cityscapes frame)", hash=False,
+                           bounds="(0, inf)")
     min_pixels: int = field(RGB.min_pixels, "depth-rgb: smaller regions join their lowest-W neighbour (pixels at "
-                                            "384 rows)", hash=False)
-    felz_scale: float = field(300.0, "felzenszwalb proposals: scale")
-    felz_sigma: float = field(0.8, "felzenszwalb proposals: sigma")
-    felz_min_size: int = field(50, "felzenszwalb proposals: min component size, px")
-    max_frames: int = field(0, "process only the first N frames of the index (0 = all)")
-    chunk_size: int = field(8, "frames per HDF5 chunk (one parallel task each)")
-    workers: int = field(os.cpu_count() or 1, "parallel worker processes", hash=False)
+                                            "384 rows)", hash=False, bounds="[0, inf)")
+    felz_scale: float = field(300.0, "felzenszwalb proposals: scale", bounds="(0, inf)")
+    felz_sigma: float = field(0.8, "felzenszwalb proposals: sigma", bounds="[0, inf)")
+    felz_min_size: int = field(50, "felzenszwalb proposals: min component size, px", bounds="[0, inf)")
+    max_frames: int = field(0, "process only the first N frames of the index (0 = all)", bounds="[0, inf)")
+    chunk_size: int = field(8, "frames per HDF5 chunk", bounds="[1, inf)")
+    workers: int = field(os.cpu_count() or 1, "parallel worker processes", hash=False, bounds="[1, inf)")
     backend: str = backend_field()
     scheduler: str = scheduler_field()
     strict: bool = field(False, "stop before writing anything if any frame is bad (default: skip and report it)",

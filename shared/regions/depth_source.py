@@ -67,10 +67,25 @@ def parse_depth_spec(text: str, dataset: str, depth_kind: str = "depth", scale: 
     return DepthSpec(kind, arg, depth_kind, float(scale), device)
 
 
+# files: a depth map whose aspect ratio is within this of the working size's is resized to it
+ASPECT_TOLERANCE = 0.02
+# The widest span of valid depth in one frame: 1 mm to 1 km is 1e6, in any unit. A map spanning
+# more holds something else (sky or "no return" encoded as a huge value, a unit mix-up).
+MAX_DEPTH_RATIO = 1e6
+
+
 def check_depth(depth: np.ndarray, path: str, max_invalid: float = 0.0) -> np.ndarray:
     """Reject (DataError naming `path`) a map with NaN/inf/non-positive values beyond a `max_invalid`
-    fraction; a tolerated few are filled from the nearest valid pixel."""
+    fraction, or whose valid values span more than MAX_DEPTH_RATIO : 1; a tolerated few invalid
+    pixels are filled from the nearest valid pixel."""
     bad = ~np.isfinite(depth) | (depth <= 0)
+    if not bad.all():
+        lo, hi = float(depth[~bad].min()), float(depth[~bad].max())
+        if hi > MAX_DEPTH_RATIO * lo:
+            raise DataError(path, f"valid depth spans {lo:.3g} to {hi:.3g} ({hi / lo:.2g} : 1), more than a camera "
+                                  f"sees in any unit ({MAX_DEPTH_RATIO:.0g} : 1, 1 mm to 1 km): are sky or missing "
+                                  "values encoded as huge numbers? Write them as 0 or NaN (invalid) and allow them "
+                                  "with --max-invalid-depth")
     if not bad.any():
         return depth
     frac = float(bad.mean())
@@ -158,10 +173,14 @@ class DepthSource:
             return check_depth(depth, frame.image, self.max_invalid)
         path = self.path_for(frame)
         raw = read_depth_map(path)
-        if self.spec.kind == "files" and raw.shape[0] * size[1] != raw.shape[1] * size[0]:
-            # a different aspect ratio means the map belongs to another image (or a crop)
-            raise DataError(path, f"depth map is {raw.shape[0]}x{raw.shape[1]}, its aspect ratio does not "
-                                  f"match the working size {size[0]}x{size[1]}")
+        if self.spec.kind == "files":
+            # KITTI's native sizes vary by drive (375x1242, 370x1226, ...) around the working size's
+            # aspect; a larger difference means the map belongs to another image, or a crop
+            off = (raw.shape[1] / raw.shape[0]) / (size[1] / size[0]) - 1.0
+            if abs(off) > ASPECT_TOLERANCE:
+                raise DataError(path, f"depth map is {raw.shape[0]}x{raw.shape[1]}, its aspect ratio differs from "
+                                      f"the working size {size[0]}x{size[1]} by {100 * abs(off):.1f}% (more than "
+                                      f"{100 * ASPECT_TOLERANCE:g}%: another image's map, or a crop)")
         if self.spec.kind == "gt" and raw.shape != (frame.height, frame.width):
             raise DataError(path, f"depth map is {raw.shape[0]}x{raw.shape[1]}, the image is "
                                   f"{frame.height}x{frame.width}")

@@ -130,3 +130,34 @@ def test_evaluate_on_kitti_lidar_samples(trained, tmp_path):
     assert rep["garg_crop"] and rep["frames"] == 7
     for name in ("model", "baseline"):
         assert 0 < rep[name]["abs_rel"] < 5 and 0 <= rep[name]["a1"] <= 1
+
+
+def test_the_batched_gpu_path_skips_an_unreadable_frame_too(tmp_path, monkeypatch):
+    """--device cuda batches frames of one size; a frame that does not decode is left out of its
+    batch and listed, the others are written (the model is a stand-in here: the path is the test)."""
+    import shared.nets.depth_predictor as dp
+    from preprocess.depth_inference import DepthInferConfig, infer_dataset
+    from shared.frames import Frame
+    from shared.imageio import write_png
+
+    class Fake:
+        def __init__(self, ckpt, device="cpu"):
+            assert device == "cuda"
+
+        def predict_batch(self, rgbs):
+            return rgbs[..., 0].astype(np.float32) + 1.0
+
+    monkeypatch.setattr(dp, "DepthPredictor", Fake)
+    frames = []
+    for i in range(5):
+        p = tmp_path / "img" / f"{i:03d}.png"
+        write_png(p, np.full((16, 32, 3), 10 * i, np.uint8))
+        frames.append(Frame(f"s_{i:03d}", str(p), "train", "s", i, 32, 16, 0.5, 1.0, 0.5, 0.5))
+    bad = Path(frames[2].image)
+    bad.write_bytes(bad.read_bytes()[:60])
+    cfg = DepthInferConfig(device="cuda", batch_size=2, out=str(tmp_path))
+    n, skipped = infer_dataset(cfg, frames, tmp_path / "m.pt", tmp_path / "pred")
+    assert n == 4 and [Path(s["path"]).name for s in skipped] == ["002.png"]
+    assert sorted(p.name for p in (tmp_path / "pred").glob("*.npy")) == ["s_000.npy", "s_001.npy", "s_003.npy",
+                                                                          "s_004.npy"]
+    assert np.load(tmp_path / "pred" / "s_003.npy")[0, 0] == 31.0

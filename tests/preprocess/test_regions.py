@@ -286,3 +286,48 @@ def test_depth_rgb_knobs_key_only_depth_rgb_stores():
     rgb = dataclasses.replace(paper, proposals="depth-rgb")
     assert regions_hash(dataclasses.replace(rgb, merge_k=9.0)) != regions_hash(rgb)
     assert regions_hash(dataclasses.replace(rgb, w_app=0.1)) != regions_hash(rgb)
+def test_depth_in_millimetres_is_stored_finite_and_gives_the_same_regions(city, tmp_path):
+    """Depth maps in millimetres (values above float16's 65504 on the synthetic city's far
+    facades) are stored finite, at their value, and give the regions of the metre maps."""
+    frames = stage.frames_for(config(city, tmp_path / "idx"))[:2]
+    ddir = tmp_path / "mm"
+    ddir.mkdir()
+    metres = {f.id: np.load(f.depth) for f in frames}
+    assert max(m.max() for m in metres.values()) * 1000 > 65504  # the case that used to become inf
+    for fid, m in metres.items():
+        np.save(ddir / f"{fid}.npy", (m.astype(np.float64) * 1000).astype(np.float32))
+    a = stage.run_regions(config(city, tmp_path / "gt", max_frames=2), echo=lambda s: None)
+    b = stage.run_regions(config(city, tmp_path / "mm_out", max_frames=2, depth=f"files:{ddir}"), echo=lambda s: None)
+    with RegionStore(a) as ra, RegionStore(b) as rb:
+        for fid in ra.frame_ids():
+            ma, mb = ra.read(fid), rb.read(fid)
+            np.testing.assert_array_equal(ma.regions, mb.regions)
+            assert np.isfinite(mb.depth).all()
+            np.testing.assert_allclose(mb.depth, ma.depth * 1000, rtol=2e-3)
+
+
+def test_non_physical_depth_ranges_are_refused_per_frame():
+    sky = np.full((4, 6), 20.0, np.float32)
+    sky[0] = 1e10  # sky written as a huge number
+    with pytest.raises(DataError, match="spans 20 to 1e\\+10"):
+        check_depth(sky, "d.npy")
+    wide = np.geomspace(1e-3, 999.0, 24, dtype=np.float32).reshape(4, 6)  # 1 mm to 1 km: a camera's range
+    assert check_depth(wide, "d.npy") is wide
+
+
+def test_depth_files_within_two_percent_of_the_working_aspect_are_resized(tmp_path):
+    """KITTI's own maps (375x1242, 370x1226, ...) at KITTI's working size 384x1280 (0.6 % apart)
+    are resized; a map 5.6 % off belongs to another image or a crop and is refused for that frame."""
+    from shared.frames import Frame
+
+    frame = Frame("d_0000000005", str(tmp_path / "0000000005.png"), "train", "d", 5, 1242, 375, 0.58, 1.92, 0.5, 0.5)
+    src = DepthSource(parse_depth_spec(f"files:{tmp_path}", "kitti"))
+    for shape in [(375, 1242), (370, 1226), (376, 1241)]:
+        np.save(tmp_path / "d_0000000005.npy", np.full(shape, 12.0, np.float32))
+        src._files = None
+        d = src.load(frame, (384, 1280))
+        assert d.shape == (384, 1280) and (d == 12.0).all()
+    np.save(tmp_path / "d_0000000005.npy", np.full((375, 1180), 12.0, np.float32))  # 5.6 % narrower
+    src._files = None
+    with pytest.raises(DataError, match="differs from the working size 384x1280 by 5.6%"):
+        src.load(frame, (384, 1280))

@@ -196,14 +196,24 @@ def test_killed_run_resumes_and_corrupt_shards_are_rewritten(tmp_path):
     assert json.loads((out / "manifest.json").read_text())["complete"]
 
 
-def test_bad_inputs_name_the_file_and_write_nothing(tmp_path):
+def test_bad_source_images_are_skipped_and_listed_or_strict(tmp_path):
     store = make_store(tmp_path, seed=2)
-    (tmp_path / "images" / "seq_000003.png").unlink()
-    with pytest.raises(DataError, match="seq_000003.png"):
-        run_shards(_cfg(tmp_path, store), _echo([]))
-    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").rglob("*.tar"))
+    (tmp_path / "images" / "seq_000003.png").unlink()  # missing
+    truncated = tmp_path / "images" / "seq_000001.png"
+    truncated.write_bytes(truncated.read_bytes()[:200])  # truncated: the header still reads
+    with pytest.raises(DataError, match="(?s)--strict: 2 bad source image.*seq_000001.png.*seq_000003.png"):
+        run_shards(_cfg(tmp_path, store, strict=True), _echo([]))
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").rglob("*.tar"))  # nothing written
+    lines: list[str] = []
+    out = run_shards(_cfg(tmp_path, store), _echo(lines))
+    man = json.loads((out / "manifest.json").read_text())
+    assert [s["frame"] for s in man["skipped"]] == ["seq_000001", "seq_000003"]
+    assert "truncated" in man["skipped"][0]["problem"] and "not found" in man["skipped"][1]["problem"]
+    assert any("left out 2 frame(s)" in ln for ln in lines)
+    used = {src for s in _read_all(out) for src in json.loads(s["meta.json"])["sources"]}
+    assert used and not used & {"seq_000001", "seq_000003"}
     with pytest.raises(DataError, match="group-size"):
-        run_shards(_cfg(tmp_path, store, group_size=7), _echo([]))
+        run_shards(_cfg(tmp_path, store, group_size=5), _echo([]))
 
 
 def test_cli_registered_with_help_and_demo_preset(tmp_path):

@@ -14,7 +14,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from shared.config import build_config, config_options, field, save_config
+from shared.config import build_config, check_value, config_options, field, save_config
 from shared.presets import apply_preset, explicit_options
 from shared.stage import StageConfig
 
@@ -118,21 +118,28 @@ def probe_command(cls: type, seen: list) -> click.Command:
 
 
 def changed(f: dataclasses.Field, value):
-    """A valid value of field `f` other than `value`."""
+    """A valid value of field `f` (inside its bounds) other than `value`."""
     choices = (f.metadata or {}).get("choices")
     if choices:
         return next(c for c in choices if c != value)
     if isinstance(value, bool):
         return not value
     if isinstance(value, int):
-        return value + 3
-    if isinstance(value, float):
-        return value * 2 + 0.5
-    if isinstance(value, tuple):
-        return tuple(v + 1 for v in value) + value[-1:] if value and not isinstance(value[0], str) else value + ("val",)
-    if isinstance(value, str):
-        return value + "x"
-    raise AssertionError(f"no test value for field {f.name} = {value!r}")
+        candidates: list = [value + 3, value + 1]
+    elif isinstance(value, float):
+        candidates = [value * 2 + 0.5, value / 2 + 0.01, value / 2]
+    elif isinstance(value, tuple) and value and not isinstance(value[0], str):
+        candidates = [tuple(v + 1 for v in value) + value[-1:], tuple(v / 2 for v in value)]
+    elif isinstance(value, tuple):
+        candidates = [value + ("val",)]
+    elif isinstance(value, str):
+        candidates = [value + "x"]
+    else:
+        raise AssertionError(f"no test value for field {f.name} = {value!r}")
+    for c in candidates:
+        if c != value and check_value(f.name, c, dict(f.metadata or {})) is None:
+            return c
+    raise AssertionError(f"no valid test value for field {f.name} = {value!r}")
 
 
 @pytest.mark.parametrize("package,command", COMMANDS)

@@ -71,7 +71,7 @@ def test_export_loads_into_torchvision_and_checkpoint_reloads(full_run):
     assert torch.equal(model.backbone.conv1.weight, ref.conv1.weight)
     ckpt = load_checkpoint(run_dir / "checkpoint.pt")
     assert ckpt["step"] == 6 and ckpt["code_version"]
-    assert (run_dir.parent / "model.current").read_text().strip() == str((run_dir / "checkpoint.pt").resolve())
+    assert (run_dir.parent / "model.current").read_text().strip() == f"{run_dir.name}/checkpoint.pt"
 
 
 def test_interrupted_run_resumes_to_the_same_losses(full_run, shard_dir, tmp_path):
@@ -156,3 +156,30 @@ def test_tensorboard_is_optional(tmp_path):
     else:
         C._tensorboard(tmp_path).close()
         assert (tmp_path / "tb").is_dir()
+
+
+def test_a_run_is_never_reused_against_another_shard_set_content(tmp_path):
+    """The run records the digest of the shard set's listed checksums: a set with the same config
+    but other shard bytes (rebuilt, or differently repaired) trains a new run, and a run named with
+    --run refuses it, saying so; a finished run on the same set is reused."""
+    import hashlib
+    from tests.fixtures.toy_shards import build_shard_set
+
+    root = build_shard_set(tmp_path / "set", n_groups=4, n_shards=2)
+    first = C.train(_cfg(root, tmp_path / "out", max_steps=2, run=""))
+    named = C.train(_cfg(root, tmp_path / "out", max_steps=2, run="mine"))
+    assert load_checkpoint(named / "checkpoint.pt")["shards_digest"] == C.open_shard_set(root).digest
+    assert json.loads((first / "config.json").read_text())["shards_digest"] == C.open_shard_set(root).digest
+    assert C.train(_cfg(root, tmp_path / "out", max_steps=2, run="")) == first  # same set: reused
+
+    # shard 1 rewritten with other groups, the manifest listing its new checksum (config hash unchanged)
+    other = build_shard_set(tmp_path / "other", n_groups=4, n_shards=2, seed=1)
+    data = (other / "shard-000001.tar").read_bytes()
+    (root / "shard-000001.tar").write_bytes(data)
+    m = json.loads((root / "manifest.json").read_text())
+    m["shards"][1].update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+    (root / "manifest.json").write_text(json.dumps(m))
+
+    assert C.train(_cfg(root, tmp_path / "out", max_steps=2, run="")) != first  # a new run
+    with pytest.raises(C.DataError, match="trained on shard set digest"):
+        C.train(_cfg(root, tmp_path / "out", max_steps=2, run="mine"))

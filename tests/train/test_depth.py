@@ -157,7 +157,8 @@ def test_short_training_lowers_loss(tmp_path, city, city_frames):
     assert [r["step"] for r in log] == [4, 8, 12, 16] and all(r["images_per_s"] > 0 for r in log)
     assert (ckpt.parent / "images" / "step-000016.png").is_file()
     pointer = tmp_path / "synthetic-tiny" / "depth" / "model.current"
-    assert Path(pointer.read_text().strip()) == ckpt.resolve()
+    assert pointer.read_text().strip() == "run-" + ckpt.parent.name[4:] + "/checkpoint.pt"  # relative to its folder
+    assert (pointer.parent / pointer.read_text().strip()).resolve() == ckpt.resolve()
 
 
 def test_resume_continues_from_same_step_with_same_result(tmp_path, city, city_frames):
@@ -178,7 +179,7 @@ def test_resume_continues_from_same_step_with_same_result(tmp_path, city, city_f
     for k in a["model"]:
         torch.testing.assert_close(a["model"][k], b["model"][k], atol=1e-6, rtol=1e-5, msg=k)
     steps = [json.loads(line)["step"] for line in (resumed.parent / "log.jsonl").read_text().splitlines()]
-    assert steps == [1, 2, 3, 3, 4]  # step 3 ran twice: once before the kill, once after resuming at 2
+    assert steps == [1, 2, 3, 4]  # step 3 ran twice (before the kill, after resuming at 2), logged once
     said.clear()
     train(cfg_b, city_frames, echo=said.append)
     assert any("reusing finished run" in s for s in said)
@@ -193,7 +194,8 @@ def test_cli_end_to_end_on_synthetic_city(tmp_path, city):
                                     "--batch-size", "2"])
     assert res.exit_code == 0, res.output
     assert "wrote" in res.output and "checkpoint.pt" in res.output
-    ckpt = Path((out / "synthetic-tiny" / "depth" / "model.current").read_text().strip())
+    pointer = out / "synthetic-tiny" / "depth" / "model.current"
+    ckpt = pointer.parent / pointer.read_text().strip()
     state = load_depth_checkpoint(ckpt)
     assert state["step"] == 2 and state["config"]["height"] == 64 and state["config"]["width"] == 96
     assert (ckpt.parent / "config.json").is_file()

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from shared.stage import from_portable
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -131,7 +133,7 @@ def test_run_writes_a_checkpoint_that_evaluation_loads(frames_root, tmp_path):
     assert log[-1]["images_seen"] == 2 * 2 * 6
     assert all(r["clusters_used"][0] >= 1 for r in log)
     pointer = tmp_path / "runs" / "folder" / "picie" / "model.current"
-    assert Path(pointer.read_text().strip()) == (run_dir / "checkpoint.pt").resolve()
+    assert from_portable(pointer.read_text().strip(), pointer.parent) == (run_dir / "checkpoint.pt").resolve()
     # evaluation rebuilds the network; its prototypes are PiCIE's final centroids, unit length
     model, config = load_pretrained(run_dir / "checkpoint.pt")
     assert config["num_clusters"] == 4 and model.net_args["num_prototypes"] == 4

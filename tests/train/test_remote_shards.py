@@ -9,6 +9,7 @@ import json
 import math
 import shutil
 import threading
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,7 +17,7 @@ import torch
 from shared.frames import DataError
 from tests.fixtures.toy_shards import build_shard_set
 from train import contrastive as C
-from train.shard_loader import Augment, ShardStream, make_loader, open_shard_set, plan_epoch
+from train.shard_loader import check_batch, Augment, ShardStream, make_loader, open_shard_set, plan_epoch
 from train.shard_reader import read_shard
 
 H, W = 64, 128
@@ -54,7 +55,7 @@ def batches(location: str, workers: int = 0) -> list[dict]:
     plan = plan_epoch(open_shard_set(location), 0, seed=5, groups_per_step=1, workers=max(workers, 1))
     stream = ShardStream(plan, 0, seed=5, groups_per_step=1, aug=Augment(H, W), features_per_step=20000,
                          lam=0.5, shuffle_buffer=2)
-    return list(make_loader(stream, workers, pin_memory=False))
+    return [check_batch(b) for b in make_loader(stream, workers, pin_memory=False)]  # as the trainer reads them
 
 
 def same_batches(a: list[dict], b: list[dict]) -> None:
@@ -81,16 +82,18 @@ def test_manifest_and_batches_over_http_and_pipe_equal_the_folders(served):
 def test_a_flipped_byte_on_the_server_is_caught_by_the_checksum_and_named(served):
     top, base = served
     url = f"{base}/bad/shard-000001.tar"
-    ss = open_shard_set(f"{base}/bad")
+    open_shard_set(f"{base}/bad")  # the manifest reads; the shards are checked as they stream
+    listed = {s["name"]: (int(s["bytes"]), s["sha256"])
+              for s in json.loads((Path(top) / "set" / "manifest.json").read_text())["shards"]}
     with pytest.raises(DataError, match="sha256") as e:
-        list(read_shard(url, ss.checks[url]))
+        list(read_shard(url, listed["shard-000001.tar"]))
     assert e.value.path == url
     with pytest.raises(DataError, match="sha256") as e:  # and through the training stream
         batches(f"{base}/bad")
     assert e.value.path == url
     # the untouched shard of the same set reads fine; a truncated one is caught by its size
-    assert len(list(read_shard(f"{base}/bad/shard-000000.tar", ss.checks[f"{base}/bad/shard-000000.tar"]))) == 2
-    size, sha = ss.checks[url]
+    assert len(list(read_shard(f"{base}/bad/shard-000000.tar", listed["shard-000000.tar"]))) == 2
+    size, sha = listed["shard-000001.tar"]
     with pytest.raises(DataError, match=f"{size - 512} bytes, the manifest says {size}"):  # lost end padding
         list(read_shard(f"pipe:head -c {size - 512} {top}/set/shard-000001.tar", (size, sha)))
     with pytest.raises(DataError, match="unreadable shard after 3072 bytes"):  # cut inside a member

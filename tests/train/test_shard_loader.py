@@ -3,6 +3,7 @@ that truly share a source pixel / region, and the stream is resumable at any ste
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -163,3 +164,84 @@ def test_photometric_in_worker_equals_on_device(tiny_shards):
     on_device = to_uint8(apply_photometric(d["images"], d["photometric"], aug_d.blur_sigma[1]))
     assert torch.equal(on_device, w["images"])
     assert (on_device.float() - d["images"].float()).abs().mean() > 1.0  # and it did change them
+
+
+# ---------------------------------------------------------------------------------------------
+# integrity: every shard verified as it streams; a damaged one stops the run, none of it trained on
+
+def _damage(root, name: str, member_suffix: str, how: str) -> None:
+    """Change one byte of `name`'s first member ending in member_suffix, keeping the size: `flip`
+    inverts a byte in the middle of its data, `digit` turns the first digit after "affine" into
+    another digit (a same-size change of a meta.json affine)."""
+    import tarfile as tf
+
+    p = root / name
+    data = bytearray(p.read_bytes())
+    with tf.open(p) as tar:
+        member = next(m for m in tar.getmembers() if m.name.endswith(member_suffix))
+    start, end = member.offset_data, member.offset_data + member.size
+    if how == "flip":
+        data[(start + end) // 2] ^= 0xFF
+    else:
+        i = data.index(b'"affine"', start, end)
+        i = next(j for j in range(i, end) if chr(data[j]).isdigit())
+        data[i] = ord("7") if data[i] != ord("7") else ord("3")
+    p.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("member,how", [("img00.jpg", "flip"), ("meta.json", "digit"), ("reg01.png", "flip")])
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_damaged_shard_stops_the_stream_and_none_of_it_is_used(tmp_path, member, how, workers):
+    from tests.fixtures.toy_shards import build_shard_set
+    from train.shard_loader import check_batch
+
+    root = build_shard_set(tmp_path / "s", n_groups=4, n_shards=2)
+    plan = plan_epoch(open_shard_set(root), 0, 0, 1, workers=1)
+    last = Path(plan.worker_shards[0][-1])  # damaged: the shard read second
+    size = last.stat().st_size
+    _damage(root, last.name, member, how)
+    assert last.stat().st_size == size  # the size check alone cannot see it
+    plan = plan_epoch(open_shard_set(root), 0, 0, 1, workers=1)
+    stream = ShardStream(plan, 0, seed=0, groups_per_step=1, aug=Augment(H, W), features_per_step=288000,
+                         lam=0.5, shuffle_buffer=1)
+    keys = []
+    with pytest.raises(DataError) as info:
+        for batch in make_loader(stream, workers, pin_memory=False):
+            keys += check_batch(batch)["keys"]
+    assert info.value.path == str(last)
+    assert "damaged" in info.value.problem and "`make shards" in info.value.problem
+    damaged = {s["__key__"] for s in _raw_samples_of(last)}
+    assert len(keys) == 2 and not set(keys) & damaged  # the intact shard streamed, nothing of the damaged one
+
+
+def _raw_samples_of(path):
+    return list(wds.tarfile_to_samples()(iter([{"url": str(path)}])))
+
+
+def test_verified_samples_equal_webdataset_samples(tiny_shards):
+    from train.shard_loader import verified_samples
+
+    ss = open_shard_set(tiny_shards)
+    ours = list(verified_samples([(str(tiny_shards / n), ss.sha256[n]) for n, _ in ss.shards]))
+    theirs = _raw_samples(tiny_shards)
+    assert [s["__key__"] for s in ours] == [s["__key__"] for s in theirs]
+    for a, b in zip(ours, theirs):
+        assert {k: v for k, v in a.items() if not k.startswith("__")} == \
+            {k: v for k, v in b.items() if not k.startswith("__")}
+
+
+def test_the_shard_set_digest_follows_the_listed_checksums(tmp_path):
+    import json
+    from tests.fixtures.toy_shards import build_shard_set
+
+    root = build_shard_set(tmp_path / "s", n_groups=2, n_shards=2)
+    before = open_shard_set(root).digest
+    assert open_shard_set(root).digest == before  # stable
+    m = json.loads((root / "manifest.json").read_text())
+    m["shards"][0]["sha256"] = "0" * 64
+    (root / "manifest.json").write_text(json.dumps(m))
+    assert open_shard_set(root).digest != before
+    del m["shards"][0]["sha256"]
+    (root / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(DataError, match="no sha256"):
+        open_shard_set(root)
