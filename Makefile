@@ -83,17 +83,24 @@ train: .venv/.done  ## dense SwAV pre-training from the shard set of `make shard
 picie: .venv/.done  ## PiCIE (Cho et al. 2021) on the frames and network of `make train`, the peer `make eval` scores beside ours (resumes; PICIE_ARGS=...)
 	$(PY) -m train picie $(STAGE_ARGS) --workers $(WORKERS) $(PICIE_ARGS)
 
+.PHONY: report
+report: .venv/.done  ## one HTML page of everything the stages wrote for DATASET/DEMO_SIZE (REPORT_ARGS=...)
+	$(PY) -m evaluate report $(STAGE_ARGS) $(REPORT_ARGS)
+
 .PHONY: eval
 eval: .venv/.done  ## unsupervised segmentation of the latest `make train` checkpoint vs random init + report (EVAL_ARGS=...)
 	@test -f $(RUN_DIR)/train/model.current || $(MAKE) --no-print-directory train
 	$(PY) -m evaluate unsupervised $(STAGE_ARGS) $(EVAL_ARGS)
 
 DEMO ?= $(or $(DEMO_SIZE),tiny)
-demo: .venv/.done  ## the whole pipeline on the built-in synthetic city, CPU, minutes (DEMO_SIZE=tiny default, or small)
-	@start=$$(date +%s); set -e; \
-	for target in index depth regions proposals shards inspect train eval; do \
-	  echo "=== make $$target DATASET=synthetic DEMO_SIZE=$(DEMO)"; \
-	  $(MAKE) --no-print-directory $$target DATASET=synthetic DEMO_SIZE=$(DEMO) DATA_ROOT= OUT=$(OUT); \
+# The demo's regions come from the depth network it has just trained; DEMO_DEPTH=gt uses the exact depth.
+DEMO_DEPTH ?= model
+demo: .venv/.done  ## the whole pipeline on the built-in synthetic city, CPU, minutes (DEMO_SIZE=tiny default, or small; DEMO_DEPTH=model|gt)
+	@start=$$(date +%s); set -e; run=$(OUT)/synthetic-$(DEMO); \
+	for target in index depth regions proposals shards inspect train eval report; do \
+	  depth=gt; if [ "$(DEMO_DEPTH)" = model ] && [ -f $$run/depth/model.current ]; then depth="model:$$(cat $$run/depth/model.current)"; fi; \
+	  echo "=== make $$target DATASET=synthetic DEMO_SIZE=$(DEMO) DEPTH=$$depth"; \
+	  $(MAKE) --no-print-directory $$target DATASET=synthetic DEMO_SIZE=$(DEMO) DATA_ROOT= OUT=$(OUT) DEPTH=$$depth; \
 	done; \
 	echo "demo: finished in $$(( $$(date +%s) - start )) s; outputs under $(OUT)/synthetic-$(DEMO)/"
 
