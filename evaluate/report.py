@@ -108,6 +108,10 @@ def _fmt(v) -> str:
     return html.escape(str(v))
 
 
+def _fmt3(v) -> str:
+    return "-" if v is None else f"{float(v):.3f}"  # depth errors and ratios live in 0..1
+
+
 def mean_std(scores: dict, key: str = "miou") -> str:
     """'m +- s (n networks)' where the report gives a spread, else the value alone."""
     n = scores.get("n_runs") or len(scores.get("runs") or []) or len(scores.get("networks") or []) or 1
@@ -260,7 +264,7 @@ def section_depth(page: Page, run: Path, tiny: bool) -> None:
     body = []
     for path in reports:
         rep = _read_json(path) or {}
-        rows = [[name] + [_fmt((rep.get(name) or {}).get(c)) for c in DEPTH_COLUMNS] for name in ("model", "baseline")]
+        rows = [[name] + [_fmt3((rep.get(name) or {}).get(c)) for c in DEPTH_COLUMNS] for name in ("model", "baseline")]
         body.append(f"<h3>{page.link(path, path.name)}: {_fmt(rep.get('frames'))} frames, split "
                     f"{_fmt(rep.get('split'))}; baseline = mean ground-truth depth</h3>")
         body.append(_table(["", *DEPTH_COLUMNS], rows))
