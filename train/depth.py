@@ -306,6 +306,22 @@ def _checkpoint(path: Path, model: DepthModel, opt: torch.optim.Optimizer, step:
 
 
 
+INFERENCE_FILE = "depth_net.pt"  # beside checkpoint.pt: what the predictor needs, without pose net and Adam state
+
+
+def write_inference_weights(ckpt_path: Path) -> Path:
+    """Write the depth encoder + decoder of a finished run (with its config and step) to a slim file beside
+    the training checkpoint; the model pointer names it, so readers never load the pose network and the
+    optimizer state. The training checkpoint stays, so the run can still be extended."""
+    slim = ckpt_path.with_name(INFERENCE_FILE)
+    state = load_depth_checkpoint(ckpt_path, "cpu")
+    keep = ("depth_encoder.", "depth_decoder.")
+    save_checkpoint({"model": {k: v.clone() for k, v in state["model"].items() if k.startswith(keep)},
+                     **{k: state[k] for k in ("step", "config", "config_class", "code_version") if k in state},
+                     "inference_only": True}, slim)
+    return slim
+
+
 def lr_at(step: int, total: int, cfg: DepthTrainConfig) -> float:
     """Step decay at epoch lr_decay_epochs of epochs (15 of 20), i.e. at the same fraction of a
     --max-steps run, so a short run is not spent mostly at the decayed rate."""
@@ -468,7 +484,10 @@ def train(cfg: DepthTrainConfig, frames: list[Frame] | None = None, echo=click.e
         echo(f"depth: resuming {ckpt_path} at step {step}/{total}" if step < total
              else f"depth: reusing finished run {ckpt_path} ({step} steps)")
     if step >= total:
-        write_pointer(cfg, "depth", "model", ckpt_path)
+        slim = ckpt_path.with_name(INFERENCE_FILE)
+        if not slim.is_file():  # a run finished before the slim file existed
+            write_inference_weights(ckpt_path)
+        write_pointer(cfg, "depth", "model", slim)
         return ckpt_path
 
     out.mkdir(parents=True, exist_ok=True)
@@ -530,8 +549,10 @@ def train(cfg: DepthTrainConfig, frames: list[Frame] | None = None, echo=click.e
     if stop_after is not None and stop_after <= stop:
         return ckpt_path  # left the loop as a killed run would: the last checkpoint is what survives
     first_loss, last_loss = float(first_loss), float(loss)  # type: ignore[arg-type]
-    write_pointer(cfg, "depth", "model", ckpt_path)
+    slim = write_inference_weights(ckpt_path)
+    write_pointer(cfg, "depth", "model", slim)
     echo(f"depth: {len(triplets)} targets, {total} steps of {cfg.batch_size} at {cfg.width}x{cfg.height}, "
          f"loss {first_loss:.4f} -> {last_loss:.4f}")
-    echo(f"depth: wrote {ckpt_path}, {out / 'log.jsonl'}, {out / 'images'} in {time.perf_counter() - t_start:.1f} s")
+    echo(f"depth: wrote {slim} ({slim.stat().st_size / 1e6:.0f} MB, inference), {ckpt_path} "
+         f"({ckpt_path.stat().st_size / 1e6:.0f} MB, to extend the run), {out / 'log.jsonl'}, {out / 'images'} in {time.perf_counter() - t_start:.1f} s")
     return ckpt_path

@@ -157,7 +157,16 @@ def test_short_training_lowers_loss(tmp_path, city, city_frames):
     assert [r["step"] for r in log] == [4, 8, 12, 16] and all(r["images_per_s"] > 0 for r in log)
     assert (ckpt.parent / "images" / "step-000016.png").is_file()
     pointer = tmp_path / "synthetic-tiny" / "depth" / "model.current"
-    assert Path(pointer.read_text().strip()) == ckpt.resolve()
+    slim = Path(pointer.read_text().strip())
+    assert slim == ckpt.resolve().with_name("depth_net.pt")  # readers get the slim inference file
+    # It holds the depth encoder + decoder, bit for bit, and nothing of the pose net or the optimizer.
+    light = load_depth_checkpoint(slim)
+    assert light["step"] == 16 and light["config"] == state["config"] and "optimizer" not in light
+    depth_keys = {k for k in state["model"] if k.startswith(("depth_encoder.", "depth_decoder."))}
+    assert set(light["model"]) == depth_keys and len(depth_keys) < len(state["model"])
+    for k in depth_keys:
+        assert torch.equal(light["model"][k], state["model"][k]), k
+    assert slim.stat().st_size < 0.5 * ckpt.stat().st_size
 
 
 def test_resume_continues_from_same_step_with_same_result(tmp_path, city, city_frames):
