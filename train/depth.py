@@ -427,6 +427,31 @@ class LogWindow:
         return rec
 
 
+# Above this many pixels per step (the full Monodepth2 recipe: 640x192, batch 12) a run is sized for a GPU.
+GPU_SIZED_PIXELS_PER_STEP = 640 * 192 * 6
+CPU_RECIPE = ('docs/depth.md, "A depth model on a CPU in under an hour": DEPTH_ARGS="--height 64 --width 224 '
+              '--batch-size 6 --lr 3e-4 --max-steps 2000", or DEMO_SIZE=small')
+
+
+def plan_lines(cfg: DepthTrainConfig, device: torch.device, targets: int, frames: int, start: int,
+               total: int) -> list[str]:
+    """What a run is about to do, said before it starts: frames, size, device, steps; a GPU-sized recipe
+    on a CPU warns and names the CPU recipe."""
+    lines = [f"depth: plan: {targets} targets from {frames} frames at {cfg.width}x{cfg.height}, batch "
+             f"{cfg.batch_size}, steps {start + 1}..{total} on {device.type}, a checkpoint every "
+             f"{cfg.ckpt_every} steps; the time estimate follows the first steps"]
+    if device.type == "cpu" and cfg.width * cfg.height * cfg.batch_size > GPU_SIZED_PIXELS_PER_STEP:
+        lines.append(f"depth: warning: {cfg.width}x{cfg.height} x batch {cfg.batch_size} is a GPU recipe and no "
+                     f"GPU is in use: expect tens of seconds and several GB per step. CPU recipe: {CPU_RECIPE}")
+    return lines
+
+
+def eta_line(seconds: float, steps_done: int, steps_left: int) -> str:
+    per_step = seconds / max(steps_done, 1)
+    return (f"depth: {per_step:.2f} s/step over the first {steps_done} steps: about "
+            f"{per_step * steps_left / 60:.1f} min for the remaining {steps_left}")
+
+
 def pick_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise click.UsageError("--device cuda but no CUDA device is available")
@@ -490,6 +515,8 @@ def train(cfg: DepthTrainConfig, frames: list[Frame] | None = None, echo=click.e
         write_pointer(cfg, "depth", "model", slim)
         return ckpt_path
 
+    for line in plan_lines(cfg, device, len(triplets), len(used), step, total):
+        echo(line)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.json", extra={"targets": len(triplets), "frames": len(used), "steps": total})
     cache = build_frame_cache([index[i] for i in used], cfg.height, cfg.width, output_dir(cfg, "depth", "cache"), cfg.workers)
@@ -530,6 +557,9 @@ def train(cfg: DepthTrainConfig, frames: list[Frame] | None = None, echo=click.e
             bar.update(1)
             if first_loss is None:
                 first_loss = loss  # read back at the end
+                t_first = time.perf_counter()  # the first step pays start-up costs: timed from after it
+            elif step == start + 4 and step < total:
+                echo(eta_line(time.perf_counter() - t_first, step - start - 1, total - step))
             if step % cfg.log_every == 0 or step == total:
                 rec = window.close(step, opt.param_groups[0]["lr"], parts, cfg.batch_size, ckpt_path, t_start)
                 log.write(json.dumps(rec) + "\n")

@@ -253,3 +253,18 @@ def test_augment_flip_and_colour_properties():
     flat = torch.full((1, 3, 3, 4, 4), 0.5)
     _, jittered, _ = augment(flat, K[:1], torch.Generator().manual_seed(3), color_p=1.0, flip_p=0.0)
     assert torch.allclose(jittered[0, 0], jittered[0, 1]) and torch.allclose(jittered[0, 0], jittered[0, 2])
+
+
+def test_plan_says_what_the_run_will_do_and_warns_of_a_gpu_recipe_on_a_cpu():
+    from train.depth import eta_line, plan_lines
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    full = resolved(DepthTrainConfig())  # Monodepth2's recipe: 640x192, batch 12
+    tiny = resolved(DepthTrainConfig(demo_size="tiny"))
+    lines = plan_lines(full, cpu, 100, 300, 0, 2000)
+    assert lines[0].startswith("depth: plan: 100 targets from 300 frames at 640x192, batch 12, steps 1..2000 on cpu")
+    assert len(lines) == 2 and "GPU recipe" in lines[1] and "docs/depth.md" in lines[1]
+    assert len(plan_lines(full, gpu, 100, 300, 0, 2000)) == 1  # on a GPU the recipe is what it is sized for
+    assert len(plan_lines(tiny, cpu, 4, 6, 0, 24)) == 1
+    assert "steps 11..24" in plan_lines(tiny, cpu, 4, 6, 10, 24)[0]  # a resumed run says where it starts
+    assert eta_line(6.0, 3, 100) == "depth: 2.00 s/step over the first 3 steps: about 3.3 min for the remaining 100"
