@@ -20,8 +20,11 @@ RESOLVE_DEPTH = depth="$(DEPTH)"; if [ -z "$$depth" ] && [ "$(DATASET)" != synth
 .PHONY: help setup test demo index clean
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  make %-10s %s\n", $$1, $$2}'
-	@echo "  variables: DATASET=synthetic|kitti|cityscapes|folder DATA_ROOT=path OUT=runs DEMO_SIZE=tiny|small WORKERS=2"
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{ n = split($$2, w, " "); line = ""; first = 1; \
+	  for (i = 1; i <= n; i++) { if (length(line) + length(w[i]) > 72) { printf (first ? "  make %-15s %s\n" : "  %-20s %s\n"), (first ? $$1 : ""), line; line = ""; first = 0 } \
+	  line = line (line == "" ? "" : " ") w[i] } printf (first ? "  make %-15s %s\n" : "  %-20s %s\n"), (first ? $$1 : ""), line }'
+	@echo "  variables: DATASET=synthetic|kitti|cityscapes|folder DATA_ROOT=path OUT=runs"
+	@echo "             DEMO_SIZE=tiny|small WORKERS=2 DEMO_DEPTH=model|gt"
 
 .venv/.done: requirements.txt
 	python3 -m venv .venv
