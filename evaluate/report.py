@@ -45,7 +45,7 @@ class ReportConfig(StageConfig):
 
 def report_inputs(run: Path) -> list[Path]:
     """Every file the page is built from, sorted: stage reports, training logs, pictures, pointers."""
-    patterns = ["*.current", "*/*.current", "regions/*/config.json", "reports/proposals-*/report.json",
+    patterns = ["*.current", "*/*.current", "regions/*/config.json", "reports/proposals-*/report.json", "depth/run-*/images/step-*.png",
                 "reports/proposals-*/*.png", "shards/*/inspect/*.png", "eval/*/report.json", "eval/depth-*.json",
                 "finetune/*/report.json", "finetune/compare-*/compare.json"]
     patterns += [f"{folder}/**/log.jsonl" for folder in TRAINER_FOLDERS]
@@ -194,6 +194,10 @@ def section_samples(page: Page, run: Path) -> None:
     for frame in frames:
         figs = [page.picture(p, f"{frame}: {p.stem.rsplit('_', 1)[1]}") for p in sorted(folder.glob(f"{frame}_*.png"))]
         body.append('<div class="row">' + "".join(figs) + "</div>")
+    snapshots = sorted(run.glob("depth/run-*/images/step-*.png"), key=lambda p: (p.parent.parent.name, p.name))
+    if snapshots:  # the depth trainer's last picture: target frame / predicted disparity / auto-mask
+        body.append(page.picture(snapshots[-1], f"depth network at {snapshots[-1].stem} ({snapshots[-1].parent.parent.name}):"
+                                                " frame, predicted disparity, auto-mask"))
     page.add("samples", "Sample frames, depth and regions", "\n".join(body))
 
 

@@ -51,6 +51,7 @@ def fake_run(root: Path, seeds: int = 3) -> Path:
         _png(prop / f"seq00_000000_{method}.png")
     _png(run / "shards" / "depth-9" / "inspect" / "e00_g0000000.png", 200)
     _log(run / "depth" / "run-1" / "log.jsonl", [0.3, 0.2, 0.15])
+    _png(run / "depth" / "run-1" / "images" / "step-000003.png", 60)
     _log(run / "train" / "abc" / "log.jsonl", [4.8, 4.6])
     _json(run / "eval" / "abc-kmeans" / "report.json", {"clustering": "kmeans", "frames": ["a", "b"], "protocols": {
         "paper": {"models": {"pre-trained": _scores(21.25, 1.5 if seeds > 1 else None, seeds),
@@ -79,7 +80,8 @@ def test_page_shows_every_stage_with_spreads(tmp_path):
     assert NOISE_NOTE not in text and TINY_NOTE not in text  # 3 seeds, small preset: no noise note
     # Every picture is a file beside the page, linked relatively.
     sources = re.findall(r'<img src="([^"]+)"', text)
-    assert len(sources) == 3 + 1 + 2  # 3 proposal overlays, 1 contact sheet, 2 loss charts (depth, train)
+    assert len(sources) == 3 + 1 + 1 + 2  # 3 proposal overlays, depth snapshot, contact sheet, 2 loss charts
+    assert "depth network at step-000003" in text
     for src in sources:
         assert not src.startswith("/") and (page.parent / src).is_file(), src
     for href in re.findall(r'<a href="(\.\./[^"#]+)"', text):
