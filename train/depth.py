@@ -439,7 +439,8 @@ def plan_lines(cfg: DepthTrainConfig, device: torch.device, targets: int, frames
     on a CPU warns and names the CPU recipe."""
     lines = [f"depth: plan: {targets} targets from {frames} frames at {cfg.width}x{cfg.height}, batch "
              f"{cfg.batch_size}, steps {start + 1}..{total} on {device.type}, a checkpoint every "
-             f"{cfg.ckpt_every} steps; the time estimate follows the first steps"]
+             f"{cfg.ckpt_every} steps" + (f" or {cfg.ckpt_minutes:g} min" if cfg.ckpt_minutes > 0 else "")
+             + "; the time estimate follows the first steps"]
     if device.type == "cpu" and cfg.width * cfg.height * cfg.batch_size > GPU_SIZED_PIXELS_PER_STEP:
         lines.append(f"depth: warning: {cfg.width}x{cfg.height} x batch {cfg.batch_size} is a GPU recipe and no "
                      f"GPU is in use: expect tens of seconds and several GB per step. CPU recipe: {CPU_RECIPE}")
@@ -543,6 +544,7 @@ def train(cfg: DepthTrainConfig, frames: list[Frame] | None = None, echo=click.e
     bar = tqdm(total=total, initial=start, desc="depth train", unit="step")
     window = LogWindow(device)
     first_loss = None
+    last_save = time.perf_counter()
     try:
         for step in range(start + 1, stop + 1):  # step: steps done after this one
             t0 = time.perf_counter()
@@ -565,13 +567,17 @@ def train(cfg: DepthTrainConfig, frames: list[Frame] | None = None, echo=click.e
                 log.write(json.dumps(rec) + "\n")
                 log.flush()
                 bar.set_postfix(loss=f"{rec['loss']:.4f}", img_s=f"{rec['images_per_s']:.1f}")
-            elif step % cfg.ckpt_every == 0:
+            # a slow (CPU) run also saves by wall time, so a kill never loses more than ckpt_minutes
+            save = step % cfg.ckpt_every == 0 or step == total or (
+                cfg.ckpt_minutes > 0 and time.perf_counter() - last_save >= cfg.ckpt_minutes * 60)
+            if save and step % cfg.log_every != 0 and step != total:
                 window.mean_loss(step, ckpt_path)
             if (cfg.image_every and step % cfg.image_every == 0) or step == total:
                 write_snapshot(out / "images" / f"step-{step:06d}.png", parts["image"], parts["disp"][0],
                                parts["automask"][0])
-            if step % cfg.ckpt_every == 0 or step == total:
+            if save:
                 _checkpoint(ckpt_path, model, opt, step, cfg, {"targets": len(triplets)})
+                last_save = time.perf_counter()
     finally:
         bar.close()
         log.close()

@@ -50,6 +50,8 @@ class DepthTrainConfig(StageConfig):
     log_every: int = field(10, "steps between log lines", hash=False)
     image_every: int = field(250, "steps between PNG snapshots (0 = only at the end)", hash=False)
     ckpt_every: int = field(250, "steps between checkpoints", hash=False)
+    ckpt_minutes: float = field(10.0, "also save when this many minutes passed since the last save (0 = steps only)",
+                                hash=False)
 
 
 def resolved(cfg: DepthTrainConfig) -> DepthTrainConfig:

@@ -268,3 +268,16 @@ def test_plan_says_what_the_run_will_do_and_warns_of_a_gpu_recipe_on_a_cpu():
     assert len(plan_lines(tiny, cpu, 4, 6, 0, 24)) == 1
     assert "steps 11..24" in plan_lines(tiny, cpu, 4, 6, 10, 24)[0]  # a resumed run says where it starts
     assert eta_line(6.0, 3, 100) == "depth: 2.00 s/step over the first 3 steps: about 3.3 min for the remaining 100"
+
+
+def test_checkpoint_by_wall_time(tmp_path, city, city_frames):
+    """ckpt_every alone would save nothing before step 100; a wall-time interval below one step's time
+    saves after every step, so a kill after step 3 keeps step 3."""
+    common = dict(data_root=str(city), demo_size="tiny", max_steps=4, ckpt_every=100, image_every=0, log_every=1,
+                  height=64, width=64, batch_size=2)
+    timed = train(DepthTrainConfig(out=str(tmp_path / "t"), ckpt_minutes=1e-9, **common), city_frames,
+                  echo=lambda s: None, stop_after=3)
+    assert load_depth_checkpoint(timed)["step"] == 3
+    steps_only = train(DepthTrainConfig(out=str(tmp_path / "s"), ckpt_minutes=0, **common), city_frames,
+                       echo=lambda s: None, stop_after=3)
+    assert not steps_only.exists()
