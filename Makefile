@@ -52,6 +52,10 @@ depth: .venv/.done  ## train the self-supervised depth network on DATASET's vide
 depth-infer: .venv/.done  ## write per-frame depth .npy of DATASET with the current depth model (INFER_ARGS=...)
 	$(PY) -m preprocess depth-infer $(STAGE_ARGS) --workers $(WORKERS) $(INFER_ARGS)
 
+.PHONY: depth-eval
+depth-eval: .venv/.done  ## depth metrics of the current depth model vs the mean-depth baseline, frames with depth ground truth (DEPTH_EVAL_ARGS=...)
+	$(PY) -m evaluate depth-eval $(STAGE_ARGS) $(DEPTH_EVAL_ARGS)
+
 index: .venv/.done  ## build and summarise the frame index of DATASET
 	$(PY) -m preprocess index $(STAGE_ARGS)
 
@@ -100,7 +104,7 @@ DEMO ?= $(or $(DEMO_SIZE),tiny)
 DEMO_DEPTH ?= model
 demo: .venv/.done  ## the whole pipeline on the built-in synthetic city, CPU, minutes (DEMO_SIZE=tiny default, or small; DEMO_DEPTH=model|gt)
 	@start=$$(date +%s); set -e; run=$(OUT)/synthetic-$(DEMO); \
-	for target in index depth regions proposals shards inspect train eval report; do \
+	for target in index depth depth-eval regions proposals shards inspect train eval report; do \
 	  depth=gt; if [ "$(DEMO_DEPTH)" = model ] && [ -f $$run/depth/model.current ]; then depth="model:$$(cat $$run/depth/model.current)"; fi; \
 	  echo "=== make $$target DATASET=synthetic DEMO_SIZE=$(DEMO) DEPTH=$$depth"; \
 	  $(MAKE) --no-print-directory $$target DATASET=synthetic DEMO_SIZE=$(DEMO) DATA_ROOT= OUT=$(OUT) DEPTH=$$depth; \

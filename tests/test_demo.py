@@ -39,3 +39,4 @@ def test_make_demo_runs_every_stage(tmp_path):
     page = (run / "report/index.html").read_text()
     assert f"model:{depth_ckpt}" in page
     assert "one seed / preset too small" in page
+    assert list((run / "eval").glob("depth-*.json")) and "No depth evaluation" not in page

@@ -19,7 +19,7 @@ MAKEFILE = (ROOT / "Makefile").read_text()
 DEMO_OUTPUTS = ["index.jsonl", "index.config.json", "depth/model.current", "depth/cache/", "depth/run-<hash>/",
                 "regions/<proposals>-<hash>/", "regions/<proposals>.current", "reports/proposals-<hash>/",
                 "shards/<proposals>-<hash>/", "shards/<proposals>.current", "train/<run>/", "train/model.current",
-                "eval/<run>-<clustering>/", "eval/unsupervised.current", "report/index.html"]
+                "eval/<run>-<clustering>/", "eval/unsupervised.current", "eval/depth-<hash>.json", "report/index.html"]
 
 
 def code_blocks(text: str) -> list[str]:

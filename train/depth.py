@@ -15,7 +15,8 @@ training device; colour changes only the network inputs, the losses see the orig
 Outputs under <out>/<dataset>[-<demo>]/depth/run-<config hash>/: checkpoint.pt (model, optimizer,
 step, config, RNG, written atomically; an existing one is resumed automatically), config.json,
 log.jsonl (one JSON object per log step, with images/s), images/step-XXXXXX.png (target, disparity,
-auto-mask). The checkpoint is recorded as the stage's current model (depth/model.current).
+auto-mask), and once finished depth_net.pt (the depth encoder + decoder only), which is recorded as
+the stage's current model (depth/model.current).
 """
 from __future__ import annotations
 
