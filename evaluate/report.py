@@ -272,6 +272,8 @@ def section_depth(page: Page, run: Path, tiny: bool) -> None:
         body.append(f"<h3>{page.link(path, path.name)}: {_fmt(rep.get('frames'))} frames, split "
                     f"{_fmt(rep.get('split'))}; baseline = mean ground-truth depth</h3>")
         body.append(_table(["", *DEPTH_COLUMNS], rows))
+        body.append("<p>abs_rel to rmse_log: lower is better; a1-a3 (share of pixels within 1.25<sup>k</sup>): "
+                    "higher is better. Each image is median-scaled (depth is learnt up to scale).</p>")
         body.append(_note(NOISE_NOTE if tiny else "one depth network: no seed spread"))
     page.add("depth", "Depth vs the trivial baseline", "\n".join(body))
 
