@@ -273,7 +273,10 @@ def section_depth(page: Page, run: Path, tiny: bool) -> None:
                     f"{_fmt(rep.get('split'))}; baseline = mean ground-truth depth</h3>")
         body.append(_table(["", *DEPTH_COLUMNS], rows))
         body.append("<p>abs_rel to rmse_log: lower is better; a1-a3 (share of pixels within 1.25<sup>k</sup>): "
-                    "higher is better. Each image is median-scaled (depth is learnt up to scale).</p>")
+                    "higher is better.</p>")
+        saved = (_read_json(path.with_suffix(".config.json")) or {}).get("config") or {}
+        if saved.get("median_scaling", True):
+            body.append("<p>Each prediction is median-scaled to its ground truth (depth is learnt up to scale).</p>")
         body.append(_note(NOISE_NOTE if tiny else "one depth network: no seed spread"))
     page.add("depth", "Depth vs the trivial baseline", "\n".join(body))
 
