@@ -51,7 +51,7 @@ def report_inputs(run: Path) -> list[Path]:
     patterns += [f"{folder}/**/log.jsonl" for folder in TRAINER_FOLDERS]
     found: set[Path] = set()
     for pattern in patterns:
-        found.update(p for p in run.glob(pattern) if p.is_file() and "report" not in p.relative_to(run).parts[:1])
+        found.update(p for p in run.glob(pattern) if p.is_file() and p.relative_to(run).parts[0] != "report")
     return sorted(found)
 
 
@@ -320,6 +320,9 @@ def section_finetune(page: Page, run: Path, tiny: bool) -> None:
                      _fmt(rep.get("label_fraction")), mean_std(rep, "miou"), mean_std(rep, "pixel_accuracy")])
     if rows:
         body.append(_table(["run", "task", "init", "labels", "mIoU", "pixel accuracy"], rows))
+        inits = {str((_read_json(p) or {}).get("init")) for p in reports}
+        if len(inits) < 2:
+            body.append(_note(f"only {', '.join(sorted(inits))} networks: no second initialisation to compare with"))
     for path in compares:
         rep = _read_json(path) or {}
         flat = [[html.escape(k), _fmt(v)] for k, v in rep.items() if not isinstance(v, (dict, list))]

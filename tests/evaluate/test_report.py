@@ -75,6 +75,7 @@ def test_page_shows_every_stage_with_spreads(tmp_path):
     assert "model:/x/depth/run-1/checkpoint.pt" in text  # which depth the regions used
     assert "21.25 &plusmn; 1.50 <small>(3 networks)" in text and "9.75 &plusmn; 0.50" in text
     assert "30.50 &plusmn; 2.25" in text  # fine-tuning mean +- std over its 3 networks
+    assert "only pretrained networks: no second initialisation to compare with" in text
     assert "<td>0.125</td>" in text and "<td>0.375</td>" in text  # depth model vs mean-depth baseline
     assert "91.50" in text and "88.25" in text
     assert NOISE_NOTE not in text and TINY_NOTE not in text  # 3 seeds, small preset: no noise note
