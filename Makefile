@@ -22,8 +22,11 @@ RESOLVE_DEPTH = depth="$(DEPTH)"; if [ -z "$$depth" ] && [ "$(DATASET)" != synth
 .PHONY: help setup test demo index clean
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  make %-10s %s\n", $$1, $$2}'
-	@echo "  variables: DATASET=synthetic|kitti|cityscapes|folder DATA_ROOT=path OUT=runs DEMO_SIZE=tiny|small WORKERS=2"
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{ n = split($$2, w, " "); line = ""; first = 1; \
+	  for (i = 1; i <= n; i++) { if (length(line) + length(w[i]) > 72) { printf (first ? "  make %-15s %s\n" : "  %-20s %s\n"), (first ? $$1 : ""), line; line = ""; first = 0 } \
+	  line = line (line == "" ? "" : " ") w[i] } printf (first ? "  make %-15s %s\n" : "  %-20s %s\n"), (first ? $$1 : ""), line }'
+	@echo "  variables: DATASET=synthetic|kitti|cityscapes|folder DATA_ROOT=path OUT=runs"
+	@echo "             DEMO_SIZE=tiny|small WORKERS=2 DEMO_DEPTH=model|gt"
 
 .venv/.done: requirements.txt
 	python3 -m venv .venv
@@ -50,6 +53,10 @@ depth: .venv/.done  ## train the self-supervised depth network on DATASET's vide
 
 depth-infer: .venv/.done  ## write per-frame depth .npy of DATASET with the current depth model (INFER_ARGS=...)
 	$(PY) -m preprocess depth-infer $(STAGE_ARGS) --workers $(WORKERS) $(INFER_ARGS)
+
+.PHONY: depth-eval
+depth-eval: .venv/.done  ## depth metrics of the current depth model vs the mean-depth baseline, frames with depth ground truth (DEPTH_EVAL_ARGS=...)
+	$(PY) -m evaluate depth-eval $(STAGE_ARGS) $(DEPTH_EVAL_ARGS)
 
 index: .venv/.done  ## build and summarise the frame index of DATASET
 	$(PY) -m preprocess index $(STAGE_ARGS)
@@ -85,17 +92,25 @@ train: .venv/.done  ## dense SwAV pre-training from the shard set of `make shard
 picie: .venv/.done  ## PiCIE (Cho et al. 2021) on the frames and network of `make train`, the peer `make eval` scores beside ours (resumes; PICIE_ARGS=...)
 	$(PY) -m train picie $(STAGE_ARGS) --workers $(WORKERS) $(PICIE_ARGS)
 
+.PHONY: report
+report: .venv/.done  ## one HTML page of everything the stages wrote for DATASET/DEMO_SIZE (REPORT_ARGS=...)
+	$(PY) -m evaluate report $(STAGE_ARGS) $(REPORT_ARGS)
+
 .PHONY: eval
 eval: .venv/.done  ## unsupervised segmentation of the latest `make train` checkpoint vs random init + report (EVAL_ARGS=...)
 	@test -f $(RUN_DIR)/train/model.current || $(MAKE) --no-print-directory train
 	$(PY) -m evaluate unsupervised $(STAGE_ARGS) $(EVAL_ARGS)
 
 DEMO ?= $(or $(DEMO_SIZE),tiny)
-demo: .venv/.done  ## the whole pipeline on the built-in synthetic city, CPU, minutes (DEMO_SIZE=tiny default, or small)
-	@start=$$(date +%s); set -e; \
-	for target in index depth regions proposals shards inspect train eval; do \
-	  echo "=== make $$target DATASET=synthetic DEMO_SIZE=$(DEMO)"; \
-	  $(MAKE) --no-print-directory $$target DATASET=synthetic DEMO_SIZE=$(DEMO) DATA_ROOT= OUT=$(OUT); \
+# The demo's regions come from the depth network it has just trained; DEMO_DEPTH=gt uses the exact depth.
+DEMO_DEPTH ?= model
+demo: .venv/.done  ## the whole pipeline on the built-in synthetic city, CPU, minutes (DEMO_SIZE=tiny default, or small; DEMO_DEPTH=model|gt)
+	@start=$$(date +%s); set -e; run=$(OUT)/synthetic-$(DEMO); \
+	for target in index depth depth-eval regions proposals shards inspect train eval report; do \
+	  depth=gt; if [ "$(DEMO_DEPTH)" = model ] && [ -f $$run/depth/model.current ]; then \
+	    ckpt=$$(cat $$run/depth/model.current); case "$$ckpt" in /*) ;; *) ckpt=$$run/depth/$$ckpt;; esac; depth="model:$$ckpt"; fi; \
+	  echo "=== make $$target DATASET=synthetic DEMO_SIZE=$(DEMO) DEPTH=$$depth"; \
+	  $(MAKE) --no-print-directory $$target DATASET=synthetic DEMO_SIZE=$(DEMO) DATA_ROOT= OUT=$(OUT) DEPTH=$$depth; \
 	done; \
 	echo "demo: finished in $$(( $$(date +%s) - start )) s; outputs under $(OUT)/synthetic-$(DEMO)/"
 

@@ -11,6 +11,7 @@ COMMANDS: dict[str, str] = {
     "proposals": "evaluate.proposals:proposals",
     "ablate": "evaluate.ablate:ablate",
     "proposals-sweep": "evaluate.proposal_sweep:proposals_sweep",
+    "report": "evaluate.report:report",
 }
 ALIASES = {"depth": "depth-eval"}  # the old name, kept for existing scripts
 

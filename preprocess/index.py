@@ -19,6 +19,24 @@ class IndexConfig(StageConfig):
                                 "and list it)", hash=False)
 
 
+def _builtin_intrinsics() -> dict[tuple[float, float, float, float], str]:
+    from shared.datasets.cityscapes import DEFAULT_INTRINSICS as CITYSCAPES
+    from shared.datasets.folder import DEFAULT_INTRINSICS as FOLDER
+
+    return {CITYSCAPES: "Cityscapes' typical camera (no camera/*.json found)",
+            FOLDER: "a KITTI-like camera (no intrinsics.json found)"}
+
+
+def default_intrinsics_note(frames: list[Frame]) -> str | None:
+    """A line saying how many frames use a reader's built-in intrinsics instead of their own camera."""
+    builtin = _builtin_intrinsics()
+    counts = Counter(builtin[k] for f in frames if (k := (f.fx, f.fy, f.cx, f.cy)) in builtin)
+    if not counts:
+        return None
+    what, n = counts.most_common(1)[0]
+    return f"intrinsics   {n} of {len(frames)} frames use built-in default intrinsics: {what}"
+
+
 def summarise(frames: list[Frame]) -> list[str]:
     """Human-readable summary lines: counts, splits, sizes, intrinsics, labels, neighbours."""
     seqs = Counter(f.sequence for f in frames)
@@ -35,7 +53,7 @@ def summarise(frames: list[Frame]) -> list[str]:
         f"labels       semantic {sum(f.semantic is not None for f in frames)}, "
         f"instance {sum(f.instance is not None for f in frames)}, depth {sum(f.depth is not None for f in frames)}",
         f"neighbours   {with_both} frames have both temporal neighbours (usable as depth-training targets)",
-    ]
+    ] + ([note] if (note := default_intrinsics_note(frames)) else [])
 
 
 @click.command("index")

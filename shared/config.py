@@ -45,7 +45,9 @@ def field(default: Any, help: str = "", choices: list[str] | None = None, hash: 
     fails at import, not when a user types a value."""
     if bounds is not None:
         parse_bounds(bounds)
-    meta = {"help": help, "choices": choices, "hash": hash, "bounds": bounds, "n": n, "ordered": ordered}
+    meta = {"help": help, "choices": choices, "hash": hash, "bounds": bounds, "n": n, "ordered": ordered,
+            # a list whose default is empty means "none" and may stay empty (e.g. an optional list of cells)
+            "empty_ok": isinstance(default, (tuple, list)) and not default}
     return dataclasses.field(default=default, metadata=meta)
 
 
@@ -106,7 +108,7 @@ def check_value(name: str, value: Any, meta: dict[str, Any]) -> str | None:
             + (" low,high with low <= high" if ordered else "")
         if bounds is not None:
             want += ", each " + parse_bounds(bounds).words()
-        bad = (n is not None and len(value) != n) or not value \
+        bad = (n is not None and len(value) != n) or (not value and not meta.get("empty_ok")) \
             or (ordered and any(b < a for a, b in zip(value, value[1:]))) \
             or (bounds is not None and any(isinstance(v, (int, float)) and not parse_bounds(bounds).contains(v)
                                            for v in value))

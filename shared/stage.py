@@ -27,7 +27,7 @@ class StageConfig:
 
     dataset: str = field("synthetic", "dataset reader", choices=DATASETS)
     data_root: str = field("", "dataset root in its official layout (synthetic: default <out>/synthetic/city-<size>)")
-    out: str = field("runs", "output root; stages write under <out>/<dataset>/", hash=False)
+    out: str = field("runs", "output root; stages write under <out>/<dataset>[-<demo-size>]/", hash=False)
     demo_size: str = field("", "sizing preset for quick CPU runs: tiny | small (empty = full size)", choices=DEMO_SIZES)
 
 

@@ -35,3 +35,9 @@ def test_make_demo_runs_every_stage(tmp_path):
         assert set(models) == {"pre-trained", "random init"}  # the baseline is in the same report
     assert (reports[0].parent / "report.html").is_file()
     assert list((run / "reports").glob("proposals-*/report.md"))
+    # The demo's regions come from the depth network it trained, and its report page says so.
+    depth_ckpt = (run / "depth/model.current").read_text().strip()
+    page = (run / "report/index.html").read_text()
+    assert f"model:{depth_ckpt}" in page
+    assert "one seed / preset too small" in page
+    assert list((run / "eval").glob("depth-*.json")) and "No depth evaluation" not in page

@@ -15,7 +15,8 @@ training device; colour changes only the network inputs, the losses see the orig
 Outputs under <out>/<dataset>[-<demo>]/depth/run-<config hash>/: checkpoint.pt (model, optimizer,
 step, config, RNG, written atomically; an existing one is resumed automatically), config.json,
 log.jsonl (one JSON object per log step, with images/s), images/step-XXXXXX.png (target, disparity,
-auto-mask). The checkpoint is recorded as the stage's current model (depth/model.current).
+auto-mask), and once finished depth_net.pt (the depth encoder + decoder only), which is recorded as
+the stage's current model (depth/model.current).
 """
 from __future__ import annotations
 
@@ -347,6 +348,22 @@ def _checkpoint(path: Path, model: DepthModel, opt: torch.optim.Optimizer, step:
 
 
 
+INFERENCE_FILE = "depth_net.pt"  # beside checkpoint.pt: what the predictor needs, without pose net and Adam state
+
+
+def write_inference_weights(ckpt_path: Path) -> Path:
+    """Write the depth encoder + decoder of a finished run (with its config and step) to a slim file beside
+    the training checkpoint; the model pointer names it, so readers never load the pose network and the
+    optimizer state. The training checkpoint stays, so the run can still be extended."""
+    slim = ckpt_path.with_name(INFERENCE_FILE)
+    state = load_depth_checkpoint(ckpt_path, "cpu")
+    keep = ("depth_encoder.", "depth_decoder.")
+    save_checkpoint({"model": {k: v.clone() for k, v in state["model"].items() if k.startswith(keep)},
+                     **{k: state[k] for k in ("step", "config", "config_class", "code_version") if k in state},
+                     "inference_only": True}, slim)
+    return slim
+
+
 def lr_at(step: int, total: int, cfg: DepthTrainConfig) -> float:
     """Step decay at epoch lr_decay_epochs of epochs (15 of 20), i.e. at the same fraction of a
     --max-steps run, so a short run is not spent mostly at the decayed rate."""
@@ -452,6 +469,32 @@ class LogWindow:
         return rec
 
 
+# Above this many pixels per step (the full Monodepth2 recipe: 640x192, batch 12) a run is sized for a GPU.
+GPU_SIZED_PIXELS_PER_STEP = 640 * 192 * 6
+CPU_RECIPE = ('docs/depth.md, "A depth model on a CPU in under an hour": DEPTH_ARGS="--height 64 --width 224 '
+              '--batch-size 6 --lr 3e-4 --max-steps 2000", or DEMO_SIZE=small')
+
+
+def plan_lines(cfg: DepthTrainConfig, device: torch.device, targets: int, frames: int, start: int,
+               total: int) -> list[str]:
+    """What a run is about to do, said before it starts: frames, size, device, steps; a GPU-sized recipe
+    on a CPU warns and names the CPU recipe."""
+    lines = [f"depth: plan: {targets} targets from {frames} frames at {cfg.width}x{cfg.height}, batch "
+             f"{cfg.batch_size}, steps {start + 1}..{total} on {device.type}, a checkpoint every "
+             f"{cfg.ckpt_every} steps" + (f" or {cfg.ckpt_minutes:g} min" if cfg.ckpt_minutes > 0 else "")
+             + "; the time estimate follows the first steps"]
+    if device.type == "cpu" and cfg.width * cfg.height * cfg.batch_size > GPU_SIZED_PIXELS_PER_STEP:
+        lines.append(f"depth: warning: {cfg.width}x{cfg.height} x batch {cfg.batch_size} is a GPU recipe and no "
+                     f"GPU is in use: expect tens of seconds and several GB per step. CPU recipe: {CPU_RECIPE}")
+    return lines
+
+
+def eta_line(seconds: float, steps_done: int, steps_left: int) -> str:
+    per_step = seconds / max(steps_done, 1)
+    return (f"depth: {per_step:.2f} s/step over the first {steps_done} steps: about "
+            f"{per_step * steps_left / 60:.1f} min for the remaining {steps_left}")
+
+
 def pick_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise click.UsageError("--device cuda but no CUDA device is available")
@@ -484,7 +527,10 @@ def train(cfg: DepthTrainConfig, frames: list[Frame] | None = None, echo=click.e
     state = load_depth_checkpoint(ckpt_path, "cpu") if ckpt_path.is_file() else None  # RNG states stay on the CPU
     if state is not None and "total" in state and int(state["step"]) >= int(state["total"]):
         echo(f"depth: reusing finished run {ckpt_path} ({state['step']} steps)")
-        write_pointer(cfg, "depth", "model", ckpt_path)
+        slim = ckpt_path.with_name(INFERENCE_FILE)
+        if not slim.is_file():  # a run finished before the slim file existed
+            write_inference_weights(ckpt_path)
+        write_pointer(cfg, "depth", "model", slim)
         return ckpt_path
 
     # Frames are decoded once into the cache; one that does not decode is skipped with its triplets
@@ -528,9 +574,14 @@ def train(cfg: DepthTrainConfig, frames: list[Frame] | None = None, echo=click.e
         echo(f"depth: resuming {ckpt_path} at step {step}/{total}" if step < total
              else f"depth: reusing finished run {ckpt_path} ({step} steps)")
     if step >= total:
-        write_pointer(cfg, "depth", "model", ckpt_path)
+        slim = ckpt_path.with_name(INFERENCE_FILE)
+        if not slim.is_file():  # a run finished before the slim file existed
+            write_inference_weights(ckpt_path)
+        write_pointer(cfg, "depth", "model", slim)
         return ckpt_path
 
+    for line in plan_lines(cfg, device, len(triplets), len(used), step, total):
+        echo(line)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.json", extra={"targets": len(triplets), "frames": len(used), "steps": total,
                                                  "skipped": skipped})
@@ -558,6 +609,7 @@ def train(cfg: DepthTrainConfig, frames: list[Frame] | None = None, echo=click.e
     bar = tqdm(total=total, initial=start, desc="depth train", unit="step")
     window = LogWindow(device)
     first_loss = None
+    last_save = time.perf_counter()
     try:
         for step in range(start + 1, stop + 1):  # step: steps done after this one
             t0 = time.perf_counter()
@@ -573,18 +625,25 @@ def train(cfg: DepthTrainConfig, frames: list[Frame] | None = None, echo=click.e
             kill_point()  # tests: killed between steps
             if first_loss is None:
                 first_loss = loss  # read back at the end
+                t_first = time.perf_counter()  # the first step pays start-up costs: timed from after it
+            elif step == start + 4 and step < total:
+                echo(eta_line(time.perf_counter() - t_first, step - start - 1, total - step))
             if step % cfg.log_every == 0 or step == total:
                 rec = window.close(step, opt.param_groups[0]["lr"], parts, cfg.batch_size, ckpt_path, t_start)
                 log.write(json.dumps(rec) + "\n")
                 log.flush()
                 bar.set_postfix(loss=f"{rec['loss']:.4f}", img_s=f"{rec['images_per_s']:.1f}")
-            elif step % cfg.ckpt_every == 0:
+            # a slow (CPU) run also saves by wall time, so a kill never loses more than ckpt_minutes
+            save = step % cfg.ckpt_every == 0 or step == total or (
+                cfg.ckpt_minutes > 0 and time.perf_counter() - last_save >= cfg.ckpt_minutes * 60)
+            if save and step % cfg.log_every != 0 and step != total:
                 window.mean_loss(step, ckpt_path)
             if (cfg.image_every and step % cfg.image_every == 0) or step == total:
                 write_snapshot(out / "images" / f"step-{step:06d}.png", parts["image"], parts["disp"][0],
                                parts["automask"][0])
-            if step % cfg.ckpt_every == 0 or step == total:
+            if save:
                 _checkpoint(ckpt_path, model, opt, step, cfg, {"targets": len(triplets), "total": total})
+                last_save = time.perf_counter()
     finally:
         bar.close()
         log.close()
@@ -592,8 +651,10 @@ def train(cfg: DepthTrainConfig, frames: list[Frame] | None = None, echo=click.e
     if stop_after is not None and stop_after <= stop:
         return ckpt_path  # left the loop as a killed run would: the last checkpoint is what survives
     first_loss, last_loss = float(first_loss), float(loss)  # type: ignore[arg-type]
-    write_pointer(cfg, "depth", "model", ckpt_path)
+    slim = write_inference_weights(ckpt_path)
+    write_pointer(cfg, "depth", "model", slim)
     echo(f"depth: {len(triplets)} targets, {total} steps of {cfg.batch_size} at {cfg.width}x{cfg.height}, "
          f"loss {first_loss:.4f} -> {last_loss:.4f}")
-    echo(f"depth: wrote {ckpt_path}, {out / 'log.jsonl'}, {out / 'images'} in {time.perf_counter() - t_start:.1f} s")
+    echo(f"depth: wrote {slim} ({slim.stat().st_size / 1e6:.0f} MB, inference), {ckpt_path} "
+         f"({ckpt_path.stat().st_size / 1e6:.0f} MB, to extend the run), {out / 'log.jsonl'}, {out / 'images'} in {time.perf_counter() - t_start:.1f} s")
     return ckpt_path

@@ -56,6 +56,8 @@ class DepthTrainConfig(StageConfig):
     log_every: int = field(10, "steps between log lines", hash=False, bounds="[1, inf)")
     image_every: int = field(250, "steps between PNG snapshots (0 = only at the end)", hash=False, bounds="[0, inf)")
     ckpt_every: int = field(250, "steps between checkpoints", hash=False, bounds="[1, inf)")
+    ckpt_minutes: float = field(10.0, "also save when this many minutes passed since the last save (0 = steps only)",
+                                hash=False, bounds="[0, inf)")
 
 
 def resolved(cfg: DepthTrainConfig) -> DepthTrainConfig:

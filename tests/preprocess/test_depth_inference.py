@@ -75,6 +75,10 @@ def test_predictor_matches_training_network(trained):
         disp = model.disparities(torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255)[0]
     expected = disp_to_depth(disp, 0.1, 100.0)[0, 0].numpy()
     np.testing.assert_allclose(DepthPredictor(ckpt).predict(rgb), expected, rtol=1e-4)
+    # The slim inference file the model pointer names predicts exactly what the full checkpoint does.
+    slim = ckpt.with_name("depth_net.pt")
+    assert slim.is_file() and slim.stat().st_size < ckpt.stat().st_size
+    np.testing.assert_array_equal(DepthPredictor(slim).predict(rgb), DepthPredictor(ckpt).predict(rgb))
 
 
 def test_predictor_bad_checkpoint_names_file(tmp_path):

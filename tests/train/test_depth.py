@@ -157,8 +157,17 @@ def test_short_training_lowers_loss(tmp_path, city, city_frames):
     assert [r["step"] for r in log] == [4, 8, 12, 16] and all(r["images_per_s"] > 0 for r in log)
     assert (ckpt.parent / "images" / "step-000016.png").is_file()
     pointer = tmp_path / "synthetic-tiny" / "depth" / "model.current"
-    assert pointer.read_text().strip() == "run-" + ckpt.parent.name[4:] + "/checkpoint.pt"  # relative to its folder
-    assert (pointer.parent / pointer.read_text().strip()).resolve() == ckpt.resolve()
+    assert pointer.read_text().strip() == "run-" + ckpt.parent.name[4:] + "/depth_net.pt"  # relative to its folder
+    slim = (pointer.parent / pointer.read_text().strip()).resolve()
+    assert slim == ckpt.resolve().with_name("depth_net.pt")  # readers get the slim inference file
+    # It holds the depth encoder + decoder, bit for bit, and nothing of the pose net or the optimizer.
+    light = load_depth_checkpoint(slim)
+    assert light["step"] == 16 and light["config"] == state["config"] and "optimizer" not in light
+    depth_keys = {k for k in state["model"] if k.startswith(("depth_encoder.", "depth_decoder."))}
+    assert set(light["model"]) == depth_keys and len(depth_keys) < len(state["model"])
+    for k in depth_keys:
+        assert torch.equal(light["model"][k], state["model"][k]), k
+    assert slim.stat().st_size < 0.5 * ckpt.stat().st_size
 
 
 def test_resume_continues_from_same_step_with_same_result(tmp_path, city, city_frames):
@@ -246,3 +255,31 @@ def test_augment_flip_and_colour_properties():
     flat = torch.full((1, 3, 3, 4, 4), 0.5)
     _, jittered, _ = augment(flat, K[:1], torch.Generator().manual_seed(3), color_p=1.0, flip_p=0.0)
     assert torch.allclose(jittered[0, 0], jittered[0, 1]) and torch.allclose(jittered[0, 0], jittered[0, 2])
+
+
+def test_plan_says_what_the_run_will_do_and_warns_of_a_gpu_recipe_on_a_cpu():
+    from train.depth import eta_line, plan_lines
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    full = resolved(DepthTrainConfig())  # Monodepth2's recipe: 640x192, batch 12
+    tiny = resolved(DepthTrainConfig(demo_size="tiny"))
+    lines = plan_lines(full, cpu, 100, 300, 0, 2000)
+    assert lines[0].startswith("depth: plan: 100 targets from 300 frames at 640x192, batch 12, steps 1..2000 on cpu")
+    assert len(lines) == 2 and "GPU recipe" in lines[1] and "docs/depth.md" in lines[1]
+    assert len(plan_lines(full, gpu, 100, 300, 0, 2000)) == 1  # on a GPU the recipe is what it is sized for
+    assert len(plan_lines(tiny, cpu, 4, 6, 0, 24)) == 1
+    assert "steps 11..24" in plan_lines(tiny, cpu, 4, 6, 10, 24)[0]  # a resumed run says where it starts
+    assert eta_line(6.0, 3, 100) == "depth: 2.00 s/step over the first 3 steps: about 3.3 min for the remaining 100"
+
+
+def test_checkpoint_by_wall_time(tmp_path, city, city_frames):
+    """ckpt_every alone would save nothing before step 100; a wall-time interval below one step's time
+    saves after every step, so a kill after step 3 keeps step 3."""
+    common = dict(data_root=str(city), demo_size="tiny", max_steps=4, ckpt_every=100, image_every=0, log_every=1,
+                  height=64, width=64, batch_size=2)
+    timed = train(DepthTrainConfig(out=str(tmp_path / "t"), ckpt_minutes=1e-9, **common), city_frames,
+                  echo=lambda s: None, stop_after=3)
+    assert load_depth_checkpoint(timed)["step"] == 3
+    steps_only = train(DepthTrainConfig(out=str(tmp_path / "s"), ckpt_minutes=0, **common), city_frames,
+                       echo=lambda s: None, stop_after=3)
+    assert not steps_only.exists()

@@ -1,0 +1,158 @@
+"""The run report page, built from a hand-made run folder (JSON, logs and PNGs as the stages write them)."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from evaluate.report import NOISE_NOTE, TINY_NOTE, make_report, read_log
+
+RUN = "synthetic-small"
+
+
+def _png(path: Path, value: int = 128) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((8, 12, 3), value, np.uint8)).save(path)
+
+
+def _json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj))
+
+
+def _log(path: Path, losses: list[float]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps({"step": i + 1, "loss": v}) + "\n" for i, v in enumerate(losses)))
+
+
+def _scores(miou: float, std: float | None, n: int) -> dict:
+    return {"miou": miou, "miou_std": std, "pixel_accuracy": 50.0, "pixel_accuracy_std": std, "n_runs": n}
+
+
+def fake_run(root: Path, seeds: int = 3) -> Path:
+    """A run folder with one output of every stage; `seeds` networks per unsupervised model."""
+    run = root / RUN
+    store = run / "regions" / "depth-abc"
+    _json(store / "config.json", {"config": {"depth": "model:/x/depth/run-1/checkpoint.pt"}})
+    (run / "regions" / "depth.current").write_text(str(store) + "\n")
+    prop = run / "reports" / "proposals-123"
+    _json(prop / "report.json", {"depth": "model:/x/depth/run-1/checkpoint.pt", "frames": 40, "results": {
+        "depth": {"purity": 91.5, "coverage": 80.0, "regions_per_frame": 60.0},
+        "slic": {"purity": 88.25, "coverage": 99.0, "regions_per_frame": 60.0}}})
+    for method in ("gt", "depth", "slic"):
+        _png(prop / f"seq00_000000_{method}.png")
+    _png(run / "shards" / "depth-9" / "inspect" / "e00_g0000000.png", 200)
+    _log(run / "depth" / "run-1" / "log.jsonl", [0.3, 0.2, 0.15])
+    _png(run / "depth" / "run-1" / "images" / "step-000003.png", 60)
+    _log(run / "train" / "abc" / "log.jsonl", [4.8, 4.6])
+    _json(run / "eval" / "abc-kmeans" / "report.json", {"clustering": "kmeans", "frames": ["a", "b"], "protocols": {
+        "paper": {"models": {"pre-trained": _scores(21.25, 1.5 if seeds > 1 else None, seeds),
+                             "random init": _scores(9.75, 0.5 if seeds > 1 else None, seeds)}}}})
+    _json(run / "eval" / "depth-777.json", {"frames": 6, "split": "val", "model": {"abs_rel": 0.125, "a1": 0.8},
+                                             "baseline": {"abs_rel": 0.375, "a1": 0.4}})
+    _json(run / "finetune" / "semantic-pretrained-1" / "report.json",
+          {"task": "semantic", "init": "pretrained", "label_fraction": "1", "miou": 30.5, "miou_std": 2.25,
+           "pixel_accuracy": 70.0, "pixel_accuracy_std": 1.0, "networks": [{}, {}, {}]})
+    return run
+
+
+def test_page_shows_every_stage_with_spreads(tmp_path):
+    run = fake_run(tmp_path, seeds=3)
+    page, rebuilt = make_report(run, "small")
+    assert rebuilt and page == run / "report" / "index.html"
+    text = page.read_text()
+    for anchor in ("samples", "copy-paste", "losses", "proposals", "depth", "unsupervised", "finetune"):
+        assert f'id="{anchor}"' in text
+    assert "<script" not in text.lower()
+    assert "model:/x/depth/run-1/checkpoint.pt" in text  # which depth the regions used
+    assert "21.25 &plusmn; 1.50 <small>(3 networks)" in text and "9.75 &plusmn; 0.50" in text
+    assert "30.50 &plusmn; 2.25" in text  # fine-tuning mean +- std over its 3 networks
+    assert "only pretrained networks: no second initialisation to compare with" in text
+    assert "<td>0.125</td>" in text and "<td>0.375</td>" in text  # depth model vs mean-depth baseline
+    assert "91.50" in text and "88.25" in text
+    assert NOISE_NOTE not in text and TINY_NOTE not in text  # 3 seeds, small preset: no noise note
+    # Every picture is a file beside the page, linked relatively.
+    sources = re.findall(r'<img src="([^"]+)"', text)
+    assert len(sources) == 3 + 1 + 1 + 2  # 3 proposal overlays, depth snapshot, contact sheet, 2 loss charts
+    assert "depth network at step-000003" in text
+    for src in sources:
+        assert not src.startswith("/") and (page.parent / src).is_file(), src
+    for href in re.findall(r'<a href="(\.\./[^"#]+)"', text):
+        assert (page.parent / href).exists(), href
+
+
+def test_single_seed_and_tiny_preset_say_the_difference_means_nothing(tmp_path):
+    run = fake_run(tmp_path, seeds=1)
+    text = make_report(run, "small")[0].read_text()
+    unsupervised = text.split('id="unsupervised"')[1].split("<h2")[0]
+    assert NOISE_NOTE in unsupervised and "&plusmn;" not in unsupervised
+    assert "21.25 <small>(1 network)" in unsupervised
+    text = make_report(run, "tiny", force=True)[0].read_text()
+    assert TINY_NOTE in text
+
+
+def test_reuse_until_an_input_changes(tmp_path):
+    run = fake_run(tmp_path)
+    page, rebuilt = make_report(run, "small")
+    assert rebuilt
+    assert make_report(run, "small") == (page, False)
+    log = run / "train" / "abc" / "log.jsonl"
+    os.utime(log, ns=(log.stat().st_atime_ns, log.stat().st_mtime_ns + 10**9))
+    assert make_report(run, "small") == (page, True)
+    shutil.rmtree(run / "finetune")  # a removed input changes the page too
+    page, rebuilt = make_report(run, "small")
+    assert rebuilt and "No fine-tuning report" in page.read_text()
+
+
+def test_empty_run_folder_names_what_is_missing(tmp_path):
+    run = tmp_path / RUN
+    run.mkdir()
+    text = make_report(run, "")[0].read_text()
+    assert "No proposal pictures" in text and "No contact sheet" in text and "No training log" in text
+    assert "No unsupervised evaluation" in text and "unknown (no depth region store)" in text
+
+
+def test_read_log_skips_lines_without_step_and_loss(tmp_path):
+    path = tmp_path / "log.jsonl"
+    path.write_text('{"step": 1, "loss": 2.5}\n{"step": 2}\nnot json\n{"step": 3, "loss": NaN}\n{"step": 4, "loss": 1}\n')
+    assert read_log(path) == ([1.0, 4.0], [2.5, 1.0])
+
+
+def test_cli_builds_then_reuses(tmp_path):
+    from evaluate.__main__ import main
+
+    fake_run(tmp_path / "out" / "synthetic", seeds=2)
+    # The CLI's run folder is <out>/<dataset>-<demo-size>/.
+    shutil.move(str(tmp_path / "out" / "synthetic" / RUN), str(tmp_path / "out" / RUN))
+    args = ["report", "--out", str(tmp_path / "out"), "--demo-size", "small"]
+    first = CliRunner().invoke(main, args)
+    assert first.exit_code == 0, first.output
+    assert "report: wrote" in first.output
+    second = CliRunner().invoke(main, args)
+    assert "report: reusing" in second.output
+
+
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "headless_shell")
+
+
+def test_page_renders_in_headless_chromium(tmp_path):
+    browser = next((shutil.which(b) for b in BROWSERS if shutil.which(b)), None)
+    if browser is None:
+        pytest.skip("no headless Chromium installed (looked for " + ", ".join(BROWSERS) + ")")
+    page = make_report(fake_run(tmp_path), "small")[0]
+    shot = tmp_path / "shot.png"
+    subprocess.run([browser, "--headless", "--disable-gpu", "--no-sandbox", f"--screenshot={shot}",
+                    "--window-size=1200,2400", page.as_uri()], capture_output=True, timeout=120, check=True)
+    rgb = np.asarray(Image.open(shot).convert("RGB"))
+    assert rgb.shape[0] > 100 and rgb.shape[1] > 100
+    # Something was drawn: the page is not a blank canvas, and the note's yellow or the images' grey appear.
+    assert len(np.unique(rgb.reshape(-1, 3), axis=0)) > 20
+    assert (np.abs(rgb.astype(int) - 128).sum(-1) == 0).any()  # the grey overlay images were loaded
