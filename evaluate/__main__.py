@@ -9,6 +9,7 @@ COMMANDS: dict[str, str] = {
     "depth": "evaluate.depth_metrics:depth",
     "unsupervised": "evaluate.unsupervised:unsupervised",
     "proposals": "evaluate.proposals:proposals",
+    "finetune": "evaluate.finetune:finetune_eval",
 }
 
 

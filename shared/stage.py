@@ -11,7 +11,7 @@ import click
 from shared.config import field
 from shared.frames import DataError, Frame, load_index, save_index
 
-DATASETS = ["synthetic", "kitti", "cityscapes", "folder"]
+DATASETS = ["synthetic", "kitti", "cityscapes", "folder", "kitti-semantic"]
 DEMO_SIZES = ["", "tiny", "small"]
 
 

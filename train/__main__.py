@@ -8,6 +8,7 @@ from shared.cli import LazyGroup
 COMMANDS: dict[str, str] = {
     "depth": "train.depth:depth",
     "contrastive": "train.contrastive:contrastive",
+    "finetune": "train.finetune:finetune_command",
 }
 
 

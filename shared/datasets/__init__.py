@@ -1,6 +1,7 @@
 """Dataset readers: each turns an official on-disk layout into a frame index (`shared.frames`).
 
     build_index("kitti", root)       KITTI raw: <date>/<date>_drive_XXXX_sync/image_02/data/*.png
+    build_index("kitti-semantic", root)  KITTI semantics benchmark: training/image_2, semantic, instance
     build_index("cityscapes", root)  leftImg8bit_sequence/, leftImg8bit/, gtFine/
     build_index("folder", root)      any folder of images, sorted = sequence order
     build_index("synthetic", root)   the built-in synthetic city (preprocess.synth)
@@ -14,6 +15,7 @@ from shared.frames import Frame
 
 READERS = {
     "kitti": "shared.datasets.kitti:read_kitti",
+    "kitti-semantic": "shared.datasets.kitti_semantic:read_kitti_semantic",
     "cityscapes": "shared.datasets.cityscapes:read_cityscapes",
     "folder": "shared.datasets.folder:read_folder",
     "synthetic": "shared.datasets.synthetic:read_synthetic",
@@ -26,3 +28,11 @@ def build_index(dataset: str, root: str | os.PathLike) -> list[Frame]:
     module, fn = READERS[dataset].split(":")
     # Absolute paths: the index is read by stages (and joblib workers) from other working folders.
     return getattr(importlib.import_module(module), fn)(os.path.abspath(root))
+
+
+# How each dataset packs instances in its instance PNGs (shared.labels.decode_instances).
+INSTANCE_ENCODING = {"kitti-semantic": "kitti"}
+
+
+def instance_encoding(dataset: str) -> str:
+    return INSTANCE_ENCODING.get(dataset, "cityscapes")
