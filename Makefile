@@ -21,7 +21,7 @@ RESOLVE_DEPTH = depth="$(DEPTH)"; if [ -z "$$depth" ] && [ "$(DATASET)" != synth
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  make %-10s %s\n", $$1, $$2}'
-	@echo "  variables: DATASET=synthetic|kitti|cityscapes|folder DATA_ROOT=path OUT=runs DEMO_SIZE=tiny|small WORKERS=2"
+	@echo "  variables: DATASET=synthetic|kitti|cityscapes|folder|kitti-semantic DATA_ROOT=path OUT=runs DEMO_SIZE=tiny|small WORKERS=2"
 
 .venv/.done: requirements.txt
 	python3 -m venv .venv
@@ -72,10 +72,40 @@ eval: .venv/.done  ## unsupervised segmentation of the latest `make train` check
 	@test -f $(RUN_DIR)/train/model.current || $(MAKE) --no-print-directory train
 	$(PY) -m evaluate unsupervised $(STAGE_ARGS) $(EVAL_ARGS)
 
+# Fine-tuning: TASK=semantic|instance, LABEL_FRACTION=1/16 (or a frame count), INIT=pretrained|scratch|PATH,
+# FINETUNE_ARGS=... (e.g. --folds 5 --repeats 3), TORCHVISION=PATH adds a torchvision ResNet to finetune-compare.
+TASK ?= semantic
+LABEL_FRACTION ?=
+INIT ?= pretrained
+TORCHVISION ?=
+FINETUNE_ARGS ?=
+FINETUNE_EVAL_ARGS ?=
+FT_FLAGS = --task $(TASK) $(if $(LABEL_FRACTION),--label-fraction $(LABEL_FRACTION)) $(FINETUNE_ARGS)
+# INIT=pretrained needs the `make train` model of this DATASET/DEMO_SIZE: train it first when none is recorded
+# (KITTI semantics fine-tunes the model of DATASET=kitti: train that one yourself).
+NEED_PRETRAINED = test -f $(RUN_DIR)/train/model.current || [ "$(DATASET)" = kitti-semantic ] || \
+	  $(MAKE) --no-print-directory train || exit 1;
+
+.PHONY: finetune finetune-compare
+finetune: .venv/.done  ## fine-tune on LABEL_FRACTION of the labels and score it (TASK, INIT=pretrained|scratch|PATH, FINETUNE_ARGS=...)
+	@$(if $(filter pretrained,$(INIT)),$(NEED_PRETRAINED)) start=$$(date +%s); set -e; \
+	$(PY) -m train finetune $(STAGE_ARGS) --workers $(WORKERS) --init $(INIT) $(FT_FLAGS); \
+	$(PY) -m evaluate finetune $(STAGE_ARGS) --task $(TASK) --runs "$$(cat $(RUN_DIR)/finetune/$(TASK).current)" $(FINETUNE_EVAL_ARGS); \
+	echo "finetune: done in $$(( $$(date +%s) - start )) s"
+
+finetune-compare: .venv/.done  ## scratch vs pretrained (vs TORCHVISION=PATH) with the same frames, seeds and budget: one table
+	@$(NEED_PRETRAINED) start=$$(date +%s); set -e; runs=""; \
+	for init in scratch pretrained $(TORCHVISION); do \
+	  $(PY) -m train finetune $(STAGE_ARGS) --workers $(WORKERS) --init $$init $(FT_FLAGS); \
+	  runs="$$runs$${runs:+,}$$(cat $(RUN_DIR)/finetune/$(TASK).current)"; \
+	done; \
+	$(PY) -m evaluate finetune $(STAGE_ARGS) --task $(TASK) --runs "$$runs" $(FINETUNE_EVAL_ARGS); \
+	echo "finetune-compare: done in $$(( $$(date +%s) - start )) s"
+
 DEMO ?= $(or $(DEMO_SIZE),tiny)
 demo: .venv/.done  ## the whole pipeline on the built-in synthetic city, CPU, minutes (DEMO_SIZE=tiny default, or small)
 	@start=$$(date +%s); set -e; \
-	for target in index depth regions proposals shards inspect train eval; do \
+	for target in index depth regions proposals shards inspect train eval finetune; do \
 	  echo "=== make $$target DATASET=synthetic DEMO_SIZE=$(DEMO)"; \
 	  $(MAKE) --no-print-directory $$target DATASET=synthetic DEMO_SIZE=$(DEMO) DATA_ROOT= OUT=$(OUT); \
 	done; \

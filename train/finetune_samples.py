@@ -81,7 +81,7 @@ def instance_targets(raw: np.ndarray, encoding: str) -> dict[str, torch.Tensor]:
     """torchvision Mask R-CNN targets of an instance map crop: boxes [N, 4] (x0, y0, x1, y1) float,
     labels [N] int64 in 1..8, masks [N, H, W] uint8. Boxes enclose whole pixels, so never degenerate."""
     classes, masks, _ = instance_masks(raw, encoding)
-    keep = masks.reshape(len(masks), -1).sum(1) >= MIN_INSTANCE_PIXELS
+    keep = masks.sum(axis=(1, 2)) >= MIN_INSTANCE_PIXELS  # [N]
     classes, masks = classes[keep], masks[keep]
     boxes = np.zeros((len(masks), 4), np.float32)
     for i, m in enumerate(masks):
