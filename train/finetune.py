@@ -181,6 +181,16 @@ def resolve_init(cfg: FinetuneConfig) -> tuple[Path | None, str]:
     return path.resolve(), init_kind(path)
 
 
+def initial_model(task: str, arch: str, n_classes: int, init: Path | None, seed: int) -> tuple[torch.nn.Module, set[str]]:
+    """The network before its first step and the names of the parameters `init` set. Every layer is first
+    drawn from `seed`, then the pre-trained part is overwritten: new layers are the same whatever the init."""
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+    model = build_model(task, arch, n_classes)
+    return model, set(load_init(model, task, arch, init) if init is not None else [])
+
+
 def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, batch: dict[str, Any], lrs: np.ndarray,
                task: str, device: torch.device, autocast: Any, grad_clip: float = 0.0) -> torch.Tensor:
     """One SGD step on one batch; returns the detached loss (on the device: no host sync)."""
@@ -221,12 +231,8 @@ def train_network(cfg: FinetuneConfig, fold: Fold, repeat: int, run_dir: Path, i
     seed = cfg.seed + repeat
 
     # ---- model (new layers drawn from the seed, then the pre-trained part loaded), optimiser, schedule
-    torch.manual_seed(seed)
-    np.random.seed(seed)
-    random.seed(seed)
     n_classes = len(class_names(cfg.task))
-    model = build_model(cfg.task, cfg.backbone, n_classes)
-    loaded = set(load_init(model, cfg.task, cfg.backbone, init) if init is not None else [])
+    model, loaded = initial_model(cfg.task, cfg.backbone, n_classes, init, seed)
     model.to(device)
     if cuda:
         model.to(memory_format=torch.channels_last)
