@@ -21,7 +21,8 @@ def test_make_demo_runs_every_stage(tmp_path):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "demo: finished" in r.stdout
     run = out / "synthetic-tiny"
-    for pointer in ["depth/model.current", "regions/depth.current", "shards/depth.current", "train/model.current"]:
+    for pointer in ["depth/model.current", "regions/depth.current", "shards/depth.current", "train/model.current",
+                    "finetune/semantic.current"]:
         target = Path((run / pointer).read_text().strip())
         assert target.exists(), pointer
     shards = Path((run / "shards/depth.current").read_text().strip())
@@ -34,3 +35,6 @@ def test_make_demo_runs_every_stage(tmp_path):
         assert set(models) == {"pre-trained", "random init"}  # the baseline is in the same report
     assert (reports[0].parent / "report.html").is_file()
     assert list((run / "reports").glob("proposals-*/report.md"))
+    finetuned = Path((run / "finetune/semantic.current").read_text().strip())
+    assert finetuned.name.startswith("semantic-pretrained-")  # INIT=pretrained: the demo's own `make train` model
+    assert json.loads((finetuned / "report.json").read_text())["networks"][0]["miou"] >= 0
