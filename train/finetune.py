@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from shared.atomic import write_text
 from shared.checkpoint import clear_stale_saves, code_version, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from shared.config import build_config, config_hash, config_options, field, save_config, to_dict
 from shared.datasets import instance_encoding
@@ -363,8 +364,6 @@ def _device(name: str) -> torch.device:
 def _trim_log(path: Path, start: int) -> None:
     """Drop log lines of steps after the checkpoint we resume from: they are about to be redone."""
     if path.is_file():
-        from shared.atomic import write_text
-
         keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= start]
         write_text(path, "".join(ln + "\n" for ln in keep))
 
