@@ -205,7 +205,10 @@ def evaluate_run(run_dir: Path, device: torch.device, n_pictures: int, threshold
             res.update(fold=fold["fold"], repeat=r, seed=plan["seeds"][r], train_frames=len(fold["train"]))
             nets.append(res)
             click.echo(f"  {run_dir.name} {sub.name}: " + ", ".join(f"{k} {_fmt(res[k])}" for k in HEADLINE[task]))
-    summary = {"run": str(run_dir), "task": task, "init": plan["init"], "init_path": plan["init_path"],
+    config = json.loads((run_dir / "config.json").read_text())["config"] if (run_dir / "config.json").is_file() else {}
+    recipe = (f"lr {config.get('lr')} / new {config.get('new_lr')}, {config.get('iterations')} steps x "
+              f"{config.get('batch_size')}") if config else "?"
+    summary = {"run": str(run_dir), "task": task, "init": plan["init"], "init_path": plan["init_path"], "recipe": recipe,
                "label_fraction": plan["label_fraction"], "folds": len(plan["folds"]), "repeats": plan["repeats"],
                "train_frames": [len(f["train"]) for f in plan["folds"]], "val_frames": [len(f["val"]) for f in plan["folds"]],
                "networks": nets, "std": "sample standard deviation (ddof 1) over folds x repeats"}
@@ -219,6 +222,7 @@ def write_run_report(run_dir: Path, summary: dict[str, Any]) -> None:
     task, nets = summary["task"], summary["networks"]
     lines = [f"# Fine-tuning ({task}): {run_dir.name}", "",
              f"- init: {summary['init']}" + (f" (`{summary['init_path']}`)" if summary["init_path"] else ""),
+             f"- recipe: {summary['recipe']}",
              f"- label fraction {summary['label_fraction']}: {summary['train_frames']} train frames, "
              f"{summary['val_frames']} val frames per fold; {summary['folds']} fold(s) x {summary['repeats']} repeat(s)",
              f"- mean ± {summary['std']}", "",
@@ -254,10 +258,11 @@ def write_comparison(out: Path, summaries: list[dict[str, Any]]) -> list[str]:
     keys = HEADLINE[task]
     lines = [f"# Fine-tuning comparison ({task})", "",
              "Same frames, seeds and budget; mean ± sample std over folds x repeats.", "",
-             "| init | run | label fraction | networks | " + " | ".join(keys) + " |",
-             "| --- | --- | --- | --- | " + " | ".join("---" for _ in keys) + " |"]
+             "| init | recipe | run | label fraction | networks | " + " | ".join(keys) + " |",
+             "| --- | --- | --- | --- | --- | " + " | ".join("---" for _ in keys) + " |"]
     for s in summaries:
-        lines.append(f"| {s['init']} | {Path(s['run']).name} | {s['label_fraction']} | {len(s['networks'])} | "
+        lines.append(f"| {s['init']} | {s.get('recipe', '?')} | {Path(s['run']).name} | {s['label_fraction']} | "
+                     f"{len(s['networks'])} | "
                      + " | ".join(_fmt(s[k], s[k + "_std"]) for k in keys) + " |")
     base = next((s for s in summaries if s["init"] == "scratch"), None)
     if base is not None:
@@ -268,8 +273,8 @@ def write_comparison(out: Path, summaries: list[dict[str, Any]]) -> list[str]:
                 continue
             d = s[k] - base[k]
             spread = max(s[k + "_std"], base[k + "_std"])
-            lines.append(f"- {s['init']} - scratch: {k} {d:+.2f} ({'exceeds' if abs(d) > spread else 'within'} "
-                         f"the larger std, {spread:.2f})")
+            lines.append(f"- {Path(s['run']).name} ({s['init']}) - {Path(base['run']).name} (scratch): {k} {d:+.2f} "
+                         f"({'exceeds' if abs(d) > spread else 'within'} the larger std, {spread:.2f})")
     write_json(out / "compare.json", {"runs": summaries})
     write_text(out / "compare.md", "\n".join(lines) + "\n")
     write_text(out / "compare.html", markdown_page(lines, out, "Fine-tuning comparison"))
