@@ -11,6 +11,7 @@ Prints images/s of both and their ratio; nothing is written except the synthetic
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 from contextlib import nullcontext
@@ -38,7 +39,8 @@ def main() -> None:
     ap.add_argument("--task", default="semantic", choices=["semantic", "instance"])
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--crop", default="128,256", help="height,width")
-    ap.add_argument("--steps", type=int, default=6, help="timed steps (after --warmup untimed ones)")
+    ap.add_argument("--steps", type=int, default=3, help="timed steps per round and method")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds (full step, model only)")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--demo-size", default="small", choices=["tiny", "small", ""])
@@ -62,46 +64,56 @@ def main() -> None:
     net = torch.compile(model) if args.compile else model
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else nullcontext()
-    n = args.warmup + args.steps
     lrs = torch.full((1,), 1e-3).numpy()
-
-    # 1. the full step, fed by the loader
-    spec = SampleSpec(args.task, crop, (0.5, 2.0), 0, 0.4, "cityscapes", 0)  # type: ignore[arg-type]
-    loader = DataLoader(FinetuneSamples(frames, spec, 0, n * args.batch), batch_size=args.batch,
-                        num_workers=args.workers, collate_fn=collate, pin_memory=cuda, drop_last=True)
-    for i, batch in enumerate(loader):
-        if i == args.warmup:
-            _sync(device)
-            t0 = time.perf_counter()
-        loss = train_step(net, opt, batch, lrs, args.task, device, autocast)
-    float(loss)
-    _sync(device)
-    full = args.steps * args.batch / (time.perf_counter() - t0)
-
-    # 2. the same network on random tensors already on the device (semantic: forward + loss + backward)
-    if args.task != "semantic":
-        print(f"full step: {full:.2f} images/s ({args.task}; the model-only figure is for --task semantic)")
-        return
     x = torch.randn(args.batch, 3, *crop, device=device)
     if cuda:
         x = x.contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 19, (args.batch, *crop), device=device)
-    for i in range(n):
-        if i == args.warmup:
-            _sync(device)
-            t0 = time.perf_counter()
+
+    def model_only_step() -> torch.Tensor:  # the same network on random tensors already on the device
         with autocast:
             loss = semantic_loss(net(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    _sync(device)
-    model_only = args.steps * args.batch / (time.perf_counter() - t0)
+        return loss.detach()
+
+    # Rounds alternate the two, so a change of machine load hits both alike; medians are reported.
+    spec = SampleSpec(args.task, crop, (0.5, 2.0), 0, 0.4, "cityscapes", 0)  # type: ignore[arg-type]
+    n_batches = args.warmup + args.rounds * args.steps
+    batches = iter(DataLoader(FinetuneSamples(frames, spec, 0, n_batches * args.batch), batch_size=args.batch,
+                              num_workers=args.workers, collate_fn=collate, pin_memory=cuda, drop_last=True))
+    for _ in range(args.warmup):
+        train_step(net, opt, next(batches), lrs, args.task, device, autocast)
+        if args.task == "semantic":
+            model_only_step()
+    full, model_only = [], []
+    for _ in range(args.rounds):
+        _sync(device)
+        t0 = time.perf_counter()
+        for _ in range(args.steps):
+            loss = train_step(net, opt, next(batches), lrs, args.task, device, autocast)
+        float(loss)
+        _sync(device)
+        full.append(args.steps * args.batch / (time.perf_counter() - t0))
+        if args.task != "semantic":
+            continue
+        t0 = time.perf_counter()
+        for _ in range(args.steps):
+            loss = model_only_step()
+        float(loss)
+        _sync(device)
+        model_only.append(args.steps * args.batch / (time.perf_counter() - t0))
+    if args.task != "semantic":
+        print(f"full step: {statistics.median(full):.2f} images/s ({args.task}; the model-only figure is for "
+              f"--task semantic)")
+        return
     name = torch.cuda.get_device_name(device) if cuda else f"CPU, {torch.get_num_threads()} threads"
     print(f"{args.backbone} {args.task}, batch {args.batch} x {crop[0]}x{crop[1]}, {name}, {args.workers} workers")
-    print(f"  full fine-tuning step: {full:8.2f} images/s")
-    print(f"  model fwd+bwd only:    {model_only:8.2f} images/s")
-    print(f"  ratio:                 {100 * full / model_only:8.1f} %")
+    f, m = statistics.median(full), statistics.median(model_only)
+    print(f"  full fine-tuning step: {f:8.2f} images/s (median of {args.rounds} rounds of {args.steps} steps)")
+    print(f"  model fwd+bwd only:    {m:8.2f} images/s")
+    print(f"  ratio:                 {100 * f / m:8.1f} %")
 
 
 if __name__ == "__main__":
