@@ -31,7 +31,7 @@ from PIL import Image, ImageDraw
 from evaluate.instance_ap import ImageInstances, instance_ap
 from evaluate.report_html import markdown_page
 from evaluate.report_pictures import (LABEL_ID_COLOURS, class_palette, colourise, confusion_picture, iou_bars,
-                                      panel, stack_rows)
+                                      panel)
 from evaluate.segmentation_metrics import confusion_matrix, scores
 from shared.atomic import write_json, write_text
 from shared.checkpoint import load_checkpoint
