@@ -73,3 +73,19 @@ def test_run_report_and_comparison(frames, tmp_path):
     # scored again: read from the cache, same numbers
     again = EV.evaluate_run(a, torch.device("cpu"), 1, 0.5)
     assert again["miou"] == pytest.approx(sa["miou"])
+
+
+def test_instance_network_is_scored_at_label_resolution(frames, tmp_path):
+    root = frames[0].image.split("/training/")[0]
+    run = FT.finetune(FT.FinetuneConfig(dataset="kitti-semantic", data_root=root, out=str(tmp_path), task="instance",
+                                        init="scratch", backbone="resnet18", folds=2, iterations=1, batch_size=1,
+                                        crop_height=64, crop_width=128, warmup_steps=0, workers=0, progress=False,
+                                        stop_after=1))
+    model = EV.load_network(run / "f0_r0" / "checkpoint.pt", torch.device("cpu"))
+    pred, img = EV.predict_instances(model, frames[0], 64, torch.device("cpu"))  # fed at half size
+    assert img.shape[:2] == (32, 64) and pred.masks.shape[1:] == (64, 128)
+    assert len(pred.classes) == len(pred.scores) == len(pred.boxes) == len(pred.masks)
+    assert EV.instance_overlay(img, pred, 0.0).shape == (64, 128, 3)
+    res = EV.evaluate_network(run / "f0_r0", frames[:2], "instance", "kitti", 0, torch.device("cpu"), 1, 0.5)
+    assert res["objects"] == 3 and 0.0 <= res["mask_AP"] <= 100.0  # frames 0 and 1 hold 1 and 2 cars
+    assert (run / "f0_r0" / res["pictures"][0]).is_file()
