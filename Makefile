@@ -25,7 +25,7 @@ help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{ n = split($$2, w, " "); line = ""; first = 1; \
 	  for (i = 1; i <= n; i++) { if (length(line) + length(w[i]) > 72) { printf (first ? "  make %-15s %s\n" : "  %-20s %s\n"), (first ? $$1 : ""), line; line = ""; first = 0 } \
 	  line = line (line == "" ? "" : " ") w[i] } printf (first ? "  make %-15s %s\n" : "  %-20s %s\n"), (first ? $$1 : ""), line }'
-	@echo "  variables: DATASET=synthetic|kitti|cityscapes|folder DATA_ROOT=path OUT=runs"
+	@echo "  variables: DATASET=synthetic|kitti|cityscapes|folder|kitti-semantic DATA_ROOT=path OUT=runs"
 	@echo "             DEMO_SIZE=tiny|small WORKERS=2 DEMO_DEPTH=model|gt"
 
 .venv/.done: requirements.txt
@@ -93,6 +93,10 @@ picie: .venv/.done  ## PiCIE (Cho et al. 2021) on the frames and network of `mak
 	$(PY) -m train picie $(STAGE_ARGS) --workers $(WORKERS) $(PICIE_ARGS)
 
 .PHONY: report
+.PHONY: ablate
+ablate: .venv/.done  ## the paper's ablation grid: proposals x lambda x M x seeds, pre-trained, clustered, fine-tuned; tables + plots; reruns reuse (ABLATE_ARGS=...)
+	$(PY) -m evaluate ablate $(STAGE_ARGS) --workers $(WORKERS) $(ABLATE_ARGS)
+
 report: .venv/.done  ## one HTML page of everything the stages wrote for DATASET/DEMO_SIZE (REPORT_ARGS=...)
 	$(PY) -m evaluate report $(STAGE_ARGS) $(REPORT_ARGS)
 
@@ -101,12 +105,44 @@ eval: .venv/.done  ## unsupervised segmentation of the latest `make train` check
 	@test -f $(RUN_DIR)/train/model.current || $(MAKE) --no-print-directory train
 	$(PY) -m evaluate unsupervised $(STAGE_ARGS) $(EVAL_ARGS)
 
+# Fine-tuning: TASK=semantic|instance, LABEL_FRACTION=1/16 (or a frame count), INIT=pretrained|scratch|PATH,
+# FINETUNE_ARGS=... (e.g. --folds 5 --repeats 3), TORCHVISION=PATH adds a torchvision ResNet to finetune-compare.
+TASK ?= semantic
+LABEL_FRACTION ?=
+INIT ?= pretrained
+TORCHVISION ?=
+FINETUNE_ARGS ?=
+FINETUNE_EVAL_ARGS ?=
+FT_FLAGS = --task $(TASK) $(if $(LABEL_FRACTION),--label-fraction $(LABEL_FRACTION)) $(FINETUNE_ARGS)
+# INIT=pretrained needs the `make train` model of this DATASET/DEMO_SIZE: train it first when none is recorded
+# (KITTI semantics fine-tunes the model of DATASET=kitti: train that one yourself).
+# The run a pointer names: pointers hold paths relative to their own folder (the tree can move).
+FT_RUN = $$(r=$$(cat $(RUN_DIR)/finetune/$(TASK).current); case "$$r" in /*) echo "$$r";; *) echo "$(RUN_DIR)/finetune/$$r";; esac)
+NEED_PRETRAINED = test -f $(RUN_DIR)/train/model.current || [ "$(DATASET)" = kitti-semantic ] || \
+	  $(MAKE) --no-print-directory train || exit 1;
+
+.PHONY: finetune finetune-compare
+finetune: .venv/.done  ## fine-tune on LABEL_FRACTION of the labels and score it (TASK, INIT=pretrained|scratch|PATH, FINETUNE_ARGS=...)
+	@$(if $(filter pretrained,$(INIT)),$(NEED_PRETRAINED)) start=$$(date +%s); set -e; \
+	$(PY) -m train finetune $(STAGE_ARGS) --workers $(WORKERS) --init $(INIT) $(FT_FLAGS); \
+	$(PY) -m evaluate finetune-eval $(STAGE_ARGS) --task $(TASK) --runs "$(FT_RUN)" $(FINETUNE_EVAL_ARGS); \
+	echo "finetune: done in $$(( $$(date +%s) - start )) s"
+
+finetune-compare: .venv/.done  ## scratch vs pretrained (vs TORCHVISION=PATH) with the same frames, seeds and budget: one table
+	@$(NEED_PRETRAINED) start=$$(date +%s); set -e; runs=""; \
+	for init in scratch pretrained $(TORCHVISION); do \
+	  $(PY) -m train finetune $(STAGE_ARGS) --workers $(WORKERS) --init $$init $(FT_FLAGS); \
+	  runs="$$runs$${runs:+,}$(FT_RUN)"; \
+	done; \
+	$(PY) -m evaluate finetune-eval $(STAGE_ARGS) --task $(TASK) --runs "$$runs" $(FINETUNE_EVAL_ARGS); \
+	echo "finetune-compare: done in $$(( $$(date +%s) - start )) s"
+
 DEMO ?= $(or $(DEMO_SIZE),tiny)
 # The demo's regions come from the depth network it has just trained; DEMO_DEPTH=gt uses the exact depth.
 DEMO_DEPTH ?= model
 demo: .venv/.done  ## the whole pipeline on the built-in synthetic city, CPU, minutes (DEMO_SIZE=tiny default, or small; DEMO_DEPTH=model|gt)
 	@start=$$(date +%s); set -e; run=$(OUT)/synthetic-$(DEMO); \
-	for target in index depth depth-eval regions proposals shards inspect train eval report; do \
+	for target in index depth depth-eval regions proposals shards inspect train eval finetune report; do \
 	  depth=gt; if [ "$(DEMO_DEPTH)" = model ] && [ -f $$run/depth/model.current ]; then \
 	    ckpt=$$(cat $$run/depth/model.current); case "$$ckpt" in /*) ;; *) ckpt=$$run/depth/$$ckpt;; esac; depth="model:$$ckpt"; fi; \
 	  echo "=== make $$target DATASET=synthetic DEMO_SIZE=$(DEMO) DEPTH=$$depth"; \

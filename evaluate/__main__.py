@@ -12,6 +12,7 @@ COMMANDS: dict[str, str] = {
     "ablate": "evaluate.ablate:ablate",
     "proposals-sweep": "evaluate.proposal_sweep:proposals_sweep",
     "report": "evaluate.report:report",
+    "finetune-eval": "evaluate.finetune_command:finetune_eval",
 }
 ALIASES = {"depth": "depth-eval"}  # the old name, kept for existing scripts
 

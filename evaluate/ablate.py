@@ -7,7 +7,7 @@ A grid of cells (proposals x lambda x M) times seeds. For every cell and seed:
                                                                   every lambda and seed (reused)
   train     `train contrastive --shards S --lam L --seed s`       one pre-training per cell and seed
   cluster   `evaluate unsupervised --checkpoint C`                 both protocols (paper, PiCIE)
-  finetune  `train finetune --init C` + `evaluate finetune`        semantic FPN on a label fraction
+  finetune  `train finetune --init C` + `evaluate finetune-eval`   semantic FPN on a label fraction
 
 M is the number of source frames copy-pasted into one another. Every step trains on the same number
 of images (2 x the largest M of the grid, or 2 x --images-per-step / 2): a grid over M then changes
@@ -327,7 +327,7 @@ def run_cell(cfg: AblateConfig, cell: Cell, seed: int, per_step: int, root: Path
                  "--label-fraction", cfg.label_fraction, "--run", run, "--no-progress", *iters,
                  *cfg.finetune_args.split()), log, echo)
         ft_dir = output_dir(cfg, "finetune", run)
-        _run(_py("evaluate", "finetune", *_common(cfg), "--task", "semantic", "--runs", str(ft_dir)), log, echo)
+        _run(_py("evaluate", "finetune-eval", *_common(cfg), "--task", "semantic", "--runs", str(ft_dir)), log, echo)
         res["finetune"] = _finetune_miou(ft_dir / "report.json")
     res["seconds"] = round(time.perf_counter() - t0, 1)
     return res

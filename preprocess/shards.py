@@ -83,7 +83,9 @@ class ShardsConfig(StageConfig):
     epochs: int = field(2, "pre-synthesised epochs (each uses every frame once, in a new order)", bounds="[1, inf)")
     group_size: int = field(8, "M: source frames per group; a group holds len(rounds) * M images", bounds="[1, inf)")
     rounds: tuple[float, ...] = field(PAPER.rounds, "expected pastes per region in each round "
-                                                    "(the original code used 2,4)", bounds="(0, inf)")
+                                                    "(the original code used 2,4; 0,0 = no copy-paste: each image "
+                                                    "is paired with views of itself, the ablation's M = 0)",
+                                      bounds="[0, inf)")
     min_region_height: int = field(PAPER.min_height, "paste filter: min region box height, px (scaled at demo sizes)",
                                    bounds="[0, inf)")
     min_region_width: int = field(PAPER.min_width, "paste filter: min region box width, px (scaled at demo sizes)",

@@ -53,3 +53,49 @@ def instance_label_ids(instance_ids: np.ndarray) -> np.ndarray:
     """labelId of every pixel of a Cityscapes instanceIds map (labelId*1000+k, or labelId for stuff)."""
     inst = instance_ids.astype(np.int64)
     return np.where(inst >= 1000, inst // 1000, inst)
+
+# The 8 classes scored for instances (Cityscapes' instance benchmark): caravan (29) and trailer (30)
+# have instance ids too but are not evaluated. Mask R-CNN's class k (1..8) is INSTANCE_CLASSES[k-1].
+INSTANCE_CLASSES: list[tuple[int, str]] = [
+    (24, "person"), (25, "rider"), (26, "car"), (27, "truck"), (28, "bus"), (31, "train"),
+    (32, "motorcycle"), (33, "bicycle"),
+]
+INSTANCE_NAMES = [n for _, n in INSTANCE_CLASSES]
+_LUT_INSTANCE = np.zeros(256, dtype=np.int64)
+for _k, (_label_id, _) in enumerate(INSTANCE_CLASSES, 1):
+    _LUT_INSTANCE[_label_id] = _k
+
+# How an instance PNG packs (labelId, instance number), per dataset family:
+#   cityscapes  labelId * 1000 + k for pixels of an instance (k from 0), plain labelId elsewhere
+#   kitti       labelId * 256 + k (uint16, high byte = labelId), k = 0 meaning "no instance"
+INSTANCE_ENCODINGS = ("cityscapes", "kitti")
+
+
+def decode_instances(raw: np.ndarray, encoding: str = "cityscapes") -> tuple[np.ndarray, np.ndarray]:
+    """(labelIds int64 [H, W], instance key int64 [H, W]) of an instance PNG; key 0 = no instance,
+    equal non-zero keys = one object (keys are unique within the image, across classes)."""
+    v = raw.astype(np.int64)
+    if encoding == "cityscapes":
+        has = v >= 1000
+        return np.where(has, v // 1000, v), np.where(has, v + 1, 0)
+    if encoding == "kitti":
+        return v >> 8, np.where((v & 255) > 0, v, 0)
+    raise ValueError(f"unknown instance encoding {encoding!r}; choose one of {INSTANCE_ENCODINGS}")
+
+
+def instance_masks(raw: np.ndarray, encoding: str = "cityscapes") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The evaluated objects of an instance PNG [H, W]:
+    (classes int64 [N] in 1..8, masks bool [N, H, W], crowd bool [8 + 1, H, W]).
+
+    crowd[k] marks pixels of instance class k that belong to no object (Cityscapes "group" regions
+    such as a row of parked cars labelled once): they are neither objects nor background."""
+    label_ids, key = decode_instances(raw, encoding)
+    cls = _LUT_INSTANCE[np.clip(label_ids, 0, 255)]  # [H, W] 0 = not an instance class
+    keys = np.unique(key[(key > 0) & (cls > 0)])  # [N]
+    masks = key[None] == keys[:, None, None]  # [N, H, W]
+    classes = np.array([int(cls[m].max()) for m in masks], dtype=np.int64)
+    crowd = np.zeros((len(INSTANCE_CLASSES) + 1,) + raw.shape, dtype=bool)
+    loose = (key == 0) & (cls > 0)
+    for k in np.unique(cls[loose]):
+        crowd[k] = loose & (cls == k)
+    return classes, masks, crowd

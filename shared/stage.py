@@ -16,7 +16,7 @@ from shared.atomic import write_json, write_text
 from shared.config import field
 from shared.frames import DataError, Frame, link_sequences, load_index, save_index
 
-DATASETS = ["synthetic", "kitti", "cityscapes", "folder"]
+DATASETS = ["synthetic", "kitti", "cityscapes", "folder", "kitti-semantic"]
 DEMO_SIZES = ["", "tiny", "small"]
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 

@@ -21,7 +21,8 @@ def test_make_demo_runs_every_stage(tmp_path):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "demo: finished" in r.stdout
     run = out / "synthetic-tiny"
-    for pointer in ["depth/model.current", "regions/depth.current", "shards/depth.current", "train/model.current"]:
+    for pointer in ["depth/model.current", "regions/depth.current", "shards/depth.current", "train/model.current",
+                    "finetune/semantic.current"]:
         text = (run / pointer).read_text().strip()
         assert not Path(text).is_absolute(), pointer  # relative to the pointer's folder: the tree can move
         assert ((run / pointer).parent / text).exists(), pointer
@@ -41,3 +42,6 @@ def test_make_demo_runs_every_stage(tmp_path):
     assert f"model:{depth_ckpt}" in page
     assert "one seed / preset too small" in page
     assert list((run / "eval").glob("depth-*.json")) and "No depth evaluation" not in page
+    finetuned = run / "finetune" / (run / "finetune/semantic.current").read_text().strip()
+    assert finetuned.name.startswith("semantic-pretrained-")  # INIT=pretrained: the demo's own `make train` model
+    assert json.loads((finetuned / "report.json").read_text())["networks"][0]["miou"] >= 0

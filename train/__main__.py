@@ -9,6 +9,7 @@ COMMANDS: dict[str, str] = {
     "depth-train": "train.depth_command:depth",
     "contrastive": "train.contrastive_command:contrastive",
     "picie": "train.picie_command:picie",
+    "finetune": "train.finetune_command:finetune_command",
 }
 ALIASES = {"depth": "depth-train"}  # the old name, kept for existing scripts
 

@@ -83,7 +83,7 @@ class EpochViews:
     order: np.ndarray  # int64 [N]: frame positions in this epoch's step order
     boxes: torch.Tensor  # float32 [N, 4]: view 1's crop (y0, x0, y1, x1) as fractions of the frame
     flips: torch.Tensor  # bool [N]
-    photometric: torch.Tensor  # float32 [N, 2, 5]: train/photometric.py parameters of view 1 and view 2
+    photometric: torch.Tensor  # float32 [N, 2, 5]: shared/photometric.py parameters of view 1 and view 2
     gray: torch.Tensor  # bool [N, 2]
 
     def to(self, device: torch.device) -> "EpochViews":

@@ -3,7 +3,7 @@
     equivariant_crop   the geometric transform G (random resized crop + horizontal flip), applied
                        to view 1's image before the network and to view 2's feature map after it,
                        so both feature maps show the same crop of the frame, pixel for pixel
-    grayscale          the one photometric transform train/photometric.py does not have
+    grayscale          the one photometric transform shared/photometric.py does not have
     kmeans_plus_plus   seeds of k-means (squared Euclidean D^2 sampling)
     lloyd              full-batch k-means iterations from given seeds
     minibatch_update   one mini-batch k-means step (per-centroid learning rate 1 / points seen)

@@ -1,6 +1,7 @@
 """Dataset readers: each turns an official on-disk layout into a frame index (`shared.frames`).
 
     build_index("kitti", root)       KITTI raw: <date>/<date>_drive_XXXX_sync/image_02/data/*.png
+    build_index("kitti-semantic", root)  KITTI semantics benchmark: training/image_2, semantic, instance
     build_index("cityscapes", root)  leftImg8bit_sequence/, leftImg8bit/, gtFine/
     build_index("folder", root)      any folder of images, sorted = sequence order
     build_index("synthetic", root)   the built-in synthetic city (preprocess.synth)
@@ -16,6 +17,7 @@ from shared.imageio import image_size
 
 READERS = {
     "kitti": "shared.datasets.kitti:read_kitti",
+    "kitti-semantic": "shared.datasets.kitti_semantic:read_kitti_semantic",
     "cityscapes": "shared.datasets.cityscapes:read_cityscapes",
     "folder": "shared.datasets.folder:read_folder",
     "synthetic": "shared.datasets.synthetic:read_synthetic",
@@ -42,3 +44,11 @@ def readable_size(image: Path, skipped: list[dict[str, str]] | None) -> tuple[in
             raise
         skipped.append({"path": e.path, "problem": e.problem})
         return None
+
+
+# How each dataset packs instances in its instance PNGs (shared.labels.decode_instances).
+INSTANCE_ENCODING = {"kitti-semantic": "kitti"}
+
+
+def instance_encoding(dataset: str) -> str:
+    return INSTANCE_ENCODING.get(dataset, "cityscapes")

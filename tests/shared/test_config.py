@@ -177,5 +177,5 @@ def test_every_numeric_option_of_every_command_declares_its_range():
     classes = {}
     for package, name, cmd in _commands():
         classes[f"{package} {name}"] = cmd.callback.config_class
-    assert len(classes) == 15
+    assert len(classes) == 17
     assert {k: unbounded_numeric_fields(c) for k, c in classes.items()} == {k: [] for k in classes}

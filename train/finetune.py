@@ -1,0 +1,308 @@
+"""`python -m train finetune`: fine-tune on a fraction of the labels (docs/design.md#constants, "fine-tuning").
+
+    --task semantic   SemanticFPN: the pre-training network's ResNet + FPN + semantic head, new 1x1
+                      classifier over the 19 Cityscapes trainIds, per-pixel cross-entropy (ignore 255)
+    --task instance   torchvision Mask R-CNN over the 8 Cityscapes instance classes, with our
+                      pre-trained backbone and FPN
+    --init            pretrained (the `make train` model of this DATASET/DEMO_SIZE) | scratch | a path
+                      (a `make train` checkpoint, or a torchvision-format ResNet file: backbone only)
+
+The run trains one network per (fold, repeat): --folds K cross-validates over all labelled frames
+(KITTI's 200), otherwise the labelled "train" frames are the pool and "val" is scored; --repeats R
+repeats with seeds seed..seed+R-1 on the same frames. Each network resumes from its own checkpoint.
+Scoring is `python -m evaluate finetune-eval` (`make finetune` runs both); the folder layout is in
+shared/finetune_data.py. The loop reads top to bottom: schedule table indexed by step, bf16
+autocast + channels_last on CUDA, a host sync only every --log-every steps.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import random
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from shared.atomic import write_text
+from shared.checkpoint import clear_stale_saves, code_version, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from shared.config import config_hash, save_config, to_dict
+from shared.datasets import instance_encoding
+from shared.finetune_data import Fold, class_names, make_folds, parse_label_fraction, subrun_name, write_plan
+from shared.frames import DataError
+from shared.labels import IGNORE
+from shared.nets.finetune_models import build_model, checkpoint_arch, init_kind, load_init
+from shared.nets.semantic_fpn import normalize_images
+from shared.photometric import apply_photometric
+from shared.stage import frames_for, output_dir, read_pointer, write_pointer
+from train.finetune_command import (DEFAULT_ITERATIONS, OTHER_ITERATIONS, PRESETS, PRETRAIN_DATASET,  # noqa: F401
+                                     TASK_DEFAULTS, FinetuneConfig)
+from train.finetune_samples import FinetuneSamples, SampleSpec, collate
+
+
+# The options, presets and command live in train/finetune_command.py, which does not import torch.
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+def check_options(cfg: FinetuneConfig) -> None:
+    """Refuse out-of-range values with one line naming the option and its range."""
+    def bad(ok: bool, msg: str) -> None:
+        if not ok:
+            raise click.UsageError(msg)
+
+    try:
+        parse_label_fraction(cfg.label_fraction)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from e
+    bad(cfg.folds == 0 or cfg.folds >= 2, f"--folds must be 0 (val split) or >= 2, got {cfg.folds}")
+    bad(cfg.repeats >= 1, f"--repeats must be >= 1, got {cfg.repeats}")
+    bad(cfg.iterations >= 0, f"--iterations must be >= 0 (0: the dataset's default), got {cfg.iterations}")
+    bad(cfg.batch_size >= 1, f"--batch-size must be >= 1, got {cfg.batch_size}")
+    for name in ("lr", "new_lr"):
+        v = getattr(cfg, name)
+        bad(0 < v <= 10 and math.isfinite(v), f"--{name.replace('_', '-')} must be in (0, 10], got {v}")
+    bad(0 <= cfg.final_lr <= min(cfg.lr, cfg.new_lr), f"--final-lr must be in [0, min(--lr, --new-lr)], got {cfg.final_lr}")
+    bad(cfg.warmup_steps >= -1, f"--warmup-steps must be >= 0, or -1 for auto, got {cfg.warmup_steps}")
+    bad(cfg.grad_clip >= 0, f"--grad-clip must be >= 0 (0: off), got {cfg.grad_clip}")
+    bad(0 <= cfg.momentum < 1, f"--momentum must be in [0, 1), got {cfg.momentum}")
+    bad(0 <= cfg.weight_decay < 1, f"--weight-decay must be in [0, 1), got {cfg.weight_decay}")
+    sr = tuple(cfg.scale_range)
+    bad(len(sr) == 2 and 0 < sr[0] <= sr[1] <= 8, f"--scale-range must be two values 0 < min <= max <= 8, got {sr}")
+    for name in ("crop_height", "crop_width"):
+        v = getattr(cfg, name)
+        bad(v > 0 and v % 32 == 0, f"--{name.replace('_', '-')} must be a positive multiple of 32, got {v}")
+    bad(cfg.image_width >= 0, f"--image-width must be >= 0 (0: native), got {cfg.image_width}")
+    bad(0 <= cfg.colour_jitter <= 1, f"--colour-jitter must be in [0, 1], got {cfg.colour_jitter}")
+    bad(cfg.workers >= 0, f"--workers must be >= 0, got {cfg.workers}")
+    bad(cfg.log_every >= 1, f"--log-every must be >= 1, got {cfg.log_every}")
+    bad(cfg.checkpoint_every >= 1, f"--checkpoint-every must be >= 1, got {cfg.checkpoint_every}")
+    bad(cfg.stop_after >= 0, f"--stop-after must be >= 0, got {cfg.stop_after}")
+    bad(bool(cfg.init), "--init must be pretrained, scratch or a file path")
+
+
+def lr_table(total: int, warmup: int, peaks: list[float], final: float) -> np.ndarray:
+    """Per-step learning rate of each parameter group [total, G]: linear 0 -> peak over `warmup` steps,
+    then cosine peak -> final at the last step."""
+    out = np.zeros((total, len(peaks)))
+    warmup = min(warmup, total - 1)
+    t = np.arange(total - warmup) / max(total - warmup - 1, 1)  # 0 .. 1 over the cosine part
+    for g, peak in enumerate(peaks):
+        out[:warmup, g] = peak * np.arange(1, warmup + 1) / (warmup + 1)
+        out[warmup:, g] = final + 0.5 * (peak - final) * (1 + np.cos(np.pi * t))
+    return out
+
+
+def semantic_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over the non-ignored pixels. logits [B, C, H, W], target int64 [B, H, W]
+    (IGNORE = 255). In fp32: the softmax over classes loses digits in bf16. A batch of ignore pixels
+    only gives 0 (not NaN), without asking the host how many pixels counted."""
+    ce = F.cross_entropy(logits.float(), target, ignore_index=IGNORE, reduction="sum")
+    return ce / (target != IGNORE).sum().clamp_min(1)
+
+
+def resolve_init(cfg: FinetuneConfig) -> tuple[Path | None, str]:
+    """(file or None, kind: scratch | checkpoint | torchvision)."""
+    if cfg.init == "scratch":
+        return None, "scratch"
+    if cfg.init == "pretrained":
+        src = dataclasses.replace(cfg, dataset=PRETRAIN_DATASET.get(cfg.dataset, cfg.dataset))
+        path = read_pointer(src, "train", "model")
+    else:
+        path = Path(cfg.init)
+    return path.resolve(), init_kind(path)
+
+
+def initial_model(task: str, arch: str, n_classes: int, init: Path | None, seed: int) -> tuple[torch.nn.Module, set[str]]:
+    """The network before its first step and the names of the parameters `init` set. Every layer is first
+    drawn from `seed`, then the pre-trained part is overwritten: new layers are the same whatever the init."""
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+    model = build_model(task, arch, n_classes)
+    return model, set(load_init(model, task, arch, init) if init is not None else [])
+
+
+def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, batch: dict[str, Any], lrs: np.ndarray,
+               task: str, device: torch.device, autocast: Any, grad_clip: float = 0.0) -> torch.Tensor:
+    """One SGD step on one batch; returns the detached loss (on the device: no host sync)."""
+    for g, lr in zip(opt.param_groups, lrs):
+        g["lr"] = float(lr)
+    x = apply_photometric(batch["images"].to(device, non_blocking=True),
+                          batch["photometric"].to(device, non_blocking=True), 0.0)  # [B, 3, h, w] 0..1
+    with autocast:
+        if task == "semantic":
+            x = normalize_images(x)
+            if device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            loss = semantic_loss(model(x), batch["target"].to(device, non_blocking=True))
+        else:  # Mask R-CNN normalises itself and returns its loss terms in training mode
+            targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in batch["target"]]
+            loss = sum(model(list(x), targets).values())
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip > 0:  # on the device: the norm is never read back
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    opt.step()
+    return loss.detach().float()
+
+
+def train_network(cfg: FinetuneConfig, fold: Fold, repeat: int, run_dir: Path, init: Path | None,
+                  run_key: str, budget: list[int]) -> bool:
+    """Train (or resume) the network of (fold, repeat) in run_dir/f<k>_r<r>; False when --stop-after
+    stopped it early. `budget` = [steps this invocation may still take] (0 = unlimited), shared by all."""
+    from tqdm import tqdm
+
+    out = run_dir / subrun_name(fold.index, repeat)
+    out.mkdir(parents=True, exist_ok=True)
+    clear_stale_saves(out)
+    ckpt_path, log_path = out / "checkpoint.pt", out / "log.jsonl"
+    device = _device(cfg.device)
+    cuda = device.type == "cuda"
+    total = cfg.iterations or DEFAULT_ITERATIONS.get(cfg.dataset, OTHER_ITERATIONS)
+    seed = cfg.seed + repeat
+
+    # ---- model (new layers drawn from the seed, then the pre-trained part loaded), optimiser, schedule
+    n_classes = len(class_names(cfg.task))
+    model, loaded = initial_model(cfg.task, cfg.backbone, n_classes, init, seed)
+    model.to(device)
+    if cuda:
+        model.to(memory_format=torch.channels_last)
+    named = list(model.named_parameters())
+    groups = [{"params": [p for n, p in named if n in loaded], "lr": cfg.lr, "name": "pretrained"},
+              {"params": [p for n, p in named if n not in loaded], "lr": cfg.new_lr, "name": "new"}]
+    groups = [g for g in groups if g["params"]]
+    opt = torch.optim.SGD(groups, lr=cfg.new_lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    warmup = min(1000, total // 10) if cfg.warmup_steps < 0 else cfg.warmup_steps
+    if warmup >= total:
+        raise click.UsageError(f"--warmup-steps {warmup} must be below the run's {total} iterations")
+    lrs = lr_table(total, warmup, [g["lr"] for g in groups], cfg.final_lr)  # [total, G]
+    start = 0
+    ckpt = load_checkpoint(ckpt_path)
+    if ckpt is not None:
+        if ckpt["config_hash"] != run_key:
+            raise DataError(ckpt_path, f"belongs to run config {ckpt['config_hash']}, not {run_key}; pass another --run")
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        start = int(ckpt["step"])
+        set_rng_state(ckpt["rng"])
+    _trim_log(log_path, start)
+    name = f"fold {fold.index} repeat {repeat}"
+    if start >= total:
+        click.echo(f"finetune: {name}: complete ({total} steps), reusing {out}")
+        return True
+    click.echo(f"finetune: {name}: {'resuming at step %d/%d' % (start, total) if start else '%d steps' % total}, "
+               f"{len(fold.train)} labelled frames (of {fold.pool}), seed {seed}, {len(loaded)} pre-trained "
+               f"tensors, device {device}")
+    spec = SampleSpec(cfg.task, (cfg.crop_height, cfg.crop_width), tuple(cfg.scale_range)[:2],  # type: ignore[arg-type]
+                      cfg.image_width, cfg.colour_jitter, instance_encoding(cfg.dataset), seed)
+    samples = FinetuneSamples(fold.train, spec, start * cfg.batch_size, (total - start) * cfg.batch_size)
+    loader = DataLoader(samples, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.workers,
+                        collate_fn=collate, pin_memory=cuda, drop_last=True)
+    net = torch.compile(model) if (cfg.compile and cuda and cfg.task == "semantic") else model
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if (cuda and cfg.amp) else nullcontext()
+    model.train()
+
+    # ---- the step loop
+    bar = tqdm(total=total, initial=start, disable=not cfg.progress, unit="step", desc=name, dynamic_ncols=True)
+    loss_sum, step_log, t_log = torch.zeros((), device=device), start, time.time()
+    step, stopped = start, False
+    with open(log_path, "a") as log:
+        for batch in loader:
+            loss_sum += train_step(net, opt, batch, lrs[step], cfg.task, device, autocast, cfg.grad_clip)
+            step += 1
+            bar.update(1)
+            if step % cfg.log_every == 0 or step == total:
+                loss = float(loss_sum) / (step - step_log)  # the one host sync per log interval
+                if not math.isfinite(loss):
+                    raise NonFiniteLoss(f"{out}: non-finite loss {loss} in steps {step_log + 1}..{step} at lr "
+                                        f"{lrs[step - 1].max():.3g}; the last checkpoint is intact. Try a lower "
+                                        f"--new-lr / --lr or --no-amp.")
+                now = time.time()
+                ips = (step - step_log) * cfg.batch_size / max(now - t_log, 1e-9)
+                rec = {"step": step, "loss": loss, **{f"lr_{g['name']}": float(lrs[step - 1][i])
+                                                      for i, g in enumerate(groups)},
+                       "images_per_s": ips, "eta_s": (total - step) * cfg.batch_size / max(ips, 1e-9)}
+                log.write(json.dumps(rec) + "\n")
+                log.flush()
+                bar.set_postfix(loss=f"{loss:.3f}", ips=f"{ips:.1f}")
+                loss_sum.zero_()
+                step_log, t_log = step, now
+            budget[0] -= 1
+            stopped = budget[0] == 0
+            if step % cfg.checkpoint_every == 0 or step == total or stopped:
+                if step != step_log and not torch.isfinite(loss_sum):  # never save weights whose loss is not finite
+                    raise NonFiniteLoss(f"{out}: non-finite loss before step {step}; the last checkpoint is intact")
+                save_checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                                 "rng": rng_state(), "config": to_dict(cfg), "config_hash": run_key,
+                                 "net": {"task": cfg.task, "arch": cfg.backbone, "n_classes": n_classes},
+                                 "init": str(init) if init else "scratch", "fold": fold.index, "repeat": repeat,
+                                 "seed": seed, "code_version": code_version()}, ckpt_path)
+            if stopped:
+                break
+    bar.close()
+    return step >= total
+
+
+def finetune(cfg: FinetuneConfig) -> Path:
+    """Train every (fold, repeat) network of `cfg` (resuming); returns the run folder."""
+    t0 = time.time()
+    check_options(cfg)
+    fraction = parse_label_fraction(cfg.label_fraction)
+    init, kind = resolve_init(cfg)
+    if kind == "checkpoint" and checkpoint_arch(init) != cfg.backbone:  # type: ignore[arg-type]
+        raise click.UsageError(f"--backbone {cfg.backbone} but --init {init} was pre-trained with "
+                               f"{checkpoint_arch(init)}; pass --backbone {checkpoint_arch(init)}")  # type: ignore[arg-type]
+    frames = frames_for(cfg)
+    try:
+        folds = make_folds(frames, cfg.task, fraction, cfg.folds, cfg.subset_seed)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from e
+    # A run is keyed by its settings, the exact initial weights and the frames it sees.
+    run_key = config_hash(cfg, extra={"init": str(init), "init_kind": kind,
+                                      "frames": [[f.id for f in fo.train] + [f.id for f in fo.val] for fo in folds]})
+    tag = {"scratch": "scratch", "checkpoint": "pretrained", "torchvision": "torchvision"}[kind]
+    run_dir = output_dir(cfg, "finetune", cfg.run or f"{cfg.task}-{tag}-{run_key}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.json", extra={"init_path": str(init) if init else None, "init_kind": kind,
+                                                    "run_key": run_key})
+    write_plan(run_dir, {"task": cfg.task, "classes": class_names(cfg.task), "dataset": cfg.dataset,
+                         "encoding": instance_encoding(cfg.dataset), "init": tag,
+                         "init_path": str(init) if init else None, "label_fraction": cfg.label_fraction,
+                         "repeats": cfg.repeats, "seeds": [cfg.seed + r for r in range(cfg.repeats)],
+                         "image_width": cfg.image_width, "run_key": run_key}, folds)
+    click.echo(f"finetune: {cfg.task}, init {tag}{f' ({init})' if init else ''}, label fraction {cfg.label_fraction}: "
+               f"{', '.join(str(len(f.train)) for f in folds)} train / {', '.join(str(len(f.val)) for f in folds)} "
+               f"val frames over {len(folds)} fold(s) x {cfg.repeats} repeat(s), {cfg.backbone}, into {run_dir}")
+    budget = [cfg.stop_after or -1]
+    done = all(train_network(cfg, f, r, run_dir, init, run_key, budget) for f in folds for r in range(cfg.repeats))
+    if done:
+        write_pointer(cfg, "finetune", cfg.task, run_dir)
+    state = "finished" if done else "stopped (rerun to resume)"
+    click.echo(f"finetune: {state} in {time.time() - t0:.1f} s; run folder {run_dir}"
+               + ("" if not done else f"; score it with `python -m evaluate finetune-eval --runs {run_dir}`"))
+    return run_dir
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise click.UsageError("--device cuda but no CUDA device is available")
+    return torch.device(name)
+
+
+def _trim_log(path: Path, start: int) -> None:
+    """Drop log lines of steps after the checkpoint we resume from: they are about to be redone."""
+    if path.is_file():
+        keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= start]
+        write_text(path, "".join(ln + "\n" for ln in keep))
