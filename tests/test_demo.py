@@ -37,7 +37,7 @@ def test_make_demo_runs_every_stage(tmp_path):
     assert (reports[0].parent / "report.html").is_file()
     assert list((run / "reports").glob("proposals-*/report.md"))
     # The demo's regions come from the depth network it trained, and its report page says so.
-    depth_ckpt = (run / "depth/model.current").read_text().strip()
+    depth_ckpt = run / "depth" / (run / "depth/model.current").read_text().strip()  # relative to depth/
     page = (run / "report/index.html").read_text()
     assert f"model:{depth_ckpt}" in page
     assert "one seed / preset too small" in page
