@@ -1,14 +1,10 @@
 """Depth from a trained monocular depth checkpoint (`train depth`), one frame or a whole dataset.
 
-Units: *relative depth*. The network's sigmoid disparity is mapped to depth in
-[min_depth, max_depth] of its training config (default 0.1-100), but monocular self-supervision
-only knows depth up to one global scale, so a value is "metres times an unknown factor" (about
-constant over a dataset). Ratios, normals and occlusion boundaries are meaningful; absolute values
-are not until scaled (the evaluation median-scales each image; the regions stage normalises the
-scale itself).
+Units: relative depth, one unknown global scale (shared/nets/depth_predictor.py says why and what
+that means for the stages that read it).
 
-    DepthPredictor(ckpt).predict(rgb uint8 [H,W,3]) -> float32 [H,W]   (what the regions stage calls)
-    python -m preprocess depth ...  -> <out>/<dataset>[-<demo>]/depth/pred-<hash>/<frame id>.npy
+    DepthPredictor(ckpt).predict(rgb uint8 [H,W,3]) -> float32 [H,W]   (shared/nets/depth_predictor.py)
+    python -m preprocess depth-infer ...  -> <out>/<dataset>[-<demo>]/depth/pred-<hash>/<frame id>.npy
 
 The command fans out over CPU processes (torch threads = 1 in each, one model per task), local or on
 a Dask / Ray cluster (`--backend`, `--scheduler`: shared.executor), or batches frames on one CUDA
