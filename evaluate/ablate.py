@@ -51,6 +51,13 @@ METRICS = {
     "finetune": "fine-tuned semantic FPN mIoU",
 }
 RANDOM, SWAV = "random init", "swav (no copy-paste)"
+# With --train-steps every cell trains exactly that many steps, warmed up over this share of them:
+# the trainer's default recipe warms up 2 of its 20 epochs.
+WARMUP_SHARE = 0.1
+# The settings that decide what one cell's run measures; results measured under others are never
+# mixed into a grid (cells, seeds and axes may grow freely).
+RUN_FIELDS = ("dataset", "data_root", "demo_size", "depth", "images_per_step", "train_steps", "train_args",
+              "finetune_iterations", "finetune_args", "label_fraction")
 
 
 @dataclass
@@ -85,10 +92,13 @@ class AblateConfig(StageConfig):
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(cells=("depth:0.5:4", "felzenszwalb:0.5:4", "depth:0.5:0", "depth:0.5:2"), seeds=(0, 1),
                  train_steps=4, finetune_iterations=4, label_fraction="1/2"),
-    "small": dict(cells=("depth:0.5:4", "felzenszwalb:0.5:4", "gt:0.5:4",
-                         "depth:0.5:0", "felzenszwalb:0.5:0", "gt:0.5:0",
+    # 64 steps of 8 crops at 96x192 (a quarter of the frame's pixels: four times the images for the
+    # same CPU time) and 40 fine-tuning steps keep one run near 2 minutes on 2 cores.
+    "small": dict(cells=("depth:0.5:4", "felzenszwalb:0.5:4", "gt:0.5:4", "depth-rgb:0.5:4",
+                         "depth:0.5:0", "gt:0.5:0",
                          "depth:0.5:2", "depth:0:4", "depth:1:4", "gt:0:4"),
-                  train_steps=40, finetune_iterations=40, label_fraction="1/4"),
+                  train_steps=64, train_args="--crop-height 96 --crop-width 192",
+                  finetune_iterations=40, label_fraction="1/4"),
 }
 
 
@@ -158,11 +168,35 @@ def shard_options(m: int, per_step: int) -> tuple[list[str], int]:
 
     A group holds 2 x group size images (two rounds); M > 0 pastes between M sources, M = 0 groups
     per_step / 2 sources with no paste at all."""
+    every = ["--max-groups", "0"]  # every frame in every epoch, so every M sees the same frames
     if m == 0:
-        return ["--group-size", str(per_step // 2), "--rounds", "0,0"], 1
+        return ["--group-size", str(per_step // 2), "--rounds", "0,0", *every], 1
     if per_step % (2 * m):
         raise click.BadParameter(f"images per step {per_step} is not a multiple of 2M = {2 * m}")
-    return ["--group-size", str(m)], per_step // (2 * m)
+    return ["--group-size", str(m), *every], per_step // (2 * m)
+
+
+def schedule_options(n_groups: int, groups_per_step: int, steps: int) -> list[str]:
+    """`train contrastive` options that train exactly `steps` steps on a set of `n_groups` groups.
+
+    One loader worker reads every group of an epoch, so an epoch lasts n_groups // groups_per_step
+    steps; enough epochs are planned and --max-steps ends the schedule. The warm-up is WARMUP_SHARE
+    of the steps whatever the epoch length, so cells with other M (other group counts) follow the
+    same learning-rate curve."""
+    per_epoch = n_groups // groups_per_step
+    if per_epoch < 1:
+        raise DataError(Path("."), f"{n_groups} groups make no step of {groups_per_step} groups")
+    epochs = math.ceil(steps / per_epoch)
+    warmup = WARMUP_SHARE * steps / per_epoch
+    return ["--workers", "1", "--epochs", str(epochs), "--max-steps", str(steps), "--warmup-epochs", f"{warmup:.6g}"]
+
+
+def run_hash(cfg: AblateConfig) -> str:
+    """Hash of the settings one run depends on (RUN_FIELDS)."""
+    import hashlib
+
+    blob = json.dumps({k: getattr(cfg, k) for k in RUN_FIELDS}, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -298,12 +332,13 @@ def run_cell(cfg: AblateConfig, cell: Cell, seed: int, per_step: int, root: Path
     """Every step of one cell and seed that `previous` (its earlier result) lacks; returns the record."""
     run = f"ablate-{cfg.name}-{cell.key}-s{seed}"
     res: dict[str, Any] = {"cell": cell.key, "label": cell.label, "seed": seed, "proposals": cell.proposals,
-                           "lam": cell.lam, "m": cell.m, **(previous or {})}
+                           "lam": cell.lam, "m": cell.m, "run_hash": run_hash(cfg), **(previous or {})}
     t0 = time.perf_counter()
-    steps = ["--max-steps", str(cfg.train_steps)] if cfg.train_steps else []
     clustered = "cluster_paper" in res and "cluster_picie" in res
     if cell.proposals:
         shards, groups = ensure_shards(cfg, cell.proposals, cell.m, per_step, root, log, echo)
+        n_groups = json.loads((shards / "manifest.json").read_text())["n_groups"]
+        steps = schedule_options(n_groups, groups, cfg.train_steps) if cfg.train_steps else []
         _run(_py("train", "contrastive", *_common(cfg), "--shards", str(shards), "--lam", str(cell.lam),
                  "--seed", str(seed), "--run", run, "--groups-per-step", str(groups), "--no-progress", *steps,
                  *cfg.train_args.split()), log, echo)
@@ -365,6 +400,10 @@ def run_grid(cfg: AblateConfig, echo=click.echo) -> Path:
     jobs = [(c, s) for c in cells for s in cfg.seeds]
     results_dir = root / "results"
     previous = {p.stem: json.loads(p.read_text()) for p in results_dir.glob("*.json")} if results_dir.is_dir() else {}
+    other = sorted(k for k, r in previous.items() if r.get("run_hash") != run_hash(cfg))
+    if other:
+        raise DataError(results_dir, f"{len(other)} results (e.g. {other[0]}) were measured with other run "
+                                     f"settings ({', '.join(RUN_FIELDS)}); give this grid another --name")
     # a run is done when it has every metric this grid asks for; one that lacks some runs only those
     todo = [(c, s) for c, s in jobs if not all(k in previous.get(f"{c.key}-s{s}", {}) for k in wanted(cfg))]
     echo(f"ablate: {len(cells)} cells x {len(cfg.seeds)} seeds = {len(jobs)} runs ({len(jobs) - len(todo)} "

@@ -14,8 +14,8 @@ from pathlib import Path
 import click
 import pytest
 
-from evaluate.ablate import (RANDOM, SWAV, AblateConfig, Cell, compare, format_tables, grid_cells, mean_std,
-                             shard_options, summarise)
+from evaluate.ablate import (RANDOM, SWAV, WARMUP_SHARE, AblateConfig, Cell, compare, format_tables, grid_cells,
+                             mean_std, run_hash, schedule_options, shard_options, summarise)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -38,11 +38,44 @@ def test_explicit_cells_and_bad_cells():
 
 
 def test_every_m_trains_on_the_same_number_of_images_per_step():
-    assert shard_options(0, 16) == (["--group-size", "8", "--rounds", "0,0"], 1)  # no pastes: views of itself
-    assert shard_options(8, 16) == (["--group-size", "8"], 1)
-    assert shard_options(2, 16) == (["--group-size", "2"], 4)  # 4 groups of 2M = 4 images
+    every = ["--max-groups", "0"]
+    assert shard_options(0, 16) == (["--group-size", "8", "--rounds", "0,0", *every], 1)  # views of itself
+    assert shard_options(8, 16) == (["--group-size", "8", *every], 1)
+    assert shard_options(2, 16) == (["--group-size", "2", *every], 4)  # 4 groups of 2M = 4 images
     with pytest.raises(click.BadParameter):
         shard_options(3, 16)
+
+
+def _opt(opts: list[str], name: str) -> float:
+    return float(opts[opts.index(name) + 1])
+
+
+@pytest.mark.parametrize("n_groups,groups_per_step,steps", [(10, 1, 64), (20, 2, 64), (10, 2, 64), (7, 3, 5),
+                                                             (100, 1, 30)])
+def test_every_cell_trains_the_same_steps_with_the_same_warm_up(n_groups, groups_per_step, steps):
+    opts = schedule_options(n_groups, groups_per_step, steps)
+    per_epoch = n_groups // groups_per_step  # one loader worker reads every group of an epoch
+    assert _opt(opts, "--workers") == 1
+    assert _opt(opts, "--max-steps") == steps
+    assert _opt(opts, "--epochs") * per_epoch >= steps > (_opt(opts, "--epochs") - 1) * per_epoch
+    # the trainer warms up round(warmup_epochs x steps per epoch) steps
+    assert round(_opt(opts, "--warmup-epochs") * per_epoch) == round(WARMUP_SHARE * steps)
+
+
+def test_results_of_other_run_settings_are_never_mixed_into_a_grid(tmp_path):
+    cfg = AblateConfig(out=str(tmp_path), dataset="synthetic", demo_size="tiny", name="g", cells=("depth:0.5:2",),
+                       seeds=(0,), peers=False, train_steps=4)
+    assert run_hash(cfg) == run_hash(AblateConfig(**{**cfg.__dict__, "seeds": (0, 1, 2), "cells": ()}))
+    assert run_hash(cfg) != run_hash(AblateConfig(**{**cfg.__dict__, "train_steps": 8}))
+    results = tmp_path / "synthetic-tiny" / "ablate" / "g" / "results"
+    results.mkdir(parents=True)
+    (results / "depth-l0.5-m2-s0.json").write_text(json.dumps({"cell": "depth-l0.5-m2", "seed": 0,
+                                                               "run_hash": "0123456789ab"}))
+    from evaluate.ablate import run_grid
+    from shared.frames import DataError
+
+    with pytest.raises(DataError, match="other run settings"):
+        run_grid(cfg, echo=lambda *_: None)
 
 
 def test_mean_std_and_the_spread_rule():
@@ -106,6 +139,9 @@ def test_two_cell_grid_resumes_after_a_kill_and_reruns_nothing(tmp_path):
             v = tables[metric][row]["2"]
             assert v["n"] == 1 and 0 <= v["mean"] <= 100
     assert (root / "tables.md").is_file() and (root / "cluster_paper.png").is_file()
+    for cell in ("depth-l0.5-m2", "felzenszwalb-l0.5-m2"):  # every cell trained exactly --train-steps steps
+        log = out / "synthetic-tiny" / "train" / f"ablate-smoke-{cell}-s0" / "log.jsonl"
+        assert json.loads(log.read_text().splitlines()[-1])["step"] == 2
     # a rerun of the same grid trains nothing
     log_size = (root / "commands.log").stat().st_size
     r = subprocess.run(_grid(out), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
