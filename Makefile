@@ -26,7 +26,7 @@ help:  ## list the targets
 	  for (i = 1; i <= n; i++) { if (length(line) + length(w[i]) > 72) { printf (first ? "  make %-15s %s\n" : "  %-20s %s\n"), (first ? $$1 : ""), line; line = ""; first = 0 } \
 	  line = line (line == "" ? "" : " ") w[i] } printf (first ? "  make %-15s %s\n" : "  %-20s %s\n"), (first ? $$1 : ""), line }'
 	@echo "  variables: DATASET=synthetic|kitti|cityscapes|folder|kitti-semantic DATA_ROOT=path OUT=runs"
-	@echo "             DEMO_SIZE=tiny|small WORKERS=2 DEMO_DEPTH=model|gt"
+	@echo "             DEMO_SIZE=tiny|small WORKERS=2 DEMO_DEPTH=model|gt DEMO_SEEDS=\"0 1 2\""
 
 .venv/.done: requirements.txt
 	python3 -m venv .venv
@@ -140,13 +140,20 @@ finetune-compare: .venv/.done  ## scratch vs pretrained (vs TORCHVISION=PATH) wi
 DEMO ?= $(or $(DEMO_SIZE),tiny)
 # The demo's regions come from the depth network it has just trained; DEMO_DEPTH=gt uses the exact depth.
 DEMO_DEPTH ?= model
+# Pre-training seeds of the demo: small trains three so that `make eval` (which scores every finished
+# run of the same settings) reports pre-trained vs random init with a seed spread.
+DEMO_SEEDS ?= $(if $(filter small,$(DEMO)),0 1 2,0)
 demo: .venv/.done  ## the whole pipeline on the built-in synthetic city, CPU, minutes (DEMO_SIZE=tiny default, or small; DEMO_DEPTH=model|gt)
 	@start=$$(date +%s); set -e; run=$(OUT)/synthetic-$(DEMO); \
 	for target in index depth depth-eval regions proposals shards inspect train eval finetune report; do \
 	  depth=gt; if [ "$(DEMO_DEPTH)" = model ] && [ -f $$run/depth/model.current ]; then \
 	    ckpt=$$(cat $$run/depth/model.current); case "$$ckpt" in /*) ;; *) ckpt=$$run/depth/$$ckpt;; esac; depth="model:$$ckpt"; fi; \
 	  echo "=== make $$target DATASET=synthetic DEMO_SIZE=$(DEMO) DEPTH=$$depth"; \
-	  $(MAKE) --no-print-directory $$target DATASET=synthetic DEMO_SIZE=$(DEMO) DATA_ROOT= OUT=$(OUT) DEPTH=$$depth; \
+	  seeds=0; [ $$target = train ] && seeds="$(DEMO_SEEDS)"; \
+	  for seed in $$seeds; do \
+	    $(MAKE) --no-print-directory $$target DATASET=synthetic DEMO_SIZE=$(DEMO) DATA_ROOT= OUT=$(OUT) DEPTH=$$depth \
+	      $$([ $$target = train ] && echo TRAIN_ARGS=--seed=$$seed); \
+	  done; \
 	done; \
 	echo "demo: finished in $$(( $$(date +%s) - start )) s; outputs under $(OUT)/synthetic-$(DEMO)/"
 

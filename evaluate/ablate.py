@@ -10,8 +10,9 @@ A grid of cells (proposals x lambda x M) times seeds. For every cell and seed:
   finetune  `train finetune --init C` + `evaluate finetune-eval`   semantic FPN on a label fraction
 
 M is the number of source frames copy-pasted into one another. Every step trains on the same number
-of images (2 x the largest M of the grid, or 2 x --images-per-step / 2): a grid over M then changes
-what is pasted, not the batch. M = 0 means no copy-paste at all: groups of `ref` frames with zero
+of images (2 x the largest M of the grid, or --images-per-step), every shard set holds every frame in
+every epoch, and with --train-steps every cell trains exactly that many steps with the same warm-up:
+a grid over M then changes what is pasted, not the batch or the schedule. M = 0 means no copy-paste at all: groups of `ref` frames with zero
 pastes per region (`--rounds 0,0`), so every image is paired only with the augmented views of itself.
 
 The runner drives the stages through their commands (their public interface; docs/design.md#layering)

@@ -53,6 +53,8 @@ from shared.stage import StageConfig, frames_for, output_dir, read_pointer, writ
 DEFAULT_SIZES = {"cityscapes": (384, 768), "kitti": (384, 1280)}
 DEMO_DIVISOR = {"tiny": 4, "small": 2}  # of DEFAULT_SIZES
 DEMO_MAX_FRAMES = {"tiny": 4, "small": 16}
+# small compares with 3 random inits, so random init has a spread of its own beside the seeds of ours
+DEMO_RANDOM_INITS = {"tiny": 1, "small": 3}
 MODEL_NAMES = ("pre-trained", "random init")
 PICIE = "picie"
 SERIES_COLOURS = {"pre-trained": (31, 119, 180), PICIE: (214, 39, 40), "random init": (200, 200, 200)}
@@ -78,8 +80,9 @@ def _no_grad(fn):
 @dataclass
 class UnsupervisedConfig(StageConfig):
     checkpoint: str = field("auto", "pre-trained checkpoint(s): auto = the latest of `make train` for this "
-                                    "DATASET/DEMO_SIZE, or paths, comma-separated (one per seed: the report "
-                                    "gives their mean and spread)")
+                                    "DATASET/DEMO_SIZE and every finished run of the same settings with another "
+                                    "--seed, or paths, comma-separated (one per seed: the report gives their mean "
+                                    "and spread)")
     picie: str = field("auto", "PiCIE checkpoint(s) scored beside ours: auto = the one `make picie` recorded for "
                                "this DATASET/DEMO_SIZE, if any; none = leave PiCIE out; or paths, comma-separated")
     split: str = field("auto", "frames to evaluate (only labelled ones): auto = val if it has labelled "
@@ -136,7 +139,7 @@ def demo_presets(dataset: str) -> dict[str, dict[str, int]]:
     of it (the synthetic city is already rendered at its demo size)."""
     presets: dict[str, dict[str, int]] = {}
     for demo, div in DEMO_DIVISOR.items():
-        presets[demo] = {"max_frames": DEMO_MAX_FRAMES[demo]}
+        presets[demo] = {"max_frames": DEMO_MAX_FRAMES[demo], "random_inits": DEMO_RANDOM_INITS[demo]}
         if dataset in DEFAULT_SIZES:
             h, w = DEFAULT_SIZES[dataset]
             # multiples of 32 keep the FPN levels aligned
@@ -168,9 +171,39 @@ def _paths(text: str) -> list[Path]:
     return paths
 
 
+def seed_siblings(checkpoint: Path) -> list[Path]:
+    """`checkpoint` and the finished checkpoints of the runs beside it that differ only in --seed (same
+    settings and shard set: the trainer records their `seed_free_hash`), ordered by seed. Old runs
+    without the record, unfinished runs (no backbone export yet) and other settings are left out."""
+    def record(run: Path) -> dict[str, Any]:
+        try:
+            return json.loads((run / "config.json").read_text())
+        except (OSError, ValueError):
+            return {}
+
+    mine = record(checkpoint.parent)
+    key = mine.get("seed_free_hash")
+    if not key:
+        return [checkpoint]
+    found = {checkpoint.parent: mine}
+    for run in sorted(checkpoint.parent.parent.iterdir()):
+        r = record(run) if run.is_dir() and run not in found else {}
+        if r.get("seed_free_hash") == key and (run / checkpoint.name).is_file() and any(run.glob("backbone_*.pth")):
+            found[run] = r
+    return [run / checkpoint.name for run, r in sorted(found.items(), key=lambda kv: (kv[1]["config"]["seed"],
+                                                                                      kv[0].name))]
+
+
 def resolve_checkpoints(cfg: UnsupervisedConfig) -> list[Path]:
-    """Our pre-trained checkpoints: the one `make train` recorded, or the listed ones."""
-    paths = _paths(str(read_pointer(cfg, "train", "model")) if cfg.checkpoint == "auto" else cfg.checkpoint)
+    """Our pre-trained checkpoints: the one `make train` recorded and its seed siblings, or the listed ones."""
+    if cfg.checkpoint == "auto":
+        paths = seed_siblings(_paths(str(read_pointer(cfg, "train", "model")))[0])
+        if len(paths) > 1:
+            click.echo(f"unsupervised eval: {len(paths)} pre-trainings of the same settings (seeds "
+                       f"{', '.join(str(json.loads((p.parent / 'config.json').read_text())['config']['seed']) for p in paths)}"
+                       f"): scored one by one, reported as mean and spread")
+        return paths
+    paths = _paths(cfg.checkpoint)
     if not paths:
         raise click.UsageError("--checkpoint names no file")
     return paths

@@ -311,7 +311,9 @@ def train(cfg: ContrastiveConfig) -> Path:
         save_config(cfg, run_dir / "config.json", extra={"shards": ss.root if is_remote(ss.root) else portable_path(ss.root, run_dir, cfg.out),
                                                        "shards_config_hash": ss.config_hash,
                                                        "shards_digest": ss.digest, "total_steps": total,
-                                                       "warmup_steps": warmup, "crop": [crop_h, crop_w]})
+                                                       "warmup_steps": warmup, "crop": [crop_h, crop_w],
+                                                       "seed_free_hash": config_hash(dataclasses.replace(cfg, seed=0),
+                                                                                     extra={"shards_digest": ss.digest})})
         trim_log(log_path, start)  # steps after the checkpoint are redone; a killed write's partial line goes
         where = (f"complete ({total} steps), reusing {run_dir}" if start >= total else
                  f"resuming at step {start}/{total}" if start else f"starting, {total} steps")

@@ -245,3 +245,31 @@ def test_joint_report_scores_every_method_on_the_same_frames(tmp_path):
     _run(common + ["--checkpoint", str(ours[0]), "--picie", "none", "--no-baseline", "--name", "alone"])
     alone = json.loads((tmp_path / "runs" / "cityscapes" / "eval" / "alone" / "report.json").read_text())
     assert list(alone["protocols"]["paper"]["models"]) == ["pre-trained"]
+
+
+def _fake_run(train: Path, name: str, seed: int, key: str | None, finished: bool = True) -> Path:
+    run = train / name
+    run.mkdir(parents=True)
+    record: dict = {"config": {"seed": seed}}
+    if key is not None:
+        record["seed_free_hash"] = key
+    (run / "config.json").write_text(json.dumps(record))
+    (run / "checkpoint.pt").write_bytes(b"x")
+    if finished:
+        (run / "backbone_resnet18.pth").write_bytes(b"x")
+    return run / "checkpoint.pt"
+
+
+def test_auto_checkpoint_takes_the_finished_runs_that_differ_only_in_seed(tmp_path):
+    from evaluate.unsupervised import seed_siblings
+
+    train = tmp_path / "train"
+    latest = _fake_run(train, "c", 2, "same")
+    a = _fake_run(train, "z", 0, "same")
+    b = _fake_run(train, "a", 1, "same")
+    _fake_run(train, "other", 3, "different-settings")
+    _fake_run(train, "running", 4, "same", finished=False)
+    _fake_run(train, "old", 5, None)
+    assert seed_siblings(latest) == [a, b, latest]  # by seed, whatever the folder names
+    # a run from before the record: itself only
+    assert seed_siblings(train / "old" / "checkpoint.pt") == [train / "old" / "checkpoint.pt"]
