@@ -137,3 +137,27 @@ def test_cli_builds_then_reuses(tmp_path):
     second = CliRunner().invoke(main, args)
     assert "report: reusing" in second.output
 
+
+
+def test_layout_orders_frames_zooms_small_pictures_and_aligns_names(tmp_path):
+    run = fake_run(tmp_path)
+    _log(run / "train" / "a-run-name-long-enough-to-need-a-wider-legend" / "log.jsonl", [3.0, 2.0])
+    page = make_report(run, "small")[0]
+    text = page.read_text()
+    samples = text.split('id="samples"')[1].split("<h2")[0]
+    # Ground truth first, then ours, then the baseline, whatever the file names' alphabetical order.
+    order = re.findall(r'<img src="img/reports__proposals-123__seq00_000000_([a-z-]+)\.png"', samples)
+    assert order == ["gt", "depth", "slic"]
+    assert "seq00_000000: depth regions (ours)" in samples and "seq00_000000: SLIC baseline" in samples
+    # The 12 px wide depth snapshot is shown enlarged by a whole factor (32) to 384 px.
+    assert 'width="384" height="256" class="zoom"' in samples
+    # Every picture links to its own full-size file.
+    for src in re.findall(r'<img src="([^"]+)"', text):
+        assert f'<a href="{src}"><img src="{src}"' in text
+    # Names left-aligned, numbers right-aligned (the default).
+    unsupervised = text.split('id="unsupervised"')[1].split("<h2")[0]
+    assert '<td class="text">random init</td>' in unsupervised and '<td>9.75 &plusmn;' in unsupervised
+    # A long run name widens the loss chart; the plot keeps its width.
+    short = make_report(fake_run(tmp_path / "short"), "small")[0]
+    assert Image.open(short.parent / "img" / "loss_train.png").size == (460, 300)
+    assert Image.open(page.parent / "img" / "loss_train.png").size[0] > 460
