@@ -27,13 +27,18 @@ from shared.atomic import write_json, write_text
 from shared.config import build_config, config_options, field, save_config
 from shared.stage import StageConfig, output_dir
 
-FORMAT = 1  # bump when the page's layout changes, so existing pages are rebuilt
+FORMAT = 2  # bump when the page's layout changes, so existing pages are rebuilt
 NOISE_NOTE = "one seed / preset too small: this difference means nothing"
 TINY_NOTE = "tiny preset: a few optimisation steps on a dozen frames; no difference on this page means anything"
 TRAINER_FOLDERS = ("depth", "train", "picie", "finetune")
 PROPOSAL_COLUMNS = ("purity", "coverage", "gt_query_miou", "bilateral_miou", "regions_per_frame", "median_region_px")
 DEPTH_COLUMNS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3")
 MAX_SAMPLE_FRAMES = 3
+# The proposal pictures of one frame, in reading order, with what each shows; other methods follow.
+SAMPLE_PICTURES = {"gt": "ground-truth instances", "weights": "boundary weight W: green merge .. red split",
+                   "depth": "depth regions (ours)", "depth-rgb": "depth+RGB regions (ours)",
+                   "slic": "SLIC baseline", "felzenszwalb": "Felzenszwalb baseline"}
+ZOOM_WIDTH = 384  # px: narrower pictures (the tiny preset's 192 px strips) are shown enlarged to this
 
 
 @dataclass
@@ -130,10 +135,15 @@ def _note(text: str) -> str:
     return f'<p class="note">&#9888; {html.escape(text)}</p>'
 
 
-def _table(head: list[str], rows: list[list[str]]) -> str:
-    out = ["<table>", "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"]
-    out += ["<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows]
-    return "\n".join(out + ["</table>"])
+def _table(head: list[str], rows: list[list[str]], text_columns: int = 1) -> str:
+    """The first `text_columns` columns are names (left-aligned), the rest numbers (right-aligned)."""
+    def cell(tag: str, i: int, c: str) -> str:
+        return f'<{tag} class="text">{c}</{tag}>' if i < text_columns else f"<{tag}>{c}</{tag}>"
+
+    # A table wider than a narrow window scrolls inside its box instead of running off the page.
+    out = ['<div class="scroll"><table>', "<tr>" + "".join(cell("th", i, html.escape(h)) for i, h in enumerate(head)) + "</tr>"]
+    out += ["<tr>" + "".join(cell("td", i, c) for i, c in enumerate(row)) + "</tr>" for row in rows]
+    return "\n".join(out + ["</table></div>"])
 
 
 class Page:
@@ -143,18 +153,25 @@ class Page:
         self.run, self.img_dir = run, img_dir
         self.sections: list[tuple[str, str, str]] = []  # (anchor, title, body)
 
-    def picture(self, src: Path, caption: str) -> str:
+    def picture(self, src: Path, caption: str, zoom: bool = False) -> str:
+        """A copy of `src` beside the page; zoom: show a narrow picture enlarged by a whole factor."""
+        from PIL import Image
+
         rel = src.relative_to(self.run)
         name = "__".join(rel.parts)
         shutil.copyfile(src, self.img_dir / name)
-        return (f'<figure><img src="img/{html.escape(name)}" alt="{html.escape(caption)}">'
-                f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+        width = ""
+        if zoom:
+            w, h = Image.open(src).size
+            factor = -(-ZOOM_WIDTH // w) if w < ZOOM_WIDTH else 1
+            width = f' width="{w * factor}" height="{h * factor}" class="zoom"' if factor > 1 else ""
+        return _figure(f"img/{html.escape(name)}", caption, width)
 
     def chart(self, name: str, rgb: np.ndarray, caption: str) -> str:
         from PIL import Image
 
         Image.fromarray(rgb).save(self.img_dir / name)
-        return f'<figure><img src="img/{name}" alt="{html.escape(caption)}"><figcaption>{html.escape(caption)}</figcaption></figure>'
+        return _figure(f"img/{name}", caption)
 
     def link(self, path: Path, text: str) -> str:
         # The page lives in <run>/report/, so every stage's file is one level up.
@@ -162,6 +179,12 @@ class Page:
 
     def add(self, anchor: str, title: str, body: str) -> None:
         self.sections.append((anchor, title, body))
+
+
+def _figure(src: str, caption: str, attrs: str = "") -> str:
+    # The picture links to itself: a contact sheet shrunk to the page's width opens at full size.
+    return (f'<figure><a href="{src}"><img src="{src}" alt="{html.escape(caption)}"{attrs}></a>'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
 
 
 def _missing(what: str, how: str) -> str:
@@ -189,15 +212,19 @@ def section_samples(page: Page, run: Path) -> None:
         return
     folder = reports[0].parent
     frames = sorted({p.name.rsplit("_", 1)[0] for p in folder.glob("*_*.png")})[:MAX_SAMPLE_FRAMES]
-    body = [f"<p>From {page.link(reports[0], folder.name)}: each frame's ground truth, weights/depth and the "
-            "regions of every method.</p>"]
+    body = [f"<p>From {page.link(reports[0], folder.name)}: each frame's ground-truth instances, the boundary "
+            "weights the depth grouping used, and the regions of every method (click a picture for full size).</p>"]
+    order = list(SAMPLE_PICTURES)
     for frame in frames:
-        figs = [page.picture(p, f"{frame}: {p.stem.rsplit('_', 1)[1]}") for p in sorted(folder.glob(f"{frame}_*.png"))]
-        body.append('<div class="row">' + "".join(figs) + "</div>")
+        pictures = sorted(folder.glob(f"{frame}_*.png"), key=lambda p: (
+            order.index(m) if (m := p.stem.rsplit("_", 1)[1]) in order else len(order), m))
+        figs = [page.picture(p, f"{frame}: {SAMPLE_PICTURES.get(m, m)}")
+                for p in pictures for m in [p.stem.rsplit("_", 1)[1]]]
+        body.append('<div class="frames">' + "".join(figs) + "</div>")
     snapshots = sorted(run.glob("depth/run-*/images/step-*.png"), key=lambda p: (p.parent.parent.name, p.name))
     if snapshots:  # the depth trainer's last picture: target frame / predicted disparity / auto-mask
         body.append(page.picture(snapshots[-1], f"depth network at {snapshots[-1].stem} ({snapshots[-1].parent.parent.name}):"
-                                                " frame, predicted disparity, auto-mask"))
+                                                " frame, predicted disparity, auto-mask", zoom=True))
     page.add("samples", "Sample frames, depth and regions", "\n".join(body))
 
 
@@ -213,7 +240,7 @@ def section_contact_sheet(page: Page, run: Path) -> None:
 
 
 def section_losses(page: Page, run: Path) -> None:
-    from evaluate.report_pictures import SERIES_COLOURS, line_chart
+    from evaluate.report_pictures import SERIES_COLOURS, _font, _text_size, line_chart
 
     body = []
     for folder in TRAINER_FOLDERS:
@@ -229,12 +256,15 @@ def section_losses(page: Page, run: Path) -> None:
         ys = [y for _, _, s, _ in series for y in s]
         lo, hi = min(ys), max(ys)
         pad = (hi - lo) * 0.05 or abs(hi) * 0.05 or 1.0
+        # The legend sits right of the plot: a long run name widens the chart, not squeezes the plot.
+        legend = max(_text_size(label, _font())[0] for label, _, _, _ in series[:8])
         rgb = line_chart(f"{folder}: training loss", series[:8], "step", "loss",
-                         (min(xs), max(max(xs), min(xs) + 1)), (lo - pad, hi + pad), x_log=False)
-        steps = ", ".join(f"{label}: {len(s)} logged steps" for label, s, _, _ in series)
+                         (min(xs), max(max(xs), min(xs) + 1)), (lo - pad, hi + pad), x_log=False,
+                         size=(300, max(460, 400 + legend)))
+        steps = ", ".join(f"{label}: {len(s)} logged step{'s' if len(s) != 1 else ''}" for label, s, _, _ in series)
         body.append(page.chart(f"loss_{folder}.png", rgb, f"{folder} ({steps})"))
     page.add("losses", "Training losses",
-             '<div class="row">' + "\n".join(body) + "</div>" if body else _missing("training log", "make depth / train"))
+             '<div class="charts">' + "\n".join(body) + "</div>" if body else _missing("training log", "make depth / train"))
 
 
 def section_proposals(page: Page, run: Path, tiny: bool) -> None:
@@ -246,7 +276,8 @@ def section_proposals(page: Page, run: Path, tiny: bool) -> None:
     for path in reports:
         rep = _read_json(path) or {}
         results = rep.get("results") or {}
-        rows = [[html.escape(m) + (" <small>(ours)</small>" if m in ("depth", "depth-rgb") else "")]
+        tags = {"depth": "ours", "depth-rgb": "ours", "gt": "upper bound"}
+        rows = [[html.escape(m) + (f" <small>({tags[m]})</small>" if m in tags else "")]
                 + [_fmt(scores.get(c)) for c in PROPOSAL_COLUMNS] for m, scores in results.items()]
         body.append(f"<h3>{page.link(path, path.parent.name)}: depth {html.escape(str(rep.get('depth') or 'default'))}, "
                     f"{_fmt(rep.get('frames'))} labelled frames</h3>")
@@ -299,7 +330,7 @@ def section_unsupervised(page: Page, run: Path, tiny: bool) -> None:
                 single |= _networks(scores) < 2
                 rows.append([html.escape(protocol), html.escape(model), mean_std(scores, "miou"),
                              mean_std(scores, "pixel_accuracy")])
-        body.append(_table(["protocol", "model", "mIoU", "pixel accuracy"], rows))
+        body.append(_table(["protocol", "model", "mIoU", "pixel accuracy"], rows, text_columns=2))
         if single or tiny:
             body.append(_note(NOISE_NOTE))
     page.add("unsupervised", "Unsupervised segmentation: pre-trained vs random init", "\n".join(body))
@@ -319,7 +350,7 @@ def section_finetune(page: Page, run: Path, tiny: bool) -> None:
         rows.append([page.link(path, path.parent.name), _fmt(rep.get("task")), _fmt(rep.get("init")),
                      _fmt(rep.get("label_fraction")), mean_std(rep, "miou"), mean_std(rep, "pixel_accuracy")])
     if rows:
-        body.append(_table(["run", "task", "init", "labels", "mIoU", "pixel accuracy"], rows))
+        body.append(_table(["run", "task", "init", "labels", "mIoU", "pixel accuracy"], rows, text_columns=3))
         inits = {str((_read_json(p) or {}).get("init")) for p in reports}
         if len(inits) < 2:
             body.append(_note(f"only {', '.join(sorted(inits))} networks: no second initialisation to compare with"))
@@ -332,12 +363,16 @@ def section_finetune(page: Page, run: Path, tiny: bool) -> None:
     page.add("finetune", "Fine-tuning: pre-trained vs scratch", "\n".join(body))
 
 
-STYLE = """body{font-family:sans-serif;max-width:1200px;margin:1em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}
-th{background:#f0f0f0}td:first-child,th:first-child{text-align:left}
+STYLE = """body{font-family:sans-serif;max-width:1200px;margin:1em auto;padding:0 1em;color:#222;overflow-wrap:break-word}
+table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:2px 8px;text-align:right;white-space:nowrap}
+.scroll{overflow-x:auto}
+th{background:#f0f0f0}td.text,th.text{text-align:left}
 .note{background:#fff3cd;border:1px solid #e0c060;padding:4px 8px;font-weight:bold}
 .missing{color:#777;font-style:italic}figure{display:inline-block;margin:4px;vertical-align:top}
-figcaption{font-size:small;color:#555}.row{overflow-x:auto;white-space:nowrap}img{max-width:100%}"""
+figcaption{font-size:small;color:#555}img{max-width:100%;height:auto;vertical-align:top}
+.frames{display:grid;grid-template-columns:repeat(auto-fill,minmax(216px,1fr));gap:4px 8px;margin-bottom:8px}
+.frames figure{margin:0}.frames img{width:100%}img.zoom{image-rendering:pixelated}
+.charts{display:flex;flex-wrap:wrap;gap:4px}"""
 
 
 def build_page(run: Path, demo_size: str) -> str:
