@@ -183,3 +183,16 @@ def test_a_run_is_never_reused_against_another_shard_set_content(tmp_path):
     assert C.train(_cfg(root, tmp_path / "out", max_steps=2, run="")) != first  # a new run
     with pytest.raises(C.DataError, match="trained on shard set digest"):
         C.train(_cfg(root, tmp_path / "out", max_steps=2, run="mine"))
+
+
+def test_runs_that_differ_only_in_seed_share_their_seed_free_hash(full_run, shard_dir, tmp_path):
+    """`make eval` finds the seeds of one experiment by this record (evaluate.unsupervised.seed_siblings)."""
+    _, out = full_run
+
+    def record(**kw):
+        run_dir = C.train(_cfg(shard_dir, tmp_path, stop_after=1, **kw))  # the record is written at the start
+        return json.loads((run_dir / "config.json").read_text())["seed_free_hash"]
+
+    first = json.loads(next((out).rglob("config.json")).read_text())["seed_free_hash"]
+    assert record(seed=4) == first
+    assert record(seed=4, lam=0.25) != first
