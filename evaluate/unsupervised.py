@@ -47,6 +47,7 @@ from shared.config import build_config, config_hash, config_options, field, save
 from shared.frames import DataError, Frame
 from shared.imageio import read_label, read_rgb, write_png
 from shared.presets import apply_preset, explicit_options
+from shared.reuse import done_key, file_stamp, frames_stamp, mark_done, reuse
 from shared.stage import StageConfig, frames_for, output_dir, read_pointer, write_pointer
 
 # Working resolution (H, W) of the datasets with a fixed one; the others are evaluated at native size.
@@ -55,6 +56,7 @@ DEMO_DIVISOR = {"tiny": 4, "small": 2}  # of DEFAULT_SIZES
 DEMO_MAX_FRAMES = {"tiny": 4, "small": 16}
 MODEL_NAMES = ("pre-trained", "random init")
 PICIE = "picie"
+DONE = "done.json"  # the done record (shared.reuse), written after every other file of the report
 SERIES_COLOURS = {"pre-trained": (31, 119, 180), PICIE: (214, 39, 40), "random init": (200, 200, 200)}
 # torch, the clustering and the pictures are imported inside the functions that use them, so that
 # `--help` stays light (docs/design.md#command-line)
@@ -107,6 +109,8 @@ class UnsupervisedConfig(StageConfig):
     device: str = field("auto", "auto = cuda when available", choices=["auto", "cpu", "cuda"], hash=False)
     name: str = field("", "run folder under <out>/<dataset>/eval/ (default <checkpoint's run folder>-<clustering>)",
                       hash=False)
+    force: bool = field(False, "evaluate again even when the config, the checkpoints and the frames did not change "
+                               "since the report was written", hash=False)
 
 
 def load_ground_truth(path: str | os.PathLike, size: tuple[int, int], protocol: Protocol) -> np.ndarray:
@@ -454,6 +458,14 @@ def evaluate_unsupervised(cfg: UnsupervisedConfig) -> Path:
     joint = [f"joint{len(trained)}-{config_hash(cfg, extra={'checkpoints': trained}, length=8)}"] if len(trained) > 1 else []
     name = cfg.name or "-".join([ckpt.parent.name, *stem, cfg.clustering, *joint])
     out = output_dir(cfg, "eval", name)  # created only when there is something to write
+    # a checkpoint retrained at the same path, or changed frames, make it another evaluation; the
+    # number of pictures does not change a number but does change the files
+    inputs = {"checkpoints": [[s.method, str(s.checkpoint), file_stamp(s.checkpoint)] for s in specs if s.checkpoint],
+              "frames": frames_stamp(frames, ("image", "semantic")), "pictures": cfg.pictures}
+    key = done_key(cfg, inputs)
+    if reuse(out / DONE, key, "unsupervised eval", out, cfg.force, click.echo):
+        write_pointer(cfg, "eval", "unsupervised", out)
+        return out
     methods = list(dict.fromkeys(s.method for s in specs))
     click.echo(f"unsupervised eval: {len(frames)} frames ({split}) of {cfg.dataset} at {size[0]}x{size[1]}, "
                f"protocol {', '.join(pnames)}, clustering {cfg.clustering}; "
@@ -561,6 +573,9 @@ def evaluate_unsupervised(cfg: UnsupervisedConfig) -> Path:
     report_json = write_text(out / "report.json", json.dumps(summary, indent=1, default=str) + "\n")
     md, html = write_report(out, summary, pictures)
     save_config(cfg, out / "config.json")
+    charts = [out / f"{kind}_{p}.png" for p in pnames for kind in ("confusion", "iou")]
+    mark_done(out / DONE, key, "unsupervised eval", cfg, inputs, [report_json, md, html, out / "config.json", *charts,
+                                                                  *(out / f for fs in pictures.values() for f in fs)])
     write_pointer(cfg, "eval", "unsupervised", out)
 
     click.echo(f"unsupervised eval: wrote {out} in {time.perf_counter() - t_start:.1f} s")

@@ -245,3 +245,36 @@ def test_joint_report_scores_every_method_on_the_same_frames(tmp_path):
     _run(common + ["--checkpoint", str(ours[0]), "--picie", "none", "--no-baseline", "--name", "alone"])
     alone = json.loads((tmp_path / "runs" / "cityscapes" / "eval" / "alone" / "report.json").read_text())
     assert list(alone["protocols"]["paper"]["models"]) == ["pre-trained"]
+
+
+def test_rerun_reuses_the_report_until_the_checkpoint_changes(tmp_path, monkeypatch):
+    import shared.nets.semantic_fpn as semantic_fpn
+
+    make_city(tmp_path / "city")
+    ckpt = tmp_path / "run" / "checkpoint.pt"
+    ckpt.parent.mkdir()
+    ckpt.write_bytes(b"first training run")  # not read: load_pretrained is replaced
+    loads = []
+    monkeypatch.setattr(semantic_fpn, "load_pretrained",
+                        lambda path, map_location="cpu": loads.append(path) or (ColourOracle(), {}))
+    args = ["--dataset", "cityscapes", "--data-root", str(tmp_path / "city"), "--out", str(tmp_path / "runs"),
+            "--checkpoint", str(ckpt), "--no-baseline", "--height", str(H), "--width", str(W), "--pictures", "1",
+            "--device", "cpu"]
+    out = tmp_path / "runs" / "cityscapes" / "eval" / "run-agglomerative"
+    _run(args)
+    written = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    assert {"done.json", "report.json", "report.html", "predictions_testcity_000000_000000.png"} <= set(written)
+    assert len(loads) == 1
+
+    again = CliRunner().invoke(unsupervised, args, catch_exceptions=False)
+    assert again.exit_code == 0, again.output
+    assert again.output.strip().splitlines()[-1] == \
+        f"unsupervised eval: reusing {out} (inputs unchanged; --force to recompute)"
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == written and len(loads) == 1
+
+    ckpt.write_bytes(b"second, longer training run")  # a new checkpoint at the same path
+    changed = CliRunner().invoke(unsupervised, args, catch_exceptions=False)
+    assert changed.exit_code == 0 and "reusing" not in changed.output and len(loads) == 2  # evaluated again
+    assert "reusing" in CliRunner().invoke(unsupervised, args, catch_exceptions=False).output
+    CliRunner().invoke(unsupervised, args + ["--force"], catch_exceptions=False)
+    assert len(loads) == 3
