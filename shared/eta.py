@@ -39,6 +39,10 @@ class Eta:
         self.first = 0  # items back when the clock started
         self.said = False
 
+    def done_before(self, n: int) -> None:
+        """`n` of the items were done by an earlier run (a resumed network): they take no time now."""
+        self.total -= n
+
     def update(self, n: int = 1) -> None:
         self.done += n
         if self.t_first is None:

@@ -35,3 +35,12 @@ def test_no_estimate_for_a_run_that_ends_first_and_chunks_count_their_items():
 def test_duration_words():
     assert [duration(s) for s in (42, 210, 3 * 3600)] == ["42 s", "3.5 min", "3.0 h"]
     assert eta_line("x", 1.0, 0, 5, "step").startswith("x: 1.00 s/step over the first 0 steps")
+
+
+def test_items_done_by_an_earlier_run_are_not_left():
+    lines: list[str] = []
+    eta = Eta("finetune", total=20, unit="step", echo=lines.append, after=2, clock=iter([0.0, 2.0]).__next__)
+    eta.done_before(10)  # a resumed network
+    for _ in range(3):
+        eta.update(1)
+    assert lines == ["finetune: 1.00 s/step over the first 2 steps: about 7 s for the remaining 7"]
