@@ -47,6 +47,7 @@ from shared.regions.config import (DEPTH_METHODS, RegionsConfig, depth_rgb_param
 from shared.regions.depth_rgb import DepthRgbParams, depth_rgb_regions
 from shared.regions.grouping import GroupingParams
 from shared.config import build_config, config_options, field, save_config
+from shared.eta import Eta
 from shared.executor import run_tasks
 from shared.frames import DataError, Frame
 from shared.imageio import read_label, read_rgb, write_png
@@ -310,12 +311,19 @@ def run_report(cfg: ProposalsConfig, echo=click.echo) -> dict:
     numbered = list(enumerate(frames))
     tasks = [(numbered[s:s + cfg.chunk_size], size, spec, params, cfg, str(out), depth_method, rgb_params)
              for s in range(0, len(numbered), cfg.chunk_size)]
+    workers = min(cfg.workers, len(tasks))
+    methods_run = ([depth_method] if spec is not None else []) + ["slic", "felzenszwalb", "gt"]
+    echo(f"proposals: plan: {len(frames)} labelled frames at {size[0]}x{size[1]}, methods {', '.join(methods_run)}, "
+         f"depth {(spec.kind + (':' + spec.arg if spec.arg else '')) if spec is not None else 'none'}"
+         + (f" on {cfg.device}" if spec is not None and spec.kind == "model" else "")
+         + f", {len(tasks)} task(s) on {workers} worker(s) ({cfg.backend}); the time estimate follows the first frames")
+    eta = Eta("proposals", len(frames), "frame", echo)
     per_frame: list[dict[str, Any]] = []
     with tqdm(total=len(frames), desc="proposals", unit="frame") as bar:
-        for res in run_tasks(score_chunk, tasks, cfg.backend, cfg.scheduler, min(cfg.workers, len(tasks)),
-                             desc="proposals"):
+        for res in run_tasks(score_chunk, tasks, cfg.backend, cfg.scheduler, workers, desc="proposals"):
             per_frame.extend(res)
             bar.update(len(res))
+            eta.update(len(res))
     per_frame.sort(key=lambda r: r["index"])
     methods = {m: MethodSummary() for m in METHODS}
     for r in per_frame:
@@ -343,15 +351,16 @@ def run_report(cfg: ProposalsConfig, echo=click.echo) -> dict:
     write_text(out / "report.md", "\n".join(md) + "\n")
     save_config(cfg, out / "config.json")
     drawn = {f.id for f in frames[:cfg.overlays]}  # this run's overlays, not those of frames an older run had
-    mark_done(out / DONE, key, "proposals", cfg, inputs, [out / "report.json", out / "report.md", out / "config.json",
-                                                          *(p for p in out.glob("*.png") if p.name.rsplit("_", 1)[0] in drawn)])
+    overlays = [p for p in out.glob("*.png") if p.name.rsplit("_", 1)[0] in drawn]
+    mark_done(out / DONE, key, "proposals", cfg, inputs,
+              [out / "report.json", out / "report.md", out / "config.json", *overlays])
     for line in table:
         echo(line)
     for n in notes:
         echo(f"note: {n}")
     if skipped:
         echo(f"skipped {len(skipped)} bad frame(s): " + "; ".join(f"{s['path']}: {s['problem']}" for s in skipped))
-    echo(f"proposals report: {out}/report.md (+ overlays) in {report['seconds']} s")
+    echo(f"proposals: wrote report.md, report.json and {len(overlays)} overlays into {out} in {report['seconds']} s")
     return report
 
 

@@ -85,8 +85,12 @@ def test_report_on_the_tiny_synthetic_city(tmp_path):
     for r in rep["results"].values():
         assert 0 <= r["bilateral_miou"] <= r["gt_query_miou"] <= 100 and r["regions_per_frame"] > 0
     assert rep["results"]["gt"]["purity"] == pytest.approx(100.0)
-    out = Path(lines[-1].split("report: ")[1].split(" ")[0]).parent
-    assert json.loads((out / "report.json").read_text())["frames"] == 2
+    # what it will do first (frames, size, methods, depth), what it wrote where and how long it took last
+    assert lines[0].startswith("proposals: plan: 2 labelled frames at 96x192, methods depth, slic, felzenszwalb, gt, "
+                               "depth gt, 1 task(s) on 1 worker(s)")
+    assert lines[-1].startswith("proposals: wrote report.md, report.json and 5 overlays into ")
+    out = Path(lines[-1].split(" into ")[1].rsplit(" in ", 1)[0])
+    assert out.parent.name == "reports" and json.loads((out / "report.json").read_text())["frames"] == 2
     pngs = sorted(p.name for p in out.glob("*.png"))
     assert len(pngs) == 5 and any(p.endswith("_weights.png") for p in pngs)
 

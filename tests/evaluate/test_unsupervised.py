@@ -71,9 +71,10 @@ class ColourOracle(nn.Module):
         return nn.functional.normalize(nn.functional.avg_pool2d(rgb, 4) + 1e-6, dim=1)
 
 
-def _run(args: list[str]) -> None:
+def _run(args: list[str]):
     result = CliRunner().invoke(unsupervised, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
+    return result
 
 
 @pytest.mark.parametrize("clustering", ["agglomerative", "kmeans"])
@@ -112,10 +113,15 @@ def test_real_network_with_baseline_writes_the_full_report(tmp_path):
     ckpt = tmp_path / "run" / "model.pt"
     ckpt.parent.mkdir()
     torch.save({"model": net.state_dict(), "net_args": net.net_args, "config": {"backbone": "resnet18"}}, ckpt)
-    _run(["--dataset", "cityscapes", "--data-root", str(tmp_path / "city"), "--out", str(tmp_path / "runs"),
-          "--checkpoint", str(ckpt), "--protocol", "paper", "--height", str(H), "--width", str(W),
-          "--pictures", "2", "--device", "cpu", "--n-clusters", "5"])
+    said = _run(["--dataset", "cityscapes", "--data-root", str(tmp_path / "city"), "--out", str(tmp_path / "runs"),
+                 "--checkpoint", str(ckpt), "--protocol", "paper", "--height", str(H), "--width", str(W),
+                 "--pictures", "2", "--device", "cpu", "--n-clusters", "5"]).stdout.strip().splitlines()
     out = tmp_path / "runs" / "cityscapes" / "eval" / "run-agglomerative"
+    # the plan first (frames, size, networks, passes, device), what was written where last
+    assert said[0].startswith("unsupervised eval: plan: 2 frames (val) of cityscapes at 64x128, protocol paper, "
+                              "clustering agglomerative; pre-trained: 1 network(s); random init: 1 network(s); "
+                              "2 forward passes of 2 on cpu")
+    assert said[-1].startswith(f"unsupervised eval: wrote report.html, report.md, report.json and 6 pictures into {out} in ")
     for name in ["report.json", "report.md", "report.html", "config.json", "confusion_paper.png", "iou_paper.png",
                  "predictions_testcity_000000_000000.png", "pca_testcity_000000_000001.png"]:
         assert (out / name).is_file(), name
