@@ -219,4 +219,4 @@ def depth(**kwargs) -> None:
     mark_done(out.with_suffix(".done.json"), key, "depth eval", cfg, inputs, [out, out.with_suffix(".config.json")])
     for line in format_report(rep):
         click.echo(line)
-    click.echo(f"wrote {out} in {time.perf_counter() - t0:.1f} s")
+    click.echo(f"depth eval: wrote {out} in {time.perf_counter() - t0:.1f} s")
