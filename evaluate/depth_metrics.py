@@ -26,6 +26,7 @@ from shared.atomic import write_text
 from shared.config import build_config, config_hash, config_options, field, save_config
 from shared.frames import DataError, Frame
 from shared.imageio import read_depth_map, resize_nearest
+from shared.reuse import done_key, file_stamp, frames_stamp, mark_done, reuse
 from shared.stage import StageConfig, frames_for, output_dir, read_pointer
 
 METRICS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3")
@@ -133,6 +134,8 @@ class DepthEvalConfig(StageConfig):
     garg_crop: str = field("auto", "Garg crop (KITTI protocol): auto = on for kitti", choices=["auto", "on", "off"])
     median_scaling: bool = field(True, "scale each prediction by median(gt) / median(pred)")
     device: str = field("cpu", "inference device", choices=["cpu", "cuda"], hash=False)
+    force: bool = field(False, "evaluate again even when the config, the checkpoint and the frames did not change",
+                        hash=False)
 
 
 def eval_frames(frames: list[Frame], split: str) -> tuple[list[Frame], str]:
@@ -198,12 +201,22 @@ def depth(**kwargs) -> None:
     t0 = time.perf_counter()
     try:
         ckpt = Path(cfg.checkpoint) if cfg.checkpoint else read_pointer(cfg, "depth", "model")
-        rep = run_depth_eval(cfg, frames_for(cfg), ckpt)
+        if not ckpt.is_file():
+            raise DataError(ckpt, "depth checkpoint not found")
+        frames = frames_for(cfg)
+        out = output_dir(cfg, "eval", f"depth-{config_hash(cfg, extra={'ckpt': str(ckpt.resolve())})}.json")
+        # a retrained network at the same path, or changed frames, make it another evaluation
+        inputs = {"checkpoint": file_stamp(ckpt), "frames": frames_stamp([f for f in frames if f.depth],
+                                                                          ("image", "depth"))}
+        key = done_key(cfg, inputs)
+        if reuse(out.with_suffix(".done.json"), key, "depth eval", out, cfg.force, click.echo):
+            return
+        rep = run_depth_eval(cfg, frames, ckpt)
     except DataError as e:
         raise click.ClickException(str(e)) from e
-    out = output_dir(cfg, "eval", f"depth-{config_hash(cfg, extra={'ckpt': str(ckpt.resolve())})}.json")
     write_text(out, json.dumps(rep, indent=2) + "\n")
     save_config(cfg, out.with_suffix(".config.json"))
+    mark_done(out.with_suffix(".done.json"), key, "depth eval", cfg, inputs, [out, out.with_suffix(".config.json")])
     for line in format_report(rep):
         click.echo(line)
-    click.echo(f"wrote {out} in {time.perf_counter() - t0:.1f} s")
+    click.echo(f"depth eval: wrote {out} in {time.perf_counter() - t0:.1f} s")

@@ -47,12 +47,15 @@ from shared.regions.config import (DEPTH_METHODS, RegionsConfig, depth_rgb_param
 from shared.regions.depth_rgb import DepthRgbParams, depth_rgb_regions
 from shared.regions.grouping import GroupingParams
 from shared.config import build_config, config_options, field, save_config
+from shared.eta import Eta
 from shared.executor import run_tasks
 from shared.frames import DataError, Frame
 from shared.imageio import read_label, read_rgb, write_png
+from shared.reuse import done_key, file_stamp, folder_stamp, frames_stamp, mark_done, reuse
 from shared.stage import frames_for, output_dir
 
 METHODS = ("depth", "depth-rgb", "slic", "felzenszwalb", "gt")
+DONE = "done.json"  # the done record (shared.reuse), written after every other file of the report
 
 
 # ---------------------------------------------------------------------------------------------
@@ -215,6 +218,8 @@ class ProposalsConfig(RegionsConfig):
     baseline_regions: int = field(300, "regions the baselines aim for when no depth source is available",
                                   bounds="[1, inf)")
     overlays: int = field(3, "frames to draw overlay PNGs for", bounds="[0, inf)")
+    force: bool = field(False, "recompute the report even when the config and its inputs (frames, depth source) "
+                               "did not change since it was written", hash=False)
 
 
 def score_frame(f: Frame, index: int, size: tuple[int, int], source: DepthSource | None, params: GroupingParams,
@@ -265,6 +270,18 @@ def score_chunk(frames: list[tuple[int, Frame]], size: tuple[int, int], spec: De
     return [score_frame(f, i, size, source, params, cfg, Path(out), depth_method, rgb_params) for i, f in frames]
 
 
+def report_inputs(frames: list[Frame], spec: DepthSpec | None) -> dict[str, str]:
+    """Fingerprints of everything the report reads besides its config: the frames' images and labels
+    (and ground-truth depth), the depth checkpoint or the folder of depth maps."""
+    fields = ("image", "semantic", "instance") + (("depth",) if spec is not None and spec.kind == "gt" else ())
+    inputs = {"frames": frames_stamp(frames, fields)}
+    if spec is not None and spec.kind == "model":
+        inputs["depth_model"] = file_stamp(spec.arg)
+    elif spec is not None and spec.kind == "files":
+        inputs["depth_files"] = folder_stamp(spec.arg)
+    return inputs
+
+
 def run_report(cfg: ProposalsConfig, echo=click.echo) -> dict:
     t0 = time.perf_counter()
     frames = [f for f in frames_for(cfg) if f.semantic and f.instance]
@@ -284,18 +301,29 @@ def run_report(cfg: ProposalsConfig, echo=click.echo) -> dict:
         notes.append(f"depth proposals not evaluated: DATASET={cfg.dataset} has no ground-truth depth and no "
                      f"--depth files:DIR | model:CKPT was given; baselines matched to {cfg.baseline_regions} regions")
     out = output_dir(cfg, "reports", f"proposals-{regions_hash(cfg)}")
+    inputs = report_inputs(frames, spec)
+    key = done_key(cfg, inputs)
+    if reuse(out / DONE, key, "proposals", out, cfg.force, echo):
+        return json.loads((out / "report.json").read_text())
     out.mkdir(parents=True, exist_ok=True)
     # chunks of frames, one task each (--backend, --scheduler); results summed in frame order, so the
     # report is the same whatever ran the tasks
     numbered = list(enumerate(frames))
     tasks = [(numbered[s:s + cfg.chunk_size], size, spec, params, cfg, str(out), depth_method, rgb_params)
              for s in range(0, len(numbered), cfg.chunk_size)]
+    workers = min(cfg.workers, len(tasks))
+    methods_run = ([depth_method] if spec is not None else []) + ["slic", "felzenszwalb", "gt"]
+    echo(f"proposals: plan: {len(frames)} labelled frames at {size[0]}x{size[1]}, methods {', '.join(methods_run)}, "
+         f"depth {(spec.kind + (':' + spec.arg if spec.arg else '')) if spec is not None else 'none'}"
+         + (f" on {cfg.device}" if spec is not None and spec.kind == "model" else "")
+         + f", {len(tasks)} task(s) on {workers} worker(s) ({cfg.backend}); the time estimate follows the first frames")
+    eta = Eta("proposals", len(frames), "frame", echo)
     per_frame: list[dict[str, Any]] = []
     with tqdm(total=len(frames), desc="proposals", unit="frame") as bar:
-        for res in run_tasks(score_chunk, tasks, cfg.backend, cfg.scheduler, min(cfg.workers, len(tasks)),
-                             desc="proposals"):
+        for res in run_tasks(score_chunk, tasks, cfg.backend, cfg.scheduler, workers, desc="proposals"):
             per_frame.extend(res)
             bar.update(len(res))
+            eta.update(len(res))
     per_frame.sort(key=lambda r: r["index"])
     methods = {m: MethodSummary() for m in METHODS}
     for r in per_frame:
@@ -322,13 +350,17 @@ def run_report(cfg: ProposalsConfig, echo=click.echo) -> dict:
           f"depth: {report['depth'] or 'none'})", "", *table, ""] + [f"- {n}" for n in notes]
     write_text(out / "report.md", "\n".join(md) + "\n")
     save_config(cfg, out / "config.json")
+    drawn = {f.id for f in frames[:cfg.overlays]}  # this run's overlays, not those of frames an older run had
+    overlays = [p for p in out.glob("*.png") if p.name.rsplit("_", 1)[0] in drawn]
+    mark_done(out / DONE, key, "proposals", cfg, inputs,
+              [out / "report.json", out / "report.md", out / "config.json", *overlays])
     for line in table:
         echo(line)
     for n in notes:
         echo(f"note: {n}")
     if skipped:
         echo(f"skipped {len(skipped)} bad frame(s): " + "; ".join(f"{s['path']}: {s['problem']}" for s in skipped))
-    echo(f"proposals report: {out}/report.md (+ overlays) in {report['seconds']} s")
+    echo(f"proposals: wrote report.md, report.json and {len(overlays)} overlays into {out} in {report['seconds']} s")
     return report
 
 

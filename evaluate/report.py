@@ -292,7 +292,7 @@ def section_proposals(page: Page, run: Path, tiny: bool) -> None:
 
 def section_depth(page: Page, run: Path, tiny: bool) -> None:
     reports = sorted(run.glob("eval/depth-*.json"))
-    reports = [p for p in reports if not p.name.endswith(".config.json")]
+    reports = [p for p in reports if not p.name.endswith((".config.json", ".done.json"))]
     if not reports:
         page.add("depth", "Depth vs the trivial baseline", _missing("depth evaluation", "python -m evaluate depth-eval"))
         return

@@ -44,9 +44,11 @@ from tqdm import tqdm
 from evaluate.segmentation_metrics import PROTOCOLS, Protocol, confusion_matrix, evaluate_clusters
 from shared.atomic import write_text
 from shared.config import build_config, config_hash, config_options, field, save_config
+from shared.eta import Eta
 from shared.frames import DataError, Frame
 from shared.imageio import read_label, read_rgb, write_png
 from shared.presets import apply_preset, explicit_options
+from shared.reuse import done_key, file_stamp, frames_stamp, mark_done, reuse
 from shared.stage import StageConfig, frames_for, output_dir, read_pointer, write_pointer
 
 # Working resolution (H, W) of the datasets with a fixed one; the others are evaluated at native size.
@@ -57,6 +59,7 @@ DEMO_MAX_FRAMES = {"tiny": 4, "small": 16}
 DEMO_RANDOM_INITS = {"tiny": 1, "small": 3}
 MODEL_NAMES = ("pre-trained", "random init")
 PICIE = "picie"
+DONE = "done.json"  # the done record (shared.reuse), written after every other file of the report
 SERIES_COLOURS = {"pre-trained": (31, 119, 180), PICIE: (214, 39, 40), "random init": (200, 200, 200)}
 # torch, the clustering and the pictures are imported inside the functions that use them, so that
 # `--help` stays light (docs/design.md#command-line)
@@ -110,6 +113,8 @@ class UnsupervisedConfig(StageConfig):
     device: str = field("auto", "auto = cuda when available", choices=["auto", "cpu", "cuda"], hash=False)
     name: str = field("", "run folder under <out>/<dataset>/eval/ (default <checkpoint's run folder>-<clustering>)",
                       hash=False)
+    force: bool = field(False, "evaluate again even when the config, the checkpoints and the frames did not change "
+                               "since the report was written", hash=False)
 
 
 def load_ground_truth(path: str | os.PathLike, size: tuple[int, int], protocol: Protocol) -> np.ndarray:
@@ -262,7 +267,7 @@ def _features(model: torch.nn.Module, frames: list[Frame], size: tuple[int, int]
 
 @_no_grad
 def kmeans_sample(model: torch.nn.Module, frames: list[Frame], size: tuple[int, int], device: torch.device,
-                  n_samples: int, batch_size: int, seed: int, desc: str) -> torch.Tensor:
+                  n_samples: int, batch_size: int, seed: int, desc: str, eta: Eta | None = None) -> torch.Tensor:
     """[N, D] pixel features drawn evenly from every frame (at feature resolution) for k-means."""
     import torch
 
@@ -274,6 +279,8 @@ def kmeans_sample(model: torch.nn.Module, frames: list[Frame], size: tuple[int, 
         for zi in z.cpu():
             flat = zi.flatten(1).T  # [h*w, D]
             out.append(flat[torch.randperm(flat.shape[0], generator=gen)[:per_frame]])
+        if eta is not None:
+            eta.update(1)
     return torch.cat(out)
 
 
@@ -289,7 +296,7 @@ class ModelResult:
 @_no_grad
 def run_model(model: torch.nn.Module, frames: list[Frame], gts: dict[str, list[np.ndarray]],
               codebooks: dict[str, Codebook], size: tuple[int, int], device: torch.device,
-              batch_size: int, n_pictures: int, desc: str) -> ModelResult:
+              batch_size: int, n_pictures: int, desc: str, eta: Eta | None = None) -> ModelResult:
     """Forward every frame once and accumulate the cluster/class confusion of every protocol."""
     from evaluate.clustering import nearest_centre
 
@@ -321,6 +328,8 @@ def run_model(model: torch.nn.Module, frames: list[Frame], gts: dict[str, list[n
                 feats.append(z[i].cpu())
                 images.append(imgs[i])
         done += len(batch)
+        if eta is not None:
+            eta.update(1)
     return ModelResult(confs, maps, feats, images, time.perf_counter() - t0)
 
 
@@ -487,11 +496,22 @@ def evaluate_unsupervised(cfg: UnsupervisedConfig) -> Path:
     joint = [f"joint{len(trained)}-{config_hash(cfg, extra={'checkpoints': trained}, length=8)}"] if len(trained) > 1 else []
     name = cfg.name or "-".join([ckpt.parent.name, *stem, cfg.clustering, *joint])
     out = output_dir(cfg, "eval", name)  # created only when there is something to write
+    # a checkpoint retrained at the same path, or changed frames, make it another evaluation; the
+    # number of pictures does not change a number but does change the files
+    inputs = {"checkpoints": [[s.method, str(s.checkpoint), file_stamp(s.checkpoint)] for s in specs if s.checkpoint],
+              "frames": frames_stamp(frames, ("image", "semantic")), "pictures": cfg.pictures}
+    key = done_key(cfg, inputs)
+    if reuse(out / DONE, key, "unsupervised eval", out, cfg.force, click.echo):
+        write_pointer(cfg, "eval", "unsupervised", out)
+        return out
     methods = list(dict.fromkeys(s.method for s in specs))
-    click.echo(f"unsupervised eval: {len(frames)} frames ({split}) of {cfg.dataset} at {size[0]}x{size[1]}, "
+    passes = len(specs) * len(_batches(frames, cfg.batch_size)) * (2 if cfg.clustering == "kmeans" else 1)
+    click.echo(f"unsupervised eval: plan: {len(frames)} frames ({split}) of {cfg.dataset} at {size[0]}x{size[1]}, "
                f"protocol {', '.join(pnames)}, clustering {cfg.clustering}; "
                + "; ".join(f"{m}: {sum(s.method == m for s in specs)} network(s)" for m in methods)
-               + f"; checkpoint {ckpt}")
+               + f"; {passes} forward passes of {cfg.batch_size} on {device.type}; checkpoint {ckpt}; the time "
+               "estimate follows the first passes")
+    eta = Eta("unsupervised eval", passes, "pass", click.echo)
 
     label_ids = [read_label(f.semantic, size) for f in tqdm(frames, desc="labels", unit="frame")]  # type: ignore[arg-type]
     gts = {p: [PROTOCOLS[p].to_classes(l) for l in label_ids] for p in pnames}
@@ -525,13 +545,13 @@ def evaluate_unsupervised(cfg: UnsupervisedConfig) -> Path:
             for p in pnames:
                 codebooks[p] = Codebook(centres, prototype_codebook(centres, n_clusters[p]).cluster_of, n_clusters[p])
         else:
-            sample = kmeans_sample(net, frames, size, device, cfg.kmeans_samples, cfg.batch_size, cfg.seed, desc)
+            sample = kmeans_sample(net, frames, size, device, cfg.kmeans_samples, cfg.batch_size, cfg.seed, desc, eta)
             for p in pnames:
                 codebooks[p] = kmeans_codebook(sample, n_clusters[p], seed=cfg.seed)
         # pictures of each method's first network only
         n_pictures = cfg.pictures if not results[spec.method] else 0
         results[spec.method].append(run_model(net, frames, gts, codebooks, size, device, cfg.batch_size, n_pictures,
-                                              desc))
+                                              desc, eta))
         run_names[spec.method].append(label)
         del net
 
@@ -594,14 +614,18 @@ def evaluate_unsupervised(cfg: UnsupervisedConfig) -> Path:
     report_json = write_text(out / "report.json", json.dumps(summary, indent=1, default=str) + "\n")
     md, html = write_report(out, summary, pictures)
     save_config(cfg, out / "config.json")
+    charts = [out / f"{kind}_{p}.png" for p in pnames for kind in ("confusion", "iou")]
+    mark_done(out / DONE, key, "unsupervised eval", cfg, inputs, [report_json, md, html, out / "config.json", *charts,
+                                                                  *(out / f for fs in pictures.values() for f in fs)])
     write_pointer(cfg, "eval", "unsupervised", out)
 
-    click.echo(f"unsupervised eval: wrote {out} in {time.perf_counter() - t_start:.1f} s")
     for p in pnames:
         for m, mr in summary["protocols"][p]["models"].items():
             click.echo(f"  {p:6s} {m:12s} C={n_clusters[p]:3d}  pixel acc {_spread(mr, 'pixel_accuracy'):>14s}  "
                        f"mIoU {_spread(mr, 'miou'):>14s}" + (f"  ({mr['n_runs']} networks)" if mr["n_runs"] > 1 else ""))
-    click.echo(f"  report: {html} | {md} | {report_json}")
+    n_pictures = len(charts) + sum(len(fs) for fs in pictures.values())
+    click.echo(f"unsupervised eval: wrote {html.name}, {md.name}, {report_json.name} and {n_pictures} pictures into "
+               f"{out} in {time.perf_counter() - t_start:.1f} s")
     return out
 
 

@@ -24,6 +24,7 @@ import click
 import numpy as np
 
 from shared.config import build_config, config_options, field, save_config
+from shared.eta import Eta
 from shared.executor import backend_field, run_tasks, scheduler_field
 from shared.frames import DataError, Frame, odd_sized
 from shared.stage import StageConfig, frames_for, output_dir, portable_path, read_pointer
@@ -102,6 +103,11 @@ def infer_dataset(cfg: DepthInferConfig, frames: list[Frame], ckpt: Path, out_di
         echo(f"depth inference: {len(frames) - len(todo) - len(skipped)} frames already done in {out_dir}")
     if not todo:
         return 0, skipped
+    sizes = sorted({f"{h}x{w}" for _, _, (h, w) in todo})
+    how = f"batches of {cfg.batch_size}" if cfg.device == "cuda" else f"{cfg.workers} worker process(es), {cfg.backend}"
+    echo(f"depth inference: plan: {len(todo)} frames at {', '.join(sizes[:3])}{' ...' if len(sizes) > 3 else ''} "
+         f"with {ckpt} on {cfg.device} ({how}); the time estimate follows the first frames")
+    eta = Eta("depth inference", len(todo), "frame", echo)
     bar = tqdm(total=len(todo), desc="depth inference", unit="img")
     written = 0
     if cfg.device == "cuda":
@@ -122,6 +128,7 @@ def infer_dataset(cfg: DepthInferConfig, frames: list[Frame], ckpt: Path, out_di
                         write_npy(out, d)
                 written += len(group)
                 bar.update(len(same[s:s + cfg.batch_size]))
+                eta.update(len(same[s:s + cfg.batch_size]))
     else:
         n_chunks = max(1, min(len(todo), cfg.workers * 4))
         chunks = [todo[i::n_chunks] for i in range(n_chunks)]
@@ -131,6 +138,7 @@ def infer_dataset(cfg: DepthInferConfig, frames: list[Frame], ckpt: Path, out_di
             written += n
             skipped += bad
             bar.update(n + len(bad))
+            eta.update(n + len(bad))
     bar.close()
     return written, skipped
 
@@ -173,8 +181,8 @@ def depth(**kwargs) -> None:
                             + "\n".join(f"  {s['path']}: {s['problem']}" for s in skipped[:10]))
     except DataError as e:
         raise click.ClickException(str(e)) from e
+    if skipped:
+        click.echo(f"depth inference: skipped {len(skipped)} frame(s) (listed in {out_dir / 'config.json'}):\n"
+                   + "\n".join(f"    {s['path']}: {s['problem']}" for s in skipped[:10]))
     click.echo(f"depth inference: wrote {n} depth maps (float32 .npy, relative depth) to {out_dir} "
                f"in {time.perf_counter() - t0:.1f} s")
-    if skipped:
-        click.echo(f"  skipped {len(skipped)} frame(s) (listed in {out_dir / 'config.json'}):\n"
-                   + "\n".join(f"    {s['path']}: {s['problem']}" for s in skipped[:10]))

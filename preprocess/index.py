@@ -19,22 +19,30 @@ class IndexConfig(StageConfig):
                                 "and list it)", hash=False)
 
 
-def _builtin_intrinsics() -> dict[tuple[float, float, float, float], str]:
+def _builtin_intrinsics() -> dict[tuple[float, float, float, float], tuple[str, str]]:
+    """The readers' built-in intrinsics -> (what they are, how to give real ones)."""
     from shared.datasets.cityscapes import DEFAULT_INTRINSICS as CITYSCAPES
     from shared.datasets.folder import DEFAULT_INTRINSICS as FOLDER
 
-    return {CITYSCAPES: "Cityscapes' typical camera (no camera/*.json found)",
-            FOLDER: "a KITTI-like camera (no intrinsics.json found)"}
+    return {CITYSCAPES: ("Cityscapes' typical camera (no camera/*.json found)",
+                         "give real ones as camera/<split>/<city>/<city>_<seq>_<frame>_camera.json (Cityscapes' "
+                         "camera package) beside leftImg8bit/"),
+            FOLDER: ("a KITTI-like camera (no intrinsics.json found)",
+                     'give real ones as intrinsics.json {"fx", "fy", "cx", "cy"} (normalised by the image size) '
+                     "in the folder")}
 
 
 def default_intrinsics_note(frames: list[Frame]) -> str | None:
-    """A line saying how many frames use a reader's built-in intrinsics instead of their own camera."""
+    """One line saying how many frames use a reader's built-in intrinsics instead of their own camera:
+    which values, and how to give real ones."""
     builtin = _builtin_intrinsics()
-    counts = Counter(builtin[k] for f in frames if (k := (f.fx, f.fy, f.cx, f.cy)) in builtin)
+    counts = Counter(k for f in frames if (k := (f.fx, f.fy, f.cx, f.cy)) in builtin)
     if not counts:
         return None
-    what, n = counts.most_common(1)[0]
-    return f"intrinsics   {n} of {len(frames)} frames use built-in default intrinsics: {what}"
+    k, n = counts.most_common(1)[0]
+    what, how = builtin[k]
+    return (f"intrinsics   {n} of {len(frames)} frames use built-in default intrinsics: {what}, normalised "
+            f"fx={k[0]:.3f} fy={k[1]:.3f} cx={k[2]:.3f} cy={k[3]:.3f}; {how}")
 
 
 def summarise(frames: list[Frame]) -> list[str]:
@@ -71,4 +79,4 @@ def index(**kwargs) -> None:
         save_config(cfg, output_dir(cfg, "index.config.json"))
     for line in summarise(frames):
         click.echo(line)
-    click.echo(f"wrote {out} in {time.perf_counter() - t0:.1f} s")
+    click.echo(f"index: wrote {len(frames)} frames into {out} in {time.perf_counter() - t0:.1f} s")

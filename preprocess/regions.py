@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 from shared.atomic import refresh_only, remove_stale_temporaries
 from shared.config import build_config, config_options, save_config, to_dict
+from shared.eta import Eta
 from shared.executor import Executor
 from shared.regions.config import (RegionsConfig, depth_rgb_params, depth_spec, grouping_params, regions_hash,
                                    working_size)
@@ -247,6 +248,12 @@ def run_regions(cfg: RegionsConfig, echo=click.echo, explicit: Collection[str] =
     # of --chunk-size whatever the number of workers.
     todo = [f for name in pending for f in plan[name]]
     workers = n_workers(cfg, len(todo))
+    echo(f"regions: plan: {len(todo)} frames in {len(pending)} chunks ({len(done)} chunks already done) at "
+         f"{size[0]}x{size[1]}, proposals={cfg.proposals}, depth={spec.kind}{':' + spec.arg if spec.arg else ''}"
+         + (f" on {cfg.device}" if spec.kind == "model" else "")
+         + f", n_segments={params.n_segments}, {workers} worker(s), backend={cfg.backend}; the time estimate "
+         "follows the first frames")
+    eta = Eta("regions", len(todo), "frame", echo)
     # one engine session for both passes: a cluster starts (or is connected to) once
     with Executor(cfg.backend, cfg.scheduler, workers) as ex:
         if cfg.strict:
@@ -257,9 +264,6 @@ def run_regions(cfg: RegionsConfig, echo=click.echo, explicit: Collection[str] =
                 lines = "\n".join(f"  {p['path']}: {p['problem']}" for p in sorted(problems, key=lambda p: p["frame"]))
                 raise DataError(problems[0]["path"], f"--strict: {len(problems)} bad frame(s), nothing written:\n{lines}")
 
-        echo(f"regions: {len(todo)} frames in {len(pending)} chunks ({len(done)} chunks already done) at "
-             f"{size[0]}x{size[1]}, proposals={cfg.proposals}, depth={spec.kind}{':' + spec.arg if spec.arg else ''}, "
-             f"n_segments={params.n_segments}, {workers} worker(s), backend={cfg.backend}")
         remove_stale_temporaries(store)  # what killed writers left
         write_manifest(store, manifest)
         all_t: list[dict[str, float]] = []
@@ -273,6 +277,7 @@ def run_regions(cfg: RegionsConfig, echo=click.echo, explicit: Collection[str] =
                 name = chunk_of[res["frame"]]
                 results[name][res["frame"]] = res
                 bar.update(1)
+                eta.update(1)
                 if "record" in res:
                     all_t.append(res["timings"])
                     n_regions.append(int(res["record"].attrs["n_regions"]))
@@ -284,17 +289,18 @@ def run_regions(cfg: RegionsConfig, echo=click.echo, explicit: Collection[str] =
                 write_manifest(store, manifest)  # after the rename: a listed chunk is a finished chunk
     elapsed = time.perf_counter() - t_start
     skipped = [s for e in chunks.values() for s in e.get("skipped", [])]
-    lines = [f"regions: wrote {len(n_regions)} frames into {store} in {elapsed:.1f} s "
-             f"({elapsed / max(len(todo), 1):.2f} s/frame wall, {workers} worker(s))"]
+    lines = []
     if n_regions:
-        lines.append(f"  regions per frame: median {statistics.median(n_regions):g}, "
-                     f"min {min(n_regions)}, max {max(n_regions)}")
         steps = sorted({k for t in all_t for k in t})
-        lines.append("  mean s/frame per step: " + ", ".join(
-            f"{k} {np.mean([t.get(k, 0.0) for t in all_t]):.3f}" for k in steps))
+        lines.append(f"regions: per frame: median {statistics.median(n_regions):g} regions (min {min(n_regions)}, "
+                     f"max {max(n_regions)}); mean s/frame per step: "
+                     + ", ".join(f"{k} {np.mean([t.get(k, 0.0) for t in all_t]):.3f}" for k in steps))
     if skipped:
-        lines.append(f"  skipped {len(skipped)} bad frame(s) (listed in manifest.json):")
+        lines.append(f"regions: skipped {len(skipped)} bad frame(s) (listed in manifest.json):")
         lines += [f"    {s['path']}: {s['problem']}" for s in skipped[:10]]
+    # the summary comes last: what was written where, and how long it took
+    lines.append(f"regions: wrote {len(n_regions)} frames into {store} in {elapsed:.1f} s "
+                 f"({elapsed / max(len(todo), 1):.2f} s/frame wall, {workers} worker(s))")
     return finish("\n".join(lines))
 
 

@@ -23,7 +23,8 @@ from PIL import Image, ImageDraw
 from shared.config import build_config, config_options, field
 from shared.frames import DataError
 from shared.imageio import write_png
-from shared.shard_schema import Group, decode_group, source_ids
+from shared.reuse import done_key, manifest_stamp, mark_done, reuse
+from shared.shard_schema import Group, decode_group, group_key, source_ids
 from shared.stage import StageConfig, read_pointer
 
 
@@ -36,6 +37,7 @@ class InspectConfig(StageConfig):
     tile_width: int = field(384, "width of each image in the sheet, px", bounds="[8, inf)")
     seed: int = field(0, "which correspondences and colours are picked", bounds="[0, inf)")
     output: str = field("", "PNG path (empty = <shards>/inspect/<key>.png)")
+    force: bool = field(False, "draw the sheet again even when the config and the shard set did not change", hash=False)
 
 
 def region_colours(ids: np.ndarray, seed: int) -> np.ndarray:
@@ -110,17 +112,25 @@ def contact_sheet(g: Group, key: str, n_lines: int, tile_width: int, seed: int) 
     return np.asarray(sheet)
 
 
-def shard_for_key(shard_dir: Path, key: str) -> tuple[Path, str]:
-    """The shard holding `key` (or the first group when key is empty), from the manifest."""
+def read_shard_manifest(shard_dir: Path) -> dict[str, Any]:
     p = shard_dir / "manifest.json"
     if not p.is_file():
         raise DataError(p, "shard manifest not found (run `make shards` first)")
-    manifest: dict[str, Any] = json.loads(p.read_text())
-    shards = manifest.get("shards", [])
+    try:
+        return json.loads(p.read_text())
+    except ValueError as e:
+        raise DataError(p, f"not a JSON shard manifest ({e})") from None
+
+
+def shard_for_key(shard_dir: Path, key: str) -> tuple[Path, str]:
+    """(the shard holding `key`, the key) from the manifest; an empty key means the first group of
+    the first shard (a shard starts with its first group)."""
+    p = shard_dir / "manifest.json"
+    shards = read_shard_manifest(shard_dir).get("shards", [])
     if not shards:
         raise DataError(p, "the manifest lists no finished shard")
     if not key:
-        return shard_dir / shards[0]["name"], ""
+        return shard_dir / shards[0]["name"], group_key(shards[0].get("epoch", 0), shards[0].get("first_group", 0))
     m = re.fullmatch(r"e(\d+)_g(\d+)", key)
     if not m:
         raise click.BadParameter(f"--key {key!r} is not like e00_g0000003")
@@ -151,11 +161,17 @@ def inspect(**kwargs) -> None:
     try:
         shard_dir = Path(cfg.shards) if cfg.shards else read_pointer(cfg, "shards", cfg.proposals)
         shard, key = shard_for_key(shard_dir, cfg.key)
+        out = Path(cfg.output) if cfg.output else shard_dir / "inspect" / f"{key}.png"
+        # the shard set's identity: its config hash and the checksums of its shards
+        inputs = {"shards": manifest_stamp(read_shard_manifest(shard_dir), "shards")}
+        done = done_key(cfg, inputs)
+        if reuse(out.with_suffix(".done.json"), done, "inspect", out, cfg.force, click.echo):
+            return
         key, group = read_group(shard, key)
     except DataError as e:
         raise click.ClickException(str(e)) from e
     sheet = contact_sheet(group, key, cfg.lines, cfg.tile_width, cfg.seed)
-    out = Path(cfg.output) if cfg.output else shard_dir / "inspect" / f"{key}.png"
     write_png(out, sheet)
+    mark_done(out.with_suffix(".done.json"), done, "inspect", cfg, inputs, [out])
     click.echo(f"inspect: {key} from {shard.name}: {group.n_images} images -> {out} "
                f"({sheet.shape[1]}x{sheet.shape[0]}) in {time.perf_counter() - t0:.1f} s")

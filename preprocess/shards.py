@@ -52,6 +52,7 @@ from tqdm import tqdm
 from preprocess.copy_paste import SYNTHESIS_VERSION, PasteParams, SourceFrame, synthesise
 from shared.atomic import atomic_path, refresh_only, remove_stale_temporaries, write_json
 from shared.config import build_config, config_hash, config_options, field, save_config, to_dict
+from shared.eta import Eta
 from shared.executor import backend_field, run_tasks, scheduler_field
 from shared.faults import kill_point
 from shared.frames import DataError
@@ -430,10 +431,13 @@ def run_shards(cfg: ShardsConfig, echo: Callable[[str], None] = click.echo,
 
     remove_stale_temporaries(out_dir)  # what killed writers left
     save(False)
-    echo(f"shards: {sum(len(p.groups) for p in pending)} groups in {len(pending)} shards to write "
-         f"({len(done)} shards already done), {cfg.epochs} epochs x {n_groups // cfg.epochs} groups, "
-         f"M={cfg.group_size} -> {n_images} images per group at {H}x{W}, {gps} groups per shard, "
-         f"workers={cfg.workers}, backend={cfg.backend}, from {store_root}")
+    n_todo = sum(len(p.groups) for p in pending)
+    echo(f"shards: plan: {n_todo} groups ({n_todo * n_images} images) in {len(pending)} shards to write "
+         f"({len(done)} shards already done) from {len(frame_ids)} frames, {cfg.epochs} epochs x "
+         f"{n_groups // cfg.epochs} groups, M={cfg.group_size} -> {n_images} images per group at {H}x{W}, "
+         f"{gps} groups per shard, workers={cfg.workers} (CPU), backend={cfg.backend}, from {store_root}; the time "
+         "estimate follows the first shards")
+    eta = Eta("shards", n_todo, "group", echo, after=max(1, min(3, n_todo // 4)))
     times = {"read": 0.0, "synthesise": 0.0, "encode": 0.0}
     n_jobs = max(1, min(cfg.workers, len(pending)))
     t_write = time.perf_counter()
@@ -447,16 +451,18 @@ def run_shards(cfg: ShardsConfig, echo: Callable[[str], None] = click.echo,
             for k, v in res["times"].items():
                 times[k] += v
             bar.update(e["samples"])
+            eta.update(e["samples"])
     wall = time.perf_counter() - t_write
     n_new = sum(len(p.groups) for p in pending)
     cpu = sum(times.values())
-    lines = [f"shards: wrote {len(pending)} shards ({n_new} groups, {n_new * n_images} images) into {out_dir} "
-             f"in {time.perf_counter() - t_start:.1f} s",
-             f"  {n_new * n_images / wall:.1f} images/s with {n_jobs} workers; per worker: "
+    # the rates first, the summary (what was written where, how long it took) last
+    lines = [f"shards: {n_new * n_images / wall:.1f} images/s with {n_jobs} workers; per worker: "
              + ", ".join(f"{k} {v / max(n_new, 1):.2f} s" for k, v in times.items())
-             + f" per group ({n_new * n_images / max(cpu, 1e-9):.1f} images/s per core)",
-             f"  {total_bytes() / 1e6:.1f} MB in {len(done)} shards, "
-             f"{total_bytes() / max(n_groups * n_images, 1) / 1e3:.0f} kB per image"]
+             + f" per group ({n_new * n_images / max(cpu, 1e-9):.1f} images/s per core); "
+             f"{total_bytes() / 1e6:.1f} MB in {len(done)} shards, "
+             f"{total_bytes() / max(n_groups * n_images, 1) / 1e3:.0f} kB per image",
+             f"shards: wrote {len(pending)} shards ({n_new} groups, {n_new * n_images} images) into {out_dir} "
+             f"in {time.perf_counter() - t_start:.1f} s"]
     return finish("\n".join(lines))
 
 

@@ -45,6 +45,7 @@ from tqdm import tqdm
 
 from shared.atomic import write_json
 from shared.config import build_config, config_options, field
+from shared.eta import Eta
 from shared.executor import backend_field, scheduler_field
 from shared.frames import DataError
 from shared.datasets.synthetic import city_is_complete
@@ -167,13 +168,14 @@ def render_sequence(root: Path, s: int, params: dict, on_frame: Callable[[], Non
 
 def generate(out: str | os.PathLike, sequences: int, frames: int, size: tuple[int, int] = (384, 768),
              seed: int = 0, fx: float = DEFAULT_FX, progress: bool = True, workers: int = 1,
-             backend: str = "loky", scheduler: str = "") -> dict:
+             backend: str = "loky", scheduler: str = "", echo: Callable[[str], None] | None = None) -> dict:
     """Render a city of `sequences` streets x `frames` frames at size (H, W) into `out`.
 
     Resumes a killed render with the same parameters; a finished city with the same parameters is
     left as it is. `workers` > 1 renders sequences in parallel processes, one task per sequence, on
-    `backend` (shared.executor: loky, dask, ray; same bytes as one worker). Returns a summary:
-    root, frames, rendered (newly), seconds, reused."""
+    `backend` (shared.executor: loky, dask, ray; same bytes as one worker). `echo`: where the plan
+    line and the time estimate go (None: silent). Returns a summary: root, frames, rendered (newly),
+    seconds, reused."""
     root = Path(out)
     if sequences < 1 or frames < 1:
         raise ValueError(f"need at least one sequence and one frame, got {sequences} x {frames}")
@@ -189,17 +191,24 @@ def generate(out: str | os.PathLike, sequences: int, frames: int, size: tuple[in
         return {"root": str(root), "frames": sequences * frames, "rendered": 0, "seconds": 0.0, "reused": True}
     _prepare_root(root, params)
     summaries = []
+    jobs = min(workers, sequences) if backend != "loky" or (workers > 1 and sequences > 1) else 1
+    if echo is not None:
+        echo(f"synthetic city: plan: {sequences} sequences x {frames} frames = {sequences * frames} frames at {H}x{W} "
+             f"(seed {seed}) into {root}, {jobs} worker(s) on the CPU ({backend}); the time estimate follows the "
+             "first frames")
+    eta = Eta("synthetic city", sequences * frames, "frame", echo or (lambda line: None))
     with tqdm(total=sequences * frames, desc="synthetic city", unit="frame", disable=not progress) as bar:
-        if backend == "loky" and (workers <= 1 or sequences == 1):
+        if jobs == 1 and backend == "loky":
             for s in range(sequences):
-                summaries.append(render_sequence(root, s, params, on_frame=lambda: bar.update(1)))
+                summaries.append(render_sequence(root, s, params, on_frame=lambda: (bar.update(1), eta.update(1))))
         else:
             from shared.executor import run_tasks
 
-            jobs = [(root, s, params) for s in range(sequences)]
-            for res in run_tasks(render_sequence, jobs, backend, scheduler, min(workers, sequences), desc="synth"):
+            tasks = [(root, s, params) for s in range(sequences)]
+            for res in run_tasks(render_sequence, tasks, backend, scheduler, jobs, desc="synth"):
                 summaries.append(res)
                 bar.update(frames)
+                eta.update(frames)
             summaries.sort(key=lambda m: m["name"])
     write_json(root / "city.json", {
         "params": params, "sequences": [{k: v for k, v in m.items() if k != "rendered"} for m in summaries],
@@ -279,11 +288,11 @@ def synth(**kwargs) -> None:
     sequences, frames, size = cfg.sequences, cfg.frames, parse_size(cfg.size)
     root = dataset_root(cfg)
     res = generate(root, sequences, frames, size, seed=cfg.seed, fx=cfg.fx, workers=cfg.workers,
-                   backend=cfg.backend, scheduler=cfg.scheduler)
+                   backend=cfg.backend, scheduler=cfg.scheduler, echo=click.echo)
     if res["reused"]:
         click.echo(f"synthetic city: {root} is already complete ({res['frames']} frames), nothing to do")
         return
     rate = res["rendered"] / res["seconds"] if res["seconds"] > 0 else float("inf")
-    click.echo(f"synthetic city: {sequences} sequences x {frames} frames at {size[0]}x{size[1]} (seed {cfg.seed})\n"
-               f"  wrote {res['rendered']} frames ({res['frames'] - res['rendered']} already there) into {root}\n"
-               f"  {res['seconds']:.1f} s, {rate:.2f} frames/s; index it with `python -m preprocess index --data-root {root}`")
+    click.echo(f"synthetic city: wrote {res['rendered']} frames ({res['frames'] - res['rendered']} already there) "
+               f"into {root} in {res['seconds']:.1f} s ({rate:.2f} frames/s); index it with "
+               f"`python -m preprocess index --data-root {root}`")

@@ -45,3 +45,16 @@ def test_make_demo_runs_every_stage(tmp_path):
     finetuned = run / "finetune" / (run / "finetune/semantic.current").read_text().strip()
     assert finetuned.name.startswith("semantic-pretrained-")  # INIT=pretrained: the demo's own `make train` model
     assert json.loads((finetuned / "report.json").read_text())["networks"][0]["miou"] >= 0
+
+    # A rerun reuses the reports too: the four report stages and the page, with the variables the demo
+    # gave them (the demo's other stages already said "reusing" before these did).
+    outputs = sorted(p for folder in ("reports", "eval", "shards", "report") for p in (run / folder).rglob("*")
+                     if p.is_file())
+    before = {p: p.stat().st_mtime_ns for p in outputs}
+    again = subprocess.run(["make", "-C", str(ROOT), "--no-print-directory", "proposals", "inspect", "eval", "depth-eval",
+                            "report", "DATASET=synthetic", "DEMO_SIZE=tiny", "DATA_ROOT=", f"OUT={out}",
+                            f"PY={sys.executable}", f"DEPTH=model:{depth_ckpt}"], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    for stage in ("proposals", "inspect", "unsupervised eval", "depth eval", "report"):
+        assert f"\n{stage}: reusing " in "\n" + again.stdout, f"{stage} was recomputed:\n{again.stdout[-3000:]}"
+    assert {p: p.stat().st_mtime_ns for p in outputs} == before

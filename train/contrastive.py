@@ -36,6 +36,7 @@ import torch.distributed as dist
 from shared.checkpoint import (clear_stale_saves, code_version, load_checkpoint, rng_state, save_checkpoint,
                                set_rng_state, trim_log)
 from shared.config import config_hash, save_config, to_dict
+from shared.eta import Eta
 from shared.faults import kill_point
 from shared.frames import DataError
 from shared.nets.semantic_fpn import (DenseSwAVNet, backbone_state_dict_torchvision, image_stats,
@@ -319,7 +320,8 @@ def train(cfg: ContrastiveConfig) -> Path:
                  f"resuming at step {start}/{total}" if start else f"starting, {total} steps")
         click.echo(f"contrastive: {where}; {len(ss.shards)} shards x {ss.images_per_group}-image groups from {ss.root}; "
                    f"{cfg.backbone}, K={cfg.num_prototypes}, crop {crop_h}x{crop_w}, {images_per_step} images/step, "
-                   f"device {device}" + (f" x {world} ranks" if world > 1 else ""))
+                   f"device {device}" + (f" x {world} ranks" if world > 1 else "")
+                   + ("; the time estimate follows the first steps" if start < total else ""))
         if plans[0].groups_used < plans[0].groups_available:
             click.echo(f"  note: an epoch uses {plans[0].groups_used}/{plans[0].groups_available} groups of this "
                        f"rank's shards: an epoch ends when the worker with the fewest groups runs out (shards of "
@@ -336,6 +338,7 @@ def train(cfg: ContrastiveConfig) -> Path:
     log = open(log_path, "a") if main_rank else None
     window = LogWindow(device, start, distributed=world > 1)
     batches = _batches(plans, epoch_starts, start, cfg, aug, rank, pin_memory=cuda)
+    eta = Eta("contrastive", stop - start, "step", click.echo if main_rank else lambda line: None)
     step = last_good = start
     try:
         for step, (epoch, batch) in zip(range(start + 1, stop + 1), batches):  # step: steps done after this one
@@ -345,6 +348,7 @@ def train(cfg: ContrastiveConfig) -> Path:
             terms = train_step(model, batch, positives, opt, setup)
             window.add(terms, positives)
             bar.update(1)
+            eta.update(1)
             kill_point()  # tests: killed between steps
             if step % cfg.log_every == 0 or step == total:
                 rec = window.close(step, epoch, float(lrs[step - 1]), total, images_per_step, last_good)
@@ -368,13 +372,16 @@ def train(cfg: ContrastiveConfig) -> Path:
         wrote = [ckpt_path, log_path, run_dir / "config.json"]
         if step >= total:
             export = run_dir / f"backbone_{cfg.backbone}.pth"
-            save_checkpoint(backbone_state_dict_torchvision(model), export)
+            if start < total or not export.is_file():  # a run that was already finished has its export
+                save_checkpoint(backbone_state_dict_torchvision(model), export)
             wrote.append(export)
             write_pointer(cfg, "train", "model", ckpt_path)
-        state = "finished" if step >= total else f"stopped at step {step}/{total} (rerun to resume)"
-        click.echo(f"contrastive: {state} in {time.time() - t_start:.1f} s; wrote:")
-        for p in wrote:
-            click.echo(f"  {p}")
+        names = ", ".join(p.name for p in wrote)
+        if start >= total:
+            click.echo(f"contrastive: nothing to do in {time.time() - t_start:.1f} s; the finished run is {names} in {run_dir}")
+        else:
+            state = "finished" if step >= total else f"stopped at step {step}/{total} (rerun to resume)"
+            click.echo(f"contrastive: {state} in {time.time() - t_start:.1f} s; wrote {names} into {run_dir}")
     if world > 1:
         dist.destroy_process_group()
     return run_dir

@@ -40,6 +40,7 @@ from shared.checkpoint import (clear_stale_saves, code_version, rng_state, save_
                                set_rng_state, trim_log)
 from shared.atomic import write_json
 from shared.config import config_hash, save_config, to_dict
+from shared.eta import eta_line as shared_eta_line
 from shared.faults import kill_point
 from shared.frames import DataError, Frame, by_id
 from shared.nets.depth_net import NUM_SCALES, DepthModel, disp_to_depth
@@ -490,9 +491,7 @@ def plan_lines(cfg: DepthTrainConfig, device: torch.device, targets: int, frames
 
 
 def eta_line(seconds: float, steps_done: int, steps_left: int) -> str:
-    per_step = seconds / max(steps_done, 1)
-    return (f"depth: {per_step:.2f} s/step over the first {steps_done} steps: about "
-            f"{per_step * steps_left / 60:.1f} min for the remaining {steps_left}")
+    return shared_eta_line("depth", seconds, steps_done, steps_left, "step")  # every stage's wording
 
 
 def pick_device(name: str) -> torch.device:

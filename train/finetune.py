@@ -35,6 +35,7 @@ from shared.atomic import write_text
 from shared.checkpoint import clear_stale_saves, code_version, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from shared.config import config_hash, save_config, to_dict
 from shared.datasets import instance_encoding
+from shared.eta import Eta
 from shared.finetune_data import Fold, class_names, make_folds, parse_label_fraction, subrun_name, write_plan
 from shared.frames import DataError
 from shared.labels import IGNORE
@@ -157,9 +158,10 @@ def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, batch: dict[s
 
 
 def train_network(cfg: FinetuneConfig, fold: Fold, repeat: int, run_dir: Path, init: Path | None,
-                  run_key: str, budget: list[int]) -> bool:
+                  run_key: str, budget: list[int], eta: Eta | None = None) -> bool:
     """Train (or resume) the network of (fold, repeat) in run_dir/f<k>_r<r>; False when --stop-after
-    stopped it early. `budget` = [steps this invocation may still take] (0 = unlimited), shared by all."""
+    stopped it early. `budget` = [steps this invocation may still take] (0 = unlimited), shared by all.
+    `eta`: the invocation's time estimate over every network's steps."""
     from tqdm import tqdm
 
     out = run_dir / subrun_name(fold.index, repeat)
@@ -196,6 +198,8 @@ def train_network(cfg: FinetuneConfig, fold: Fold, repeat: int, run_dir: Path, i
         start = int(ckpt["step"])
         set_rng_state(ckpt["rng"])
     _trim_log(log_path, start)
+    if eta is not None:
+        eta.done_before(min(start, total))
     name = f"fold {fold.index} repeat {repeat}"
     if start >= total:
         click.echo(f"finetune: {name}: complete ({total} steps), reusing {out}")
@@ -221,6 +225,8 @@ def train_network(cfg: FinetuneConfig, fold: Fold, repeat: int, run_dir: Path, i
             loss_sum += train_step(net, opt, batch, lrs[step], cfg.task, device, autocast, cfg.grad_clip)
             step += 1
             bar.update(1)
+            if eta is not None:
+                eta.update(1)
             if step % cfg.log_every == 0 or step == total:
                 loss = float(loss_sum) / (step - step_log)  # the one host sync per log interval
                 if not math.isfinite(loss):
@@ -280,16 +286,27 @@ def finetune(cfg: FinetuneConfig) -> Path:
                          "init_path": str(init) if init else None, "label_fraction": cfg.label_fraction,
                          "repeats": cfg.repeats, "seeds": [cfg.seed + r for r in range(cfg.repeats)],
                          "image_width": cfg.image_width, "run_key": run_key}, folds)
-    click.echo(f"finetune: {cfg.task}, init {tag}{f' ({init})' if init else ''}, label fraction {cfg.label_fraction}: "
-               f"{', '.join(str(len(f.train)) for f in folds)} train / {', '.join(str(len(f.val)) for f in folds)} "
-               f"val frames over {len(folds)} fold(s) x {cfg.repeats} repeat(s), {cfg.backbone}, into {run_dir}")
+    steps = cfg.iterations or DEFAULT_ITERATIONS.get(cfg.dataset, OTHER_ITERATIONS)
+    networks = len(folds) * cfg.repeats
+    click.echo(f"finetune: plan: {cfg.task}, init {tag}{f' ({init})' if init else ''}, label fraction "
+               f"{cfg.label_fraction}: {', '.join(str(len(f.train)) for f in folds)} train / "
+               f"{', '.join(str(len(f.val)) for f in folds)} val frames over {len(folds)} fold(s) x {cfg.repeats} "
+               f"repeat(s) = {networks} network(s) of {steps} steps, batch {cfg.batch_size}, crop "
+               f"{cfg.crop_height}x{cfg.crop_width}, {cfg.backbone} on {_device(cfg.device).type}, into {run_dir}; "
+               "the time estimate follows the first steps")
     budget = [cfg.stop_after or -1]
-    done = all(train_network(cfg, f, r, run_dir, init, run_key, budget) for f in folds for r in range(cfg.repeats))
+    eta = Eta("finetune", networks * steps, "step", click.echo)
+    done = all(train_network(cfg, f, r, run_dir, init, run_key, budget, eta) for f in folds
+               for r in range(cfg.repeats))
     if done:
         write_pointer(cfg, "finetune", cfg.task, run_dir)
-    state = "finished" if done else "stopped (rerun to resume)"
-    click.echo(f"finetune: {state} in {time.time() - t0:.1f} s; run folder {run_dir}"
-               + ("" if not done else f"; score it with `python -m evaluate finetune-eval --runs {run_dir}`"))
+    score = f"; score it with `python -m evaluate finetune-eval --runs {run_dir}`" if done else ""
+    if done and eta.total <= 0:  # every network was finished before this run
+        click.echo(f"finetune: nothing to do in {time.time() - t0:.1f} s; the {networks} finished network(s) are in "
+                   f"{run_dir}{score}")
+    else:
+        state = f"finished {networks} network(s)" if done else "stopped (rerun to resume)"
+        click.echo(f"finetune: {state} in {time.time() - t0:.1f} s; wrote checkpoints and logs into {run_dir}{score}")
     return run_dir
 
 

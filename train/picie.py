@@ -45,6 +45,7 @@ from shared.atomic import atomic_path, write_text
 from shared.checkpoint import (clear_stale_saves, code_version, load_checkpoint, rng_state, save_checkpoint,
                                set_rng_state)
 from shared.config import config_hash, save_config, to_dict
+from shared.eta import Eta
 from shared.frames import DataError, Frame
 from shared.imageio import read_rgb
 from shared.photometric import apply_photometric
@@ -391,12 +392,14 @@ def train(cfg: PicieConfig) -> Path:
              f"resuming at step {start}/{total}" if start else f"starting, {total} steps")
     click.echo(f"picie: {where}; {n} frames ({','.join(cfg.splits)}) at {size[0]}x{size[1]}, views "
                f"{rt.view_size[0]}x{rt.view_size[1]}, {cfg.backbone}, K={cfg.num_clusters}, "
-               f"{2 * cfg.batch_size} images/step, device {device}")
+               f"{2 * cfg.batch_size} images/step, device {device}"
+               + ("; the time estimate follows the first steps" if start < total else ""))
 
     # ---- the step loop: an epoch starts with its clustering, then steps through its frame order
     from tqdm import tqdm
 
     bar = tqdm(total=total, initial=start, disable=not cfg.progress, unit="step", dynamic_ncols=True)
+    eta = Eta("picie", total - start if cfg.stop_after <= 0 else min(total - start, cfg.stop_after), "step", click.echo)
     step, step_log, t_log, last_good, stopped = start, start, time.time(), start, False
     sums = torch.zeros(3, device=device)  # loss, within, across since the last log line
     with open(log_path, "a") as log:
@@ -410,6 +413,7 @@ def train(cfg: PicieConfig) -> Path:
                 sums += torch.stack([terms.total.detach(), terms.within.detach(), terms.across.detach()])
                 step += 1
                 bar.update(1)
+                eta.update(1)  # (an epoch's clustering falls between steps: the first epoch's is not in the rate)
                 if step % cfg.log_every == 0 or step == total:
                     k = step - step_log
                     mean = (sums / k).tolist()  # the one host sync per log interval
@@ -441,20 +445,26 @@ def train(cfg: PicieConfig) -> Path:
     bar.close()
 
     wrote = [ckpt_path, log_path, run_dir / "config.json"]
-    if step >= total:
+    export = run_dir / f"backbone_{cfg.backbone}.pth"
+    # The export is written after the final centroids' checkpoint: a finished run that has it is left as
+    # it is (rewriting the checkpoint would make `make eval` score it again).
+    finished_before = start >= total and export.is_file()
+    if step >= total and not finished_before:
         # the evaluation's prototypes: centroids of the trained network on plain frames
         with torch.no_grad():
             model.prototypes.weight.copy_(F.normalize(final_centroids(model, cfg, rt, cfg.progress), dim=1))
         _checkpoint(ckpt_path, model, opt, step, cfg, run_key, state)
-        export = run_dir / f"backbone_{cfg.backbone}.pth"
         with atomic_path(export) as tmp:
             torch.save(backbone_state_dict_torchvision(model), tmp)
+    if step >= total:
         wrote.append(export)
         write_pointer(cfg, "picie", "model", ckpt_path)
-    done = "finished" if step >= total else f"stopped at step {step}/{total} (rerun to resume)"
-    click.echo(f"picie: {done} in {time.time() - t_start:.1f} s; wrote:")
-    for p in wrote:
-        click.echo(f"  {p}")
+    names = ", ".join(p.name for p in wrote)
+    if finished_before:
+        click.echo(f"picie: nothing to do in {time.time() - t_start:.1f} s; the finished run is {names} in {run_dir}")
+    else:
+        done = "finished" if step >= total else f"stopped at step {step}/{total} (rerun to resume)"
+        click.echo(f"picie: {done} in {time.time() - t_start:.1f} s; wrote {names} into {run_dir}")
     return run_dir
 
 

@@ -62,3 +62,45 @@ def test_mean_depth_map_and_file_errors(tmp_path):
     bad.write_bytes(b"garbage")
     with pytest.raises(DataError, match="bad.npy"):
         read_gt_depth(bad)
+
+
+def test_rerun_reuses_the_evaluation_until_the_checkpoint_changes(tiny_city, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    import shared.nets.depth_predictor as depth_predictor
+    from evaluate.__main__ import main
+
+    class Constant:
+        """A stand-in network: a flat depth map (the reuse is the test, not the numbers)."""
+
+        def __init__(self, ckpt, device="cpu"):
+            made.append(ckpt)
+
+        def predict(self, rgb):
+            return np.full(rgb.shape[:2], 10.0, np.float32)
+
+    made: list = []
+    monkeypatch.setattr(depth_predictor, "DepthPredictor", Constant)
+    ckpt = tmp_path / "depth_net.pt"
+    ckpt.write_bytes(b"a depth network")
+    args = ["depth-eval", "--dataset", "synthetic", "--data-root", str(tiny_city), "--out", str(tmp_path / "runs"),
+            "--demo-size", "tiny", "--checkpoint", str(ckpt)]
+    first = CliRunner().invoke(main, args)
+    assert first.exit_code == 0, first.output
+    (report,) = [p for p in (tmp_path / "runs" / "synthetic-tiny" / "eval").glob("depth-*.json")
+                 if not p.name.endswith((".config.json", ".done.json"))]
+    files = sorted(report.parent.iterdir())
+    assert [p.name for p in files] == [report.name.replace(".json", s) for s in (".config.json", ".done.json", ".json")]
+    written = [p.stat().st_mtime_ns for p in files]
+
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 0, again.output
+    assert again.output.strip().splitlines()[-1] == f"depth eval: reusing {report} (inputs unchanged; --force to recompute)"
+    assert [p.stat().st_mtime_ns for p in files] == written and len(made) == 1
+
+    ckpt.write_bytes(b"the depth network, trained further")  # a new checkpoint at the same path
+    changed = CliRunner().invoke(main, args)
+    assert changed.exit_code == 0 and "reusing" not in changed.output and "abs_rel" in changed.output
+    assert len(made) == 2
+    assert "reusing" in CliRunner().invoke(main, args).output
+    assert "reusing" not in CliRunner().invoke(main, args + ["--force"]).output and len(made) == 3

@@ -85,8 +85,12 @@ def test_report_on_the_tiny_synthetic_city(tmp_path):
     for r in rep["results"].values():
         assert 0 <= r["bilateral_miou"] <= r["gt_query_miou"] <= 100 and r["regions_per_frame"] > 0
     assert rep["results"]["gt"]["purity"] == pytest.approx(100.0)
-    out = Path(lines[-1].split("report: ")[1].split(" ")[0]).parent
-    assert json.loads((out / "report.json").read_text())["frames"] == 2
+    # what it will do first (frames, size, methods, depth), what it wrote where and how long it took last
+    assert lines[0].startswith("proposals: plan: 2 labelled frames at 96x192, methods depth, slic, felzenszwalb, gt, "
+                               "depth gt, 1 task(s) on 1 worker(s)")
+    assert lines[-1].startswith("proposals: wrote report.md, report.json and 5 overlays into ")
+    out = Path(lines[-1].split(" into ")[1].rsplit(" in ", 1)[0])
+    assert out.parent.name == "reports" and json.loads((out / "report.json").read_text())["frames"] == 2
     pngs = sorted(p.name for p in out.glob("*.png"))
     assert len(pngs) == 5 and any(p.endswith("_weights.png") for p in pngs)
 
@@ -126,3 +130,39 @@ def test_report_scores_depth_rgb_when_asked(tmp_path):
     assert set(rep["results"]) == {"depth-rgb", "slic", "felzenszwalb", "gt"}
     assert rep["depth_method"] == "depth-rgb" and rep["depth_rgb_params"]["merge_k"] == cfg.merge_k
     assert rep["results"]["depth-rgb"]["regions_per_frame"] > 1
+
+
+def _mtimes(folder: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in sorted(folder.iterdir())}
+
+
+def test_rerun_reuses_the_report_until_an_input_changes(tiny_city, tmp_path):
+    import shutil
+
+    from click.testing import CliRunner
+
+    from evaluate.__main__ import main
+
+    city = tmp_path / "city"
+    shutil.copytree(tiny_city, city)
+    args = ["proposals", "--dataset", "synthetic", "--data-root", str(city), "--out", str(tmp_path / "o"),
+            "--demo-size", "tiny", "--max-frames", "1", "--overlays", "1", "--workers", "1"]
+    first = CliRunner().invoke(main, args)
+    assert first.exit_code == 0, first.output
+    out = next((tmp_path / "o" / "synthetic-tiny" / "reports").glob("proposals-*"))
+    written = _mtimes(out)
+    assert "done.json" in written and "report.json" in written and any(n.endswith("_weights.png") for n in written)
+
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 0, again.output
+    assert again.output.strip().splitlines()[-1] == f"proposals: reusing {out} (inputs unchanged; --force to recompute)"
+    assert "| method |" not in again.output  # nothing was scored
+    assert _mtimes(out) == written
+
+    # the depth the regions are built from changes (a new depth source): the report is made again
+    for npy in sorted(city.glob("seq*/depth/*.npy")):
+        np.save(npy, 2 * np.load(npy))
+    changed = CliRunner().invoke(main, args)
+    assert changed.exit_code == 0 and "reusing" not in changed.output and "| method |" in changed.output  # scored
+    forced = CliRunner().invoke(main, args + ["--force"])
+    assert forced.exit_code == 0 and "reusing" not in forced.output

@@ -71,12 +71,15 @@ class ColourOracle(nn.Module):
         return nn.functional.normalize(nn.functional.avg_pool2d(rgb, 4) + 1e-6, dim=1)
 
 
-def _run(args: list[str]) -> None:
+def _run(args: list[str]):
     result = CliRunner().invoke(unsupervised, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
+    return result
 
 
 @pytest.mark.parametrize("clustering", ["agglomerative", "kmeans"])
+
+
 def test_perfect_network_scores_100_under_both_protocols(tmp_path, monkeypatch, clustering):
     import shared.nets.semantic_fpn as semantic_fpn
 
@@ -112,10 +115,15 @@ def test_real_network_with_baseline_writes_the_full_report(tmp_path):
     ckpt = tmp_path / "run" / "model.pt"
     ckpt.parent.mkdir()
     torch.save({"model": net.state_dict(), "net_args": net.net_args, "config": {"backbone": "resnet18"}}, ckpt)
-    _run(["--dataset", "cityscapes", "--data-root", str(tmp_path / "city"), "--out", str(tmp_path / "runs"),
-          "--checkpoint", str(ckpt), "--protocol", "paper", "--height", str(H), "--width", str(W),
-          "--pictures", "2", "--device", "cpu", "--n-clusters", "5"])
+    said = _run(["--dataset", "cityscapes", "--data-root", str(tmp_path / "city"), "--out", str(tmp_path / "runs"),
+                 "--checkpoint", str(ckpt), "--protocol", "paper", "--height", str(H), "--width", str(W),
+                 "--pictures", "2", "--device", "cpu", "--n-clusters", "5"]).stdout.strip().splitlines()
     out = tmp_path / "runs" / "cityscapes" / "eval" / "run-agglomerative"
+    # the plan first (frames, size, networks, passes, device), what was written where last
+    assert said[0].startswith("unsupervised eval: plan: 2 frames (val) of cityscapes at 64x128, protocol paper, "
+                              "clustering agglomerative; pre-trained: 1 network(s); random init: 1 network(s); "
+                              "2 forward passes of 2 on cpu")
+    assert said[-1].startswith(f"unsupervised eval: wrote report.html, report.md, report.json and 6 pictures into {out} in ")
     for name in ["report.json", "report.md", "report.html", "config.json", "confusion_paper.png", "iou_paper.png",
                  "predictions_testcity_000000_000000.png", "pca_testcity_000000_000001.png"]:
         assert (out / name).is_file(), name
@@ -273,3 +281,36 @@ def test_auto_checkpoint_takes_the_finished_runs_that_differ_only_in_seed(tmp_pa
     assert seed_siblings(latest) == [a, b, latest]  # by seed, whatever the folder names
     # a run from before the record: itself only
     assert seed_siblings(train / "old" / "checkpoint.pt") == [train / "old" / "checkpoint.pt"]
+
+
+def test_rerun_reuses_the_report_until_the_checkpoint_changes(tmp_path, monkeypatch):
+    import shared.nets.semantic_fpn as semantic_fpn
+
+    make_city(tmp_path / "city")
+    ckpt = tmp_path / "run" / "checkpoint.pt"
+    ckpt.parent.mkdir()
+    ckpt.write_bytes(b"first training run")  # not read: load_pretrained is replaced
+    loads = []
+    monkeypatch.setattr(semantic_fpn, "load_pretrained",
+                        lambda path, map_location="cpu": loads.append(path) or (ColourOracle(), {}))
+    args = ["--dataset", "cityscapes", "--data-root", str(tmp_path / "city"), "--out", str(tmp_path / "runs"),
+            "--checkpoint", str(ckpt), "--no-baseline", "--height", str(H), "--width", str(W), "--pictures", "1",
+            "--device", "cpu"]
+    out = tmp_path / "runs" / "cityscapes" / "eval" / "run-agglomerative"
+    _run(args)
+    written = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    assert {"done.json", "report.json", "report.html", "predictions_testcity_000000_000000.png"} <= set(written)
+    assert len(loads) == 1
+
+    again = CliRunner().invoke(unsupervised, args, catch_exceptions=False)
+    assert again.exit_code == 0, again.output
+    assert again.output.strip().splitlines()[-1] == \
+        f"unsupervised eval: reusing {out} (inputs unchanged; --force to recompute)"
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == written and len(loads) == 1
+
+    ckpt.write_bytes(b"second, longer training run")  # a new checkpoint at the same path
+    changed = CliRunner().invoke(unsupervised, args, catch_exceptions=False)
+    assert changed.exit_code == 0 and "reusing" not in changed.output and len(loads) == 2  # evaluated again
+    assert "reusing" in CliRunner().invoke(unsupervised, args, catch_exceptions=False).output
+    CliRunner().invoke(unsupervised, args + ["--force"], catch_exceptions=False)
+    assert len(loads) == 3

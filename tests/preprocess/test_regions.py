@@ -47,6 +47,9 @@ def test_store_round_trip_and_noop_rerun(city, tmp_path):
     store = stage.run_regions(cfg, echo=lines.append)
     assert read_pointer(cfg, "regions", "depth") == store.resolve()
     assert store.name.startswith("depth-")
+    # what it will do first (frames, size, depth, workers), what it wrote where and how long it took last
+    assert lines[0].startswith("regions: plan: 4 frames in 2 chunks (0 chunks already done) at 96x192")
+    assert "\n".join(lines).splitlines()[-1].startswith(f"regions: wrote 4 frames into {store} in ")
     man = read_manifest(store)
     for key in ("height", "width", "config", "config_hash", "depth_units", "proposals", "chunks", "skipped"):
         assert key in man

@@ -140,6 +140,15 @@ def test_horizon_comes_from_the_frame_index(written):
     assert man["params"]["height_tolerance"] == 16  # not a demo size: the paper's value
 
 
+def test_the_stage_says_what_it_will_do_first_and_what_it_wrote_last(written):
+    *_, out, lines = written
+    text = "\n".join(lines).splitlines()
+    # 6 frames, M=2, 2 epochs: 3 groups of 4 images per epoch, 2 groups per shard
+    assert text[0].startswith("shards: plan: 6 groups (24 images) in 4 shards to write (0 shards already done) "
+                              "from 6 frames")
+    assert text[-1].startswith(f"shards: wrote 4 shards (6 groups, 24 images) into {out} in ")
+
+
 def test_rerun_reuses_and_same_seed_gives_identical_bytes_with_any_worker_count(written):
     tmp, store, cfg, out, _ = written
     before = {p.name: p.stat().st_mtime_ns for p in out.glob("shard-*.tar")}
@@ -180,7 +189,7 @@ def test_killed_run_resumes_and_corrupt_shards_are_rewritten(tmp_path):
     mtimes = {p.name: p.stat().st_mtime_ns for p in out.glob("shard-*.tar")}
     lines: list[str] = []
     run_shards(cfg, _echo(lines))
-    assert any("1 groups in 1 shards to write (2 shards already done)" in s for s in lines)
+    assert any("1 groups (4 images) in 1 shards to write (2 shards already done)" in s for s in lines)
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("shard-00000[01].tar")} == mtimes
     assert not list(out.glob("*.tmp")) and not list(out.glob(".*.tmp"))
     # a flipped byte and a truncation are caught by the checksum and rewritten

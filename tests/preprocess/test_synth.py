@@ -371,6 +371,9 @@ def test_cli_renders_and_summarises(tmp_path):
                                   "--size", "16x32", "--seed", "4"])
     assert r.exit_code == 0, r.output
     assert "wrote 2 frames" in r.output and str(root) in r.output and "frames/s" in r.output
+    lines = r.stdout.strip().splitlines()  # (the progress bar goes to stderr)
+    assert lines[0].startswith("synthetic city: plan: 1 sequences x 2 frames = 2 frames at 16x32")
+    assert lines[-1].startswith(f"synthetic city: wrote 2 frames (0 already there) into {root} in ")
     assert synth.city_is_complete(root)
     assert read_rgb(root / "seq00" / "rgb" / "000001.png").shape == (16, 32, 3)
     r = CliRunner().invoke(main, ["synth", "--data-root", str(root), "--sequences", "1", "--frames", "2",

@@ -196,3 +196,27 @@ def test_runs_that_differ_only_in_seed_share_their_seed_free_hash(full_run, shar
     first = json.loads(next((out).rglob("config.json")).read_text())["seed_free_hash"]
     assert record(seed=4) == first
     assert record(seed=4, lam=0.25) != first
+
+
+def test_the_run_says_its_plan_first_and_what_it_wrote_last(full_run, shard_dir, capsys):
+    run_dir, out = full_run
+    export = run_dir / "backbone_resnet18.pth"
+    before = {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()}
+    capsys.readouterr()
+    assert C.train(_cfg(shard_dir, out)) == run_dir  # the finished run again
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith(f"contrastive: complete (6 steps), reusing {run_dir}; 2 shards x 4-image groups")
+    assert "device cpu" in lines[0]
+    assert lines[-1].startswith("contrastive: nothing to do in ") and lines[-1].endswith(f" in {run_dir}")
+    assert {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()} == before  # the export is not written again
+    assert export.is_file()
+
+
+def test_a_new_run_estimates_its_time_after_the_first_steps(shard_dir, tmp_path, capsys):
+    run_dir = C.train(_cfg(shard_dir, tmp_path, max_steps=6))
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("contrastive: starting, 6 steps;") and "crop 32x64" in lines[0]
+    assert lines[0].endswith("the time estimate follows the first steps")
+    assert any(line.startswith("contrastive: ") and "s/step over the first 3 steps: about" in line for line in lines)
+    assert lines[-1].startswith("contrastive: finished in ") and lines[-1].endswith(
+        f"wrote checkpoint.pt, log.jsonl, config.json, backbone_resnet18.pth into {run_dir}")

@@ -200,14 +200,24 @@ def test_a_few_cpu_steps_lower_the_loss(full_run):
     assert (full_run / "train_frames_f0.txt").read_text().split() == [f["id"] for f in plan["folds"][0]["train"]]
 
 
-def test_resume_reproduces_the_uninterrupted_losses(kitti_root, tmp_path, full_run):
+def test_resume_reproduces_the_uninterrupted_losses(kitti_root, tmp_path, full_run, capsys):
     cfg = _cfg(kitti_root, tmp_path, stop_after=4)
     run = FT.finetune(cfg)
     assert len(_losses(run / "f0_r0" / "log.jsonl")) == 4 and not (run / "f1_r0").exists()
+    capsys.readouterr()
     FT.finetune(_cfg(kitti_root, tmp_path))  # resumes fold 0 at step 4, then fold 1
     for fold in (0, 1):
         assert _losses(run / f"f{fold}_r0" / "log.jsonl") == pytest.approx(
             _losses(full_run / f"f{fold}_r0" / "log.jsonl"), rel=1e-5)
+    said = capsys.readouterr().out.strip().splitlines()
+    assert said[0].startswith("finetune: plan: semantic, init scratch, label fraction 1: ") and \
+        "2 network(s) of 8 steps, batch 2, crop 64x128, resnet18 on cpu" in said[0]
+    # 16 steps, 4 done before this run: the estimate is timed over steps 2-4 of this run, 8 are left
+    assert sum("s/step over the first 3 steps: about" in line and line.endswith("for the remaining 8")
+               for line in said) == 1
+    assert said[-1].startswith("finetune: finished 2 network(s) in ") and f"into {run};" in said[-1]
+    FT.finetune(_cfg(kitti_root, tmp_path))
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("finetune: nothing to do in ")
 
 
 def test_instance_task_trains_a_few_steps(kitti_root, tmp_path):

@@ -123,9 +123,13 @@ def test_a_few_cpu_steps_lower_the_loss(frames_root, tmp_path):
     assert all(np.isfinite(losses))
 
 
-def test_run_writes_a_checkpoint_that_evaluation_loads(frames_root, tmp_path):
+def test_run_writes_a_checkpoint_that_evaluation_loads(frames_root, tmp_path, capsys):
     cfg = _cfg(frames_root, tmp_path / "runs", run="r")
     run_dir = train(cfg)
+    said = capsys.readouterr().out.strip().splitlines()
+    assert said[0].startswith("picie: starting, 6 steps; 6 frames (train) at 64x128") and "device cpu" in said[0]
+    assert said[-1].startswith("picie: finished in ") and said[-1].endswith(
+        f"wrote checkpoint.pt, log.jsonl, config.json, backbone_resnet18.pth into {run_dir}")
     assert run_dir == tmp_path / "runs" / "folder" / "picie" / "r"
     log = _log(run_dir)
     assert [r["step"] for r in log] == [1, 2, 3, 4, 5, 6]  # 6 frames, 2 per step, 2 epochs
@@ -144,9 +148,12 @@ def test_run_writes_a_checkpoint_that_evaluation_loads(frames_root, tmp_path):
     sd = torch.load(run_dir / "backbone_resnet18.pth", weights_only=True)
     missing, unexpected = torchvision.models.resnet18().load_state_dict(sd, strict=False)
     assert unexpected == [] and set(missing) == {"fc.weight", "fc.bias"}
-    # a rerun of a finished run trains nothing more
+    # a rerun of a finished run trains nothing more and writes nothing: the evaluation reuses its report
+    before = {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()}
     train(cfg)
     assert len(_log(run_dir)) == 6
+    assert {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()} == before
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("picie: nothing to do in ")
 
 
 def test_resume_reproduces_the_losses_of_an_uninterrupted_run(frames_root, tmp_path):
