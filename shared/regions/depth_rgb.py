@@ -67,9 +67,10 @@ class DepthRgbParams:
     # point-to-plane gap between neighbours (relative to their depth) at which they stop counting as one
     # plane: exact depth puts 90 % of same-object edges below 0.004 and half the others above 0.039
     tau_plane: float = 0.005
-    # the region-count knob of the merge (Felzenszwalb and Huttenlocher's k, in W x reference pixels):
-    # larger gives fewer, larger regions; 10 gives about 95 regions on a 384x768 Cityscapes frame with
-    # the shipped disparity (the paper's method: about 130) and about 160 on the synthetic city
+    # the region-count knob of both merges (with weak depth Felzenszwalb and Huttenlocher's k, in W x
+    # reference pixels; with precise depth it sets the mean-W merge's stop, see mean_k_half): larger gives
+    # fewer, larger regions; 10 gives about 95 regions on a 384x768 Cityscapes frame with the shipped
+    # disparity (the paper's method: about 130) and about 200 on the synthetic city with exact depth
     merge_k: float = 10.0
     # regions smaller than this join their lowest-W neighbour: the paper's filter (16 x 6 px boxes) would
     # drop them anyway, so they go to a neighbour instead of leaving a hole (at about 260 regions per
