@@ -71,7 +71,8 @@ class SweepConfig(RegionsConfig):
     real_model: str = field("", "depth checkpoint for DATASET's frames: adds a learnt-depth condition beside --depth")
     weak_seed: int = field(0, "seed of the depth degradation of condition (c) (each frame mixes in its id)", bounds="[0, inf)")
     sweep_t_e: tuple[float, ...] = field((0.05, 0.1, 0.2, 0.3, 0.45, 0.6, 0.8), "depth (the paper's): T_e values", bounds="[0, 1]")
-    sweep_merge_k: tuple[float, ...] = field((1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 50.0, 100.0, 300.0),
+    # 1000: with precise depth the mean-W merge stops at W 0.91 there, the coarse end of the paper's T_e sweep
+    sweep_merge_k: tuple[float, ...] = field((1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 50.0, 100.0, 300.0, 1000.0),
                                              "depth-rgb: merge_k values", bounds="(0, inf)")
     sweep_slic: tuple[int, ...] = field((25, 50, 100, 200, 400, 800), "slic: n_segments values", bounds="[1, inf)")
     sweep_felz: tuple[float, ...] = field((30.0, 60.0, 100.0, 200.0, 300.0, 600.0, 1000.0, 3000.0),

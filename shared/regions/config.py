@@ -72,6 +72,13 @@ class RegionsConfig(StageConfig):
                            bounds="(0, inf)")
     min_pixels: int = field(RGB.min_pixels, "depth-rgb: smaller regions join their lowest-W neighbour (pixels at "
                                             "384 rows)", hash=False, bounds="[0, inf)")
+    small_per_k: float = field(RGB.small_per_k, "depth-rgb, weak depth: regions under this x merge_k pixels (at 384 "
+                                                "rows) join their lowest-W neighbour too", hash=False, bounds="[0, inf)")
+    precise_q: float = field(RGB.precise_q, "depth-rgb: frames of at least this depth precision are grouped by the "
+                                            "mean-W merge, the others by Felzenszwalb and Huttenlocher's", hash=False,
+                             bounds="[0, inf)")
+    mean_k_half: float = field(RGB.mean_k_half, "depth-rgb, precise depth: the mean-W merge stops at W = merge_k / "
+                                                "(merge_k + this)", hash=False, bounds="(0, inf)")
     felz_scale: float = field(300.0, "felzenszwalb proposals: scale", bounds="(0, inf)")
     felz_sigma: float = field(0.8, "felzenszwalb proposals: sigma", bounds="[0, inf)")
     felz_min_size: int = field(50, "felzenszwalb proposals: min component size, px", bounds="[0, inf)")
@@ -134,7 +141,8 @@ def depth_spec(cfg: RegionsConfig) -> DepthSpec:
 def depth_rgb_params(cfg: RegionsConfig) -> DepthRgbParams:
     """depth-rgb's constants from the config (sizes are in pixels at 384 rows, so no demo-size scaling)."""
     return DepthRgbParams(w_app=cfg.w_app, tau_res=cfg.tau_res, tau_plane=cfg.tau_plane, merge_k=cfg.merge_k,
-                          min_pixels=cfg.min_pixels)
+                          min_pixels=cfg.min_pixels, small_per_k=cfg.small_per_k, precise_q=cfg.precise_q,
+                          mean_k_half=cfg.mean_k_half)
 
 
 def regions_hash(cfg: RegionsConfig) -> str:

@@ -47,6 +47,8 @@ def test_tiny_sweep_on_the_synthetic_city_and_the_cityscapes_samples(sample_data
                       sweep_merge_k=(10.0, 100.0), sweep_slic=(50,), sweep_felz=(100.0,))
     lines: list[str] = []
     rep = run_sweep(cfg, echo=lines.append)
+    # depth-rgb's constants are recorded, the merge's choice among them
+    assert {"merge_k", "min_pixels", "small_per_k", "precise_q", "mean_k_half"} <= set(rep["depth_rgb_params"])
     assert [c["key"] for c in rep["conditions"]] == ["synthetic-exact", "synthetic-weak", "cityscapes"]
     for c in rep["conditions"]:
         assert c["frames"] == 2 and c["size"] == [96, 192]

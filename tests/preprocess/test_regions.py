@@ -289,6 +289,10 @@ def test_depth_rgb_knobs_key_only_depth_rgb_stores():
     rgb = dataclasses.replace(paper, proposals="depth-rgb")
     assert regions_hash(dataclasses.replace(rgb, merge_k=9.0)) != regions_hash(rgb)
     assert regions_hash(dataclasses.replace(rgb, w_app=0.1)) != regions_hash(rgb)
+    for knob, value in (("small_per_k", 4.0), ("precise_q", 0.9), ("mean_k_half", 50.0)):
+        assert regions_hash(dataclasses.replace(paper, **{knob: value})) == regions_hash(paper), knob
+        assert regions_hash(dataclasses.replace(rgb, **{knob: value})) != regions_hash(rgb), knob
+
 def test_depth_in_millimetres_is_stored_finite_and_gives_the_same_regions(city, tmp_path):
     """Depth maps in millimetres (values above float16's 65504 on the synthetic city's far
     facades) are stored finite, at their value, and give the regions of the metre maps."""

@@ -6,8 +6,8 @@ import pytest
 from scipy import ndimage
 
 from shared.regions.depth_rgb import (DepthRgbParams, appearance_term, depth_precision, depth_rgb_regions,
-                                      depth_rgb_weights, lab_means, merge_regions, normal_confidence, plane_gap,
-                                      plane_residuals)
+                                      depth_rgb_weights, group_superpixels, lab_means, mean_w_merge, merge_regions,
+                                      normal_confidence, plane_gap, plane_residuals)
 from shared.regions.grouping import GroupingParams, depth_regions, edge_weights
 from tests.shared.regions.test_grouping import H, K, PARAMS, W, box_on_ground_scene, margin_ok, paint, rays
 
@@ -104,6 +104,78 @@ def test_merge_known_partitions():
     big = np.full(4, 100.0)
     assert merge_regions(4, edges, np.full(3, 0.3), big, k=2.0, min_size=0).tolist() == [0, 1, 2, 3]
     assert merge_regions(3, np.zeros((0, 2), dtype=np.int64), np.zeros(0), np.ones(3), 1.0, 0).tolist() == [0, 1, 2]
+
+
+def test_mean_w_merge_known_partitions():
+    # a triangle: 0-1 alike (0.1); 2 touches 0 weakly (0.15) but 1 strongly (0.9)
+    edges = np.array([[0, 1], [0, 2], [1, 2]])
+    w = np.array([0.1, 0.15, 0.9])
+    ones = np.ones(3)
+    # the mean W of {0, 1} to 2 is (0.15 + 0.9) / 2 = 0.525: above 0.3, so 2 stays apart ...
+    assert mean_w_merge(3, edges, w, ones, max_w=0.3, min_size=0).tolist() == [0, 0, 1]
+    # ... where the greedy single-link merge takes the 0.15 edge (0.15 <= min(0.1 + 0.3 / 2, 0 + 0.3 / 1))
+    assert merge_regions(3, edges, w, ones, k=0.3, min_size=0).tolist() == [0, 0, 0]
+    assert mean_w_merge(3, edges, w, ones, max_w=0.525, min_size=0).tolist() == [0, 0, 0]
+    assert mean_w_merge(3, edges, w, ones, max_w=0.05, min_size=0).tolist() == [0, 1, 2]
+    # the mean, not the lowest or the highest edge: 0-1 merge first (0.1), then {0, 1} - 2 is (0.2 + 0.3) / 2
+    w2 = np.array([0.1, 0.2, 0.3])
+    assert mean_w_merge(3, edges, w2, ones, max_w=0.24, min_size=0).tolist() == [0, 0, 1]
+    assert mean_w_merge(3, edges, w2, ones, max_w=0.26, min_size=0).tolist() == [0, 0, 0]
+    # the means carry over several merges: a path 0-1-2-3, then 3 touches 0 (W 1.0)
+    e4 = np.array([[0, 1], [1, 2], [2, 3], [0, 3]])
+    w4 = np.array([0.1, 0.2, 0.3, 1.0])
+    # {0, 1, 2} - 3 has edges 0.3 and 1.0: mean 0.65
+    assert mean_w_merge(4, e4, w4, np.ones(4), max_w=0.6, min_size=0).tolist() == [0, 0, 0, 1]
+    assert mean_w_merge(4, e4, w4, np.ones(4), max_w=0.65, min_size=0).tolist() == [0, 0, 0, 0]
+    # small regions join their lowest-mean neighbour, again while still too small: 0 (size 1) joins 1 (0.8 <
+    # 0.9), {0, 1} (size 2) is still under 3 and joins 2 (its only neighbour)
+    e3 = np.array([[0, 1], [1, 2]])
+    sizes = np.array([1.0, 1.0, 5.0])
+    assert mean_w_merge(3, e3, np.array([0.8, 0.9]), sizes, max_w=0.1, min_size=2).tolist() == [0, 0, 1]
+    assert mean_w_merge(3, e3, np.array([0.8, 0.9]), sizes, max_w=0.1, min_size=3).tolist() == [0, 0, 0]
+    # no edges, no nodes
+    assert mean_w_merge(3, np.zeros((0, 2), dtype=np.int64), np.zeros(0), ones, 0.5, 10).tolist() == [0, 1, 2]
+    assert mean_w_merge(0, np.zeros((0, 2), dtype=np.int64), np.zeros(0), np.zeros(0), 0.5, 0).tolist() == []
+
+
+def test_mean_w_merge_is_independent_of_node_order():
+    # the same graph with its nodes renumbered gives the same partition (renumbered)
+    rng = np.random.default_rng(3)
+    n = 40
+    edges = np.array([(i, j) for i in range(n) for j in range(i + 1, n) if rng.random() < 0.15])
+    w = np.round(rng.random(len(edges)), 3)
+    a = mean_w_merge(n, edges, w, np.ones(n), max_w=0.3, min_size=0)
+    perm = rng.permutation(n)
+    pe = np.sort(perm[edges], axis=1)
+    b = mean_w_merge(n, pe, w, np.ones(n), max_w=0.3, min_size=0)
+    same = a[:, None] == a[None, :]
+    np.testing.assert_array_equal(same, b[perm][:, None] == b[perm][None, :])
+    assert 1 < a.max() + 1 < n  # the case is not trivial
+
+
+def test_group_superpixels_follows_the_depth_precision():
+    edges = np.array([[0, 1], [0, 2], [1, 2]])
+    w = np.array([0.1, 0.15, 0.9])
+    # merge_k 0.3 with mean_k_half 0.7: the mean-W merge stops at 0.3 / (0.3 + 0.7) = 0.3
+    app = DepthRgbParams(merge_k=0.3, mean_k_half=0.7, min_pixels=0, small_per_k=0.0, precise_q=0.5)
+    assert group_superpixels(3, edges, w, np.ones(3), 0.9, app).tolist() == [0, 0, 1]  # precise: mean W
+    assert group_superpixels(3, edges, w, np.ones(3), 0.1, app).tolist() == [0, 0, 0]  # weak: greedy
+    # weak depth, merge_k 1 on regions of 10+ pixels: no edge joins (0.5 > 0 + 1 / 10); a region under
+    # small_per_k x merge_k then joins its lowest-W neighbour, again while still under it
+    path = np.array([[0, 1], [1, 2]])
+    sizes = np.array([10.0, 25.0, 40.0])
+    strong = np.array([0.5, 0.9])
+
+    def weak(small_per_k: float) -> list[int]:
+        app = DepthRgbParams(merge_k=1.0, min_pixels=0, small_per_k=small_per_k)
+        return group_superpixels(3, path, strong, sizes, 0.0, app).tolist()
+
+    assert weak(5.0) == [0, 1, 2]
+    assert weak(20.0) == [0, 0, 1]  # 10 < 20 joins 25; 35 and 40 stay
+    assert weak(38.0) == [0, 0, 0]  # 35 < 38 joins 40 too
+    # ... and with precise depth small_per_k plays no part (the mean-W merge stops at 1 / 101)
+    precise = DepthRgbParams(merge_k=1.0, min_pixels=0, small_per_k=38.0)
+    assert group_superpixels(3, path, strong, sizes, 1.0, precise).tolist() == [0, 1, 2]
 
 
 # ---------------------------------------------------------------------------------------------
