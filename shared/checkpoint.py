@@ -6,6 +6,7 @@ import json
 import os
 import random
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -133,3 +134,19 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class SaveClock:
+    """Wall-time checkpoints beside the step ones: a slow (CPU) run saves at least every `minutes`, so a
+    kill never loses more than that. Off under several processes: each rank's clock differs, and a save
+    that one rank makes and another does not would desynchronise their collectives."""
+
+    def __init__(self, minutes: float, enabled: bool = True) -> None:
+        self.seconds = minutes * 60.0 if enabled else 0.0
+        self.last = time.perf_counter()
+
+    def due(self) -> bool:
+        return self.seconds > 0 and time.perf_counter() - self.last >= self.seconds
+
+    def saved(self) -> None:
+        self.last = time.perf_counter()

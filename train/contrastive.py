@@ -33,8 +33,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from shared.checkpoint import (clear_stale_saves, code_version, load_checkpoint, rng_state, save_checkpoint,
-                               set_rng_state, trim_log)
+from shared.checkpoint import (SaveClock, clear_stale_saves, code_version, load_checkpoint, rng_state,
+                               save_checkpoint, set_rng_state, trim_log)
 from shared.config import config_hash, save_config, to_dict
 from shared.eta import Eta
 from shared.faults import kill_point
@@ -340,6 +340,7 @@ def train(cfg: ContrastiveConfig) -> Path:
     batches = _batches(plans, epoch_starts, start, cfg, aug, rank, pin_memory=cuda)
     eta = Eta("contrastive", stop - start, "step", click.echo if main_rank else lambda line: None)
     step = last_good = start
+    clock = SaveClock(cfg.checkpoint_minutes, enabled=world == 1)
     try:
         for step, (epoch, batch) in zip(range(start + 1, stop + 1), batches):  # step: steps done after this one
             for g in opt.param_groups:
@@ -354,10 +355,11 @@ def train(cfg: ContrastiveConfig) -> Path:
                 rec = window.close(step, epoch, float(lrs[step - 1]), total, images_per_step, last_good)
                 if main_rank:
                     _write_log(rec, log, bar, tb)  # type: ignore[arg-type]
-            if step % cfg.checkpoint_every == 0 or step == stop:
+            if step % cfg.checkpoint_every == 0 or step == stop or clock.due():
                 window.check_finite(step, last_good)
                 if main_rank:
                     _checkpoint(ckpt_path, model, opt, step, cfg, run_key, ss.digest)
+                clock.saved()
                 last_good = step
                 _barrier(world)
     finally:

@@ -32,7 +32,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from shared.atomic import write_text
-from shared.checkpoint import clear_stale_saves, code_version, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from shared.checkpoint import (SaveClock, clear_stale_saves, code_version, load_checkpoint, rng_state, save_checkpoint,
+                               set_rng_state)
 from shared.config import config_hash, save_config, to_dict
 from shared.datasets import instance_encoding
 from shared.eta import Eta
@@ -218,6 +219,7 @@ def train_network(cfg: FinetuneConfig, fold: Fold, repeat: int, run_dir: Path, i
 
     # ---- the step loop
     bar = tqdm(total=total, initial=start, disable=not cfg.progress, unit="step", desc=name, dynamic_ncols=True)
+    clock = SaveClock(cfg.checkpoint_minutes)
     loss_sum, step_log, t_log = torch.zeros((), device=device), start, time.time()
     step, stopped = start, False
     with open(log_path, "a") as log:
@@ -245,7 +247,7 @@ def train_network(cfg: FinetuneConfig, fold: Fold, repeat: int, run_dir: Path, i
                 step_log, t_log = step, now
             budget[0] -= 1
             stopped = budget[0] == 0
-            if step % cfg.checkpoint_every == 0 or step == total or stopped:
+            if step % cfg.checkpoint_every == 0 or step == total or stopped or clock.due():
                 if step != step_log and not torch.isfinite(loss_sum):  # never save weights whose loss is not finite
                     raise NonFiniteLoss(f"{out}: non-finite loss before step {step}; the last checkpoint is intact")
                 save_checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
@@ -253,6 +255,7 @@ def train_network(cfg: FinetuneConfig, fold: Fold, repeat: int, run_dir: Path, i
                                  "net": {"task": cfg.task, "arch": cfg.backbone, "n_classes": n_classes},
                                  "init": str(init) if init else "scratch", "fold": fold.index, "repeat": repeat,
                                  "seed": seed, "code_version": code_version()}, ckpt_path)
+                clock.saved()
             if stopped:
                 break
     bar.close()

@@ -58,6 +58,8 @@ class FinetuneConfig(StageConfig):
     amp: bool = field(True, "bf16 autocast on CUDA", hash=False)
     compile: bool = field(False, "torch.compile the semantic network (CUDA; first steps are slow)", hash=False)
     checkpoint_every: int = field(500, "steps between checkpoints", hash=False, bounds="[1, inf)")
+    checkpoint_minutes: float = field(10.0, "also save when this many minutes passed since the last save (one "
+                                              "process; 0 = steps only)", hash=False, bounds="[0, inf)")
     log_every: int = field(20, "steps between log lines (the only host sync; non-finite check)", hash=False, bounds="[1, inf)")
     stop_after: int = field(0, "stop after this many steps in this invocation, checkpointed (0: run to the end)",
                             hash=False, bounds="[0, inf)")

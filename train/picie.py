@@ -42,8 +42,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from shared.atomic import atomic_path, write_text
-from shared.checkpoint import (clear_stale_saves, code_version, load_checkpoint, rng_state, save_checkpoint,
-                               set_rng_state)
+from shared.checkpoint import (SaveClock, clear_stale_saves, code_version, load_checkpoint, rng_state,
+                               save_checkpoint, set_rng_state)
 from shared.config import config_hash, save_config, to_dict
 from shared.eta import Eta
 from shared.frames import DataError, Frame
@@ -401,6 +401,7 @@ def train(cfg: PicieConfig) -> Path:
     bar = tqdm(total=total, initial=start, disable=not cfg.progress, unit="step", dynamic_ncols=True)
     eta = Eta("picie", total - start if cfg.stop_after <= 0 else min(total - start, cfg.stop_after), "step", click.echo)
     step, step_log, t_log, last_good, stopped = start, start, time.time(), start, False
+    clock = SaveClock(cfg.checkpoint_minutes)
     sums = torch.zeros(3, device=device)  # loss, within, across since the last log line
     with open(log_path, "a") as log:
         while step < total:
@@ -432,11 +433,12 @@ def train(cfg: PicieConfig) -> Path:
                     sums.zero_()
                     t_log, step_log = now, step
                 stopped = cfg.stop_after > 0 and step - start >= cfg.stop_after
-                if step % cfg.checkpoint_every == 0 or step == total or stopped:
+                if step % cfg.checkpoint_every == 0 or step == total or stopped or clock.due():
                     if step != step_log and not bool(torch.isfinite(sums).all()):
                         raise NonFiniteLoss(f"non-finite loss before step {step}; the last checkpoint (step "
                                             f"{last_good}) is intact. Try a lower --lr or --no-amp.")
                     _checkpoint(ckpt_path, model, opt, step, cfg, run_key, state)
+                    clock.saved()
                     last_good = step
                 if step >= total or stopped:
                     break

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+import shared.checkpoint as _ck
 from shared.checkpoint import clear_stale_saves, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from shared.frames import DataError
 
@@ -44,3 +45,27 @@ def test_rng_states_round_trip_through_a_checkpoint(tmp_path):
     first = (random.random(), np.random.rand(), torch.rand(1).item())
     set_rng_state(load_checkpoint(tmp_path / "c.pt")["rng"])
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == first
+
+
+# SaveClock: the wall-time checkpoint rule of the trainers
+def test_due_after_the_period_and_again_after_each_save(monkeypatch):
+    now = [100.0]
+    monkeypatch.setattr(_ck.time, "perf_counter", lambda: now[0])
+    clock = _ck.SaveClock(10.0)
+    assert not clock.due()
+    now[0] += 599.0
+    assert not clock.due()
+    now[0] += 1.0
+    assert clock.due()
+    clock.saved()
+    assert not clock.due()
+    now[0] += 600.0
+    assert clock.due()
+
+
+def test_never_due_when_off_or_under_several_processes(monkeypatch):
+    now = [0.0]
+    monkeypatch.setattr(_ck.time, "perf_counter", lambda: now[0])
+    off, ranks = _ck.SaveClock(0.0), _ck.SaveClock(10.0, enabled=False)
+    now[0] += 1e9
+    assert not off.due() and not ranks.due()

@@ -220,3 +220,14 @@ def test_a_new_run_estimates_its_time_after_the_first_steps(shard_dir, tmp_path,
     assert any(line.startswith("contrastive: ") and "s/step over the first 3 steps: about" in line for line in lines)
     assert lines[-1].startswith("contrastive: finished in ") and lines[-1].endswith(
         f"wrote checkpoint.pt, log.jsonl, config.json, backbone_resnet18.pth into {run_dir}")
+
+
+@pytest.mark.parametrize("minutes,expected", [(0.0, [5, 6]), (1e-9, [1, 2, 3, 4, 5, 6])])
+def test_a_slow_run_also_checkpoints_by_wall_time(shard_dir, tmp_path, monkeypatch, minutes, expected):
+    """checkpoint_every 5 of 6 steps: by steps only, a kill at step 4 loses 4 steps; with a wall-time
+    period shorter than a step, every step is saved."""
+    saved, real = [], C._checkpoint
+    monkeypatch.setattr(C, "_checkpoint", lambda path, model, opt, step, *rest: saved.append(step) or
+                        real(path, model, opt, step, *rest))
+    C.train(_cfg(shard_dir, tmp_path, checkpoint_every=5, checkpoint_minutes=minutes))
+    assert saved == expected
