@@ -169,7 +169,9 @@ def shard_options(m: int, per_step: int) -> tuple[list[str], int]:
 
     A group holds 2 x group size images (two rounds); M > 0 pastes between M sources, M = 0 groups
     per_step / 2 sources with no paste at all."""
-    every = ["--max-groups", "0"]  # every frame in every epoch, so every M sees the same frames
+    # every frame in every epoch, so every M sees the same frames; two epochs' worth (the paper's
+    # shard set), whatever a DEMO_SIZE preset of the shards stage holds
+    every = ["--max-groups", "0", "--epochs", "2"]
     if m == 0:
         return ["--group-size", str(per_step // 2), "--rounds", "0,0", *every], 1
     if per_step % (2 * m):

@@ -38,7 +38,7 @@ def test_explicit_cells_and_bad_cells():
 
 
 def test_every_m_trains_on_the_same_number_of_images_per_step():
-    every = ["--max-groups", "0"]
+    every = ["--max-groups", "0", "--epochs", "2"]
     assert shard_options(0, 16) == (["--group-size", "8", "--rounds", "0,0", *every], 1)  # views of itself
     assert shard_options(8, 16) == (["--group-size", "8", *every], 1)
     assert shard_options(2, 16) == (["--group-size", "2", *every], 4)  # 4 groups of 2M = 4 images
