@@ -450,10 +450,13 @@ def _plots(tables: dict[str, Any], ms: list[int], root: Path) -> None:
     from evaluate.report_pictures import SERIES_COLOURS, line_chart
     from shared.imageio import write_png
 
+    # the peers keep their own colours (grey SwAV, black random init) however many rows the grid has
+    peer_colours = {SWAV: (127, 127, 127), RANDOM: (0, 0, 0)}
+    palette = [c for c in SERIES_COLOURS if c not in peer_colours.values()] + [(23, 190, 207), (188, 189, 34)]
     for metric, rows in tables.items():
         series, errors, values = [], {}, []
         for row, cells in rows.items():
-            colour = SERIES_COLOURS[len(series) % len(SERIES_COLOURS)]
+            colour = peer_colours.get(row) or palette[len(series) % len(palette)]
             if row in (RANDOM, SWAV):  # peers: a flat line across the M axis
                 v = cells.get("-")
                 if v and v["n"]:
