@@ -45,6 +45,7 @@ def test_make_demo_runs_every_stage(tmp_path):
     finetuned = run / "finetune" / (run / "finetune/semantic.current").read_text().strip()
     assert finetuned.name.startswith("semantic-pretrained-")  # INIT=pretrained: the demo's own `make train` model
     assert json.loads((finetuned / "report.json").read_text())["networks"][0]["miou"] >= 0
+    _check_in_a_browser(run / "report/index.html", tmp_path)
 
     # A rerun reuses the reports too: the four report stages and the page, with the variables the demo
     # gave them (the demo's other stages already said "reusing" before these did).
@@ -58,3 +59,18 @@ def test_make_demo_runs_every_stage(tmp_path):
     for stage in ("proposals", "inspect", "unsupervised eval", "depth eval", "report"):
         assert f"\n{stage}: reusing " in "\n" + again.stdout, f"{stage} was recomputed:\n{again.stdout[-3000:]}"
     assert {p: p.stat().st_mtime_ns for p in outputs} == before
+
+
+def _check_in_a_browser(page: Path, tmp: Path) -> None:
+    """The demo's own page in headless Chromium (JavaScript off): every section, every picture on disk,
+    and a drawn screenshot. Skipped, with the reason, where no browser is installed."""
+    from tests.evaluate.test_report_browser import SECTIONS
+    from tests.fixtures import browser
+
+    if browser.find_browser() is None:
+        return  # the browser test itself reports the skip and how to install one
+    parts = browser.PageParts(browser.dump_dom(page))
+    assert parts.headings == SECTIONS
+    assert parts.images and not browser.missing_images(parts, page)
+    shot = browser.screenshot(page, tmp / "demo.png")
+    assert browser.drawn_fraction(shot) > 0.02 and browser.distinct_colours(shot) > 400
