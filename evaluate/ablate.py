@@ -32,9 +32,10 @@ import statistics
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import click
 
@@ -300,6 +301,23 @@ def _read_pointer(cfg: AblateConfig, stage: str, name: str) -> Path:
     return read_pointer(cfg, stage, name)
 
 
+@contextmanager
+def stores_lock(cfg: AblateConfig) -> Iterator[None]:
+    """Exclusive while a grid builds a region store and its shard set: the stages record what they wrote in
+    `<stage>/<proposals>.current` pointers, which two grids of one OUT would otherwise overwrite between
+    one command and the next (a grid with learnt depth beside one with exact depth, say)."""
+    import fcntl
+
+    path = output_dir(cfg, "ablate", ".stores.lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def ensure_shards(cfg: AblateConfig, p: str, m: int, per_step: int, root: Path, log: Path,
                   echo=click.echo) -> tuple[Path, int]:
     """The shard set of (P, M), built (or reused) now; returns it and the groups per training step."""
@@ -310,11 +328,13 @@ def ensure_shards(cfg: AblateConfig, p: str, m: int, per_step: int, root: Path, 
     if key in known and Path(known[key]).is_dir():
         return Path(known[key]), groups
     depth = ["--depth", cfg.depth] if cfg.depth else []
-    _run(_py("preprocess", "regions", *_common(cfg), "--proposals", p, "--workers", str(cfg.workers), *depth),
-         log, echo)
-    _run(_py("preprocess", "shards", *_common(cfg), "--proposals", p, "--workers", str(cfg.workers), *opts),
-         log, echo)
-    path = _read_pointer(cfg, "shards", p)  # the set the command just wrote or reused
+    with stores_lock(cfg):  # another grid in this OUT may move the same pointers between our two commands
+        _run(_py("preprocess", "regions", *_common(cfg), "--proposals", p, "--workers", str(cfg.workers), *depth),
+             log, echo)
+        store = _read_pointer(cfg, "regions", p)  # the store the command just wrote or reused
+        _run(_py("preprocess", "shards", *_common(cfg), "--proposals", p, "--regions", str(store),
+                 "--workers", str(cfg.workers), *opts), log, echo)
+        path = _read_pointer(cfg, "shards", p)  # the set the command just wrote or reused
     known[key] = str(path)
     write_json(record, known)
     return path, groups

@@ -147,3 +147,20 @@ def test_two_cell_grid_resumes_after_a_kill_and_reruns_nothing(tmp_path):
     r = subprocess.run(_grid(out), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and "(2 already done)" in r.stdout
     assert (root / "commands.log").stat().st_size == log_size
+
+
+def test_two_grids_of_one_out_build_stores_one_at_a_time(tmp_path):
+    """While one grid holds the stores lock (between `preprocess regions` and `preprocess shards`, which
+    record their outputs in shared pointers), another process cannot take it."""
+    from evaluate.ablate import stores_lock
+    from shared.stage import output_dir
+
+    cfg = AblateConfig(out=str(tmp_path), dataset="synthetic", demo_size="tiny")
+    probe = ("import fcntl, sys\n"
+             "fh = open(sys.argv[1], 'a')\n"
+             "try:\n    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)\nexcept BlockingIOError:\n    sys.exit(3)\n")
+    lock = output_dir(cfg, "ablate", ".stores.lock")
+    with stores_lock(cfg):
+        held = subprocess.run([sys.executable, "-c", probe, str(lock)], timeout=60)
+    free = subprocess.run([sys.executable, "-c", probe, str(lock)], timeout=60)
+    assert (held.returncode, free.returncode) == (3, 0)
