@@ -36,7 +36,7 @@ import torch.distributed as dist
 from shared.checkpoint import (SaveClock, clear_stale_saves, code_version, load_checkpoint, rng_state,
                                save_checkpoint, set_rng_state, trim_log)
 from shared.config import config_hash, save_config, to_dict
-from shared.eta import Eta
+from shared.eta import Eta, gpu_recipe_warning
 from shared.faults import kill_point
 from shared.frames import DataError
 from shared.nets.semantic_fpn import (DenseSwAVNet, backbone_state_dict_torchvision, image_stats,
@@ -322,6 +322,12 @@ def train(cfg: ContrastiveConfig) -> Path:
                    f"{cfg.backbone}, K={cfg.num_prototypes}, crop {crop_h}x{crop_w}, {images_per_step} images/step, "
                    f"device {device}" + (f" x {world} ranks" if world > 1 else "")
                    + ("; the time estimate follows the first steps" if start < total else ""))
+        warning = gpu_recipe_warning("contrastive", device.type, crop_h * crop_w * images_per_step,
+                                     f"{cfg.backbone}, {images_per_step} crops of {crop_h}x{crop_w} per step",
+                                     "make train DEMO_SIZE=small (ResNet-18, 16 crops of 96x192) or TRAIN_ARGS="
+                                     "\"--backbone resnet18 --crop-height 96 --crop-width 192\"")
+        if warning and start < total:
+            click.echo(warning)
         if plans[0].groups_used < plans[0].groups_available:
             click.echo(f"  note: an epoch uses {plans[0].groups_used}/{plans[0].groups_available} groups of this "
                        f"rank's shards: an epoch ends when the worker with the fewest groups runs out (shards of "

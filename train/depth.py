@@ -41,6 +41,7 @@ from shared.checkpoint import (clear_stale_saves, code_version, rng_state, save_
 from shared.atomic import write_json
 from shared.config import config_hash, save_config, to_dict
 from shared.eta import eta_line as shared_eta_line
+from shared.eta import gpu_recipe_warning
 from shared.faults import kill_point
 from shared.frames import DataError, Frame, by_id
 from shared.nets.depth_net import NUM_SCALES, DepthModel, disp_to_depth
@@ -470,8 +471,7 @@ class LogWindow:
         return rec
 
 
-# Above this many pixels per step (the full Monodepth2 recipe: 640x192, batch 12) a run is sized for a GPU.
-GPU_SIZED_PIXELS_PER_STEP = 640 * 192 * 6
+# What a CPU should run instead of a GPU-sized step (shared.eta.GPU_SIZED_PIXELS_PER_STEP).
 CPU_RECIPE = ('docs/depth.md, "A depth model on a CPU in under an hour": DEPTH_ARGS="--height 64 --width 224 '
               '--batch-size 6 --lr 3e-4 --max-steps 2000", or DEMO_SIZE=small')
 
@@ -484,10 +484,9 @@ def plan_lines(cfg: DepthTrainConfig, device: torch.device, targets: int, frames
              f"{cfg.batch_size}, steps {start + 1}..{total} on {device.type}, a checkpoint every "
              f"{cfg.ckpt_every} steps" + (f" or {cfg.ckpt_minutes:g} min" if cfg.ckpt_minutes > 0 else "")
              + "; the time estimate follows the first steps"]
-    if device.type == "cpu" and cfg.width * cfg.height * cfg.batch_size > GPU_SIZED_PIXELS_PER_STEP:
-        lines.append(f"depth: warning: {cfg.width}x{cfg.height} x batch {cfg.batch_size} is a GPU recipe and no "
-                     f"GPU is in use: expect tens of seconds and several GB per step. CPU recipe: {CPU_RECIPE}")
-    return lines
+    warning = gpu_recipe_warning("depth", device.type, cfg.width * cfg.height * cfg.batch_size,
+                                 f"{cfg.width}x{cfg.height} x batch {cfg.batch_size}", CPU_RECIPE)
+    return lines + ([warning] if warning else [])
 
 
 def eta_line(seconds: float, steps_done: int, steps_left: int) -> str:

@@ -36,7 +36,7 @@ from shared.checkpoint import (SaveClock, clear_stale_saves, code_version, load_
                                set_rng_state)
 from shared.config import config_hash, save_config, to_dict
 from shared.datasets import instance_encoding
-from shared.eta import Eta
+from shared.eta import Eta, gpu_recipe_warning
 from shared.finetune_data import Fold, class_names, make_folds, parse_label_fraction, subrun_name, write_plan
 from shared.frames import DataError
 from shared.labels import IGNORE
@@ -297,6 +297,12 @@ def finetune(cfg: FinetuneConfig) -> Path:
                f"repeat(s) = {networks} network(s) of {steps} steps, batch {cfg.batch_size}, crop "
                f"{cfg.crop_height}x{cfg.crop_width}, {cfg.backbone} on {_device(cfg.device).type}, into {run_dir}; "
                "the time estimate follows the first steps")
+    pixels = cfg.crop_height * cfg.crop_width * cfg.batch_size
+    warning = gpu_recipe_warning("finetune", _device(cfg.device).type, pixels,
+                                 f"batch {cfg.batch_size} of {cfg.crop_height}x{cfg.crop_width} crops",
+                                 "make finetune DEMO_SIZE=small (ResNet-18, batch 4 of 128x256)")
+    if warning:
+        click.echo(warning)
     budget = [cfg.stop_after or -1]
     eta = Eta("finetune", networks * steps, "step", click.echo)
     done = all(train_network(cfg, f, r, run_dir, init, run_key, budget, eta) for f in folds

@@ -45,7 +45,7 @@ from shared.atomic import atomic_path, write_text
 from shared.checkpoint import (SaveClock, clear_stale_saves, code_version, load_checkpoint, rng_state,
                                save_checkpoint, set_rng_state)
 from shared.config import config_hash, save_config, to_dict
-from shared.eta import Eta
+from shared.eta import Eta, gpu_recipe_warning
 from shared.frames import DataError, Frame
 from shared.imageio import read_rgb
 from shared.photometric import apply_photometric
@@ -394,6 +394,11 @@ def train(cfg: PicieConfig) -> Path:
                f"{rt.view_size[0]}x{rt.view_size[1]}, {cfg.backbone}, K={cfg.num_clusters}, "
                f"{2 * cfg.batch_size} images/step, device {device}"
                + ("; the time estimate follows the first steps" if start < total else ""))
+    warning = gpu_recipe_warning("picie", device.type, rt.view_size[0] * rt.view_size[1] * 2 * cfg.batch_size,
+                                 f"{2 * cfg.batch_size} views of {rt.view_size[0]}x{rt.view_size[1]} per step",
+                                 "make picie DEMO_SIZE=small (ResNet-18)")
+    if warning and start < total:
+        click.echo(warning)
 
     # ---- the step loop: an epoch starts with its clustering, then steps through its frame order
     from tqdm import tqdm

@@ -44,3 +44,14 @@ def test_items_done_by_an_earlier_run_are_not_left():
     for _ in range(3):
         eta.update(1)
     assert lines == ["finetune: 1.00 s/step over the first 2 steps: about 7 s for the remaining 7"]
+
+
+def test_a_gpu_sized_step_on_a_cpu_warns_and_names_the_cpu_recipe():
+    from shared.eta import GPU_SIZED_PIXELS_PER_STEP, gpu_recipe_warning
+
+    big = GPU_SIZED_PIXELS_PER_STEP + 1
+    line = gpu_recipe_warning("train", "cpu", big, "16 crops of 384x768", "make train DEMO_SIZE=small")
+    assert line is not None and line.startswith("train: warning: 16 crops of 384x768 is a GPU recipe")
+    assert line.endswith("CPU recipe: make train DEMO_SIZE=small")
+    assert gpu_recipe_warning("train", "cuda", big, "x", "y") is None  # a GPU is in use
+    assert gpu_recipe_warning("train", "cpu", GPU_SIZED_PIXELS_PER_STEP, "x", "y") is None  # CPU-sized

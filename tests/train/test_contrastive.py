@@ -231,3 +231,13 @@ def test_a_slow_run_also_checkpoints_by_wall_time(shard_dir, tmp_path, monkeypat
                         real(path, model, opt, step, *rest))
     C.train(_cfg(shard_dir, tmp_path, checkpoint_every=5, checkpoint_minutes=minutes))
     assert saved == expected
+
+
+def test_a_gpu_sized_recipe_on_a_cpu_says_so_before_training(shard_dir, tmp_path, monkeypatch, capsys):
+    import shared.eta
+
+    monkeypatch.setattr(shared.eta, "GPU_SIZED_PIXELS_PER_STEP", 32 * 64)  # the toy step counts as GPU-sized
+    C.train(_cfg(shard_dir, tmp_path, stop_after=1))
+    out = capsys.readouterr().out
+    assert "contrastive: warning: resnet18, 4 crops of 32x64 per step is a GPU recipe" in out
+    assert "CPU recipe: make train DEMO_SIZE=small" in out
