@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import statistics
 import subprocess
 import sys
@@ -41,6 +42,7 @@ import click
 
 from shared.atomic import write_json, write_text
 from shared.config import build_config, config_hash, config_options, field, save_config
+from shared.faults import kill_point
 from shared.frames import DataError
 from shared.presets import apply_preset, explicit_options
 from shared.stage import PROJECT_ROOT, StageConfig, output_dir
@@ -281,7 +283,9 @@ def _run(cmd: list[str], log: Path, echo=click.echo) -> None:
     with open(log, "a") as fh:
         fh.write("$ " + " ".join(cmd) + "\n")
         fh.flush()
-        done = subprocess.run(cmd, cwd=PROJECT_ROOT, stdout=fh, stderr=subprocess.STDOUT)
+        # the runner's kill points (shared/faults.py) are its own: a stage it starts never inherits them
+        env = {k: v for k, v in os.environ.items() if k not in ("CPCDR_KILL_AT", "CPCDR_KILL_COUNT")}
+        done = subprocess.run(cmd, cwd=PROJECT_ROOT, stdout=fh, stderr=subprocess.STDOUT, env=env)
     if done.returncode != 0:
         raise DataError(log, f"`{' '.join(cmd[2:5])} ...` exited {done.returncode}; its output is in this log")
 
@@ -445,6 +449,7 @@ def run_grid(cfg: AblateConfig, echo=click.echo) -> Path:
         echo(f"ablate [{i + 1}/{len(todo)}] {c.label}, seed {s}")
         res = run_cell(cfg, c, s, per_step, root, log, echo, previous.get(f"{c.key}-s{s}"))
         write_json(results_dir / f"{c.key}-s{s}.json", res)  # after every step of the cell: it is finished
+        kill_point()  # tests: killed between cells
     results = [json.loads(p.read_text()) for p in sorted(results_dir.glob("*.json"))] if results_dir.is_dir() else []
     keys = {c.key for c in cells}
     results = [r for r in results if r["cell"] in keys and r["seed"] in cfg.seeds]
