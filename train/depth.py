@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from shared.camera_torch import pose_from_axis_angle, warp
-from shared.checkpoint import (clear_stale_saves, code_version, rng_state, save_checkpoint,
+from shared.checkpoint import (SaveClock, clear_stale_saves, code_version, rng_state, save_checkpoint,
                                set_rng_state, trim_log)
 from shared.atomic import write_json
 from shared.config import config_hash, save_config, to_dict
@@ -607,7 +607,7 @@ def train(cfg: DepthTrainConfig, frames: list[Frame] | None = None, echo=click.e
     bar = tqdm(total=total, initial=start, desc="depth train", unit="step")
     window = LogWindow(device)
     first_loss = None
-    last_save = time.perf_counter()
+    clock = SaveClock(cfg.ckpt_minutes)  # a slow (CPU) run also saves by wall time
     try:
         for step in range(start + 1, stop + 1):  # step: steps done after this one
             t0 = time.perf_counter()
@@ -631,9 +631,7 @@ def train(cfg: DepthTrainConfig, frames: list[Frame] | None = None, echo=click.e
                 log.write(json.dumps(rec) + "\n")
                 log.flush()
                 bar.set_postfix(loss=f"{rec['loss']:.4f}", img_s=f"{rec['images_per_s']:.1f}")
-            # a slow (CPU) run also saves by wall time, so a kill never loses more than ckpt_minutes
-            save = step % cfg.ckpt_every == 0 or step == total or (
-                cfg.ckpt_minutes > 0 and time.perf_counter() - last_save >= cfg.ckpt_minutes * 60)
+            save = step % cfg.ckpt_every == 0 or step == total or clock.due()
             if save and step % cfg.log_every != 0 and step != total:
                 window.mean_loss(step, ckpt_path)
             if (cfg.image_every and step % cfg.image_every == 0) or step == total:
@@ -641,7 +639,7 @@ def train(cfg: DepthTrainConfig, frames: list[Frame] | None = None, echo=click.e
                                parts["automask"][0])
             if save:
                 _checkpoint(ckpt_path, model, opt, step, cfg, {"targets": len(triplets), "total": total})
-                last_save = time.perf_counter()
+                clock.saved()
     finally:
         bar.close()
         log.close()
