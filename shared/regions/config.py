@@ -79,6 +79,10 @@ class RegionsConfig(StageConfig):
                              bounds="[0, inf)")
     mean_k_half: float = field(RGB.mean_k_half, "depth-rgb, precise depth: the mean-W merge stops at W = merge_k / "
                                                 "(merge_k + this)", hash=False, bounds="(0, inf)")
+    superpixel_factor: float = field(RGB.superpixel_factor, "depth-rgb: SLIC makes this many times n_segments "
+                                                            "superpixels", hash=False, bounds="(0, inf)")
+    absorb_filtered: bool = field(RGB.absorb_filtered, "depth-rgb: regions the region filter would drop join their "
+                                                       "lowest-W neighbour first", hash=False)
     felz_scale: float = field(300.0, "felzenszwalb proposals: scale", bounds="(0, inf)")
     felz_sigma: float = field(0.8, "felzenszwalb proposals: sigma", bounds="[0, inf)")
     felz_min_size: int = field(50, "felzenszwalb proposals: min component size, px", bounds="[0, inf)")
@@ -142,7 +146,8 @@ def depth_rgb_params(cfg: RegionsConfig) -> DepthRgbParams:
     """depth-rgb's constants from the config (sizes are in pixels at 384 rows, so no demo-size scaling)."""
     return DepthRgbParams(w_app=cfg.w_app, tau_res=cfg.tau_res, tau_plane=cfg.tau_plane, merge_k=cfg.merge_k,
                           min_pixels=cfg.min_pixels, small_per_k=cfg.small_per_k, precise_q=cfg.precise_q,
-                          mean_k_half=cfg.mean_k_half)
+                          mean_k_half=cfg.mean_k_half, superpixel_factor=cfg.superpixel_factor,
+                          absorb_filtered=cfg.absorb_filtered)
 
 
 def regions_hash(cfg: RegionsConfig) -> str:

@@ -289,7 +289,8 @@ def test_depth_rgb_knobs_key_only_depth_rgb_stores():
     rgb = dataclasses.replace(paper, proposals="depth-rgb")
     assert regions_hash(dataclasses.replace(rgb, merge_k=9.0)) != regions_hash(rgb)
     assert regions_hash(dataclasses.replace(rgb, w_app=0.1)) != regions_hash(rgb)
-    for knob, value in (("small_per_k", 4.0), ("precise_q", 0.9), ("mean_k_half", 50.0)):
+    for knob, value in (("small_per_k", 4.0), ("precise_q", 0.9), ("mean_k_half", 50.0), ("superpixel_factor", 1.0),
+                        ("absorb_filtered", False)):
         assert regions_hash(dataclasses.replace(paper, **{knob: value})) == regions_hash(paper), knob
         assert regions_hash(dataclasses.replace(rgb, **{knob: value})) != regions_hash(rgb), knob
 

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from shared.regions.depth_rgb import (DepthRgbParams, appearance_term, depth_precision, depth_rgb_regions,
-                                      depth_rgb_weights, group_superpixels, lab_means, mean_w_merge, merge_regions,
+from shared.regions.depth_rgb import (DepthRgbParams, absorb_filtered_regions, appearance_term, depth_precision,
+                                      depth_rgb_regions, depth_rgb_superpixels, depth_rgb_weights, group_superpixels, lab_means, mean_w_merge, merge_regions,
                                       normal_confidence, plane_gap, plane_residuals)
-from shared.regions.grouping import GroupingParams, depth_regions, edge_weights
+from shared.regions.grouping import GroupingParams, adjacency, depth_regions, edge_weights
 from tests.shared.regions.test_grouping import H, K, PARAMS, W, box_on_ground_scene, margin_ok, paint, rays
 
 APP = DepthRgbParams(merge_k=1000.0)  # few, large regions: the small scenes are 1/9 of a 384x768 frame
@@ -176,6 +176,56 @@ def test_group_superpixels_follows_the_depth_precision():
     # ... and with precise depth small_per_k plays no part (the mean-W merge stops at 1 / 101)
     precise = DepthRgbParams(merge_k=1.0, min_pixels=0, small_per_k=38.0)
     assert group_superpixels(3, path, strong, sizes, 1.0, precise).tolist() == [0, 1, 2]
+
+
+def test_absorb_filtered_regions_known_partition():
+    # superpixels: columns of a 20 x 14 map, 0 | 1 | 2 (one column wide) | 3; the regions are {0, 1}, {2}, {3}
+    sp = np.zeros((20, 14), np.int64)
+    sp[:, 3:6], sp[:, 6], sp[:, 7:] = 1, 2, 3
+    node_region = np.array([0, 0, 1, 2])
+    edges = adjacency(sp)  # (0,1) (1,2) (2,3)
+    # the thin region's edge to the right is the weaker boundary: it joins the right region
+    out = absorb_filtered_regions(sp, node_region, edges, np.array([0.1, 0.6, 0.3]), 16, 6)
+    np.testing.assert_array_equal(out, [0, 0, 1, 1])
+    # ... and the left one when that edge is weaker
+    out = absorb_filtered_regions(sp, node_region, edges, np.array([0.1, 0.3, 0.6]), 16, 6)
+    np.testing.assert_array_equal(out, [0, 0, 0, 1])
+    # regions that pass the filter are never joined, whatever their W
+    out = absorb_filtered_regions(sp, node_region, edges, np.array([0.0, 0.9, 0.9]), 16, 1)
+    np.testing.assert_array_equal(out, [0, 0, 1, 2])
+    # joins go on until the merged box passes: four regions 2 px wide, lowest W first
+    sp2 = np.repeat(np.arange(4)[None, :], 20, axis=0).repeat(2, axis=1)
+    out = absorb_filtered_regions(sp2, np.arange(4), adjacency(sp2), np.array([0.1, 0.2, 0.3]), 16, 4)
+    np.testing.assert_array_equal(out, [0, 0, 0, 0])  # {2} is still too small at W 0.2, {3} at 0.3
+    out = absorb_filtered_regions(sp2, np.arange(4), adjacency(sp2), np.array([0.1, 0.3, 0.2]), 16, 4)
+    np.testing.assert_array_equal(out, [0, 0, 1, 1])  # {0,1} and {2,3} are 4 wide: W 0.3 joins nothing
+    # a region with no neighbour stays, and the filter then drops it
+    lone = np.zeros((4, 4), np.int64)
+    np.testing.assert_array_equal(absorb_filtered_regions(lone, np.array([0]), adjacency(lone), np.zeros(0), 16, 6), [0])
+
+
+def test_absorbed_regions_leave_no_hole_where_the_filter_would_drop_them():
+    # a dark dash 3 px tall on a light slanted wall: its own region, too short for the filter (min height 5)
+    rgb, depth, _ = two_colour_wall()
+    rgb[:] = (200, 200, 190)
+    pole = np.zeros((H, W), bool)
+    pole[H // 2: H // 2 + 3, W // 2: W // 2 + 12] = True
+    rgb[pole] = (30, 30, 30)
+    kept = depth_rgb_regions(rgb, depth, K, PARAMS, DepthRgbParams(merge_k=1.0))
+    dropped = depth_rgb_regions(rgb, depth, K, PARAMS, DepthRgbParams(merge_k=1.0, absorb_filtered=False))
+    assert (kept.regions[pole] > 0).all(), "the dash is covered by a region that passes the filter"
+    assert (kept.regions > 0).all()
+    assert (dropped.regions[pole] == 0).mean() > 0.5, "without the absorption the filter drops the dash"
+
+
+def test_superpixel_factor_sets_the_number_of_superpixels():
+    rgb, _, _ = two_colour_wall()
+    params = GroupingParams(n_segments=200)
+    n = [int(depth_rgb_superpixels(rgb, params, DepthRgbParams(superpixel_factor=f)).max()) + 1 for f in (1.0, 2.0)]
+    assert 1.5 * n[0] < n[1] < 2.5 * n[0], n
+    # never smaller than min_superpixel_pixels on average: H x W / 9 = 3640 here, not 2 x 3000
+    n = int(depth_rgb_superpixels(rgb, GroupingParams(n_segments=3000), DepthRgbParams()).max()) + 1
+    assert 0.7 * H * W / 9 < n <= H * W / 9, n
 
 
 # ---------------------------------------------------------------------------------------------
