@@ -13,7 +13,8 @@ matched numbers of regions per frame (a curve each, not one point), under severa
 Methods and knobs: `depth` (the paper's; T_e), `depth-rgb` (merge_k), `slic` (n_segments), `felzenszwalb`
 (scale), each through the same region filter; `gt` (the ground-truth components through the filter) is one
 point, the ceiling. Scores are those of `evaluate proposals` (GT-query and bilateral mIoU, purity, coverage).
-One SLIC per frame serves both depth methods.
+One SLIC per frame serves the paper's method at every T_e, one (finer, see
+DepthRgbParams.superpixel_factor) depth-rgb at every merge_k.
 
 The synthetic city is rendered for the benchmark (one frame per street, --synthetic-frames streets,
 --synthetic-seed, at --size or 384x768; DEMO_SIZE shrinks it) through the `preprocess synth` command,
@@ -45,7 +46,7 @@ from shared.config import build_config, config_hash, config_options, field, save
 from shared.frames import DataError, Frame
 from shared.imageio import read_label, read_rgb, write_png
 from shared.regions.config import (RegionsConfig, depth_rgb_params, grouping_params, parse_size, working_size)
-from shared.regions.depth_rgb import DepthRgbParams, depth_rgb_regions
+from shared.regions.depth_rgb import DepthRgbParams, depth_rgb_regions, depth_rgb_superpixels
 from shared.regions.depth_source import DepthSource, DepthSpec, parse_depth_spec
 from shared.regions.grouping import (GroupingParams, depth_regions, felzenszwalb_regions, filter_regions, gt_regions,
                                      instance_components, slic_superpixels)
@@ -120,15 +121,15 @@ def sweep_frame(frame: Frame, size: tuple[int, int], cond: Condition, cfg: Sweep
     K = frame.K(size[1], size[0])
     mh, mw = params.min_height, params.min_width
     scores: dict[tuple[str, float], Any] = {}
-    sp = slic_superpixels(rgb, params.n_segments, params.compactness, params.sigma) \
-        if {"depth", "depth-rgb"} & set(cfg.methods) else None
+    sp = slic_superpixels(rgb, params.n_segments, params.compactness, params.sigma) if "depth" in cfg.methods else None
+    sp_rgb = depth_rgb_superpixels(rgb, params, rgb_params) if "depth-rgb" in cfg.methods else None
     for method in cfg.methods:
         for v in knob_values(cfg, method):
             if method == "depth":
                 reg = depth_regions(rgb, depth, K, dataclasses.replace(params, t_e=float(v)), superpixels=sp).regions
             elif method == "depth-rgb":
                 reg = depth_rgb_regions(rgb, depth, K, params, dataclasses.replace(rgb_params, merge_k=float(v)),
-                                        superpixels=sp).regions
+                                        superpixels=sp_rgb).regions
             elif method == "slic":
                 reg = filter_regions(slic_superpixels(rgb, int(v), params.compactness, params.sigma), mh, mw)
             else:
@@ -182,6 +183,37 @@ def matched_rows(rows: list[dict[str, Any]], reference: str = "depth-rgb",
                           interpolate_at([(p["regions_per_frame"], p[k]) for p in pts], n)) for k in metrics}
         out.append(row)
     return out
+
+
+def frame_points(scored: list[dict[tuple[str, float], Any]]) -> list[dict[str, list[tuple[float, float, float, float]]]]:
+    """Per frame, each method's sweep as [(knob, regions, GT-query mIoU, purity)]: the frame's own curves."""
+    out = []
+    for sc in scored:
+        per: dict[str, list[tuple[float, float, float, float]]] = {}
+        for (method, knob), f in sc.items():
+            gq = 100 * float(f.best_iou.mean()) if f.best_iou.size else 0.0
+            pur = 100 * f.majority_pixels / max(f.region_pixels, 1)
+            per.setdefault(method, []).append((float(knob), float(f.n_regions), gq, pur))
+        out.append(per)
+    return out
+
+
+def paired_spread(frames: list[dict[str, list[tuple[float, float, float, float]]]], knob: float, other: str,
+                  reference: str = "depth-rgb") -> dict[str, float | None]:
+    """The frame-to-frame spread of reference - other at one reference knob: on each frame, the reference's
+    value minus the other method's read off that frame's own curve at the same number of regions; the
+    sample std of those differences over frames (None below two frames with both values), per metric."""
+    diffs: dict[str, list[float]] = {"gt_query_miou": [], "purity": []}
+    for per in frames:
+        ref = [p for p in per.get(reference, []) if p[0] == knob]
+        if not ref or other not in per:
+            continue
+        _, n, gq, pur = ref[0]
+        for i, metric, value in ((2, "gt_query_miou", gq), (3, "purity", pur)):
+            o = interpolate_at([(p[1], p[i]) for p in per[other]], n)
+            if o is not None:
+                diffs[metric].append(value - o)
+    return {m: (float(np.std(d, ddof=1)) if len(d) >= 2 else None) for m, d in diffs.items()}
 
 
 def matched_gain(matched: list[dict[str, Any]], method: str, other: str, metric: str) -> tuple[float, int] | None:
@@ -300,6 +332,10 @@ def run_sweep(cfg: SweepConfig, echo=click.echo) -> dict[str, Any]:
                 s = MethodSummary([sc[mk] for sc in scored]).summary()
                 entry["rows"].append({"method": mk[0], "knob": mk[1], **s})
             entry["matched"] = matched_rows(entry["rows"])
+            frames = frame_points(scored)
+            for row in entry["matched"]:
+                row["frame_sd"] = {m: paired_spread(frames, row["knob"], m) for m in row
+                                   if m not in ("regions", "knob", "depth-rgb") and isinstance(row[m], dict)}
         report["conditions"].append(entry)
     if not any(c["frames"] for c in report["conditions"]):
         reasons = "\n".join(f"  {s['path']}: {s['problem']}" for c in report["conditions"] for s in c["skipped"])
@@ -357,9 +393,26 @@ def format_markdown(report: dict[str, Any]) -> list[str]:
                 p = matched_gain(c["matched"], "depth-rgb", other, "purity")
                 if g:
                     lines.append(f"- depth-rgb - {other} at matched counts ({g[1]} points): GT-query "
-                                 f"{g[0]:+.2f}, purity {p[0]:+.2f}")
+                                 f"{g[0]:+.2f}, purity {p[0]:+.2f}; " + below_line(c["matched"], other))
         lines.append("")
     return lines
+
+
+def below_line(matched: list[dict[str, Any]], other: str) -> str:
+    """Where depth-rgb is below `other`, and whether by more than the frame-to-frame spread of the difference."""
+    parts = []
+    for metric, name in (("gt_query_miou", "GT-query"), ("purity", "purity")):
+        below = []
+        for r in matched:
+            a, b = r["depth-rgb"][metric], r.get(other, {}).get(metric)
+            if a is None or b is None or a >= b:
+                continue
+            sd = r.get("frame_sd", {}).get(other, {}).get(metric)
+            sig = sd is not None and b - a > sd
+            below.append(f"{r['regions']:.0f}: {a - b:+.1f}" + (f" (sd {sd:.1f}{', beyond it' if sig else ''})"
+                                                                 if sd is not None else ""))
+        parts.append(f"{name} below at {len(below)}" + (f" [{'; '.join(below)}]" if below else ""))
+    return ", ".join(parts) + " (sd: frame-to-frame std of the paired difference)"
 
 
 def sweep_picture(report: dict[str, Any]) -> np.ndarray:

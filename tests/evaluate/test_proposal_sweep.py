@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from evaluate.proposal_sweep import SweepConfig, interpolate_at, matched_gain, matched_rows, run_sweep
+from evaluate.proposal_sweep import (SweepConfig, below_line, interpolate_at, matched_gain, matched_rows, paired_spread,
+                                    run_sweep)
 
 
 def test_interpolate_at_is_linear_in_log_count_and_never_extrapolates():
@@ -39,6 +40,23 @@ def test_matched_rows_read_each_method_at_the_reference_counts():
     assert matched_gain(m, "depth-rgb", "slic", "purity") is None
 
 
+def test_paired_spread_is_the_std_of_per_frame_differences_on_each_frames_own_curve():
+    felz = [(9.0, 10.0, 10.0, 70.0), (3.0, 1000.0, 40.0, 94.0)]  # (knob, regions, GT-query, purity)
+    frames = [{"depth-rgb": [(1.0, 100.0, 30.0, 90.0)], "felzenszwalb": felz},  # felz at 100: 25 / 82
+              {"depth-rgb": [(1.0, 100.0, 20.0, 80.0)], "felzenszwalb": felz},
+              {"depth-rgb": [(1.0, 5.0, 20.0, 80.0)], "felzenszwalb": felz}]  # outside felz's range: left out
+    sd = paired_spread(frames, 1.0, "felzenszwalb")
+    assert sd["gt_query_miou"] == pytest.approx(np.std([5.0, -5.0], ddof=1))
+    assert sd["purity"] == pytest.approx(np.std([8.0, -2.0], ddof=1))
+    assert paired_spread(frames[:1], 1.0, "felzenszwalb") == {"gt_query_miou": None, "purity": None}
+    assert paired_spread(frames, 2.0, "felzenszwalb")["gt_query_miou"] is None  # no such knob
+    matched = [{"regions": 100.0, "knob": 1.0, "depth-rgb": {"gt_query_miou": 25.0, "purity": 85.0},
+                "felzenszwalb": {"gt_query_miou": 25.5, "purity": 80.0},
+                "frame_sd": {"felzenszwalb": {"gt_query_miou": 0.2, "purity": 3.0}}}]
+    line = below_line(matched, "felzenszwalb")
+    assert "GT-query below at 1 [100: -0.5 (sd 0.2, beyond it)]" in line and "purity below at 0" in line
+
+
 def test_tiny_sweep_on_the_synthetic_city_and_the_cityscapes_samples(sample_data, tmp_path):
     cs = sample_data / "cityscapes"
     cfg = SweepConfig(dataset="cityscapes", data_root=str(cs), out=str(tmp_path), demo_size="tiny",
@@ -59,6 +77,7 @@ def test_tiny_sweep_on_the_synthetic_city_and_the_cityscapes_samples(sample_data
         assert gt["purity"] > 99.5
         for r in c["rows"]:
             assert 0 <= r["bilateral_miou"] <= r["gt_query_miou"] <= 100
+        assert all(set(m["frame_sd"]) == {"depth", "felzenszwalb", "slic"} for m in c["matched"])
         assert [m["regions"] for m in c["matched"]] == sorted(
             r["regions_per_frame"] for r in c["rows"] if r["method"] == "depth-rgb")
     # the degraded depth changes the depth methods, not the image-only ones
