@@ -323,14 +323,18 @@ def stores_lock(cfg: AblateConfig) -> Iterator[None]:
 
 
 def ensure_shards(cfg: AblateConfig, p: str, m: int, per_step: int, root: Path, log: Path,
-                  echo=click.echo) -> tuple[Path, int]:
-    """The shard set of (P, M), built (or reused) now; returns it and the groups per training step."""
+                  echo=click.echo, checked: dict[str, Path] | None = None) -> tuple[Path, int]:
+    """The shard set of (P, M), built (or reused) now; returns it and the groups per training step.
+
+    The stages are asked every time (they reuse finished work in seconds): a set recorded by an earlier
+    invocation may have been made by other code or constants of the proposal method. `checked` remembers
+    the answer within one invocation. shard_sets.json records the sets for people, it is never read."""
     opts, groups = shard_options(m, per_step)
+    key = f"{p}-m{m}-{per_step}"
+    if checked is not None and key in checked:
+        return checked[key], groups
     record = root / "shard_sets.json"
     known = json.loads(record.read_text()) if record.is_file() else {}
-    key = f"{p}-m{m}-{per_step}"
-    if key in known and Path(known[key]).is_dir():
-        return Path(known[key]), groups
     depth = ["--depth", cfg.depth] if cfg.depth else []
     with stores_lock(cfg):  # another grid in this OUT may move the same pointers between our two commands
         _run(_py("preprocess", "regions", *_common(cfg), "--proposals", p, "--workers", str(cfg.workers), *depth),
@@ -341,6 +345,8 @@ def ensure_shards(cfg: AblateConfig, p: str, m: int, per_step: int, root: Path, 
         path = _read_pointer(cfg, "shards", p)  # the set the command just wrote or reused
     known[key] = str(path)
     write_json(record, known)
+    if checked is not None:
+        checked[key] = path
     return path, groups
 
 
@@ -355,7 +361,8 @@ def wanted(cfg: AblateConfig) -> list[str]:
 
 
 def run_cell(cfg: AblateConfig, cell: Cell, seed: int, per_step: int, root: Path, log: Path,
-             echo=click.echo, previous: dict[str, Any] | None = None) -> dict[str, Any]:
+             echo=click.echo, previous: dict[str, Any] | None = None,
+             checked: dict[str, Path] | None = None) -> dict[str, Any]:
     """Every step of one cell and seed that `previous` (its earlier result) lacks; returns the record."""
     run = f"ablate-{cfg.name}-{cell.key}-s{seed}"
     res: dict[str, Any] = {"cell": cell.key, "label": cell.label, "seed": seed, "proposals": cell.proposals,
@@ -363,7 +370,8 @@ def run_cell(cfg: AblateConfig, cell: Cell, seed: int, per_step: int, root: Path
     t0 = time.perf_counter()
     clustered = "cluster_paper" in res and "cluster_picie" in res
     if cell.proposals:
-        shards, groups = ensure_shards(cfg, cell.proposals, cell.m, per_step, root, log, echo)
+        shards, groups = ensure_shards(cfg, cell.proposals, cell.m, per_step, root, log, echo, checked)
+        res["shards"] = str(shards)
         n_groups = json.loads((shards / "manifest.json").read_text())["n_groups"]
         steps = schedule_options(n_groups, groups, cfg.train_steps) if cfg.train_steps else []
         _run(_py("train", "contrastive", *_common(cfg), "--shards", str(shards), "--lam", str(cell.lam),
@@ -445,9 +453,10 @@ def run_grid(cfg: AblateConfig, echo=click.echo) -> Path:
                                                   "grid_hash": config_hash(cfg)})
     log = root / "commands.log"
     t0 = time.perf_counter()
+    checked: dict[str, Path] = {}
     for i, (c, s) in enumerate(todo):
         echo(f"ablate [{i + 1}/{len(todo)}] {c.label}, seed {s}")
-        res = run_cell(cfg, c, s, per_step, root, log, echo, previous.get(f"{c.key}-s{s}"))
+        res = run_cell(cfg, c, s, per_step, root, log, echo, previous.get(f"{c.key}-s{s}"), checked)
         write_json(results_dir / f"{c.key}-s{s}.json", res)  # after every step of the cell: it is finished
         kill_point()  # tests: killed between cells
     results = [json.loads(p.read_text()) for p in sorted(results_dir.glob("*.json"))] if results_dir.is_dir() else []

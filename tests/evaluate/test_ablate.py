@@ -161,3 +161,26 @@ def test_two_grids_of_one_out_build_stores_one_at_a_time(tmp_path):
         held = subprocess.run([sys.executable, "-c", probe, str(lock)], timeout=60)
     free = subprocess.run([sys.executable, "-c", probe, str(lock)], timeout=60)
     assert (held.returncode, free.returncode) == (3, 0)
+
+
+def test_shard_sets_are_asked_of_the_stages_not_read_from_an_earlier_record(tmp_path, monkeypatch):
+    """An earlier invocation's record may name a set made by other proposal code or constants: the stages
+    decide (they reuse finished work), once per invocation."""
+    from evaluate import ablate
+
+    cfg = AblateConfig(out=str(tmp_path), demo_size="tiny")
+    stale, fresh = tmp_path / "shards-old", tmp_path / "shards-new"
+    stale.mkdir()
+    fresh.mkdir()
+    key = "depth-m2-8"
+    (tmp_path / "shard_sets.json").write_text(json.dumps({key: str(stale)}))
+    ran: list[str] = []
+    monkeypatch.setattr(ablate, "_run", lambda cmd, log, echo=None: ran.append(cmd[3]))
+    monkeypatch.setattr(ablate, "_read_pointer", lambda cfg, stage, name: fresh if stage == "shards" else tmp_path)
+    checked: dict[str, Path] = {}
+    path, groups = ablate.ensure_shards(cfg, "depth", 2, 8, tmp_path, tmp_path / "log", lambda s: None, checked)
+    assert path == fresh and groups == 2 and ran == ["regions", "shards"]
+    assert json.loads((tmp_path / "shard_sets.json").read_text())[key] == str(fresh)
+    # within one invocation the answer is remembered
+    assert ablate.ensure_shards(cfg, "depth", 2, 8, tmp_path, tmp_path / "log", lambda s: None, checked)[0] == fresh
+    assert ran == ["regions", "shards"]
