@@ -135,7 +135,7 @@ class DepthEvalConfig(StageConfig):
     median_scaling: bool = field(True, "scale each prediction by median(gt) / median(pred)")
     device: str = field("cpu", "inference device", choices=["cpu", "cuda"], hash=False)
     force: bool = field(False, "evaluate again even when the config, the checkpoint and the frames did not change",
-                        hash=False)
+                        hash=False, rerun=False)
 
 
 def eval_frames(frames: list[Frame], split: str) -> tuple[list[Frame], str]:

@@ -219,7 +219,7 @@ class ProposalsConfig(RegionsConfig):
                                   bounds="[1, inf)")
     overlays: int = field(3, "frames to draw overlay PNGs for", bounds="[0, inf)")
     force: bool = field(False, "recompute the report even when the config and its inputs (frames, depth source) "
-                               "did not change since it was written", hash=False)
+                               "did not change since it was written", hash=False, rerun=False)
 
 
 def score_frame(f: Frame, index: int, size: tuple[int, int], source: DepthSource | None, params: GroupingParams,

@@ -43,7 +43,7 @@ ZOOM_WIDTH = 384  # px: narrower pictures (the tiny preset's 192 px strips) are 
 
 @dataclass
 class ReportConfig(StageConfig):
-    force: bool = field(False, "rebuild the page even when no input changed", hash=False)
+    force: bool = field(False, "rebuild the page even when no input changed", hash=False, rerun=False)
 
 
 # ---------------------------------------------------------------- inputs

@@ -114,7 +114,7 @@ class UnsupervisedConfig(StageConfig):
     name: str = field("", "run folder under <out>/<dataset>/eval/ (default <checkpoint's run folder>-<clustering>)",
                       hash=False)
     force: bool = field(False, "evaluate again even when the config, the checkpoints and the frames did not change "
-                               "since the report was written", hash=False)
+                               "since the report was written", hash=False, rerun=False)
 
 
 def load_ground_truth(path: str | os.PathLike, size: tuple[int, int], protocol: Protocol) -> np.ndarray:

@@ -37,7 +37,8 @@ class InspectConfig(StageConfig):
     tile_width: int = field(384, "width of each image in the sheet, px", bounds="[8, inf)")
     seed: int = field(0, "which correspondences and colours are picked", bounds="[0, inf)")
     output: str = field("", "PNG path (empty = <shards>/inspect/<key>.png)")
-    force: bool = field(False, "draw the sheet again even when the config and the shard set did not change", hash=False)
+    force: bool = field(False, "draw the sheet again even when the config and the shard set did not change", hash=False,
+                        rerun=False)
 
 
 def region_colours(ids: np.ndarray, seed: int) -> np.ndarray:

@@ -39,13 +39,15 @@ C = TypeVar("C")
 
 
 def field(default: Any, help: str = "", choices: list[str] | None = None, hash: bool = True,
-          bounds: str | None = None, n: int | None = None, ordered: bool = False) -> Any:
+          bounds: str | None = None, n: int | None = None, ordered: bool = False, rerun: bool = True) -> Any:
     """A dataclass field with a --help line; lists/tuples are passed by value (immutable tuples).
     bounds / n / ordered: the allowed values (module docstring); parsed here, so a typo in a bound
-    fails at import, not when a user types a value."""
+    fails at import, not when a user types a value. rerun=False: a one-off request (`--force`) that the
+    saved config records but `--config FILE` does not carry into the next run."""
     if bounds is not None:
         parse_bounds(bounds)
     meta = {"help": help, "choices": choices, "hash": hash, "bounds": bounds, "n": n, "ordered": ordered,
+            "rerun": rerun,
             # a list whose default is empty means "none" and may stay empty (e.g. an optional list of cells)
             "empty_ok": isinstance(default, (tuple, list)) and not default}
     return dataclasses.field(default=default, metadata=meta)
@@ -175,11 +177,12 @@ def read_config_file(cls: type, path: str | os.PathLike) -> dict[str, Any]:
         raise click.BadParameter(f"{path} holds a {saved['config_class']}, this command takes a {cls.__name__}",
                                  param_hint="--config")
     values = saved["config"]
-    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
     if unknown:
         raise click.BadParameter(f"{path}: unknown keys for {cls.__name__}: {', '.join(unknown)}",
                                  param_hint="--config")
-    return values
+    return {k: v for k, v in values.items() if (fields[k].metadata or {}).get("rerun", True)}
 
 
 def _config_file_option(cls: type) -> Callable[[Callable], Callable]:

@@ -111,6 +111,29 @@ def test_in_range_values_pass_and_edges_are_kept():
                                     "anything": -1e9}
 
 
+@dataclass
+class Once:
+    steps: int = field(10, "steps")
+    force: bool = field(False, "recompute", hash=False, rerun=False)
+
+
+@click.command()
+@config_options(Once)
+def once(**kw):
+    click.echo(json.dumps(build_config(Once, kw).__dict__))
+
+
+def test_a_one_off_request_is_saved_but_not_carried_by_config_file(tmp_path):
+    """`--force` is recorded in the saved config, but rerunning that config does not force again."""
+    saved = save_config(build_config(Once, {"steps": 3, "force": True}), tmp_path / "config.json")
+    assert json.loads(saved.read_text())["config"]["force"] is True
+    r = CliRunner().invoke(once, ["--config", str(saved)])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output) == {"steps": 3, "force": False}
+    r = CliRunner().invoke(once, ["--config", str(saved), "--force"])
+    assert json.loads(r.output) == {"steps": 3, "force": True}  # typed again, it applies
+
+
 def test_values_from_a_config_file_and_from_code_are_checked_too(tmp_path):
     p = tmp_path / "config.json"
     p.write_text(json.dumps({"config_class": "Ranged", "config": {"frac": 2.0}}))
