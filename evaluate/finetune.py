@@ -190,14 +190,16 @@ def evaluate_run(run_dir: Path, device: torch.device, n_pictures: int, threshold
         for r in range(plan["repeats"]):
             sub = run_dir / subrun_name(fold["fold"], r)
             ckpt, cached = sub / "checkpoint.pt", sub / "metrics.json"
-            if cached.is_file() and ckpt.is_file() and cached.stat().st_mtime >= ckpt.stat().st_mtime:
+            reused = cached.is_file() and ckpt.is_file() and cached.stat().st_mtime >= ckpt.stat().st_mtime
+            if reused:
                 res = json.loads(cached.read_text())
             else:
                 res = evaluate_network(sub, fold["val"], task, plan["encoding"], plan.get("image_width", 0), device,
                                        n_pictures if not nets else 0, threshold)
             res.update(fold=fold["fold"], repeat=r, seed=plan["seeds"][r], train_frames=len(fold["train"]))
             nets.append(res)
-            click.echo(f"  {run_dir.name} {sub.name}: " + ", ".join(f"{k} {_fmt(res[k])}" for k in HEADLINE[task]))
+            click.echo(f"  {run_dir.name} {sub.name}: " + ", ".join(f"{k} {_fmt(res[k])}" for k in HEADLINE[task])
+                       + (f" (reused {cached.name}: the checkpoint is older)" if reused else ""))
     config = json.loads((run_dir / "config.json").read_text())["config"] if (run_dir / "config.json").is_file() else {}
     recipe = (f"lr {config.get('lr')} / new {config.get('new_lr')}, {config.get('iterations')} steps x "
               f"{config.get('batch_size')}") if config else "?"

@@ -51,7 +51,7 @@ def test_an_oracle_scores_100_at_full_label_resolution(frames):
     assert 95.0 < (pred == semantic_target(frames[0])).mean() * 100 < 100.0
 
 
-def test_run_report_and_comparison(frames, tmp_path):
+def test_run_report_and_comparison(frames, tmp_path, capsys):
     root = frames[0].image.split("/training/")[0]
     kw = dict(dataset="kitti-semantic", data_root=root, out=str(tmp_path), backbone="resnet18", folds=2,
               iterations=1, batch_size=1, crop_height=64, crop_width=128, warmup_steps=0, workers=0,
@@ -70,9 +70,11 @@ def test_run_report_and_comparison(frames, tmp_path):
     assert (a / "f0_r0" / sa["networks"][0]["pictures"][0]).is_file()
     compare = list((tmp_path / "kitti-semantic" / "finetune").glob("compare-*/compare.json"))
     assert len(compare) == 1 and len(json.loads(compare[0].read_text())["runs"]) == 2
-    # scored again: read from the cache, same numbers
+    # scored again: read from the cache, same numbers, and it says so
+    capsys.readouterr()
     again = EV.evaluate_run(a, torch.device("cpu"), 1, 0.5)
     assert again["miou"] == pytest.approx(sa["miou"])
+    assert capsys.readouterr().out.count("(reused metrics.json: the checkpoint is older)") == 2
 
 
 def test_instance_network_is_scored_at_label_resolution(frames, tmp_path):
