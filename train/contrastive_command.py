@@ -13,6 +13,8 @@ from shared.config import build_config, config_options, field
 from shared.frames import DataError
 from shared.presets import apply_preset, explicit_options
 from shared.stage import StageConfig
+from train.options import (amp_field, checkpoint_every_field, checkpoint_minutes_field, device_field, progress_field,
+                           stop_after_field)
 
 
 @dataclass
@@ -53,17 +55,15 @@ class ContrastiveConfig(StageConfig):
     workers: int = field(4, "DataLoader worker processes per GPU (0: load in the main process)",
                          hash=False, bounds="[0, inf)")
     shuffle_buffer: int = field(64, "groups held in each worker's shuffle buffer", hash=False, bounds="[0, inf)")
-    device: str = field("auto", "auto | cpu | cuda | cuda:N", hash=False)
-    amp: bool = field(True, "bf16 autocast on CUDA", hash=False)
+    device: str = device_field()
+    amp: bool = amp_field()
     compile: bool = field(False, "torch.compile the network (CUDA; first steps are slow)", hash=False)
-    checkpoint_every: int = field(500, "steps between checkpoints", hash=False, bounds="[1, inf)")
-    checkpoint_minutes: float = field(10.0, "also save when this many minutes passed since the last save (one "
-                                              "process; 0 = steps only)", hash=False, bounds="[0, inf)")
+    checkpoint_every: int = checkpoint_every_field()
+    checkpoint_minutes: float = checkpoint_minutes_field()
     log_every: int = field(10, "steps between log lines (and non-finite checks)", hash=False, bounds="[1, inf)")
-    stop_after: int = field(0, "stop after this many steps in this invocation, checkpointed (0: run to the end)",
-                            hash=False, bounds="[0, inf)")
+    stop_after: int = stop_after_field()
     tensorboard: bool = field(False, "also write TensorBoard scalars (needs the tensorboard package)", hash=False)
-    progress: bool = field(True, "show a progress bar", hash=False)
+    progress: bool = progress_field()
 
 
 # DEMO_SIZE presets: fill the options the user did not set (shared.presets).

@@ -13,6 +13,8 @@ from shared.config import build_config, config_options, field
 from shared.frames import DataError
 from shared.presets import apply_preset, explicit_options
 from shared.stage import StageConfig
+from train.options import (amp_field, checkpoint_every_field, checkpoint_minutes_field, device_field, progress_field,
+                           stop_after_field)
 
 
 @dataclass
@@ -54,16 +56,14 @@ class FinetuneConfig(StageConfig):
     colour_jitter: float = field(0.4, "colour jitter strength: brightness, contrast, saturation +-this, hue "
                                       "+-this/4, on 80% of the images (0: none)", bounds="[0, 1]")
     workers: int = field(4, "DataLoader worker processes (0: load in the main process)", hash=False, bounds="[0, inf)")
-    device: str = field("auto", "auto | cpu | cuda | cuda:N", hash=False)
-    amp: bool = field(True, "bf16 autocast on CUDA", hash=False)
+    device: str = device_field()
+    amp: bool = amp_field()
     compile: bool = field(False, "torch.compile the semantic network (CUDA; first steps are slow)", hash=False)
-    checkpoint_every: int = field(500, "steps between checkpoints", hash=False, bounds="[1, inf)")
-    checkpoint_minutes: float = field(10.0, "also save when this many minutes passed since the last save (one "
-                                              "process; 0 = steps only)", hash=False, bounds="[0, inf)")
+    checkpoint_every: int = checkpoint_every_field()
+    checkpoint_minutes: float = checkpoint_minutes_field()
     log_every: int = field(20, "steps between log lines (the only host sync; non-finite check)", hash=False, bounds="[1, inf)")
-    stop_after: int = field(0, "stop after this many steps in this invocation, checkpointed (0: run to the end)",
-                            hash=False, bounds="[0, inf)")
-    progress: bool = field(True, "show a progress bar", hash=False)
+    stop_after: int = stop_after_field()
+    progress: bool = progress_field()
 
 
 DEFAULT_ITERATIONS = {"cityscapes": 30000}  # the paper: Cityscapes 30k, KITTI and ablations 6k

@@ -12,6 +12,8 @@ from shared.config import build_config, config_options, field
 from shared.frames import DataError
 from shared.presets import apply_preset, explicit_options
 from shared.stage import StageConfig
+from train.options import (amp_field, checkpoint_every_field, checkpoint_minutes_field, device_field, progress_field,
+                           stop_after_field)
 
 
 @dataclass
@@ -45,15 +47,13 @@ class PicieConfig(StageConfig):
                                    choices=["share", "none"])
     seed: int = field(0, "seed of initialisation, frame order, views and k-means", bounds="[0, inf)")
     workers: int = field(2, "DataLoader worker processes reading frames (0: read in the main process)", hash=False, bounds="[0, inf)")
-    device: str = field("auto", "auto | cpu | cuda | cuda:N", hash=False)
-    amp: bool = field(True, "bf16 autocast on CUDA", hash=False)
-    checkpoint_every: int = field(500, "steps between checkpoints", hash=False, bounds="[1, inf)")
-    checkpoint_minutes: float = field(10.0, "also save when this many minutes passed since the last save (one "
-                                              "process; 0 = steps only)", hash=False, bounds="[0, inf)")
+    device: str = device_field()
+    amp: bool = amp_field()
+    checkpoint_every: int = checkpoint_every_field()
+    checkpoint_minutes: float = checkpoint_minutes_field()
     log_every: int = field(10, "steps between log lines (and non-finite checks)", hash=False, bounds="[1, inf)")
-    stop_after: int = field(0, "stop after this many steps in this invocation, checkpointed (0: run to the end)",
-                            hash=False, bounds="[0, inf)")
-    progress: bool = field(True, "show a progress bar", hash=False)
+    stop_after: int = stop_after_field()
+    progress: bool = progress_field()
 
 
 # DEMO_SIZE presets: fill only what the user did not type (shared/presets.py).
