@@ -19,7 +19,9 @@ The runner drives the stages through their commands (their public interface; doc
 and keeps one small result file per cell and seed: a finished cell is never run again, an
 interrupted grid resumes at the first unfinished step (each stage resumes or reuses its own output),
 and a grown grid runs only the new cells. Peers in the same tables: random init (scored by the
-clustering and fine-tuned from scratch) and dense SwAV without copy-paste (M = 0, lambda = 1).
+clustering and fine-tuned from scratch), dense SwAV without copy-paste (M = 0, lambda = 1), and PiCIE
+(`train picie`) trained on the same frames for the same steps of the same images per step, then
+clustered and fine-tuned as the cells are.
 
 Output: <out>/<dataset>[-<demo>]/ablate/<name>/{results/*.json, tables.md, tables.json, <metric>.png,
 config.json}. A difference is called only when it is larger than the seed spread (see `compare`).
@@ -54,7 +56,7 @@ METRICS = {
     "cluster_picie": "clustering mIoU, PiCIE protocol (27 classes)",
     "finetune": "fine-tuned semantic FPN mIoU",
 }
-RANDOM, SWAV = "random init", "swav (no copy-paste)"
+RANDOM, SWAV, PICIE = "random init", "swav (no copy-paste)", "picie (same frames and steps)"
 # With --train-steps every cell trains exactly that many steps, warmed up over this share of them:
 # the trainer's default recipe warms up 2 of its 20 epochs.
 WARMUP_SHARE = 0.1
@@ -85,7 +87,8 @@ class AblateConfig(StageConfig):
     label_fraction: str = field("1/16", "labelled training frames the fine-tuning uses (the paper's 1/16)")
     finetune_iterations: int = field(0, "fine-tuning steps per network (0 = the fine-tuner's default)", bounds="[0, inf)")
     finetune_args: str = field("", "extra options for `train finetune`, passed as they are")
-    peers: bool = field(True, "add random init and dense SwAV without copy-paste (M = 0, lambda = 1)")
+    peers: bool = field(True, "add random init, dense SwAV without copy-paste (M = 0, lambda = 1) and PiCIE trained "
+                              "on the same frames for the same steps")
     min_seeds: int = field(2, "a table cell with fewer finished seeds than this is marked and never compared", bounds="[1, inf)")
     workers: int = field(2, "CPU workers of the preprocessing stages", hash=False, bounds="[1, inf)")
     dry_run: bool = field(False, "print the plan (cells, shard sets, commands) and stop", hash=False)
@@ -108,19 +111,22 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 @dataclass(frozen=True)
 class Cell:
-    proposals: str  # "" for the random-init peer
+    proposals: str  # "" for the random-init and PiCIE peers (no shard set)
     lam: float
     m: int
+    peer: str = ""  # "picie" for the PiCIE peer, else ""
 
     @property
     def key(self) -> str:
         if not self.proposals:
-            return "random"
+            return self.peer or "random"
         return f"{self.proposals}-l{self.lam:g}-m{self.m}"
 
     @property
     def label(self) -> str:
-        return RANDOM if not self.proposals else f"{self.proposals} lambda={self.lam:g} M={self.m}"
+        if not self.proposals:
+            return PICIE if self.peer == "picie" else RANDOM
+        return f"{self.proposals} lambda={self.lam:g} M={self.m}"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -152,8 +158,8 @@ def grid_cells(cfg: AblateConfig) -> list[Cell]:
         cells = [Cell(p, float(lam), int(m)) for p in cfg.proposals for lam in cfg.lams for m in cfg.ms]
     first = cells[0].proposals if cells else PROPOSALS[0]
     cells = [Cell(first, 1.0, 0) if is_swav(c) else c for c in cells]
-    if cfg.peers:
-        cells += [Cell(first, 1.0, 0), Cell("", 0.0, 0)]
+    if cfg.peers:  # random init last: it copies the architecture of a finished pre-training
+        cells += [Cell(first, 1.0, 0), Cell("", 0.0, 0, "picie"), Cell("", 0.0, 0)]
     return list(dict.fromkeys(cells))
 
 
@@ -239,7 +245,7 @@ def summarise(results: list[dict[str, Any]], cells: Sequence[Cell], min_seeds: i
     for metric in METRICS:
         rows: dict[str, dict[str, Any]] = {}
         for c in cells:
-            peer = RANDOM if not c.proposals else SWAV if is_swav(c) else ""
+            peer = c.label if not c.proposals else SWAV if is_swav(c) else ""
             row, col = (peer, "-") if peer else (f"{c.proposals} lambda={c.lam:g}", str(c.m))
             values = [r.get(metric) for r in by_cell.get(c.key, [])]
             m, s, n = mean_std([v for v in values if v is not None])
@@ -382,6 +388,15 @@ def run_cell(cfg: AblateConfig, cell: Cell, seed: int, per_step: int, root: Path
             _run(_py("evaluate", "unsupervised", *_common(cfg), "--checkpoint", str(ckpt), "--picie", "none",
                      "--no-baseline", "--seed", str(seed), "--name", run), log, echo)
         report, model, init = output_dir(cfg, "eval", run, "report.json"), "pre-trained", str(ckpt)
+    elif cell.peer == "picie":  # PiCIE's own training on the same frames, then the cells' evaluation
+        steps = ["--max-steps", str(cfg.train_steps), "--epochs", str(cfg.train_steps)] if cfg.train_steps else []
+        _run(_py("train", "picie", *_common(cfg), "--seed", str(seed), "--run", run, "--batch-size",
+                 str(max(1, per_step // 2)), "--no-progress", *steps), log, echo)
+        ckpt = output_dir(cfg, "picie", run, "checkpoint.pt")
+        if not clustered:
+            _run(_py("evaluate", "unsupervised", *_common(cfg), "--checkpoint", str(ckpt), "--picie", "none",
+                     "--no-baseline", "--seed", str(seed), "--name", run), log, echo)
+        report, model, init = output_dir(cfg, "eval", run, "report.json"), "pre-trained", str(ckpt)
     else:  # random init: scored by the same clustering with its own seed, fine-tuned from scratch
         if not clustered:
             _run(_py("evaluate", "unsupervised", *_common(cfg), "--checkpoint", str(_any_checkpoint(cfg)),
@@ -484,14 +499,14 @@ def _plots(tables: dict[str, Any], ms: list[int], root: Path) -> None:
     from evaluate.report_pictures import SERIES_COLOURS, line_chart
     from shared.imageio import write_png
 
-    # the peers keep their own colours (grey SwAV, black random init) however many rows the grid has
-    peer_colours = {SWAV: (127, 127, 127), RANDOM: (0, 0, 0)}
+    # the peers keep their own colours (grey SwAV, brown PiCIE, black random init) however many rows the grid has
+    peer_colours = {SWAV: (127, 127, 127), RANDOM: (0, 0, 0), PICIE: (140, 86, 75)}
     palette = [c for c in SERIES_COLOURS if c not in peer_colours.values()] + [(23, 190, 207), (188, 189, 34)]
     for metric, rows in tables.items():
         series, errors, values = [], {}, []
         for row, cells in rows.items():
             colour = peer_colours.get(row) or palette[len(series) % len(palette)]
-            if row in (RANDOM, SWAV):  # peers: a flat line across the M axis
+            if row in peer_colours:  # peers: a flat line across the M axis
                 v = cells.get("-")
                 if v and v["n"]:
                     series.append((row, [float(m) for m in ms], [v["mean"]] * len(ms), colour))

@@ -13,8 +13,8 @@ from pathlib import Path
 import click
 import pytest
 
-from evaluate.ablate import (RANDOM, SWAV, WARMUP_SHARE, AblateConfig, Cell, compare, format_tables, grid_cells,
-                             mean_std, run_hash, schedule_options, shard_options, summarise)
+from evaluate.ablate import (PICIE, RANDOM, SWAV, WARMUP_SHARE, AblateConfig, Cell, compare, format_tables,
+                             grid_cells, mean_std, run_hash, schedule_options, shard_options, summarise)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -22,8 +22,9 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_full_grid_has_every_cell_once_and_the_peers_last():
     cells = grid_cells(AblateConfig(proposals=("depth", "gt"), lams=(0.5, 1.0), ms=(0, 4), cells=()))
     # (depth|gt) x (0.5|1) x (0|4) = 8, but lambda 1 with M 0 is the same run for both proposals
-    assert len(cells) == 8 + 0 - 1 + 1  # 7 grid cells + the random-init peer (the SwAV peer is in the grid)
-    assert cells[-1] == Cell("", 0.0, 0)
+    assert len(cells) == 8 - 1 + 2  # 7 grid cells + PiCIE and random init (the SwAV peer is in the grid)
+    assert cells[-2:] == [Cell("", 0.0, 0, "picie"), Cell("", 0.0, 0)]  # random init last: it needs a checkpoint
+    assert [c.key for c in cells[-2:]] == ["picie", "random"] and cells[-2].label == PICIE
     assert sum(1 for c in cells if c.lam == 1.0 and c.m == 0) == 1
     assert Cell("depth", 1.0, 0) in cells and Cell("gt", 1.0, 0) not in cells
 
@@ -88,16 +89,19 @@ def test_mean_std_and_the_spread_rule():
 
 
 def test_tables_put_cells_under_their_m_and_peers_in_their_own_rows():
-    cells = [Cell("depth", 0.5, 0), Cell("depth", 0.5, 4), Cell("depth", 1.0, 0), Cell("", 0.0, 0)]
+    cells = [Cell("depth", 0.5, 0), Cell("depth", 0.5, 4), Cell("depth", 1.0, 0), Cell("", 0.0, 0, "picie"),
+             Cell("", 0.0, 0)]
     results = [{"cell": "depth-l0.5-m0", "seed": s, "cluster_paper": 10.0 + s, "cluster_picie": 5.0,
                 "finetune": 30.0} for s in (0, 1)]
     results += [{"cell": "depth-l0.5-m4", "seed": 0, "cluster_paper": 20.0, "cluster_picie": 6.0, "finetune": 31.0}]
     results += [{"cell": "random", "seed": s, "cluster_paper": 3.0, "cluster_picie": 2.0, "finetune": 20.0}
                 for s in (0, 1, 2)]
+    results += [{"cell": "picie", "seed": s, "cluster_paper": 8.0 + s, "cluster_picie": 7.0, "finetune": 25.0}
+                for s in (0, 1)]
     t = summarise(results, cells, min_seeds=2)["cluster_paper"]
     assert t["depth lambda=0.5"]["0"]["mean"] == 10.5 and t["depth lambda=0.5"]["0"]["n"] == 2
     assert t["depth lambda=0.5"]["4"]["too_few_seeds"] and not t["depth lambda=0.5"]["0"]["too_few_seeds"]
-    assert t[RANDOM]["-"]["mean"] == 3.0 and t[SWAV]["-"]["n"] == 0
+    assert t[RANDOM]["-"]["mean"] == 3.0 and t[SWAV]["-"]["n"] == 0 and t[PICIE]["-"]["mean"] == 8.5
     text = "\n".join(format_tables({"cluster_paper": t}, [0, 4]))
     assert "10.50 +- 0.71 (n=2)" in text and "20.00 (n=1) *" in text
 
@@ -144,6 +148,18 @@ def test_two_cell_grid_resumes_after_a_kill_and_reruns_nothing(tmp_path):
     r = subprocess.run(_grid(out), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and "(2 already done)" in r.stdout
     assert (root / "commands.log").stat().st_size == log_size
+    # grown by the peers: only they run, and PiCIE trains exactly --train-steps steps of the same images per step
+    r = subprocess.run([a for a in _grid(out) if a != "--no-peers"], cwd=ROOT, env=_env(), capture_output=True,
+                       text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "5 cells x 1 seeds = 5 runs (2 already done)" in r.stdout
+    tables = json.loads((root / "tables.json").read_text())["tables"]
+    for row in (SWAV, PICIE, RANDOM):
+        for metric in ("cluster_paper", "finetune"):
+            assert tables[metric][row]["-"]["n"] == 1 and 0 <= tables[metric][row]["-"]["mean"] <= 100
+    picie = out / "synthetic-tiny" / "picie" / "ablate-smoke-picie-s0"
+    assert json.loads((picie / "log.jsonl").read_text().splitlines()[-1])["step"] == 2
+    assert json.loads((picie / "config.json").read_text())["config"]["batch_size"] == 2  # 4 images per step
 
 
 def test_two_grids_of_one_out_build_stores_one_at_a_time(tmp_path):
