@@ -68,7 +68,7 @@ class RegionsConfig(StageConfig):
     tau_plane: float = field(RGB.tau_plane, "depth-rgb: point-to-plane gap (relative) at which two superpixels stop "
                                             "being one plane", hash=False, bounds="(0, inf)")
     merge_k: float = field(RGB.merge_k, "depth-rgb: region-count knob of the merge (larger = fewer, larger regions; "
-                                        "10 gives about 95 regions on a 384x768 Cityscapes frame)", hash=False,
+                                        "10 gives about 90 regions on a 384x768 Cityscapes frame)", hash=False,
                            bounds="(0, inf)")
     min_pixels: int = field(RGB.min_pixels, "depth-rgb: smaller regions join their lowest-W neighbour (pixels at "
                                             "384 rows)", hash=False, bounds="[0, inf)")

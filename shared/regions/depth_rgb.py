@@ -64,15 +64,16 @@ class DepthRgbParams:
     w_app: float = 0.2
     # plane-fit residual (sqrt of smallest / middle eigenvalue of a superpixel's point spread) at which a
     # normal is trusted 1/e: exact depth gives about 0 inside surfaces, the synthetic city's degraded
-    # depth about 0.13 and the shipped Cityscapes disparity about 0.43 (medians)
+    # depth about 0.10 and the shipped Cityscapes disparity about 0.40 (medians, on depth-rgb's superpixels at
+    # 384x768; 0.13 and 0.43 on the paper's larger ones)
     tau_res: float = 0.05
     # point-to-plane gap between neighbours (relative to their depth) at which they stop counting as one
     # plane: exact depth puts 90 % of same-object edges below 0.004 and half the others above 0.039
     tau_plane: float = 0.005
     # the region-count knob of both merges (with weak depth Felzenszwalb and Huttenlocher's k, in W x
     # reference pixels; with precise depth it sets the mean-W merge's stop, see mean_k_half): larger gives
-    # fewer, larger regions; 10 gives about 95 regions on a 384x768 Cityscapes frame with the shipped
-    # disparity (the paper's method: about 130) and about 200 on the synthetic city with exact depth
+    # fewer, larger regions; 10 gives about 90 regions on a 384x768 Cityscapes frame with the shipped
+    # disparity (the paper's method: about 130) and about 120 on the synthetic city with exact depth
     merge_k: float = 10.0
     # regions smaller than this join their lowest-W neighbour: the paper's filter (16 x 6 px boxes) would
     # drop them anyway, so they go to a neighbour instead of leaving a hole (at about 260 regions per
@@ -87,8 +88,9 @@ class DepthRgbParams:
     # per frame by 5-13 points on the Cityscapes samples (4: by about 6), GT-query mIoU by -0.5 to +2
     small_per_k: float = 8.0
     # frames whose depth precision q is at least this are grouped by the mean-W merge, the others by
-    # Felzenszwalb and Huttenlocher's: q is about 1 with exact depth, 0.08 with the synthetic city's degraded
-    # depth and 0 with the shipped Cityscapes disparity, so any value between splits them alike
+    # Felzenszwalb and Huttenlocher's: q is about 1 with exact depth, 0.15 with the synthetic city's degraded
+    # depth (0.08 on the paper's superpixels) and 0 with the shipped Cityscapes disparity, so any value
+    # between splits them alike
     precise_q: float = 0.5
     # with precise depth the mean-W merge stops at W = merge_k / (merge_k + mean_k_half): one knob for both
     # merges, and 100 makes the same merge_k give about the same region count either way on the tuning
