@@ -191,9 +191,8 @@ def frame_points(scored: list[dict[tuple[str, float], Any]]) -> list[dict[str, l
     for sc in scored:
         per: dict[str, list[tuple[float, float, float, float]]] = {}
         for (method, knob), f in sc.items():
-            gq = 100 * float(f.best_iou.mean()) if f.best_iou.size else 0.0
-            pur = 100 * f.majority_pixels / max(f.region_pixels, 1)
-            per.setdefault(method, []).append((float(knob), float(f.n_regions), gq, pur))
+            s = MethodSummary([f]).summary()  # the report's own formulas, on one frame
+            per.setdefault(method, []).append((float(knob), s["regions_per_frame"], s["gt_query_miou"], s["purity"]))
         out.append(per)
     return out
 

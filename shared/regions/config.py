@@ -143,11 +143,10 @@ def depth_spec(cfg: RegionsConfig) -> DepthSpec:
 
 
 def depth_rgb_params(cfg: RegionsConfig) -> DepthRgbParams:
-    """depth-rgb's constants from the config (sizes are in pixels at 384 rows, so no demo-size scaling)."""
-    return DepthRgbParams(w_app=cfg.w_app, tau_res=cfg.tau_res, tau_plane=cfg.tau_plane, merge_k=cfg.merge_k,
-                          min_pixels=cfg.min_pixels, small_per_k=cfg.small_per_k, precise_q=cfg.precise_q,
-                          mean_k_half=cfg.mean_k_half, superpixel_factor=cfg.superpixel_factor,
-                          absorb_filtered=cfg.absorb_filtered)
+    """depth-rgb's constants from the config: every DepthRgbParams field the config has an option for (sizes
+    are in pixels at 384 rows, so no demo-size scaling); the others keep their defaults."""
+    return DepthRgbParams(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(DepthRgbParams)
+                             if hasattr(cfg, f.name)})
 
 
 def regions_hash(cfg: RegionsConfig) -> str:

@@ -384,21 +384,13 @@ def absorb_filtered_regions(superpixels: np.ndarray, node_region: np.ndarray, ed
     Edges are taken by ascending W (ties in edge order); an edge between two regions joins them when either
     one's bounding box is under min_height x min_width. A region with no neighbour stays as it is (the filter
     then drops it)."""
-    n = len(node_region)
-    if n == 0 or len(edges) == 0:
-        return np.asarray(node_region, dtype=np.int64)
-    rmin, rmax, cmin, cmax = _bboxes(np.ascontiguousarray(superpixels, dtype=np.int64), n)
-    r_n = int(node_region.max()) + 1
-    box = np.empty((r_n, 4), dtype=np.int64)
-    box[:, 0] = box[:, 2] = 1 << 30
-    box[:, 1] = box[:, 3] = -1
-    np.minimum.at(box[:, 0], node_region, rmin)
-    np.maximum.at(box[:, 1], node_region, rmax)
-    np.minimum.at(box[:, 2], node_region, cmin)
-    np.maximum.at(box[:, 3], node_region, cmax)
+    node_region = np.asarray(node_region, dtype=np.int64)
+    if len(node_region) == 0 or len(edges) == 0:
+        return node_region
+    box = np.stack(_bboxes(np.ascontiguousarray(node_region[superpixels]), int(node_region.max()) + 1), axis=1)
     order = np.argsort(weights, kind="stable").astype(np.int64)
-    roots = _absorb_boxes(np.asarray(node_region, dtype=np.int64), np.ascontiguousarray(edges, dtype=np.int64),
-                          order, box, int(min_height), int(min_width))
+    roots = _absorb_boxes(node_region, np.ascontiguousarray(edges, dtype=np.int64), order, box, int(min_height),
+                          int(min_width))
     return _first_seen_ids(roots)
 
 
