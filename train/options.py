@@ -16,8 +16,8 @@ def amp_field() -> Any:
     return field(True, "bf16 autocast on CUDA", hash=False)
 
 
-def checkpoint_every_field(default: int = 500) -> Any:
-    return field(default, "steps between checkpoints", hash=False, bounds="[1, inf)")
+def checkpoint_every_field() -> Any:
+    return field(500, "steps between checkpoints", hash=False, bounds="[1, inf)")
 
 
 def checkpoint_minutes_field() -> Any:
