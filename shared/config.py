@@ -14,6 +14,8 @@ Field metadata:
                      "[0, 1]", "(0, inf)", "[1, 100]", "(-inf, inf)" = any finite number
   n: int             lists: exactly this many values (else at least one)
   ordered: bool      lists: values non-decreasing (a low,high pair)
+  aliases: tuple     other field names the option also answers to (`--amp` for the depth trainer's
+                     `--bf16`): one option name across commands without renaming a saved or hashed key
 
 Every int and float field declares bounds (tests/shared/test_config.py walks every command's
 config). Values are checked as click parses them (command line and --config FILE alike) and again
@@ -39,15 +41,17 @@ C = TypeVar("C")
 
 
 def field(default: Any, help: str = "", choices: list[str] | None = None, hash: bool = True,
-          bounds: str | None = None, n: int | None = None, ordered: bool = False, rerun: bool = True) -> Any:
+          bounds: str | None = None, n: int | None = None, ordered: bool = False, rerun: bool = True,
+          aliases: tuple[str, ...] = ()) -> Any:
     """A dataclass field with a --help line; lists/tuples are passed by value (immutable tuples).
     bounds / n / ordered: the allowed values (module docstring); parsed here, so a typo in a bound
     fails at import, not when a user types a value. rerun=False: a one-off request (`--force`) that the
-    saved config records but `--config FILE` does not carry into the next run."""
+    saved config records but `--config FILE` does not carry into the next run. aliases: more option names
+    for the same field (saved and hashed under its own name)."""
     if bounds is not None:
         parse_bounds(bounds)
     meta = {"help": help, "choices": choices, "hash": hash, "bounds": bounds, "n": n, "ordered": ordered,
-            "rerun": rerun,
+            "rerun": rerun, "aliases": tuple(aliases),
             # a list whose default is empty means "none" and may stay empty (e.g. an optional list of cells)
             "empty_ok": isinstance(default, (tuple, list)) and not default}
     return dataclasses.field(default=default, metadata=meta)
@@ -213,19 +217,20 @@ def config_options(cls: type[C]) -> Callable[[Callable], Callable]:
             help_text = meta.get("help", "")
             if meta.get("bounds") is not None:  # the range is part of what --help teaches
                 help_text += f" [{parse_bounds(meta['bounds']).words()}]"
-            name = "--" + f.name.replace("_", "-")
+            words = [f.name.replace("_", "-")] + [a.replace("_", "-") for a in meta.get("aliases", ())]
+            names = [f"--{w}" for w in words]
             check = _checker(f.name, meta)
             if is_seq:
                 ptype: Any = _SequenceParam(tp)
                 shown = ",".join(str(v) for v in default)
-                fn = click.option(name, f.name, type=ptype, default=shown, show_default=True, help=help_text,
+                fn = click.option(*names, f.name, type=ptype, default=shown, show_default=True, help=help_text,
                                   callback=check)(fn)
             elif tp is bool:
-                fn = click.option(f"{name}/--no-{f.name.replace('_', '-')}", f.name, default=default,
+                fn = click.option(*(f"--{w}/--no-{w}" for w in words), f.name, default=default,
                                   show_default=True, help=help_text)(fn)
             else:
                 ptype = click.Choice(meta["choices"]) if meta.get("choices") else tp
-                fn = click.option(name, f.name, type=ptype, default=default, show_default=True,
+                fn = click.option(*names, f.name, type=ptype, default=default, show_default=True,
                                   help=help_text, callback=check)(fn)
         fn.config_class = cls  # type: ignore[attr-defined]  # which config a command takes (tests walk them)
         return _config_file_option(cls)(fn)

@@ -49,15 +49,18 @@ class DepthTrainConfig(StageConfig):
     init_weights: str = field("", "local torchvision-format ResNet-18 state dict for both encoders (default: random init)")
     seed: int = field(0, "random seed (data order, augmentation, initialisation)", bounds="[0, inf)")
     device: str = field("auto", "auto = cuda when available", choices=["auto", "cpu", "cuda"], hash=False)
-    bf16: bool = field(True, "bf16 autocast on CUDA (ignored on CPU)")
+    # aliases: the other trainers' names for the same settings; the fields keep their names, so saved
+    # configs and run keys (bf16 is hashed) stay valid
+    bf16: bool = field(True, "bf16 autocast on CUDA (ignored on CPU)", aliases=("amp",))
     channels_last: bool = field(True, "channels_last memory format on CUDA", hash=False)
     compile: bool = field(False, "torch.compile the networks (CUDA; slower start, faster steps)", hash=False)
     workers: int = field(2, "processes decoding frames into the cache", hash=False, bounds="[1, inf)")
     log_every: int = field(10, "steps between log lines", hash=False, bounds="[1, inf)")
     image_every: int = field(250, "steps between PNG snapshots (0 = only at the end)", hash=False, bounds="[0, inf)")
-    ckpt_every: int = field(250, "steps between checkpoints", hash=False, bounds="[1, inf)")
+    ckpt_every: int = field(250, "steps between checkpoints", hash=False, bounds="[1, inf)",
+                            aliases=("checkpoint_every",))
     ckpt_minutes: float = field(10.0, "also save when this many minutes passed since the last save (0 = steps only)",
-                                hash=False, bounds="[0, inf)")
+                                hash=False, bounds="[0, inf)", aliases=("checkpoint_minutes",))
 
 
 def resolved(cfg: DepthTrainConfig) -> DepthTrainConfig:

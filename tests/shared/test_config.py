@@ -202,3 +202,34 @@ def test_every_numeric_option_of_every_command_declares_its_range():
         classes[f"{package} {name}"] = cmd.callback.config_class
     assert len(classes) == 17
     assert {k: unbounded_numeric_fields(c) for k, c in classes.items()} == {k: [] for k in classes}
+
+
+@dataclass
+class Aliased:
+    ckpt_every: int = field(250, "steps between checkpoints", bounds="[1, inf)", aliases=("checkpoint_every",))
+    bf16: bool = field(True, "autocast", aliases=("amp",))
+
+
+@click.command()
+@config_options(Aliased)
+def aliased(**kw):
+    click.echo(json.dumps(build_config(Aliased, kw).__dict__))
+
+
+@pytest.mark.parametrize("args, want", [
+    ([], {"ckpt_every": 250, "bf16": True}),
+    (["--checkpoint-every", "7", "--no-amp"], {"ckpt_every": 7, "bf16": False}),
+    (["--ckpt-every", "5", "--no-bf16"], {"ckpt_every": 5, "bf16": False}),
+    (["--no-bf16", "--amp"], {"ckpt_every": 250, "bf16": True}),  # the last one typed wins, as for one name
+])
+def test_an_alias_sets_the_same_field_and_is_saved_under_its_name(args, want):
+    r = CliRunner().invoke(aliased, args)
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output) == want
+
+
+def test_an_alias_is_checked_and_listed_in_help():
+    r = CliRunner().invoke(aliased, ["--checkpoint-every", "0"])
+    assert r.exit_code != 0 and "--checkpoint-every" in r.output and ">= 1" in r.output
+    help_text = CliRunner().invoke(aliased, ["--help"]).output
+    assert "--ckpt-every, --checkpoint-every" in help_text and "--bf16, --amp / --no-bf16, --no-amp" in help_text
