@@ -26,9 +26,7 @@ predictions_<frame>.png (image, ground truth, both models' predictions) and pca_
 """
 from __future__ import annotations
 
-import base64
 import functools
-import html as html_text
 import json
 import os
 import time
@@ -41,6 +39,7 @@ import click
 import numpy as np
 from tqdm import tqdm
 
+from evaluate.report_html import markdown_page
 from evaluate.segmentation_metrics import PROTOCOLS, Protocol, confusion_matrix, evaluate_clusters
 from shared.atomic import write_text
 from shared.config import build_config, config_hash, config_options, field, save_config
@@ -333,10 +332,6 @@ def run_model(model: torch.nn.Module, frames: list[Frame], gts: dict[str, list[n
     return ModelResult(confs, maps, feats, images, time.perf_counter() - t0)
 
 
-def _png_uri(path: Path) -> str:
-    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
-
-
 def _fmt(v: float | None) -> str:
     return "n/a" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.2f}"
 
@@ -365,7 +360,7 @@ def write_report(out: Path, summary: dict[str, Any], pictures: dict[str, list[st
                   "| --- | " + " | ".join("---" for _ in models) + " |"]
         for cname in pr["present_classes"]:
             lines.append(f"| {cname} | " + " | ".join(_fmt(pr["models"][m]["per_class_iou"][cname]) for m in models) + " |")
-        lines += [f"| **mean** | " + " | ".join(f"**{_fmt(pr['models'][m]['miou'])}**" for m in models) + " |", ""]
+        lines += ["| **mean** | " + " | ".join(f"**{_fmt(pr['models'][m]['miou'])}**" for m in models) + " |", ""]
         lines += [f"![per-class IoU, {pname}](iou_{pname}.png)", "",
                   f"Confusion (rows: ground truth, normalised; blue = matched class), {', '.join(models)}:", "",
                   f"![confusion, {pname}](confusion_{pname}.png)", ""]
@@ -378,44 +373,7 @@ def write_report(out: Path, summary: dict[str, Any], pictures: dict[str, list[st
     md = write_text(out / "report.md", "\n".join(lines) + "\n")
 
     # HTML: the same content with every picture embedded, so the file can be mailed or archived alone.
-    html = ["<!doctype html><html><head><meta charset='utf-8'><title>Unsupervised segmentation report</title>",
-            "<style>body{font-family:sans-serif;max-width:1400px;margin:auto}table{border-collapse:collapse}"
-            "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}td:first-child{text-align:left}"
-            "img{max-width:100%}</style></head><body>"]
-    in_table = False
-    for line in lines:
-        if line.startswith("| ---"):
-            continue
-        if line.startswith("|"):
-            cells = [html_text.escape(c.strip().replace("**", "")) for c in line.strip("|").split("|")]
-            if not in_table:
-                html.append("<table><tr>" + "".join(f"<th>{c}</th>" for c in cells) + "</tr>")
-                in_table = True
-            else:
-                html.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-            continue
-        if in_table:
-            html.append("</table>")
-            in_table = False
-        if line.startswith("!["):
-            src = line[line.index("](") + 2:-1]
-            html.append(f"<p><img alt='{src}' src='{_png_uri(out / src)}'></p>")
-            continue
-        line = html_text.escape(line, quote=False)
-        if line.startswith("### "):
-            html.append(f"<h3>{line[4:]}</h3>")
-        elif line.startswith("## "):
-            html.append(f"<h2>{line[3:].replace('`', '')}</h2>")
-        elif line.startswith("# "):
-            html.append(f"<h1>{line[2:]}</h1>")
-        elif line.startswith("- "):
-            html.append(f"<div>{line[2:].replace('`', '')}</div>")
-        elif line:
-            html.append(f"<p>{line}</p>")
-    if in_table:
-        html.append("</table>")
-    html.append("</body></html>")
-    page = write_text(out / "report.html", "\n".join(html) + "\n")
+    page = write_text(out / "report.html", markdown_page(lines, out, "Unsupervised segmentation report"))
     return md, page
 
 
