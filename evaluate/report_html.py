@@ -1,6 +1,7 @@
 """A report's Markdown lines as one self-contained HTML page (pictures embedded as data URIs), so
-the page can be mailed or archived alone (the unsupervised, fine-tuning and demo reports). Handles what the reports write: headings, bullet lines,
-pipe tables, paragraphs and `![caption](file.png)` pictures relative to the report folder."""
+the page can be mailed or archived alone: the unsupervised and fine-tuning reports. Handles what the
+reports write: headings, bullet lines, pipe tables, paragraphs and `![caption](file.png)` pictures
+relative to the report folder."""
 from __future__ import annotations
 
 import base64
