@@ -40,18 +40,18 @@ import click
 import numpy as np
 from tqdm import tqdm
 
-from evaluate.proposals import MethodSummary, frame_scores
+from evaluate.proposals import MethodSummary, frame_scores, labelled_frames, read_labelled
 from evaluate.weak_depth import WeakDepth, degrade_depth
 from shared.config import build_config, config_hash, config_options, field, save_config
 from shared.frames import DataError, Frame
-from shared.imageio import read_label, read_rgb, write_png
+from shared.imageio import write_png
 from shared.regions.config import (RegionsConfig, depth_rgb_params, grouping_params, parse_size, working_size)
 from shared.regions.depth_rgb import DepthRgbParams, depth_rgb_regions, depth_rgb_superpixels
 from shared.regions.depth_source import DepthSource, DepthSpec, parse_depth_spec
 from shared.regions.grouping import (GroupingParams, depth_regions, felzenszwalb_regions, filter_regions, gt_regions,
                                      instance_components, slic_superpixels)
 from shared.datasets import build_index
-from shared.stage import PROJECT_ROOT, StageConfig, frames_for, output_dir
+from shared.stage import PROJECT_ROOT, output_dir
 
 METHODS = ("depth", "depth-rgb", "slic", "felzenszwalb")
 KNOB = {"depth": "T_e", "depth-rgb": "merge_k", "slic": "n_segments", "felzenszwalb": "scale", "gt": "-"}
@@ -111,9 +111,7 @@ def sweep_frame(frame: Frame, size: tuple[int, int], cond: Condition, cfg: Sweep
     for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
         os.environ.setdefault(k, "1")  # workers share the machine
     try:
-        rgb = read_rgb(frame.image, size)
-        inst = read_label(frame.instance, size)
-        lab = read_label(frame.semantic, size).astype(np.int64)
+        rgb, inst, lab = read_labelled(frame, size)
         depth = frame_depth(frame, size, rgb, DepthSource(cond.spec, cfg.max_invalid_depth), cond.weak, cfg.weak_seed)
     except DataError as e:
         return {"frame": frame.id, "skipped": {"frame": frame.id, "path": e.path, "problem": e.problem}}
@@ -267,7 +265,7 @@ def conditions(cfg: SweepConfig, echo=click.echo) -> list[tuple[Condition, list[
         out.append((Condition("synthetic-weak", "(c) synthetic city, weak depth", "synthetic", str(root),
                               DepthSpec("gt"), WeakDepth()), frames, size))
     if cfg.dataset != "synthetic":
-        frames = labelled(cfg)
+        frames = labelled_frames(cfg)
         if cfg.max_frames > 0:
             frames = frames[:cfg.max_frames]
         size = working_size(cfg, frames)
@@ -279,13 +277,6 @@ def conditions(cfg: SweepConfig, echo=click.echo) -> list[tuple[Condition, list[
             out.append((Condition(f"{cfg.dataset}-model", f"(d) {cfg.dataset}, learnt depth", cfg.dataset,
                                   cfg.data_root, spec), frames, size))
     return out
-
-
-def labelled(cfg: StageConfig) -> list[Frame]:
-    frames = [f for f in frames_for(cfg) if f.semantic and f.instance]
-    if not frames:
-        raise DataError(cfg.data_root or cfg.dataset, "no frames with labelIds and instanceIds to evaluate")
-    return frames
 
 
 # ---------------------------------------------------------------------------------------------

@@ -52,7 +52,7 @@ from shared.executor import run_tasks
 from shared.frames import DataError, Frame
 from shared.imageio import read_label, read_rgb, write_png
 from shared.reuse import done_key, file_stamp, folder_stamp, frames_stamp, mark_done, reuse
-from shared.stage import frames_for, output_dir
+from shared.stage import StageConfig, frames_for, output_dir
 
 METHODS = ("depth", "depth-rgb", "slic", "felzenszwalb", "gt")
 DONE = "done.json"  # the done record (shared.reuse), written after every other file of the report
@@ -222,15 +222,28 @@ class ProposalsConfig(RegionsConfig):
                                "did not change since it was written", hash=False, rerun=False)
 
 
+def labelled_frames(cfg: StageConfig) -> list[Frame]:
+    """DATASET's frames that have both labelIds and instanceIds: the ones proposals are scored on."""
+    frames = [f for f in frames_for(cfg) if f.semantic and f.instance]
+    if not frames:
+        raise DataError(cfg.data_root or cfg.dataset, "no frames with labelIds and instanceIds to evaluate")
+    return frames
+
+
+def read_labelled(f: Frame, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A frame at `size` (H, W): rgb [H, W, 3] uint8, instanceIds [H, W], labelIds [H, W] int64; a
+    DataError names the file that cannot be read."""
+    return (read_rgb(f.image, size), read_label(f.instance, size),
+            read_label(f.semantic, size).astype(np.int64))
+
+
 def score_frame(f: Frame, index: int, size: tuple[int, int], source: DepthSource | None, params: GroupingParams,
                 cfg: ProposalsConfig, out: Path, depth_method: str = "depth",
                 rgb_params: DepthRgbParams | None = None) -> dict[str, Any]:
     """Every method's scores on one frame (and its overlays when `index` < cfg.overlays): the report's
     unit of work. {"index", "scores": {method: FrameScores}, "felz_scale"}, or {"index", "skipped"}."""
     try:
-        rgb = read_rgb(f.image, size)
-        inst = read_label(f.instance, size)
-        lab = read_label(f.semantic, size).astype(np.int64)
+        rgb, inst, lab = read_labelled(f, size)
         depth = source.load(f, size, rgb) if source else None
     except DataError as e:
         if cfg.strict:
@@ -284,9 +297,7 @@ def report_inputs(frames: list[Frame], spec: DepthSpec | None) -> dict[str, str]
 
 def run_report(cfg: ProposalsConfig, echo=click.echo) -> dict:
     t0 = time.perf_counter()
-    frames = [f for f in frames_for(cfg) if f.semantic and f.instance]
-    if not frames:
-        raise DataError(cfg.data_root or cfg.dataset, "no frames with labelIds and instanceIds to evaluate")
+    frames = labelled_frames(cfg)
     if cfg.max_frames > 0:
         frames = frames[:cfg.max_frames]
     size = working_size(cfg, frames)
