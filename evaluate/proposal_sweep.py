@@ -73,7 +73,8 @@ class SweepConfig(RegionsConfig):
     weak_seed: int = field(0, "seed of the depth degradation of condition (c) (each frame mixes in its id)", bounds="[0, inf)")
     sweep_t_e: tuple[float, ...] = field((0.05, 0.1, 0.2, 0.3, 0.45, 0.6, 0.8), "depth (the paper's): T_e values", bounds="[0, 1]")
     # 1000: with precise depth the mean-W merge stops at W 0.91 there, the coarse end of the paper's T_e sweep
-    sweep_merge_k: tuple[float, ...] = field((1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 50.0, 100.0, 300.0, 1000.0),
+    # 0.5: the fine end as far as Felzenszwalb's sweep reaches (about 300 regions per Cityscapes frame)
+    sweep_merge_k: tuple[float, ...] = field((0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 50.0, 100.0, 300.0, 1000.0),
                                              "depth-rgb: merge_k values", bounds="(0, inf)")
     sweep_slic: tuple[int, ...] = field((25, 50, 100, 200, 400, 800), "slic: n_segments values", bounds="[1, inf)")
     sweep_felz: tuple[float, ...] = field((30.0, 60.0, 100.0, 200.0, 300.0, 600.0, 1000.0, 3000.0),
@@ -166,13 +167,16 @@ def interpolate_at(points: list[tuple[float, float]], count: float) -> float | N
 def matched_rows(rows: list[dict[str, Any]], reference: str = "depth-rgb",
                  metrics: tuple[str, ...] = ("gt_query_miou", "purity")) -> list[dict[str, Any]]:
     """For each point of `reference`, every other method's metrics read off its own curve at the same
-    regions per frame: [{"regions": n, "<method>": {metric: value or None}}]."""
+    regions per frame: [{"regions": n, "<method>": {metric: value or None}}]. Knob values that give the
+    same count (the fine end, where nothing merges any more) are one row, so they are not counted twice."""
     by_method: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
         by_method.setdefault(r["method"], []).append(r)
-    out = []
+    out: list[dict[str, Any]] = []
     for ref in sorted(by_method.get(reference, []), key=lambda r: r["regions_per_frame"]):
         n = ref["regions_per_frame"]
+        if out and abs(n - out[-1]["regions"]) < 0.05:
+            continue
         row: dict[str, Any] = {"regions": n, "knob": ref["knob"]}
         for m, pts in by_method.items():
             if m == "gt":

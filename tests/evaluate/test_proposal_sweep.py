@@ -38,6 +38,9 @@ def test_matched_rows_read_each_method_at_the_reference_counts():
     f50 = 10 + 30 * np.log(5) / np.log(100)
     assert gain[1] == 2 and gain[0] == pytest.approx(((30 - 25) + (25 - f50)) / 2)
     assert matched_gain(m, "depth-rgb", "slic", "purity") is None
+    same = rows + [{"method": "depth-rgb", "knob": 0.5, "regions_per_frame": 100.0, "gt_query_miou": 30.0,
+                    "purity": 90.0}]  # a smaller knob that merges nothing more: the same partition
+    assert [r["regions"] for r in matched_rows(same)] == [50.0, 100.0]
 
 
 def test_paired_spread_is_the_std_of_per_frame_differences_on_each_frames_own_curve():
