@@ -504,11 +504,12 @@ def run_dir(cfg: DepthTrainConfig) -> Path:
 
 
 def train(cfg: DepthTrainConfig, frames: list[Frame] | None = None, echo=click.echo,
-          stop_after: int | None = None) -> Path:
+          kill_after: int | None = None) -> Path:
     """Train (or resume, or reuse) the run of `cfg`; returns the checkpoint path.
 
-    frames: the frame index (default: the configured dataset's). stop_after: leave the loop after
+    frames: the frame index (default: the configured dataset's). kill_after: leave the loop after
     this step as a killed run would (tests of resuming), the last checkpoint is what survives.
+    cfg.stop_after, by contrast, checkpoints where it stops.
     """
     cfg = resolved(cfg)
     t_start = time.perf_counter()
@@ -598,13 +599,15 @@ def train(cfg: DepthTrainConfig, frames: list[Frame] | None = None, echo=click.e
     from tqdm import tqdm
 
     start = step
-    stop = total if stop_after is None else min(total, max(stop_after, start + 1))  # at least one step
+    stop = total if cfg.stop_after <= 0 else min(total, start + cfg.stop_after)  # this invocation's last step
+    if kill_after is not None:
+        stop = min(stop, max(kill_after, start + 1))  # at least one step
     trim_log(out / "log.jsonl", start)  # steps after the checkpoint are redone; a killed write's partial line goes
     log = open(out / "log.jsonl", "a")
     pool = ThreadPoolExecutor(1)  # gathers (and pins) the next batch while this step runs
     pending = pool.submit(fetch, start)
     model.train()
-    bar = tqdm(total=total, initial=start, desc="depth train", unit="step")
+    bar = tqdm(total=total, initial=start, desc="depth train", unit="step", disable=not cfg.progress)
     window = LogWindow(device)
     first_loss = None
     clock = SaveClock(cfg.ckpt_minutes)  # a slow (CPU) run also saves by wall time
@@ -631,7 +634,7 @@ def train(cfg: DepthTrainConfig, frames: list[Frame] | None = None, echo=click.e
                 log.write(json.dumps(rec) + "\n")
                 log.flush()
                 bar.set_postfix(loss=f"{rec['loss']:.4f}", img_s=f"{rec['images_per_s']:.1f}")
-            save = step % cfg.ckpt_every == 0 or step == total or clock.due()
+            save = step % cfg.ckpt_every == 0 or step == total or clock.due() or (step == stop and kill_after is None)
             if save and step % cfg.log_every != 0 and step != total:
                 window.mean_loss(step, ckpt_path)
             if (cfg.image_every and step % cfg.image_every == 0) or step == total:
@@ -644,8 +647,12 @@ def train(cfg: DepthTrainConfig, frames: list[Frame] | None = None, echo=click.e
         bar.close()
         log.close()
         pool.shutdown(wait=True)
-    if stop_after is not None and stop_after <= stop:
+    if kill_after is not None and kill_after <= stop:
         return ckpt_path  # left the loop as a killed run would: the last checkpoint is what survives
+    if stop < total:  # --stop-after: checkpointed above
+        echo(f"depth: stopped at step {stop}/{total} (rerun to resume) in {time.perf_counter() - t_start:.1f} s; "
+             f"wrote {ckpt_path}, {out / 'log.jsonl'}")
+        return ckpt_path
     first_loss, last_loss = float(first_loss), float(loss)  # type: ignore[arg-type]
     slim = write_inference_weights(ckpt_path)
     write_pointer(cfg, "depth", "model", slim)

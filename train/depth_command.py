@@ -12,6 +12,7 @@ from shared.config import build_config, config_options, field
 from shared.frames import DataError
 from shared.presets import apply_preset
 from shared.stage import StageConfig
+from train.options import progress_field, stop_after_field
 
 # The fields whose 0 means "from the preset"; "" = the paper's setting (max_steps stays 0: from epochs).
 PRESETS = {"": dict(height=192, width=640, batch_size=12),
@@ -61,6 +62,8 @@ class DepthTrainConfig(StageConfig):
                             aliases=("checkpoint_every",))
     ckpt_minutes: float = field(10.0, "also save when this many minutes passed since the last save (0 = steps only)",
                                 hash=False, bounds="[0, inf)", aliases=("checkpoint_minutes",))
+    stop_after: int = stop_after_field()
+    progress: bool = progress_field()
 
 
 def resolved(cfg: DepthTrainConfig) -> DepthTrainConfig:

@@ -175,7 +175,7 @@ def test_resume_continues_from_same_step_with_same_result(tmp_path, city, city_f
                   height=64, width=64, batch_size=2)
     straight = train(DepthTrainConfig(out=str(tmp_path / "a"), **common), city_frames, echo=lambda s: None)
     cfg_b = DepthTrainConfig(out=str(tmp_path / "b"), **common)
-    killed = train(cfg_b, city_frames, echo=lambda s: None, stop_after=3)  # killed after step 3: ckpt at 2
+    killed = train(cfg_b, city_frames, echo=lambda s: None, kill_after=3)  # killed after step 3: ckpt at 2
     assert load_depth_checkpoint(killed)["step"] == 2
     stale = killed.parent / ".checkpoint.pt.4242.tmp"  # what a save killed midway leaves
     stale.write_bytes(b"half")
@@ -192,6 +192,20 @@ def test_resume_continues_from_same_step_with_same_result(tmp_path, city, city_f
     said.clear()
     train(cfg_b, city_frames, echo=said.append)
     assert any("reusing finished run" in s for s in said)
+
+
+def test_stop_after_checkpoints_where_it_stops_and_a_rerun_finishes_the_same_run(tmp_path, city, city_frames):
+    common = dict(data_root=str(city), demo_size="tiny", max_steps=4, ckpt_every=1000, ckpt_minutes=0, image_every=0,
+                  log_every=1, height=64, width=64, batch_size=2, out=str(tmp_path))
+    said: list[str] = []
+    ckpt = train(DepthTrainConfig(stop_after=3, **common), city_frames, echo=said.append)
+    assert load_depth_checkpoint(ckpt)["step"] == 3  # saved at the stop, though --ckpt-every is 1000
+    assert any(s.startswith("depth: stopped at step 3/4 (rerun to resume)") for s in said)
+    assert not ckpt.with_name("depth_net.pt").exists()  # not finished: no inference weights, no pointer
+    said.clear()
+    done = train(DepthTrainConfig(**common), city_frames, echo=said.append)  # stop_after is not in the run key
+    assert done == ckpt and any("resuming" in s and "at step 3/4" in s for s in said)
+    assert load_depth_checkpoint(done)["step"] == 4 and done.with_name("depth_net.pt").is_file()
 
 
 def test_cli_end_to_end_on_synthetic_city(tmp_path, city):
@@ -278,8 +292,8 @@ def test_checkpoint_by_wall_time(tmp_path, city, city_frames):
     common = dict(data_root=str(city), demo_size="tiny", max_steps=4, ckpt_every=100, image_every=0, log_every=1,
                   height=64, width=64, batch_size=2)
     timed = train(DepthTrainConfig(out=str(tmp_path / "t"), ckpt_minutes=1e-9, **common), city_frames,
-                  echo=lambda s: None, stop_after=3)
+                  echo=lambda s: None, kill_after=3)
     assert load_depth_checkpoint(timed)["step"] == 3
     steps_only = train(DepthTrainConfig(out=str(tmp_path / "s"), ckpt_minutes=0, **common), city_frames,
-                       echo=lambda s: None, stop_after=3)
+                       echo=lambda s: None, kill_after=3)
     assert not steps_only.exists()

@@ -8,7 +8,8 @@ import pytest
 
 from train.__main__ import COMMANDS
 
-SHARED = {"--device", "--amp", "--no-amp", "--checkpoint-every", "--checkpoint-minutes"}
+SHARED = {"--device", "--amp", "--no-amp", "--checkpoint-every", "--checkpoint-minutes", "--stop-after", "--progress",
+          "--no-progress"}
 
 
 def _command(target: str) -> click.Command:
