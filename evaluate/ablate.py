@@ -383,27 +383,22 @@ def run_cell(cfg: AblateConfig, cell: Cell, seed: int, per_step: int, root: Path
         _run(_py("train", "contrastive", *_common(cfg), "--shards", str(shards), "--lam", str(cell.lam),
                  "--seed", str(seed), "--run", run, "--groups-per-step", str(groups), "--no-progress", *steps,
                  *cfg.train_args.split()), log, echo)
-        ckpt = output_dir(cfg, "train", run, "checkpoint.pt")
-        if not clustered:
-            _run(_py("evaluate", "unsupervised", *_common(cfg), "--checkpoint", str(ckpt), "--picie", "none",
-                     "--no-baseline", "--seed", str(seed), "--name", run), log, echo)
-        report, model, init = output_dir(cfg, "eval", run, "report.json"), "pre-trained", str(ckpt)
+        ckpt: Path | None = output_dir(cfg, "train", run, "checkpoint.pt")
     elif cell.peer == "picie":  # PiCIE's own training on the same frames, then the cells' evaluation
         steps = ["--max-steps", str(cfg.train_steps), "--epochs", str(cfg.train_steps)] if cfg.train_steps else []
         _run(_py("train", "picie", *_common(cfg), "--seed", str(seed), "--run", run, "--batch-size",
                  str(max(1, per_step // 2)), "--no-progress", *steps), log, echo)
         ckpt = output_dir(cfg, "picie", run, "checkpoint.pt")
-        if not clustered:
-            _run(_py("evaluate", "unsupervised", *_common(cfg), "--checkpoint", str(ckpt), "--picie", "none",
-                     "--no-baseline", "--seed", str(seed), "--name", run), log, echo)
-        report, model, init = output_dir(cfg, "eval", run, "report.json"), "pre-trained", str(ckpt)
     else:  # random init: scored by the same clustering with its own seed, fine-tuned from scratch
-        if not clustered:
-            _run(_py("evaluate", "unsupervised", *_common(cfg), "--checkpoint", str(_any_checkpoint(cfg)),
-                     "--picie", "none", "--baseline", "--random-inits", "1", "--seed", str(seed), "--name", run),
-                 log, echo)
-        report, model, init = output_dir(cfg, "eval", run, "report.json"), RANDOM, "scratch"
+        ckpt = None
+    model, init = ("pre-trained", str(ckpt)) if ckpt else (RANDOM, "scratch")
     if not clustered:
+        # random init is the untrained twin of a finished pre-training's architecture
+        net = ["--checkpoint", str(ckpt), "--no-baseline"] if ckpt else \
+            ["--checkpoint", str(_any_checkpoint(cfg)), "--baseline", "--random-inits", "1"]
+        _run(_py("evaluate", "unsupervised", *_common(cfg), *net, "--picie", "none", "--seed", str(seed),
+                 "--name", run), log, echo)
+        report = output_dir(cfg, "eval", run, "report.json")
         res["cluster_paper"] = _miou(report, "paper", model)
         res["cluster_picie"] = _miou(report, "picie", model)
     if cfg.finetune and "finetune" not in res:
