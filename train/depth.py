@@ -599,9 +599,8 @@ def train(cfg: DepthTrainConfig, frames: list[Frame] | None = None, echo=click.e
     from tqdm import tqdm
 
     start = step
-    stop = total if cfg.stop_after <= 0 else min(total, start + cfg.stop_after)  # this invocation's last step
-    if kill_after is not None:
-        stop = min(stop, max(kill_after, start + 1))  # at least one step
+    last = total if cfg.stop_after <= 0 else min(total, start + cfg.stop_after)  # this invocation's, checkpointed
+    stop = last if kill_after is None else min(last, max(kill_after, start + 1))  # at least one step
     trim_log(out / "log.jsonl", start)  # steps after the checkpoint are redone; a killed write's partial line goes
     log = open(out / "log.jsonl", "a")
     pool = ThreadPoolExecutor(1)  # gathers (and pins) the next batch while this step runs
@@ -634,7 +633,7 @@ def train(cfg: DepthTrainConfig, frames: list[Frame] | None = None, echo=click.e
                 log.write(json.dumps(rec) + "\n")
                 log.flush()
                 bar.set_postfix(loss=f"{rec['loss']:.4f}", img_s=f"{rec['images_per_s']:.1f}")
-            save = step % cfg.ckpt_every == 0 or step == total or clock.due() or (step == stop and kill_after is None)
+            save = step % cfg.ckpt_every == 0 or step == last or clock.due()  # last: the run's end or --stop-after's
             if save and step % cfg.log_every != 0 and step != total:
                 window.mean_loss(step, ckpt_path)
             if (cfg.image_every and step % cfg.image_every == 0) or step == total:
@@ -649,8 +648,8 @@ def train(cfg: DepthTrainConfig, frames: list[Frame] | None = None, echo=click.e
         pool.shutdown(wait=True)
     if kill_after is not None and kill_after <= stop:
         return ckpt_path  # left the loop as a killed run would: the last checkpoint is what survives
-    if stop < total:  # --stop-after: checkpointed above
-        echo(f"depth: stopped at step {stop}/{total} (rerun to resume) in {time.perf_counter() - t_start:.1f} s; "
+    if last < total:  # --stop-after: checkpointed above
+        echo(f"depth: stopped at step {last}/{total} (rerun to resume) in {time.perf_counter() - t_start:.1f} s; "
              f"wrote {ckpt_path}, {out / 'log.jsonl'}")
         return ckpt_path
     first_loss, last_loss = float(first_loss), float(loss)  # type: ignore[arg-type]
