@@ -1,6 +1,7 @@
-"""The run options the network trainers share (pre-training, PiCIE, fine-tuning): one definition each, so
-their names, help and bounds cannot drift apart. Each is a field factory, used in place of `field(...)` in
-a config dataclass, so every command keeps its own order of options in --help."""
+"""The run options the network trainers share (pre-training, PiCIE, fine-tuning; the depth trainer takes
+--stop-after and --progress from here and its own older fields answer to the other names): one definition
+each, so their names, help and bounds cannot drift apart. Each is a field factory, used in place of
+`field(...)` in a config dataclass, so every command keeps its own order of options in --help."""
 from __future__ import annotations
 
 from typing import Any
