@@ -351,6 +351,11 @@ def group_superpixels(n_nodes: int, edges: np.ndarray, weights: np.ndarray, size
 
 
 @njit(cache=True, nogil=True)
+def _box_passes(box: np.ndarray, r: int, min_height: int, min_width: int) -> bool:
+    return box[r, 1] - box[r, 0] + 1 >= min_height and box[r, 3] - box[r, 2] + 1 >= min_width
+
+
+@njit(cache=True, nogil=True)
 def _absorb_boxes(node_region: np.ndarray, edges: np.ndarray, order: np.ndarray, box: np.ndarray, min_height: int,
                   min_width: int) -> np.ndarray:
     r_n = box.shape[0]
@@ -361,9 +366,8 @@ def _absorb_boxes(node_region: np.ndarray, edges: np.ndarray, order: np.ndarray,
         b = _find(parent, node_region[edges[i, 1]])
         if a == b:
             continue
-        if (box[a, 1] - box[a, 0] + 1 >= min_height and box[a, 3] - box[a, 2] + 1 >= min_width
-                and box[b, 1] - box[b, 0] + 1 >= min_height and box[b, 3] - box[b, 2] + 1 >= min_width):
-            continue
+        if _box_passes(box, a, min_height, min_width) and _box_passes(box, b, min_height, min_width):
+            continue  # both pass the filter: nothing to absorb
         parent[b] = a
         box[a, 0] = min(box[a, 0], box[b, 0])
         box[a, 1] = max(box[a, 1], box[b, 1])
