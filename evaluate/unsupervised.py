@@ -59,7 +59,6 @@ DEMO_RANDOM_INITS = {"tiny": 1, "small": 3}
 MODEL_NAMES = ("pre-trained", "random init")
 PICIE = "picie"
 DONE = "done.json"  # the done record (shared.reuse), written after every other file of the report
-SERIES_COLOURS = {"pre-trained": (31, 119, 180), PICIE: (214, 39, 40), "random init": (200, 200, 200)}
 # torch, the clustering and the pictures are imported inside the functions that use them, so that
 # `--help` stays light (docs/design.md#command-line)
 if TYPE_CHECKING:
@@ -431,7 +430,8 @@ def evaluate_unsupervised(cfg: UnsupervisedConfig) -> Path:
     import torch
 
     from evaluate.clustering import Codebook, kmeans_codebook, prototype_codebook
-    from evaluate.report_pictures import (class_palette, colourise, confusion_picture, iou_bars, panel, pca_rgb,
+    from evaluate.plots import iou_bars
+    from evaluate.report_pictures import (class_palette, colourise, confusion_picture, panel, pca_rgb,
                                           side_by_side, stack_rows)
     from shared.nets.semantic_fpn import DenseSwAVNet, load_pretrained
 
@@ -541,8 +541,8 @@ def evaluate_unsupervised(cfg: UnsupervisedConfig) -> Path:
         mres = summary["protocols"][p]["models"]
         confs = [confusion_picture(mres[m]["_class_conf"], proto.class_names, title=f"{m} ({p})") for m in mres]
         write_png(out / f"confusion_{p}.png", side_by_side(confs))
-        bars = iou_bars(proto.class_names, [(m, mres[m]["_iou"], SERIES_COLOURS[m]) for m in mres])
-        write_png(out / f"iou_{p}.png", bars)
+        bars = iou_bars(proto.class_names, [(m, mres[m]["_iou"]) for m in mres], f"Per-class IoU, {p} protocol")
+        write_png(out / f"iou_{p}.png", bars.rgb)
     pictures: dict[str, list[str]] = {}
     firsts = {m: rs[0] for m, rs in results.items()}
     first = firsts[MODEL_NAMES[0]]
