@@ -1,5 +1,5 @@
 """`python -m evaluate unsupervised`: unsupervised semantic segmentation of pre-trained networks side
-by side: our pre-training ("pre-trained"), PiCIE trained on the same frames (`make picie`, "picie",
+by side: our pre-training ("pre-trained"), PiCIE trained on the same frames (`make picie`, "PiCIE peer",
 when there is a run) and randomly initialised networks of the same architecture ("random init"), all
 on the same frames with the same clustering. Several checkpoints of one method (one per seed) are
 each scored and reported as mean and standard deviation.
@@ -57,7 +57,8 @@ DEMO_MAX_FRAMES = {"tiny": 4, "small": 16}
 # small compares with 3 random inits, so random init has a spread of its own beside the seeds of ours
 DEMO_RANDOM_INITS = {"tiny": 1, "small": 3}
 MODEL_NAMES = ("pre-trained", "random init")
-PICIE = "picie"
+# The peer method; not "picie", the name of the 27-class protocol, so tables never read "picie | picie".
+PICIE = "PiCIE peer"
 DONE = "done.json"  # the done record (shared.reuse), written after every other file of the report
 # torch, the clustering and the pictures are imported inside the functions that use them, so that
 # `--help` stays light (docs/design.md#command-line)
@@ -224,7 +225,7 @@ def resolve_picie(cfg: UnsupervisedConfig) -> list[Path]:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    method: str  # "pre-trained" | "picie" | "random init": runs of one method are aggregated
+    method: str  # "pre-trained" | PICIE | "random init": runs of one method are aggregated
     checkpoint: Path | None  # None: a random init
     seed: int | None  # the random init's seed
 
@@ -350,7 +351,7 @@ def write_report(out: Path, summary: dict[str, Any], pictures: dict[str, list[st
               "| --- | --- | --- | --- | --- | --- |"]
     for pname, pr in summary["protocols"].items():
         for mname, mr in pr["models"].items():
-            lines.append(f"| {pname} | {mname} | {mr.get('n_runs', 1)} | {pr['n_clusters']} | "
+            lines.append(f"| {pname} protocol ({len(pr['classes'])} classes) | {mname} | {mr.get('n_runs', 1)} | {pr['n_clusters']} | "
                          f"{_spread(mr, 'pixel_accuracy')} | {_spread(mr, 'miou')} |")
     for pname, pr in summary["protocols"].items():
         models = list(pr["models"])
