@@ -66,7 +66,9 @@ regions: .venv/.done  ## coherent depth regions -> region store (DEPTH=gt|files:
 	@$(RESOLVE_DEPTH) $(PY) -m preprocess regions $(STAGE_ARGS) --workers $(WORKERS) $${depth:+--depth $$depth} $(if $(PROPOSALS),--proposals $(PROPOSALS)) $(REGIONS_ARGS)
 
 proposals: .venv/.done  ## region-proposal quality report vs SLIC / Felzenszwalb baselines on labelled frames (DEPTH=..., PROPOSALS_ARGS=...)
-	@$(RESOLVE_DEPTH) $(PY) -m evaluate proposals $(STAGE_ARGS) --workers $(WORKERS) $${depth:+--depth $$depth} $(PROPOSALS_ARGS)
+	@# without DEPTH, a recorded region store's own depth source is scored (the command says which)
+	@if [ -z "$(DEPTH)" ] && [ -f $(RUN_DIR)/regions/$(or $(PROPOSALS),depth).current ]; then depth=; \
+	else $(RESOLVE_DEPTH) true; fi; $(PY) -m evaluate proposals $(STAGE_ARGS) --workers $(WORKERS) $${depth:+--depth $$depth} $(PROPOSALS_ARGS)
 # `make proposals` scores the grouping `make regions` makes: the same PROPOSALS and REGIONS_ARGS (--depth-kind,
 # --depth-scale, grouping knobs), then PROPOSALS_ARGS, which win where both set an option.
 override PROPOSALS_ARGS := $(if $(PROPOSALS),--proposals $(PROPOSALS)) $(REGIONS_ARGS) $(PROPOSALS_ARGS)

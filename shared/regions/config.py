@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Collection
 
@@ -17,7 +18,8 @@ from shared.presets import apply_preset
 from shared.regions.depth_rgb import DepthRgbParams
 from shared.regions.depth_source import DepthSpec, parse_depth_spec
 from shared.regions.grouping import GroupingParams
-from shared.stage import StageConfig
+from shared.frames import DataError
+from shared.stage import StageConfig, output_dir, read_pointer
 
 PROPOSALS = ["depth", "depth-rgb", "felzenszwalb", "gt"]
 DEPTH_METHODS = ("depth", "depth-rgb")  # the proposal methods that use depth
@@ -154,3 +156,20 @@ def regions_hash(cfg: RegionsConfig) -> str:
     left the hash of every other method's store as it was)."""
     extra = {"depth_rgb": dataclasses.asdict(depth_rgb_params(cfg))} if cfg.proposals == "depth-rgb" else None
     return config_hash(cfg, extra=extra)
+
+
+def recorded_depth(cfg: StageConfig, proposals: str = "depth") -> tuple[str, Path] | None:
+    """(depth, store): the --depth the current region store of `proposals` was built with (its saved
+    config; "" is the dataset's default), so later stages can use the same source. None when no store
+    is recorded or it saved no depth."""
+    import json
+
+    if not output_dir(cfg, "regions", f"{proposals}.current").is_file():
+        return None
+    try:
+        store = read_pointer(cfg, "regions", proposals)
+        saved = json.loads((store / "config.json").read_text())
+    except (DataError, OSError, ValueError):
+        return None
+    depth = (saved.get("config") or saved).get("depth")
+    return (str(depth), store) if depth is not None else None
