@@ -342,7 +342,7 @@ def run_report(cfg: ProposalsConfig, echo=click.echo) -> dict:
     methods_run = ([depth_method] if spec is not None else []) + ["slic", "felzenszwalb", "gt"]
     echo(f"proposals: plan: {len(frames)} labelled frames at {size[0]}x{size[1]}, methods {', '.join(methods_run)}, "
          f"depth {(spec.kind + (':' + spec.arg if spec.arg else '')) if spec is not None else 'none'}"
-         + (f" on {cfg.device}" if spec is not None and spec.kind == "model" else "")
+         + (f" on {spec.device}" if spec is not None and spec.kind == "model" else "")
          + f", {len(tasks)} task(s) on {workers} worker(s) ({cfg.backend}); the time estimate follows the first frames")
     eta = Eta("proposals", len(frames), "frame", echo)
     per_frame: list[dict[str, Any]] = []

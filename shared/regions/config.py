@@ -45,7 +45,7 @@ class RegionsConfig(StageConfig):
     depth_scale: float = field(1.0, "files: value = raw / scale (e.g. 256 for KITTI 16-bit PNG)", bounds="(0, inf)")
     max_invalid_depth: float = field(0.0, "fraction of NaN/inf/non-positive depth pixels tolerated (filled from "
                                           "the nearest valid pixel); above it the frame is bad", bounds="[0, 1]")
-    device: str = field("cpu", "model depth: torch device", hash=False)
+    device: str = field("auto", "model depth: torch device; auto = cuda when a GPU is present, else cpu", hash=False)
     size: str = field("", "working size HEIGHTxWIDTH (empty = per dataset: cityscapes/folder 384x768, "
                           "kitti 384x1280, synthetic native)")
     n_segments: int = field(PAPER.n_segments, "SLIC superpixels (scaled down at demo sizes)", bounds="[1, inf)")
