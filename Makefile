@@ -19,8 +19,15 @@ RUN_DIR = $(OUT)/$(DATASET)$(if $(DEMO_SIZE),-$(DEMO_SIZE))
 # Depth for regions/proposals: DEPTH if given; ground truth on the synthetic city; otherwise the
 # trained depth network, trained first (`make depth`) when none is recorded yet (a pointer holds a
 # path relative to its own folder; older ones an absolute path).
+# Each DATASET/DEMO_SIZE has its own run folder: when it has no depth model, say so, name any other run
+# folder's model (DEPTH=model:... reuses it), then train one.
 RESOLVE_DEPTH = depth="$(DEPTH)"; if [ -z "$$depth" ] && [ "$(DATASET)" != synthetic ]; then \
-	  test -f $(RUN_DIR)/depth/model.current || $(MAKE) --no-print-directory depth || exit 1; \
+	  if ! test -f $(RUN_DIR)/depth/model.current; then \
+	    echo "depth: run folder $(RUN_DIR)/ (DATASET=$(DATASET)$(if $(DEMO_SIZE), DEMO_SIZE=$(DEMO_SIZE))) has no depth model yet: training one"; \
+	    for other in $(OUT)/$(DATASET)/depth/model.current $(OUT)/$(DATASET)-*/depth/model.current; do \
+	      [ -f "$$other" ] && [ "$$other" != $(RUN_DIR)/depth/model.current ] && \
+	        echo "  another run folder has one: $$other (DEPTH=model:<the checkpoint it names> uses it instead)"; done; \
+	    $(MAKE) --no-print-directory depth || exit 1; fi; \
 	  ckpt=$$(cat $(RUN_DIR)/depth/model.current); case "$$ckpt" in /*) ;; *) ckpt=$(RUN_DIR)/depth/$$ckpt;; esac; \
 	  depth="model:$$ckpt"; echo "regions: depth from the trained network ($$depth)"; fi;
 

@@ -34,3 +34,16 @@ def test_cpu_stages_default_to_the_machine_cores():
 def test_trainers_keep_their_loader_default_unless_workers_is_set(target, module):
     assert "--workers" not in command(target, module)
     assert "--workers 3 " in command(target, module, "WORKERS=3") + " "
+
+
+def test_a_run_folder_without_a_depth_model_says_so_and_names_another_folders(tmp_path):
+    """DEMO_SIZE=small has its own run folder: a depth model trained without DEMO_SIZE is named, not silently
+    ignored, before depth is trained again."""
+    (tmp_path / "kitti" / "depth").mkdir(parents=True)
+    (tmp_path / "kitti" / "depth" / "model.current").write_text("run-1/checkpoint.pt\n")
+    r = subprocess.run(["make", "-s", "-o", ".venv/.done", "-C", str(ROOT), "regions", "PY=echo", "DATASET=kitti",
+                        "DATA_ROOT=/data", "DEMO_SIZE=small", f"OUT={tmp_path}"], capture_output=True, text=True,
+                       timeout=60)
+    out = r.stdout
+    assert f"depth: run folder {tmp_path}/kitti-small/ (DATASET=kitti DEMO_SIZE=small) has no depth model yet" in out
+    assert f"another run folder has one: {tmp_path}/kitti/depth/model.current" in out
