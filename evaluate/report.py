@@ -482,14 +482,8 @@ def render(**context) -> str:
     return env.get_template("report.html").render(**context)
 
 
-def build_page(run: Path, demo_size: str) -> str:
-    """Write <run>/report/index.html (and its pictures) from what the stages wrote; return the HTML."""
-    out = run / "report"
-    img_dir = out / "img"
-    if img_dir.exists():
-        shutil.rmtree(img_dir)  # pictures of stages that are gone must not linger
-    img_dir.mkdir(parents=True)
-    tiny = demo_size == "tiny"
+def collect(run: Path, img_dir: Path, tiny: bool) -> Page:
+    """Every section of the page, its pictures copied into img_dir."""
     page = Page(run, img_dir)
     section_samples(page, run)
     section_contact_sheet(page, run)
@@ -498,6 +492,24 @@ def build_page(run: Path, demo_size: str) -> str:
     section_depth(page, run, tiny)
     section_unsupervised(page, run, tiny)
     section_finetune(page, run, tiny)
+    return page
+
+
+def verdict_lines(page: Page) -> list[tuple[str, str]]:
+    """(word, one line) of every verdict on the page, in page order."""
+    return [(b["word"], "".join(x if isinstance(x, str) else x.text for x in b["parts"]))
+            for s in page.sections for b in s["blocks"] if b["kind"] == "verdict"]
+
+
+def build_page(run: Path, demo_size: str) -> str:
+    """Write <run>/report/index.html (and its pictures) from what the stages wrote; return the HTML."""
+    out = run / "report"
+    img_dir = out / "img"
+    if img_dir.exists():
+        shutil.rmtree(img_dir)  # pictures of stages that are gone must not linger
+    img_dir.mkdir(parents=True)
+    tiny = demo_size == "tiny"
+    page = collect(run, img_dir, tiny)
     head = [note(TINY_NOTE)] if tiny else []
     text = render(name=run.name, run=str(run), preset=demo_size or "full size", depth=depth_used(run), head=head,
                   sections=page.sections, style=STYLE)

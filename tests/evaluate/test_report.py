@@ -214,3 +214,16 @@ def test_proposal_rows_off_the_region_count_and_another_depth_are_flagged(tmp_pa
     assert "this report used depth gt, the region store model:/x/depth/run-1/checkpoint.pt" in section
     assert "depth vs slic, GT-query mIoU: </b>within the spread: +0.00" in section
     assert "depth vs felzenszwalb" not in section  # no verdict against a baseline at another region count
+
+
+def test_summary_picture_shows_the_losses_and_the_verdicts(tmp_path):
+    from evaluate.report import collect, verdict_lines
+    from evaluate.report_summary import summary_picture
+
+    run = fake_run(tmp_path, seeds=3)
+    (tmp_path / "img").mkdir()
+    lines = verdict_lines(collect(run, tmp_path / "img", tiny=False))
+    assert ("ahead", "pre-trained vs random init, mIoU, paper protocol: ahead: +11.50 against a spread of 1.50") in lines
+    out = summary_picture(run, tmp_path / "summary.png", tiny=False)
+    with Image.open(out) as img:
+        assert img.size[0] >= 1000 and len(img.convert("RGB").getcolors(1 << 20)) > 100
