@@ -353,7 +353,8 @@ def section_proposals(page: Page, run: Path, tiny: bool) -> None:
         for base in BASELINES:
             if ours and base in results and base not in flagged and \
                     None not in (results[ours].get("gt_query_miou"), results[base].get("gt_query_miou")):
-                v = verdict(results[ours]["gt_query_miou"], None, results[base]["gt_query_miou"], None)
+                v = verdict(results[ours]["gt_query_miou"], None, results[base]["gt_query_miou"], None,
+                            no_spread="(deterministic methods: no seed spread)")
                 body += verdict_block(v, ours, base, "GT-query mIoU", tiny, seeded=False)
         body.append(para("The methods are deterministic on these frames: there is no seed spread; the spread "
                          "that matters is over frames, which this report does not give."))

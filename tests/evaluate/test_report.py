@@ -212,7 +212,7 @@ def test_proposal_rows_off_the_region_count_and_another_depth_are_flagged(tmp_pa
     assert "felzenszwalb ⚠ region count off by more than 10 %" in section
     assert "slic ⚠" not in section
     assert "this report used depth gt, the region store model:/x/depth/run-1/checkpoint.pt" in section
-    assert "depth vs slic, GT-query mIoU: </b>within the spread: +0.00" in section
+    assert "depth vs slic, GT-query mIoU: </b>within the spread: +0.00 (deterministic methods: no seed spread)" in section
     assert "depth vs felzenszwalb" not in section  # no verdict against a baseline at another region count
 
 
