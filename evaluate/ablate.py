@@ -512,7 +512,8 @@ def _plots(tables: dict[str, Any], ms: list[int], root: Path) -> None:
                 series.append(Series(row, [float(m) for m in xs], [cells[str(m)]["mean"] for m in xs], errs))
         if series:
             plot = line_plot(METRICS[metric] + " (bars: ± 1 std over seeds)", series,
-                             "M (source frames pasted per group)", "mIoU (%)", y_top=100.0, size=(7.5, 3.8))
+                             "M (source frames pasted per group)", "mIoU (%)", y_top=100.0, size=(7.5, 3.8),
+                             dodge=0.06)
             write_png(root / f"{metric}.png", plot.rgb)
 
 

@@ -18,6 +18,8 @@ import numpy as np
 # Peers keep one colour on every plot; the methods take matplotlib's default cycle (tab10) in order.
 PEER_COLOURS = {"random init": "black", "SwAV": "tab:grey", "PiCIE": "tab:brown", "gt": "tab:purple"}
 DPI = 100
+TAB10 = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:grey",
+         "tab:olive", "tab:cyan"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,7 @@ class Plot:
     y_label: str
     y_range: tuple[float, float]
     legend: tuple[str, ...] = field(default=())
+    colours: tuple[str, ...] = field(default=())  # of the legend's entries, in order
 
 
 def honest_range(values: Sequence[float], top: float | None = None, pad: float = 0.05) -> tuple[float, float]:
@@ -73,18 +76,32 @@ def _rgb(fig) -> np.ndarray:
 
 
 def line_plot(title: str, series: Sequence[Series], x_label: str, y_label: str, *, x_log: bool = False,
-              y_top: float | None = None, size: tuple[float, float] = (6.4, 3.6)) -> Plot:
+              y_top: float | None = None, size: tuple[float, float] = (6.4, 3.6), dodge: float = 0.0) -> Plot:
     """Lines with point markers (a one-point series is its marker), spreads as error bars, the legend
-    outside the axes on the right. The y-axis is `honest_range` of every point and bar (capped at y_top)."""
+    outside the axes on the right. The y-axis is `honest_range` of every point and bar (capped at y_top).
+    Series without a colour take tab10's in order, skipping the colours given to others; `dodge` shifts
+    the k-th marked series by k * dodge along x so that bars at one x stay apart."""
     fig = _figure(size)
     ax = fig.add_subplot()
+    taken = {s.colour or PEER_COLOURS.get(s.label) for s in series} - {None}
+    free = [c for c in TAB10 if c not in taken] or TAB10
     reach: list[float] = []
+    used: list[str] = []
+    n_marked = sum(not s.dashed for s in series)
+    k = 0  # index among the marked (not dashed) series
     for s in series:
-        xs, ys = np.asarray(s.xs, float), np.asarray(s.ys, float)
+        colour = s.colour or PEER_COLOURS.get(s.label)
+        shift = 0.0
+        if not s.dashed:
+            colour = colour or free[k % len(free)]
+            shift = 0.0 if x_log else dodge * (k - (n_marked - 1) / 2)
+            k += 1
+        xs, ys = np.asarray(s.xs, float) + shift, np.asarray(s.ys, float)
         err = None if s.spread is None else np.nan_to_num(np.asarray(s.spread, float))
-        style = dict(label=s.label, color=s.colour or PEER_COLOURS.get(s.label), linestyle="--" if s.dashed else "-",
+        style = dict(label=s.label, color=colour, linestyle="--" if s.dashed else "-",
                      marker=None if s.dashed else "o", markersize=4, capsize=3 if err is not None else 0)
         ax.errorbar(xs, ys, yerr=err, **style)
+        used.append(str(colour))
         reach += list(ys) + (list(ys + err) + list(ys - err) if err is not None else [])
     y_range = honest_range(reach, top=y_top)
     ax.set_ylim(*y_range)
@@ -101,7 +118,7 @@ def line_plot(title: str, series: Sequence[Series], x_label: str, y_label: str, 
     labels = tuple(s.label for s in series)
     if series:
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", frameon=False)
-    return Plot(_rgb(fig), title, x_label, y_label, y_range, labels)
+    return Plot(_rgb(fig), title, x_label, y_label, y_range, labels, tuple(used))
 
 
 def iou_bars(names: Sequence[str], series: Sequence[tuple[str, np.ndarray]], title: str = "Per-class IoU") -> Plot:

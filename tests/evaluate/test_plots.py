@@ -42,3 +42,11 @@ def test_iou_bars_span_0_to_100_percent():
     plot = iou_bars(["road", "sky"], [("pre-trained", np.array([50.0, np.nan])), ("random init", np.array([10.0, 5.0]))])
     assert plot.x_label == "IoU (%)" and plot.y_range == (0.0, 100.0) and plot.legend == ("pre-trained", "random init")
     assert plot.rgb.shape[1] >= 600
+
+
+def test_method_lines_never_take_a_peer_colour():
+    series = [Series(f"m{i}", [4], [10.0 + i], spread=[1.0]) for i in range(9)]
+    series += [Series("picie", [0, 4], [12.0, 12.0], colour="tab:brown", dashed=True)]
+    plot = line_plot("t", series, "M", "mIoU (%)", dodge=0.06)
+    assert plot.colours[-1] == "tab:brown" and "tab:brown" not in plot.colours[:-1]
+    assert len(set(plot.colours[:9])) == 9  # nine methods, nine colours
