@@ -411,24 +411,19 @@ def below_line(matched: list[dict[str, Any]], other: str) -> str:
 
 def sweep_picture(report: dict[str, Any]) -> np.ndarray:
     """GT-query mIoU against regions per frame, one panel per condition, one line per method."""
-    from evaluate.report_pictures import SERIES_COLOURS, line_chart, side_by_side, stack_rows  # torch: not for --help
+    from evaluate.plots import Series, line_plot
+    from evaluate.report_pictures import side_by_side, stack_rows
 
     panels = []
-    colours = dict(zip(("depth", "depth-rgb", "slic", "felzenszwalb", "gt"), SERIES_COLOURS))
     for c in report["conditions"]:
-        if not c["rows"]:
-            continue
-        ns = [r["regions_per_frame"] for r in c["rows"] if r["regions_per_frame"] > 0]
-        top = max(r["gt_query_miou"] for r in c["rows"])
         series = []
         for m in (*METHODS, "gt"):
             pts = [r for r in c["rows"] if r["method"] == m and r["regions_per_frame"] > 0]
             if pts:
-                series.append((m, [p["regions_per_frame"] for p in pts], [p["gt_query_miou"] for p in pts],
-                               colours[m]))
-        panels.append(line_chart(f"{c['title']} ({c['frames']} frames)", series, "regions per frame",
-                                 "GT-query mIoU", x_range=(max(min(ns) * 0.8, 1.0), max(ns) * 1.25),
-                                 y_range=(0.0, float(np.ceil(top / 10 + 0.5) * 10)), size=(300, 560)))
+                series.append(Series(m, [p["regions_per_frame"] for p in pts], [p["gt_query_miou"] for p in pts]))
+        if series:
+            panels.append(line_plot(f"{c['title']} ({c['frames']} frames)", series, "regions per frame (log scale)",
+                                    "GT-query mIoU (%)", x_log=True, y_top=100.0, size=(5.6, 3.2)).rgb)
     rows = [side_by_side(panels[i:i + 2]) for i in range(0, len(panels), 2)]
     return stack_rows(rows)
 

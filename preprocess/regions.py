@@ -250,7 +250,7 @@ def run_regions(cfg: RegionsConfig, echo=click.echo, explicit: Collection[str] =
     workers = n_workers(cfg, len(todo))
     echo(f"regions: plan: {len(todo)} frames in {len(pending)} chunks ({len(done)} chunks already done) at "
          f"{size[0]}x{size[1]}, proposals={cfg.proposals}, depth={spec.kind}{':' + spec.arg if spec.arg else ''}"
-         + (f" on {cfg.device}" if spec.kind == "model" else "")
+         + (f" on {spec.device}" if spec.kind == "model" else "")
          + f", n_segments={params.n_segments}, {workers} worker(s), backend={cfg.backend}; the time estimate "
          "follows the first frames")
     eta = Eta("regions", len(todo), "frame", echo)

@@ -339,3 +339,20 @@ def test_depth_files_within_two_percent_of_the_working_aspect_are_resized(tmp_pa
     src._files = None
     with pytest.raises(DataError, match="differs from the working size 384x1280 by 5.6%"):
         src.load(frame, (384, 1280))
+
+
+def test_regions_depth_network_uses_the_gpu_when_there_is_one(tmp_path, monkeypatch):
+    """The regions stage's default device is auto: cuda where torch sees a GPU, cpu elsewhere; an explicit
+    --device is kept."""
+    import torch
+
+    from shared.regions.config import RegionsConfig
+
+    assert RegionsConfig().device == "auto"
+    ckpt = tmp_path / "m.pt"
+    ckpt.write_bytes(b"x")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert parse_depth_spec(f"model:{ckpt}", "kitti", device="auto").device == "cuda"
+    assert parse_depth_spec(f"model:{ckpt}", "kitti", device="cpu").device == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert parse_depth_spec(f"model:{ckpt}", "kitti", device="auto").device == "cpu"
