@@ -171,6 +171,16 @@ def check_frame_task(frame: Frame, size: tuple[int, int], spec: DepthSpec, max_i
     return check_frame(frame, size, spec, max_invalid, proposals)
 
 
+def reads_again(frame: Frame, skip: dict[str, str], size: tuple[int, int], spec: DepthSpec, max_invalid: float,
+                proposals: str, odd: str | None = None) -> bool:
+    """Whether a frame a finished chunk skipped would now be stored (its file was repaired). With a depth
+    model only the files are checked, so only a skip that named one of them is retried: a frame the model
+    itself failed on is not recomputed on every rerun."""
+    if spec.kind == "model" and skip["path"] not in (frame.image, frame.instance):
+        return False
+    return check_frame_task(frame, size, spec, max_invalid, proposals, odd) is None
+
+
 # ---------------------------------------------------------------------------------------------
 # the stage
 
@@ -219,6 +229,10 @@ def run_regions(cfg: RegionsConfig, echo=click.echo, explicit: Collection[str] =
             == sorted(f.id for f in fs) and chunk_is_finished(store, name, manifest)}
     if not any(chunks[name]["frames"] for name in done):
         done = set()  # a store in which every frame was skipped is not complete: try its frames again
+    by_id = {f.id: f for f in frames}
+    repaired = {s["frame"] for name in done for s in chunks[name].get("skipped", [])
+                if reads_again(by_id[s["frame"]], s, size, spec, cfg.max_invalid_depth, cfg.proposals, odd.get(s["frame"]))}
+    done -= {name for name in done if repaired & {s["frame"] for s in chunks[name].get("skipped", [])}}
     for name in set(chunks) - done:
         del chunks[name]
     pending = [name for name in plan if name not in done]
@@ -295,6 +309,10 @@ def run_regions(cfg: RegionsConfig, echo=click.echo, explicit: Collection[str] =
         lines.append(f"regions: per frame: median {statistics.median(n_regions):g} regions (min {min(n_regions)}, "
                      f"max {max(n_regions)}); mean s/frame per step: "
                      + ", ".join(f"{k} {np.mean([t.get(k, 0.0) for t in all_t]):.3f}" for k in steps))
+    if repaired:
+        stored = {fid for e in chunks.values() for fid in e["frames"]}
+        lines.append(f"regions: recovered {len(repaired & stored)} of {len(repaired)} frame(s) skipped by an "
+                     "earlier run whose files now read")
     if skipped:
         lines.append(f"regions: skipped {len(skipped)} bad frame(s) (listed in manifest.json):")
         lines += [f"    {s['path']}: {s['problem']}" for s in skipped[:10]]
