@@ -50,7 +50,7 @@ from shared.imageio import read_label, read_rgb
 from shared.presets import explicit_options
 from shared.region_store import (RegionRecord, chunk_is_finished, chunk_name, read_manifest,
                                  write_chunk, write_manifest)
-from shared.stage import frames_for, output_dir, write_pointer
+from shared.stage import frames_for, output_dir, portable_path, write_pointer
 
 # ---------------------------------------------------------------------------------------------
 # one frame
@@ -136,11 +136,14 @@ def process_frame(frame: Frame, size: tuple[int, int], spec: DepthSpec, max_inva
     return {"frame": frame.id, "record": rec, "timings": t}
 
 
-def write_finished_chunk(store: Path, name: str, frames: list[Frame], results: dict[str, dict[str, Any]]
-                         ) -> dict[str, Any]:
+def write_finished_chunk(store: Path, name: str, frames: list[Frame], results: dict[str, dict[str, Any]],
+                         out: str | os.PathLike) -> dict[str, Any]:
     """Write a chunk whose every frame has a result; records in the chunk's frame order, so the bytes do
-    not depend on which worker finished first. Returns its manifest entry."""
-    records = [results[f.id]["record"] for f in frames if "record" in results[f.id]]
+    not depend on which worker finished first. An image inside the output root `out` is recorded relative
+    to the store, so the bytes (and the shard-set name hashed from them) do not depend on where OUT is,
+    and a moved or copied tree names its own images. Returns its manifest entry."""
+    records = [dataclasses.replace(r, attrs={**r.attrs, "image": portable_path(r.attrs["image"], store, out)})
+               for r in (results[f.id]["record"] for f in frames if "record" in results[f.id])]
     entry = write_chunk(store / name, records)
     entry["skipped"] = [results[f.id]["skipped"] for f in frames if "skipped" in results[f.id]]
     return entry
@@ -297,7 +300,7 @@ def run_regions(cfg: RegionsConfig, echo=click.echo, explicit: Collection[str] =
                     n_regions.append(int(res["record"].attrs["n_regions"]))
                 if len(results[name]) < len(plan[name]):
                     continue
-                chunks[name] = write_finished_chunk(store, name, plan[name], results.pop(name))
+                chunks[name] = write_finished_chunk(store, name, plan[name], results.pop(name), cfg.out)
                 manifest["skipped"] = sorted((s for e in chunks.values() for s in e.get("skipped", [])),
                                              key=lambda s: s["frame"])
                 write_manifest(store, manifest)  # after the rename: a listed chunk is a finished chunk
