@@ -343,3 +343,31 @@ def test_a_finished_tree_moved_to_read_only_storage_is_used_as_it_is(tiny_run, t
     assert r.exit_code == 0 and "reusing" in r.output and "note:" in r.output, r.output
     r = invoke("preprocess", "regions", *args, "--chunk-size", "3")  # other settings: something to write
     assert r.exit_code == 1 and "read-only filesystem" in error_line(r.output)
+
+
+def test_ctrl_c_prints_one_line_saying_what_was_kept_and_how_to_resume(tiny_city, tmp_path):
+    """Ctrl-C (SIGINT to the whole process group, workers included) mid-stage: exit code 130 and, instead
+    of click's bare "Aborted!" or workers' tracebacks, one line naming what was kept and the command that
+    resumes; that command, run as printed, finishes the stage."""
+    import os
+    import shlex
+    import subprocess
+    import sys
+
+    out = tmp_path / "runs"
+    shutil.copytree(tiny_city, out / "synthetic" / "city-tiny")
+    args = ["regions", "--dataset", "synthetic", "--out", str(out), "--demo-size", "tiny", "--workers", "2",
+            "--chunk-size", "2"]
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "CPCDR_KILL_AT": "2", "CPCDR_KILL_SIGNAL": "INT"}  # the second frame a worker finishes
+    r = subprocess.run([sys.executable, "-m", "preprocess", *args], cwd=root, env=env, capture_output=True, text=True,
+                       start_new_session=True, timeout=300)
+    said = [ln for ln in r.stderr.replace("\r", "\n").splitlines() if ln.strip() and "frame/s]" not in ln
+            and not ln.startswith("regions:")]
+    assert r.returncode == 130 and len(said) == 1, r.stderr
+    assert said[0].startswith(f"interrupted: the finished work is kept in {out}/synthetic-tiny ")
+    assert "Aborted" not in r.stderr and "Traceback" not in r.stderr
+    resume = shlex.split(said[0].split("resume with `")[1].rstrip("`"))
+    assert resume[:3] == ["python", "-m", "preprocess"] and resume[3:] == args
+    done = subprocess.run([sys.executable, *resume[1:]], cwd=root, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "regions: wrote" in done.stdout, done.stdout + done.stderr
