@@ -9,28 +9,17 @@ result: test_contrastive.py); --checkpoint-minutes (test_contrastive.py); --work
 worker split (test_shard_loader.py); --tensorboard (test_contrastive.py)."""
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
-from click.testing import CliRunner
 
 from tests.fixtures.toy_shards import build_shard_set
+from tests.fixtures.trainer_runs import TrainerRun, constant_resnet18, train_command
 
 BASE = ["--backbone", "resnet18", "--num-prototypes", "30", "--crop-height", "32", "--crop-width", "64", "--epochs", "1",
         "--max-steps", "1", "--warmup-epochs", "0", "--workers", "0", "--log-every", "1", "--no-progress",
         "--device", "cpu", "--seed", "3", "--checkpoint-minutes", "0"]
-
-
-@dataclass
-class Run:
-    folder: Path
-    log: list[dict[str, Any]]
-    checkpoint: dict[str, Any]
-    output: str
 
 
 @pytest.fixture(scope="module")
@@ -39,18 +28,12 @@ def shards(tmp_path_factory) -> Path:
     return build_shard_set(tmp_path_factory.mktemp("opts") / "shards", n_groups=8, n_shards=2)
 
 
-def run(shards: Path, out: Path, *options: str) -> Run:
-    from train.__main__ import main
-
-    r = CliRunner().invoke(main, ["contrastive", "--shards", str(shards), "--out", str(out), *BASE, *options])
-    assert r.exit_code == 0, r.output
-    folder = Path(next(out.rglob("checkpoint.pt")).parent)
-    log = [json.loads(ln) for ln in (folder / "log.jsonl").read_text().splitlines()]
-    return Run(folder, log, torch.load(folder / "checkpoint.pt", weights_only=False, map_location="cpu"), r.output)
+def run(shards: Path, out: Path, *options: str) -> TrainerRun:
+    return train_command(["contrastive", "--shards", str(shards), "--out", str(out), *BASE, *options], out)
 
 
 @pytest.fixture(scope="module")
-def base(shards, tmp_path_factory) -> Run:
+def base(shards, tmp_path_factory) -> TrainerRun:
     return run(shards, tmp_path_factory.mktemp("base"))
 
 
@@ -98,17 +81,11 @@ def test_stop_after_checkpoints_mid_schedule(shards, tmp_path):
 
 def test_lr_reaches_the_optimiser_and_init_weights_the_backbone(shards, tmp_path):
     """lr 0: the step changes no weight, so the exported backbone is the init-weights file it started from."""
-    import torchvision
-
-    net = torchvision.models.resnet18()
-    with torch.no_grad():
-        for p in net.parameters():
-            p.fill_(0.01)
-    torch.save(net.state_dict(), tmp_path / "init.pth")
+    init = constant_resnet18(tmp_path / "init.pth")
     r = run(shards, tmp_path / "out", "--init-weights", str(tmp_path / "init.pth"), "--lr", "0", "--final-lr", "0")
     exported = torch.load(r.folder / "backbone_resnet18.pth", weights_only=True)
     assert torch.equal(exported["conv1.weight"], torch.full_like(exported["conv1.weight"], 0.01))
-    assert torch.equal(exported["layer4.1.conv2.weight"], net.state_dict()["layer4.1.conv2.weight"])
+    assert torch.equal(exported["layer4.1.conv2.weight"], init["layer4.1.conv2.weight"])
 
 
 @pytest.mark.parametrize("option,value,same_samples", [

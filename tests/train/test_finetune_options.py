@@ -14,6 +14,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from tests.fixtures.trainer_runs import constant_resnet18
 from tests.kitti_semantics_fixture import make_kitti_semantics
 
 BASE = ["--init", "scratch", "--backbone", "resnet18", "--folds", "2", "--label-fraction", "1", "--iterations", "1",
@@ -76,13 +77,7 @@ def test_optimiser_options_init_and_grad_clip(kitti, tmp_path):
     """From a torchvision ResNet-18 whose weights are all 0.01: after one step the optimiser holds the
     pre-trained group at --lr and the new one at --new-lr, with --momentum and --weight-decay; a gradient
     clipped to 1e-6 leaves the pre-trained weights within lr x 1e-6 of 0.01."""
-    import torchvision
-
-    net = torchvision.models.resnet18()
-    with torch.no_grad():
-        for p in net.parameters():
-            p.fill_(0.01)
-    torch.save(net.state_dict(), tmp_path / "init.pth")
+    constant_resnet18(tmp_path / "init.pth")
     run_dir, said = run(kitti, tmp_path / "out", "--init", str(tmp_path / "init.pth"), "--iterations", "3",
                         "--stop-after", "1", "--lr", "0.003", "--new-lr", "0.02", "--momentum", "0.5",
                         "--weight-decay", "0", "--grad-clip", "0.000001", "--crop-height", "32", "--crop-width", "64")

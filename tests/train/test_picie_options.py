@@ -6,15 +6,12 @@ Not here: --device, --amp (CUDA only); --checkpoint-every / --checkpoint-minutes
 test); --workers (frame reading only)."""
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
-from click.testing import CliRunner
 
+from tests.fixtures.trainer_runs import TrainerRun, constant_resnet18, train_command
 from tests.train.test_picie import _frames
 
 BASE = ["--size", "64x128", "--backbone", "resnet18", "--num-clusters", "4", "--batch-size", "2", "--epochs", "1",
@@ -23,33 +20,19 @@ BASE = ["--size", "64x128", "--backbone", "resnet18", "--num-clusters", "4", "--
         "--seed", "0", "--checkpoint-minutes", "0"]
 
 
-@dataclass
-class Run:
-    folder: Path
-    log: list[dict[str, Any]]
-    checkpoint: dict[str, Any]
-    output: str
-
-
 @pytest.fixture(scope="module")
 def frames(tmp_path_factory) -> Path:
     torch.set_num_threads(1)
     return _frames(tmp_path_factory.mktemp("picie-opts") / "frames")
 
 
-def run(frames: Path, out: Path, *options: str) -> Run:
-    from train.__main__ import main
-
-    r = CliRunner().invoke(main, ["picie", "--dataset", "folder", "--data-root", str(frames), "--out", str(out), *BASE,
-                                  *options])
-    assert r.exit_code == 0, r.output
-    folder = Path(next(out.rglob("checkpoint.pt")).parent)
-    log = [json.loads(ln) for ln in (folder / "log.jsonl").read_text().splitlines()]
-    return Run(folder, log, torch.load(folder / "checkpoint.pt", weights_only=False, map_location="cpu"), r.output)
+def run(frames: Path, out: Path, *options: str) -> TrainerRun:
+    return train_command(["picie", "--dataset", "folder", "--data-root", str(frames), "--out", str(out), *BASE,
+                          *options], out)
 
 
 @pytest.fixture(scope="module")
-def base(frames, tmp_path_factory) -> Run:
+def base(frames, tmp_path_factory) -> TrainerRun:
     return run(frames, tmp_path_factory.mktemp("base"))
 
 
@@ -90,13 +73,7 @@ def test_cluster_weighting_none_weighs_every_cluster_alike(frames, base, tmp_pat
 
 def test_init_weights_the_backbone(frames, tmp_path):
     """A step at a learning rate of 1e-12 leaves the backbone where --init-weights put it."""
-    import torchvision
-
-    net = torchvision.models.resnet18()
-    with torch.no_grad():
-        for p in net.parameters():
-            p.fill_(0.01)
-    torch.save(net.state_dict(), tmp_path / "init.pth")
+    constant_resnet18(tmp_path / "init.pth")
     r = run(frames, tmp_path / "out", "--init-weights", str(tmp_path / "init.pth"), "--lr", "1e-12")
     exported = torch.load(r.folder / "backbone_resnet18.pth", weights_only=True)
     torch.testing.assert_close(exported["conv1.weight"], torch.full_like(exported["conv1.weight"], 0.01),
