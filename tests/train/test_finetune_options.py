@@ -100,3 +100,11 @@ def test_augmentation_and_batch_options_change_the_first_step(kitti, tmp_path, o
     assert log(changed / "f0_r0")[0]["loss"] != pytest.approx(log(base / "f0_r0")[0]["loss"], rel=1e-6)
     if option == "--batch-size":
         assert "batch 1," in said
+
+
+def test_warmup_steps_ramp_the_first_steps(kitti, tmp_path):
+    """One warm-up step of two: the first step runs at half of --new-lr (without warm-up, at all of it,
+    and the automatic warm-up of a 2-step run is 0 steps, so the default could not pass for this)."""
+    run_dir, _ = run(kitti, tmp_path, "--iterations", "2", "--warmup-steps", "1", "--new-lr", "0.08",
+                     "--stop-after", "1")
+    assert log(run_dir / "f0_r0")[0]["lr_new"] == pytest.approx(0.04)
