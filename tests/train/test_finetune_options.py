@@ -87,7 +87,7 @@ def test_optimiser_options_init_and_grad_clip(kitti, tmp_path):
     assert {g["momentum"] for g in groups.values()} == {0.5} and {g["weight_decay"] for g in groups.values()} == {0.0}
     conv1 = next(v for k, v in ck["model"].items() if k.endswith("conv1.weight") and v.shape[1] == 3)
     torch.testing.assert_close(conv1, torch.full_like(conv1, 0.01), atol=1e-8, rtol=0)
-    assert "crop 32x64" in said and " 0 pre-trained tensors" not in said
+    assert "crop 32x64" in said and " 0 pre-trained tensors" not in said and ck["net"]["arch"] == "resnet18"
 
 
 @pytest.mark.parametrize("option,value", [("--scale-range", "0.4,0.5"), ("--colour-jitter", "1"),
