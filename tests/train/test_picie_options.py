@@ -100,3 +100,15 @@ def test_kmeans_batch_images_sets_the_mini_batch_updates(frames, tmp_path):
     two = run(frames, tmp_path / "two", "--kmeans-init-images", "2", "--kmeans-batch-images", "2")
     four = run(frames, tmp_path / "four", "--kmeans-init-images", "2", "--kmeans-batch-images", "4")
     assert not torch.equal(two.checkpoint["epoch_state"]["centroids"], four.checkpoint["epoch_state"]["centroids"])
+
+
+def test_splits_choose_the_frames(frames, tmp_path):
+    """The folder dataset puts every frame in `train`: asking for `val` leaves none, named in one line."""
+    from click.testing import CliRunner
+
+    from train.__main__ import main
+
+    r = CliRunner().invoke(main, ["picie", "--dataset", "folder", "--data-root", str(frames), "--out", str(tmp_path),
+                                  *BASE, "--splits", "val"])
+    assert r.exit_code == 1 and "no frames of split val to train on" in r.output
+    assert "6 frames (train)" in run(frames, tmp_path / "train", "--splits", "train").output
