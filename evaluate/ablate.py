@@ -522,7 +522,10 @@ def _plots(tables: dict[str, Any], ms: list[int], root: Path) -> None:
 def ablate(**kwargs: Any) -> None:
     """The paper's ablations: proposals x lambda x M (x seeds), each pre-trained, clustered and fine-tuned;
     tables with seed spreads and plots. Reruns reuse every finished run."""
-    cfg = apply_preset(build_config(AblateConfig, kwargs), PRESETS, explicit_options(), click.echo, "ablate")
+    explicit = explicit_options()
+    if explicit & {"proposals", "lams", "ms"}:  # a preset's cells would replace the axes the user typed
+        explicit.add("cells")
+    cfg = apply_preset(build_config(AblateConfig, kwargs), PRESETS, explicit, click.echo, "ablate")
     try:
         run_grid(cfg)
     except DataError as e:

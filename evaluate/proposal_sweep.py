@@ -43,6 +43,7 @@ from tqdm import tqdm
 from evaluate.proposals import MethodSummary, frame_scores, labelled_frames, read_labelled
 from evaluate.weak_depth import WeakDepth, degrade_depth
 from shared.config import build_config, config_hash, config_options, field, save_config
+from shared.executor import watch_driver
 from shared.frames import DataError, Frame
 from shared.imageio import write_png
 from shared.regions.config import (RegionsConfig, depth_rgb_params, grouping_params, parse_size, working_size)
@@ -307,7 +308,7 @@ def run_sweep(cfg: SweepConfig, echo=click.echo) -> dict[str, Any]:
          f"({', '.join(c.key for c, _, _ in conds)}), methods {', '.join(cfg.methods)}, {cfg.workers} worker(s)")
     results: dict[str, list[dict[str, Any]]] = {c.key: [] for c, _, _ in conds}
     keys = [k for k, _ in tasks]
-    with parallel_config(backend="loky", inner_max_num_threads=1):
+    with parallel_config(backend="loky", inner_max_num_threads=1, initializer=watch_driver, initargs=(os.getpid(),)):
         par = Parallel(n_jobs=max(1, min(cfg.workers, len(tasks))), return_as="generator")
         for key, res in tqdm(zip(keys, par(t for _, t in tasks)), total=len(tasks), desc="proposals-sweep",
                              unit="frame"):

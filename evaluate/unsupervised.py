@@ -547,7 +547,7 @@ def evaluate_unsupervised(cfg: UnsupervisedConfig) -> Path:
     pictures: dict[str, list[str]] = {}
     firsts = {m: rs[0] for m, rs in results.items()}
     first = firsts[MODEL_NAMES[0]]
-    pcas = {m: pca_rgb(r.features) for m, r in firsts.items()}
+    pcas = {m: pca_rgb(r.features) for m, r in firsts.items()} if first.images else {}  # --pictures 0: none
     tile_h = min(size[0], 256)
     for i, image in enumerate(first.images):
         fid = frames[i].id
