@@ -9,6 +9,7 @@ from PIL import Image
 
 from shared.atomic import atomic_path
 from shared.frames import DataError
+from shared.video import is_video_frame, read_frame
 
 
 def _open(path: str | os.PathLike) -> Image.Image:
@@ -24,8 +25,12 @@ def _open(path: str | os.PathLike) -> Image.Image:
 
 
 def read_rgb(path: str | os.PathLike, size: tuple[int, int] | None = None) -> np.ndarray:
-    """uint8 [H, W, 3]; `size` = (height, width) resizes bilinearly (antialiased)."""
-    img = _open(path).convert("RGB")
+    """uint8 [H, W, 3]; `size` = (height, width) resizes bilinearly (antialiased). A video frame
+    reference (shared.video) is decoded from its video."""
+    if is_video_frame(path):
+        img = Image.fromarray(read_frame(path))
+    else:
+        img = _open(path).convert("RGB")
     if size is not None and (img.height, img.width) != tuple(size):
         img = img.resize((size[1], size[0]), Image.BILINEAR)
     return np.asarray(img, dtype=np.uint8)
@@ -82,7 +87,9 @@ def read_depth_map(path: str | os.PathLike) -> np.ndarray:
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
-    """(height, width) from the header only."""
+    """(height, width) from the header only (a video frame: decoded)."""
+    if is_video_frame(path):
+        return read_frame(path).shape[:2]
     p = Path(path)
     if not p.is_file():
         raise DataError(p, "file not found")

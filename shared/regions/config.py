@@ -21,7 +21,9 @@ from shared.stage import StageConfig
 
 PROPOSALS = ["depth", "depth-rgb", "felzenszwalb", "gt"]
 DEPTH_METHODS = ("depth", "depth-rgb")  # the proposal methods that use depth
-DEFAULT_SIZE = {"cityscapes": (384, 768), "kitti": (384, 1280), "folder": (384, 768)}
+DEFAULT_SIZE = {"cityscapes": (384, 768), "kitti": (384, 1280)}
+ASPECT_DATASETS = ("folder", "video")  # the user's own footage: the working size follows the frames' aspect
+SIZE_MULTIPLE = 32  # the networks' coarsest stride: working widths are multiples of it
 PAPER = GroupingParams()
 RGB = DepthRgbParams()
 PAPER_HEIGHT = 384
@@ -44,8 +46,9 @@ class RegionsConfig(StageConfig):
     max_invalid_depth: float = field(0.0, "fraction of NaN/inf/non-positive depth pixels tolerated (filled from "
                                           "the nearest valid pixel); above it the frame is bad", bounds="[0, 1]")
     device: str = field("cpu", "model depth: torch device", hash=False)
-    size: str = field("", "working size HEIGHTxWIDTH (empty = per dataset: cityscapes/folder 384x768, "
-                          "kitti 384x1280, synthetic native)")
+    size: str = field("", "working size HEIGHTxWIDTH (empty = per dataset: cityscapes 384x768, kitti 384x1280, "
+                          "folder/video 384 rows and the width of the frames' aspect rounded to a multiple of 32, "
+                          "synthetic native)")
     n_segments: int = field(PAPER.n_segments, "SLIC superpixels (scaled down at demo sizes)", bounds="[1, inf)")
     compactness: float = field(PAPER.compactness, "SLIC compactness", bounds="(0, inf)")
     sigma: float = field(PAPER.sigma, "SLIC Gaussian smoothing", bounds="[0, inf)")
@@ -105,12 +108,28 @@ def parse_size(text: str) -> tuple[int, int]:
     return h, w
 
 
+def aspect_size(height: int, width: int, rows: int = PAPER_HEIGHT) -> tuple[int, int]:
+    """(rows, the width that a height x width frame's aspect gives at `rows`, rounded to a multiple of
+    SIZE_MULTIPLE): 1080x1920 -> (384, 672), 1024x2048 -> (384, 768), 375x1242 -> (384, 1280). The
+    rounding changes the aspect by at most half a step (16 px of ~680, 2.4%); the intrinsics follow each
+    axis (Frame.K), so the 3D geometry stays exact."""
+    return rows, max(SIZE_MULTIPLE, round(rows * width / height / SIZE_MULTIPLE) * SIZE_MULTIPLE)
+
+
+def common_size(frames: list[Frame]) -> tuple[int, int]:
+    """(height, width) most frames have (a tie: the first frame's)."""
+    counts: dict[tuple[int, int], int] = {}
+    for f in frames:
+        counts[(f.height, f.width)] = counts.get((f.height, f.width), 0) + 1
+    return max(counts.items(), key=lambda kv: kv[1])[0]
+
+
 def working_size(cfg: RegionsConfig, frames: list[Frame]) -> tuple[int, int]:
     if cfg.size:
         return parse_size(cfg.size)
     if cfg.dataset == "synthetic":
         return frames[0].height, frames[0].width
-    h, w = DEFAULT_SIZE[cfg.dataset]
+    h, w = aspect_size(*common_size(frames)) if cfg.dataset in ASPECT_DATASETS else DEFAULT_SIZE[cfg.dataset]
     div = DEMO_DIVISOR[cfg.demo_size]
     return h // div, w // div
 
