@@ -74,6 +74,16 @@ def ensure_synthetic_city(cfg: StageConfig) -> Path:
     return root
 
 
+UNLABELLED = ("folder", "video")  # the user's own footage: the readers find no labels
+
+
+def no_labels(cfg: StageConfig, what: str) -> str:
+    """Why a stage that scores against ground truth cannot run on DATASET, in one line."""
+    return (f"DATASET={cfg.dataset} has no labels, and {what} needs them (DATASET=cityscapes, kitti-semantic or "
+            "synthetic have them); index, depth, depth-infer, regions, shards, train and eval's feature pictures run "
+            "without labels")
+
+
 def video_options(cfg: StageConfig) -> dict[str, float]:
     """The video reader's frame selection; the other readers take none (and refuse one that is set)."""
     chosen = {k: getattr(cfg, k) for k in ("stride", "fps", "start", "end")}
