@@ -337,3 +337,23 @@ def test_automatic_shard_size_respects_the_size_cap_and_the_minimum_shard_count(
     man = json.loads((run_shards(_cfg(tmp_path, store, min_shards=1, shard_mb=0.001, **base), _echo([]))
                       / "manifest.json").read_text())
     assert man["groups_per_shard"] == 1 and len(man["shards"]) == 4
+
+
+def test_a_finished_set_is_reused_without_reading_its_sources(tmp_path, monkeypatch):
+    import preprocess.shards as shards
+
+    store = make_store(tmp_path, seed=4)
+    out = run_shards(_cfg(tmp_path, store), _echo([]))
+    before = {p.name: p.read_bytes() for p in out.glob("shard-*.tar")}
+    decoded: list[str] = []
+    real = shards.read_rgb
+    monkeypatch.setattr(shards, "read_rgb", lambda path, *a: decoded.append(path) or real(path, *a))
+    (tmp_path / "images" / "seq_000002.png").unlink()  # a source gone after the set was finished
+    lines: list[str] = []
+    assert run_shards(_cfg(tmp_path, store), _echo(lines)) == out
+    assert decoded == [] and any("reusing" in s for s in lines) and not any("left out" in s for s in lines)
+    assert {p.name: p.read_bytes() for p in out.glob("shard-*.tar")} == before
+    # a damaged shard is not a finished set: the usual path checks the sources and rewrites it
+    (out / "shard-000000.tar").write_bytes(b"damaged")
+    run_shards(_cfg(tmp_path, store), _echo(lines := []))
+    assert decoded and any("left out 1 frame(s)" in s for s in lines)
