@@ -4,6 +4,8 @@ A video frame is named by a reference string that stands where an image path sta
 index (`Frame.image`), so every stage that reads `read_rgb(frame.image)` reads video too:
 
     /data/drive.mp4#frame=000123,pts=126976      frame 123 (presentation order), timestamp 126976
+    /data/drive.mp4#frame=000123,pts=126976,crop=15:0:1890:1080   and the centre crop x:y:width:height
+                                                 that gives the working size's aspect (`aspect_crop`)
 
 The frame number is the frame's rank by presentation timestamp (pts), counted from 0; the pts is in
 the stream's time base and is what the decoder looks for. A frame is decoded by seeking to the
@@ -31,11 +33,31 @@ import numpy as np
 from shared.frames import DataError
 
 VIDEO_EXTS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
-_REF = re.compile(r"^(?P<path>.+)#frame=(?P<frame>\d+),pts=(?P<pts>-?\d+)$")
+_REF = re.compile(r"^(?P<path>.+)#frame=(?P<frame>\d+),pts=(?P<pts>-?\d+)(,crop=(?P<crop>\d+:\d+:\d+:\d+))?$")
+Crop = tuple[int, int, int, int]  # x, y, width, height in displayed pixels
 
 
-def frame_ref(path: str | os.PathLike, frame: int, pts: int) -> str:
-    return f"{os.fspath(path)}#frame={frame:06d},pts={pts}"
+def frame_ref(path: str | os.PathLike, frame: int, pts: int, crop: Crop | None = None) -> str:
+    return f"{os.fspath(path)}#frame={frame:06d},pts={pts}" + (f",crop={':'.join(map(str, crop))}" if crop else "")
+
+
+def ref_crop(text: str | os.PathLike) -> Crop | None:
+    m = _REF.match(os.fspath(text))
+    return tuple(int(v) for v in m["crop"].split(":")) if m and m["crop"] else None  # type: ignore[return-value]
+
+
+def aspect_crop(height: int, width: int) -> Crop | None:
+    """The centre crop of a height x width frame whose aspect is the working size's (shared.frames.aspect_size):
+    1080x1920 -> (15, 0, 1890, 1080) for 384x672, so the frame is scaled, never stretched; None when the
+    frame already has that aspect (to half a pixel)."""
+    from shared.frames import aspect_size
+
+    rows, cols = aspect_size(height, width)
+    if width * rows > cols * height:  # wider than the working size: columns go
+        w = round(height * cols / rows)
+        return None if w >= width else ((width - w) // 2, 0, w, height)
+    h = round(width * rows / cols)
+    return None if h >= height else (0, (height - h) // 2, width, h)
 
 
 def parse_ref(text: str | os.PathLike) -> tuple[str, int, int] | None:
@@ -198,6 +220,7 @@ def read_frame(ref: str | os.PathLike) -> np.ndarray:
         raise DataError(ref, "not a video frame reference (<video>#frame=N,pts=T)")
     path, _, target = parsed
     ref = os.fspath(ref)
+    crop = ref_crop(ref)
     if not Path(path).is_file():
         raise DataError(ref, "video file not found")
     with _LOCK:
@@ -223,7 +246,13 @@ def read_frame(ref: str | os.PathLike) -> np.ndarray:
                                              + (f": {damage}" if damage else " (missing or undecodable packet)"))
                     if damage:
                         raise DataError(ref, f"undecodable packet before it in its group of pictures: {damage}")
-                    return to_rgb(frame)
+                    rgb = to_rgb(frame)
+                    if crop is None:
+                        return rgb
+                    x, y, w, h = crop
+                    if x + w > rgb.shape[1] or y + h > rgb.shape[0]:
+                        raise DataError(ref, f"crop {w}x{h}+{x}+{y} outside the {rgb.shape[1]}x{rgb.shape[0]} frame")
+                    return np.ascontiguousarray(rgb[y:y + h, x:x + w])
         except av.error.FFmpegError as e:
             raise DataError(ref, f"reading stopped before the frame ({e}): damaged or truncated file") from e
     raise DataError(ref, "the file ends before this frame (truncated?)"

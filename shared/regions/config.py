@@ -12,7 +12,7 @@ import click
 
 from shared.config import config_hash, field
 from shared.executor import backend_field, scheduler_field
-from shared.frames import Frame
+from shared.frames import Frame, aspect_size
 from shared.presets import apply_preset
 from shared.regions.depth_rgb import DepthRgbParams
 from shared.regions.depth_source import DepthSpec, parse_depth_spec
@@ -23,7 +23,6 @@ PROPOSALS = ["depth", "depth-rgb", "felzenszwalb", "gt"]
 DEPTH_METHODS = ("depth", "depth-rgb")  # the proposal methods that use depth
 DEFAULT_SIZE = {"cityscapes": (384, 768), "kitti": (384, 1280)}
 ASPECT_DATASETS = ("folder", "video")  # the user's own footage: the working size follows the frames' aspect
-SIZE_MULTIPLE = 32  # the networks' coarsest stride: working widths are multiples of it
 PAPER = GroupingParams()
 RGB = DepthRgbParams()
 PAPER_HEIGHT = 384
@@ -106,14 +105,6 @@ def parse_size(text: str) -> tuple[int, int]:
     if h < 8 or w < 8:
         raise click.BadParameter(f"--size {text!r} is too small")
     return h, w
-
-
-def aspect_size(height: int, width: int, rows: int = PAPER_HEIGHT) -> tuple[int, int]:
-    """(rows, the width that a height x width frame's aspect gives at `rows`, rounded to a multiple of
-    SIZE_MULTIPLE): 1080x1920 -> (384, 672), 1024x2048 -> (384, 768), 375x1242 -> (384, 1280). The
-    rounding changes the aspect by at most half a step (16 px of ~680, 2.4%); the intrinsics follow each
-    axis (Frame.K), so the 3D geometry stays exact."""
-    return rows, max(SIZE_MULTIPLE, round(rows * width / height / SIZE_MULTIPLE) * SIZE_MULTIPLE)
 
 
 def common_size(frames: list[Frame]) -> tuple[int, int]:

@@ -165,3 +165,23 @@ def test_working_size_of_video_and_folder_datasets(videos):
     assert working_size(RegionsConfig(dataset="video"), index) == (384, 768)
     assert working_size(RegionsConfig(dataset="video", demo_size="tiny"), index) == (96, 192)
     assert working_size(RegionsConfig(dataset="cityscapes"), index) == (384, 768)
+
+
+def test_frames_are_cropped_to_the_working_aspect_never_stretched(tmp_path):
+    from preprocess.index import summarise
+    from shared.video import aspect_crop
+
+    assert aspect_crop(1080, 1920) == (15, 0, 1890, 1080) and aspect_crop(1024, 2048) is None
+    assert aspect_crop(1920, 1080) == (0, 34, 1080, 1851)  # portrait: rows go
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 255, (108, 200, 3), dtype=np.uint8) for _ in range(3)]  # 384 rows -> 704: 198 wide
+    path = write_video(tmp_path / "wide.mkv", frames, "ffv1")
+    (tmp_path / "wide.mkv.intrinsics.json").write_text(json.dumps({"fx": 0.5, "fy": 1.0, "cx": 0.5, "cy": 0.5}))
+    index = build_index("video", path)
+    f = index[1]
+    assert (f.width, f.height) == (198, 108) and f.image.endswith(",crop=1:0:198:108")
+    assert np.array_equal(read_frame(f.image), frames[1][:, 1:199])
+    assert np.isclose(f.fx * 198, 0.5 * 200) and np.isclose(f.cx * 198, 0.5 * 200 - 1)  # the same pixels' focal
+    assert working_size(RegionsConfig(dataset="video"), index) == (384, 704)
+    assert 384 / 108 == 704 / 198  # one scale for both axes
+    assert any(line.startswith("crop         3 video frames") for line in summarise(index))
