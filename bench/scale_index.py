@@ -44,6 +44,7 @@ import numpy as np  # noqa: E402
 STEPS = ["index", "regions-plan", "regions-done", "shards-plan", "shards-done"]
 DATASETS = ["cityscapes", "video"]
 SNIPPET = 30  # frames per Cityscapes snippet
+LINKS_PER_FILE = 50_000
 
 
 # ---------------------------------------------------------------------------------------------
@@ -53,11 +54,13 @@ SNIPPET = 30  # frames per Cityscapes snippet
 def make_tree(root: Path, n: int) -> Path:
     from PIL import Image
 
-    src = root / "frame.png"
     rng = np.random.default_rng(0)
-    Image.fromarray(rng.integers(0, 255, (64, 128, 3), dtype=np.uint8)).save(src)
+    Image.fromarray(rng.integers(0, 255, (64, 128, 3), dtype=np.uint8)).save(root / "frame.png")
     tree = root / "cityscapes"
     for i in range(n):
+        src = root / f"frame-{i // LINKS_PER_FILE}.png"  # a file takes at most 65,000 links (ext4)
+        if i % LINKS_PER_FILE == 0:
+            shutil.copy(root / "frame.png", src)
         seq, frame = divmod(i, SNIPPET)
         city = "abcdefghij"[seq % 10] * 4  # Cityscapes city names are letters
         folder = tree / "leftImg8bit_sequence" / "train" / city

@@ -61,7 +61,7 @@ from shared.presets import apply_preset, explicit_options
 from shared.region_store import RegionStore, read_manifest, sha256_file
 from shared.shard_schema import encode_group, group_key
 from shared.stage import StageConfig, cached_frames, output_dir, portable_path, read_pointer, write_pointer
-from shared.video import parse_ref
+from shared.video import check_frames, parse_ref
 
 MANIFEST = "manifest.json"
 PAPER = PasteParams()
@@ -279,16 +279,22 @@ def shard_is_finished(out_dir: Path, entry: dict[str, Any] | None, verify: bool)
 
 def check_images(images: dict[str, str]) -> list[dict[str, str]]:
     """{"frame", "path", "problem"} for every source image that is missing or does not decode (a
-    worker task: synthesis must not meet a bad frame halfway through a shard)."""
+    worker task: synthesis must not meet a bad frame halfway through a shard). Video frames are checked
+    by one straight decode of each video, not a seek each."""
     problems = []
+    frames_of = {path: fid for fid, path in images.items() if parse_ref(path)}
+    for ref, problem in check_frames(list(frames_of)).items():
+        problems.append({"frame": frames_of[ref], "path": ref, "problem": problem})
     for fid, path in images.items():
+        if path in frames_of:
+            continue
         try:
             if not path:
                 raise DataError(fid, "the region store names no source image for this frame")
             read_rgb(path)  # a full decode finds a truncated file; resizing it would find nothing more
         except DataError as e:
             problems.append({"frame": fid, "path": e.path, "problem": e.problem})
-    return problems
+    return sorted(problems, key=lambda p: p["frame"])
 
 
 def source_exists(path: str) -> bool:

@@ -185,3 +185,20 @@ def test_frames_are_cropped_to_the_working_aspect_never_stretched(tmp_path):
     assert working_size(RegionsConfig(dataset="video"), index) == (384, 704)
     assert 384 / 108 == 704 / 198  # one scale for both axes
     assert any(line.startswith("crop         3 video frames") for line in summarise(index))
+
+
+def test_checking_many_frames_by_one_straight_decode(videos, frames, tmp_path):
+    from shared.video import check_frames
+
+    t = probe(videos["libx264"])
+    refs = [frame_ref(videos["libx264"], n, p) for n, p in enumerate(t.pts)]
+    assert check_frames(refs[::3]) == {}
+    data = videos["ffv1"].read_bytes()
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(data[: len(data) * 6 // 10])
+    tc = probe(videos["ffv1"])  # the whole file's table: the frames past the cut are named
+    bad = check_frames([frame_ref(cut, n, p) for n, p in enumerate(tc.pts)])
+    assert 0 < len(bad) < len(frames) and all("cut.mkv#frame=" in r for r in bad)
+    assert frame_ref(cut, len(frames) - 1, tc.pts[-1]) in bad and frame_ref(cut, 0, tc.pts[0]) not in bad
+    assert check_frames([frame_ref(tmp_path / "gone.mp4", 0, 0)]) == {
+        frame_ref(tmp_path / "gone.mp4", 0, 0): "video file not found"}
