@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+import time
 
 import numpy as np
 import pytest
@@ -339,3 +340,19 @@ def test_depth_files_within_two_percent_of_the_working_aspect_are_resized(tmp_pa
     src._files = None
     with pytest.raises(DataError, match="differs from the working size 384x1280 by 5.6%"):
         src.load(frame, (384, 1280))
+
+
+def test_a_slow_manifest_is_written_less_often_than_every_chunk(city, tmp_path, monkeypatch):
+    writes: list[int] = []
+    real = stage.write_manifest
+
+    def slow(store, manifest):  # as a big store's manifest would be: much slower than a chunk of frames
+        writes.append(len(manifest.get("chunks", {})))
+        time.sleep(0.2)
+        real(store, manifest)
+
+    monkeypatch.setattr(stage, "write_manifest", slow)
+    cfg = config(city, tmp_path, proposals="felzenszwalb", max_frames=12, chunk_size=1)
+    store = stage.run_regions(cfg, echo=lambda s: None)
+    assert len(writes) < 12  # 12 chunks: the quadratic write-after-every-chunk is gone
+    assert writes[-1] == 12 and len(read_manifest(store)["chunks"]) == 12  # the last write lists them all
