@@ -29,7 +29,7 @@ def _builtin_intrinsics() -> dict[tuple[float, float, float, float], tuple[str, 
                          "camera package) beside leftImg8bit/"),
             FOLDER: ("a KITTI-like camera (no intrinsics.json found)",
                      'give real ones as intrinsics.json {"fx", "fy", "cx", "cy"} (normalised by the image size) '
-                     "in the folder")}
+                     "in the folder (a video: <video>.intrinsics.json beside it, or intrinsics.json in its folder)")}
 
 
 def default_intrinsics_note(frames: list[Frame]) -> str | None:
