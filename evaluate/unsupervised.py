@@ -239,16 +239,6 @@ def model_specs(cfg: UnsupervisedConfig) -> list[ModelSpec]:
     return specs
 
 
-def _device(name: str) -> torch.device:
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise click.UsageError("--device cuda but no CUDA device is available")
-    return torch.device(name)
-
-
 def _batches(items: list[Any], size: int) -> list[list[Any]]:
     return [items[i:i + size] for i in range(0, len(items), size)]
 
@@ -436,7 +426,9 @@ def evaluate_unsupervised(cfg: UnsupervisedConfig) -> Path:
     from shared.nets.semantic_fpn import DenseSwAVNet, load_pretrained
 
     t_start = time.perf_counter()
-    device = _device(cfg.device)
+    from shared.device import pick_device
+
+    device = pick_device(cfg.device)
     specs = model_specs(cfg)
     ckpt = specs[0].checkpoint
     assert ckpt is not None

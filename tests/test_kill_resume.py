@@ -4,7 +4,8 @@ Each stage runs as its real command in a subprocess on the tiny synthetic city. 
 run counts the fault-injection points it passes (shared/faults.py: every frame, group and step,
 before and after every atomic rename); then a second output tree is killed at three points drawn
 with a fixed seed (CPCDR_KILL_AT: the process SIGKILLs itself, nothing runs after it) and the
-command is rerun to the end. Region stores and shard sets must be byte-identical and finished
+command is rerun to the end. After each kill of a trainer the test also leaves a torn last line in its
+log (a write the kill cut short), which the rerun must drop. Region stores and shard sets must be byte-identical and finished
 chunks / shards never rewritten; training must reach the same step with the same logged losses
 (each step logged once) and the same weights. No temporary file may be left behind.
 
@@ -148,6 +149,25 @@ def test_shards_survive_kills(tiny_city, reference, tmp_path):
     print(f"shards: killed at points {hits} of {reference['points']['shards']}")
 
 
+def tear_logs(root: Path) -> None:
+    """Append half a JSON line to every training log under `root`: what a kill in mid-write leaves."""
+    for log in root.rglob("log.jsonl"):
+        with open(log, "a") as fh:
+            fh.write('{"step": 99, "loss": 1.')
+
+
+def stop_tear_finish(args: list[str]) -> None:
+    """Run 2 steps (--stop-after: checkpointed), leave a torn last line in the log, then run to the end:
+    the one kill that always lands after the log has lines."""
+    done = run([*args, "--stop-after", "2"])
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = Path(args[args.index("--out") + 1])
+    assert any(out.rglob("log.jsonl")), "no log after 2 steps"
+    tear_logs(out)
+    done = run(args)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
 def _training_matches(run_a: Path, run_b: Path, steps: int) -> None:
     import torch
 
@@ -167,9 +187,11 @@ def test_contrastive_training_survives_kills(tiny_city, reference, tmp_path):
                                    str(reference["shards"]), "--epochs", "3", "--max-steps", "8",
                                    "--checkpoint-every", "2", "--log-every", "1", "--no-progress")
     points = count_points(train(tmp_path / "a"), tmp_path)
-    hits = kill_then_finish(train(tmp_path / "b"), points, rng)
-    (run_a,), (run_b,) = ([p.parent for p in (tmp_path / o).rglob("checkpoint.pt")] for o in ("a", "b"))
+    hits = kill_then_finish(train(tmp_path / "b"), points, rng, lambda _: tear_logs(tmp_path / "b"))
+    stop_tear_finish(train(tmp_path / "c"))
+    (run_a,), (run_b,), (run_c,) = ([p.parent for p in (tmp_path / o).rglob("checkpoint.pt")] for o in "abc")
     _training_matches(run_a, run_b, 8)
+    _training_matches(run_a, run_c, 8)
     no_temporaries(tmp_path / "b")
     print(f"contrastive: killed at points {hits} of {points}")
 
@@ -180,8 +202,39 @@ def test_depth_training_survives_kills(tiny_city, tmp_path):
                                    "--ckpt-every", "2", "--log-every", "1", "--image-every", "3", "--height", "64",
                                    "--width", "64", "--batch-size", "2")
     points = count_points(train(tmp_path / "a"), tmp_path)
-    hits = kill_then_finish(train(tmp_path / "b"), points, rng)
-    (run_a,), (run_b,) = ([p.parent for p in (tmp_path / o).rglob("checkpoint.pt")] for o in ("a", "b"))
+    hits = kill_then_finish(train(tmp_path / "b"), points, rng, lambda _: tear_logs(tmp_path / "b"))
+    stop_tear_finish(train(tmp_path / "c"))
+    (run_a,), (run_b,), (run_c,) = ([p.parent for p in (tmp_path / o).rglob("checkpoint.pt")] for o in "abc")
     _training_matches(run_a, run_b, 8)
+    _training_matches(run_a, run_c, 8)
     no_temporaries(tmp_path / "b")
     print(f"depth: killed at points {hits} of {points}")
+
+
+def test_picie_training_survives_kills(tiny_city, tmp_path):
+    rng = np.random.default_rng([13, 5])
+    train = lambda out: stage_args(["train", "picie"], tiny_city, out, "--epochs", "3",  # noqa: E731
+                                   "--checkpoint-every", "2", "--log-every", "1", "--no-progress")
+    points = count_points(train(tmp_path / "a"), tmp_path)
+    hits = kill_then_finish(train(tmp_path / "b"), points, rng, lambda _: tear_logs(tmp_path / "b"))
+    stop_tear_finish(train(tmp_path / "c"))
+    (run_a,), (run_b,), (run_c,) = ([p.parent for p in (tmp_path / o).rglob("checkpoint.pt")] for o in "abc")
+    _training_matches(run_a, run_b, 6)
+    _training_matches(run_a, run_c, 6)
+    no_temporaries(tmp_path / "b")
+    print(f"picie: killed at points {hits} of {points}")
+
+
+def test_finetune_training_survives_kills(tiny_city, tmp_path):
+    rng = np.random.default_rng([13, 6])
+    train = lambda out: stage_args(["train", "finetune"], tiny_city, out, "--init", "scratch",  # noqa: E731
+                                   "--iterations", "6", "--checkpoint-every", "2", "--log-every", "1",
+                                   "--no-progress")
+    points = count_points(train(tmp_path / "a"), tmp_path)
+    hits = kill_then_finish(train(tmp_path / "b"), points, rng, lambda _: tear_logs(tmp_path / "b"))
+    stop_tear_finish(train(tmp_path / "c"))
+    (run_a,), (run_b,), (run_c,) = ([p.parent for p in (tmp_path / o).rglob("checkpoint.pt")] for o in "abc")
+    _training_matches(run_a, run_b, 6)
+    _training_matches(run_a, run_c, 6)
+    no_temporaries(tmp_path / "b")
+    print(f"finetune: killed at points {hits} of {points}")

@@ -19,8 +19,6 @@ collective whatever its data, and the non-finite checks are all-reduced; rank 0 
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
 import os
 import time
 from contextlib import nullcontext
@@ -33,44 +31,34 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from shared.checkpoint import (SaveClock, clear_stale_saves, code_version, load_checkpoint, rng_state,
-                               save_checkpoint, set_rng_state, trim_log)
-from shared.config import config_hash, save_config, to_dict
+from shared.checkpoint import SaveClock, clear_stale_saves
+from shared.config import config_hash, save_config
+from shared.device import pick_device
 from shared.eta import Eta, gpu_recipe_warning
 from shared.faults import kill_point
 from shared.frames import DataError
-from shared.nets.semantic_fpn import (DenseSwAVNet, backbone_state_dict_torchvision, image_stats,
-                                      load_backbone_weights, normalize_images)
+from shared.nets.semantic_fpn import DenseSwAVNet, image_stats, load_backbone_weights, normalize_images
 from shared.photometric import apply_photometric
 from shared.stage import output_dir, portable_path, read_pointer, write_pointer
-from train.contrastive_command import PRESETS, ContrastiveConfig, resolve_config  # noqa: F401  (re-exported)
+from train.contrastive_config import PRESETS, ContrastiveConfig, resolve_config  # noqa: F401  (re-exported)
+from train.loop import (NonFiniteLoss, RunLog, export_backbone, load_run_checkpoint, progress_bar,  # noqa: F401
+                        require_finite, restore, save_run_checkpoint, seed_everything, set_lr, warmup_cosine)
 from train.positives import Positives
 from train.shard_reader import is_remote
 from train.shard_loader import (Augment, EpochPlan, ShardSet, ShardStream, check_batch, make_loader, open_shard_set,
                                 plan_epoch)
 from train.swav_loss import LossTerms, dense_swav_loss
 
-# The options, presets and command live in train/contrastive_command.py, which does not import torch.
-
-
-def lr_schedule(total: int, warmup: int, peak: float, final: float) -> np.ndarray:
-    """Per-step learning rate [total]: linear 0 -> peak over `warmup` steps, cosine peak -> final after."""
-    warm = np.linspace(peak / max(warmup, 1), peak, warmup)
-    t = np.arange(total - warmup) / max(total - warmup - 1, 1)
-    cos = final + 0.5 * (peak - final) * (1 + np.cos(np.pi * t))
-    return np.concatenate([warm, cos])[:total]
+# The options and presets live in train/contrastive_config.py, which does not import torch.
 
 
 def setup_distributed(device_arg: str) -> tuple[int, int, torch.device]:
     """(rank, world size, device); a process group only under torchrun with several ranks."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    if device_arg == "auto":
-        device = torch.device(f"cuda:{local}" if torch.cuda.is_available() else "cpu")
-    else:
-        device = torch.device(device_arg)
-        if device.type == "cuda" and device.index is None:  # "cuda": this rank's GPU (set_device needs an index)
-            device = torch.device("cuda", local)
+    device = pick_device(device_arg)
+    if device.type == "cuda" and device.index is None:  # this rank's GPU (set_device needs an index)
+        device = torch.device("cuda", local)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():
@@ -174,10 +162,6 @@ def resolve_shards(cfg: ContrastiveConfig) -> str | Path:
     return read_pointer(cfg, "shards", cfg.proposals)
 
 
-class NonFiniteLoss(RuntimeError):
-    pass
-
-
 class LogWindow:
     """The steps since the last log line: their loss terms summed on the device, their positive
     counts (from shapes) on the host; read back once per log line. `distributed`: the ranks' sums
@@ -207,11 +191,9 @@ class LogWindow:
         else:
             mean = (self.sums / n).tolist()  # the one host sync per log interval
             c = self.counts / n
-        if not all(math.isfinite(v) for v in mean):
-            raise NonFiniteLoss(
-                f"non-finite loss {mean[0]} (pixel {mean[1]}, region {mean[2]}) in steps {self.since + 1}..{step} "
-                f"at lr {lr:.3g}; the last checkpoint (step {last_good}) is intact. "
-                f"Try a lower --lr, --no-amp, or check the shard set.")
+        require_finite(mean, f"(pixel {mean[1]}, region {mean[2]}) in steps {self.since + 1}..{step} at lr {lr:.3g}; "
+                             f"the last checkpoint (step {last_good}) is intact. Try a lower --lr, --no-amp, or check "
+                             f"the shard set.")
         now = time.time()
         ips = n * images_per_step / max(now - self.t0, 1e-9)
         rec = {"step": step, "epoch": epoch, "loss": mean[0], "loss_pixel": mean[1], "loss_region": mean[2],
@@ -234,9 +216,8 @@ class LogWindow:
             stop = bool(bad > 0)
         else:
             stop = not torch.isfinite(self.sums).all()
-        if stop:
-            raise NonFiniteLoss(f"non-finite loss in steps {self.since + 1}..{step}; the last checkpoint "
-                                f"(step {last_good}) is intact. Try a lower --lr or --no-amp.")
+        require_finite([float("nan") if stop else 0.0], f"in steps {self.since + 1}..{step}; the last checkpoint "
+                                                       f"(step {last_good}) is intact. Try a lower --lr or --no-amp.")
 
 
 def _batches(plans: list[EpochPlan], epoch_starts: np.ndarray, start: int, cfg: ContrastiveConfig, aug: Augment,
@@ -276,7 +257,7 @@ def train(cfg: ContrastiveConfig) -> Path:
                                  f"{cfg.groups_per_step} group(s) per worker; use fewer --workers or more groups")
     per_epoch = epoch_starts[-1] / cfg.epochs
     warmup = min(int(round(cfg.warmup_epochs * per_epoch)), total // 2)
-    lrs = lr_schedule(total, warmup, cfg.lr, cfg.final_lr)  # [total]
+    lrs = warmup_cosine(total, warmup, [cfg.lr], cfg.final_lr)[:, 0]  # [total]
     images_per_step = cfg.groups_per_step * ss.images_per_group * world
 
     # ---- run folder, model, optimiser, resume
@@ -287,26 +268,13 @@ def train(cfg: ContrastiveConfig) -> Path:
     ckpt_path, log_path = run_dir / "checkpoint.pt", run_dir / "log.jsonl"
     if main_rank:
         clear_stale_saves(run_dir)
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed)
+    seed_everything(cfg.seed)
     model = DenseSwAVNet(cfg.backbone, num_prototypes=cfg.num_prototypes)
     if cfg.init_weights:
         load_backbone_weights(model, cfg.init_weights)
     model.to(device, memory_format=dev.memory_format)
     opt = torch.optim.SGD(model.parameters(), lr=float(lrs[0]), momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    start = 0
-    ckpt = load_checkpoint(ckpt_path, map_location="cpu")
-    if ckpt is not None:
-        if ckpt["config_hash"] != run_key:
-            differ = ("it was trained on shard set digest {} and {} now lists {}".format(
-                ckpt.get("shards_digest", "(not recorded)"), ss.root, ss.digest)
-                if ckpt.get("shards_digest") != ss.digest else "settings or shard set differ")
-            raise DataError(ckpt_path, f"belongs to config {ckpt['config_hash']}, not {run_key} ({differ}); "
-                                       f"pass another --run name to start a new run")
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        start = int(ckpt["step"])
-        set_rng_state(ckpt["rng"])
+    start = restore(load_run_checkpoint(ckpt_path, run_key, lambda other: _why_keys_differ(other, ss)), model, opt)
     _same_start_on_all_ranks(start, dev, ckpt_path)
     if main_rank:
         save_config(cfg, run_dir / "config.json", extra={"shards": ss.root if is_remote(ss.root) else portable_path(ss.root, run_dir, cfg.out),
@@ -315,7 +283,6 @@ def train(cfg: ContrastiveConfig) -> Path:
                                                        "warmup_steps": warmup, "crop": [crop_h, crop_w],
                                                        "seed_free_hash": config_hash(dataclasses.replace(cfg, seed=0),
                                                                                      extra={"shards_digest": ss.digest})})
-        trim_log(log_path, start)  # steps after the checkpoint are redone; a killed write's partial line goes
         where = (f"complete ({total} steps), reusing {run_dir}" if start >= total else
                  f"resuming at step {start}/{total}" if start else f"starting, {total} steps")
         click.echo(f"contrastive: {where}; {len(ss.shards)} shards x {ss.images_per_group}-image groups from {ss.root}; "
@@ -337,11 +304,9 @@ def train(cfg: ContrastiveConfig) -> Path:
 
     # ---- the step loop: lr from the schedule, one step, a log line every log_every steps (the one
     # read back from the device), a checkpoint every checkpoint_every
-    from tqdm import tqdm
-
     stop = total if cfg.stop_after <= 0 else min(total, start + cfg.stop_after)
-    bar = tqdm(total=total, initial=start, disable=not (cfg.progress and main_rank), unit="step", dynamic_ncols=True)
-    log = open(log_path, "a") if main_rank else None
+    bar = progress_bar(total, start, cfg.progress and main_rank)
+    log = RunLog(log_path, start, enabled=main_rank)
     window = LogWindow(device, start, distributed=world > 1)
     batches = _batches(plans, epoch_starts, start, cfg, aug, rank, pin_memory=cuda)
     eta = Eta("contrastive", stop - start, "step", click.echo if main_rank else lambda line: None)
@@ -349,8 +314,7 @@ def train(cfg: ContrastiveConfig) -> Path:
     clock = SaveClock(cfg.checkpoint_minutes, enabled=world == 1)
     try:
         for step, (epoch, batch) in zip(range(start + 1, stop + 1), batches):  # step: steps done after this one
-            for g in opt.param_groups:
-                g["lr"] = float(lrs[step - 1])
+            set_lr(opt, lrs[step - 1])
             positives = Positives.from_batch(batch, device)
             terms = train_step(model, batch, positives, opt, setup)
             window.add(terms, positives)
@@ -360,7 +324,7 @@ def train(cfg: ContrastiveConfig) -> Path:
             if step % cfg.log_every == 0 or step == total:
                 rec = window.close(step, epoch, float(lrs[step - 1]), total, images_per_step, last_good)
                 if main_rank:
-                    _write_log(rec, log, bar, tb)  # type: ignore[arg-type]
+                    _write_log(rec, log, bar, tb)
             if step % cfg.checkpoint_every == 0 or step == stop or clock.due():
                 window.check_finite(step, last_good)
                 if main_rank:
@@ -371,8 +335,7 @@ def train(cfg: ContrastiveConfig) -> Path:
     finally:
         batches.close()  # ends the loader's worker processes
         bar.close()
-        if log is not None:
-            log.close()
+        log.close()
         if tb is not None:
             tb.close()
 
@@ -381,7 +344,7 @@ def train(cfg: ContrastiveConfig) -> Path:
         if step >= total:
             export = run_dir / f"backbone_{cfg.backbone}.pth"
             if start < total or not export.is_file():  # a run that was already finished has its export
-                save_checkpoint(backbone_state_dict_torchvision(model), export)
+                export_backbone(model, export)
             wrote.append(export)
             write_pointer(cfg, "train", "model", ckpt_path)
         names = ", ".join(p.name for p in wrote)
@@ -397,14 +360,18 @@ def train(cfg: ContrastiveConfig) -> Path:
 
 def _checkpoint(path: Path, model: DenseSwAVNet, opt: torch.optim.Optimizer, step: int, cfg: ContrastiveConfig,
                 run_key: str, shards_digest: str = "") -> None:
-    save_checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                     "rng": rng_state(), "config": to_dict(cfg), "config_hash": run_key,
-                     "shards_digest": shards_digest, "net_args": model.net_args, "code_version": code_version()}, path)
+    save_run_checkpoint(path, model, opt, step, cfg, run_key, shards_digest=shards_digest, net_args=model.net_args)
 
 
-def _write_log(rec: dict[str, Any], log, bar, tb) -> None:
-    log.write(json.dumps(rec) + "\n")
-    log.flush()
+def _why_keys_differ(ckpt: dict[str, Any], ss: ShardSet) -> str:
+    """Why a checkpoint belongs to another run: the shard set's digest when that differs."""
+    if ckpt.get("shards_digest") != ss.digest:
+        return f"it was trained on shard set digest {ckpt.get('shards_digest', '(not recorded)')} and {ss.root} now lists {ss.digest}"
+    return "settings or shard set differ"
+
+
+def _write_log(rec: dict[str, Any], log: RunLog, bar: Any, tb: Any) -> None:
+    log.write(rec)
     bar.set_postfix(loss=f"{rec['loss']:.3f}", lr=f"{rec['lr']:.3g}", ips=f"{rec['images_per_s']:.1f}")
     if tb is not None:
         for k in ("loss", "loss_pixel", "loss_region", "lr", "images_per_s"):

@@ -40,14 +40,6 @@ def full_run(shard_dir, tmp_path_factory):
     return C.train(_cfg(shard_dir, out)), out
 
 
-def test_lr_schedule():
-    lrs = C.lr_schedule(100, 10, 0.1, 1e-5)
-    assert lrs.shape == (100,)
-    assert np.allclose(lrs[:10], np.linspace(0.01, 0.1, 10))
-    assert lrs[10] == pytest.approx(0.1) and lrs[-1] == pytest.approx(1e-5)
-    assert (np.diff(lrs[10:]) <= 0).all()
-
-
 def test_loss_goes_down_and_positives_are_logged(full_run):
     run_dir, _ = full_run
     log = _losses(run_dir)
