@@ -47,6 +47,7 @@ from shared.config import build_config, config_hash, config_options, field, save
 from shared.faults import kill_point
 from shared.frames import DataError
 from shared.presets import apply_preset, explicit_options
+from shared.shard_set import read_manifest as read_shard_manifest
 from shared.stage import PROJECT_ROOT, StageConfig, output_dir
 
 PROPOSALS = ("depth", "felzenszwalb", "gt")
@@ -378,7 +379,7 @@ def run_cell(cfg: AblateConfig, cell: Cell, seed: int, per_step: int, root: Path
     if cell.proposals:
         shards, groups = ensure_shards(cfg, cell.proposals, cell.m, per_step, root, log, echo, checked)
         res["shards"] = str(shards)
-        n_groups = json.loads((shards / "manifest.json").read_text())["n_groups"]
+        n_groups = int(read_shard_manifest(shards)["n_groups"])
         steps = schedule_options(n_groups, groups, cfg.train_steps) if cfg.train_steps else []
         _run(_py("train", "contrastive", *_common(cfg), "--shards", str(shards), "--lam", str(cell.lam),
                  "--seed", str(seed), "--run", run, "--groups-per-step", str(groups), "--no-progress", *steps,
