@@ -201,7 +201,10 @@ def seed_siblings(checkpoint: Path) -> list[Path]:
 def resolve_checkpoints(cfg: UnsupervisedConfig) -> list[Path]:
     """Our pre-trained checkpoints: the one `make train` recorded and its seed siblings, or the listed ones."""
     if cfg.checkpoint == "auto":
-        paths = seed_siblings(_paths(str(read_pointer(cfg, "train", "model")))[0])
+        recorded = _paths(str(read_pointer(cfg, "train", "model")))[0]
+        click.echo(f"unsupervised eval: scoring {recorded.parent} (the run `make train` of this DATASET/DEMO_SIZE "
+                   f"recorded last in {output_dir(cfg, 'train', 'model.current')}; --checkpoint picks another)")
+        paths = seed_siblings(recorded)
         if len(paths) > 1:
             click.echo(f"unsupervised eval: {len(paths)} pre-trainings of the same settings (seeds "
                        f"{', '.join(str(json.loads((p.parent / 'config.json').read_text())['config']['seed']) for p in paths)}"

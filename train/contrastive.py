@@ -41,8 +41,9 @@ from shared.nets.semantic_fpn import DenseSwAVNet, image_stats, load_backbone_we
 from shared.photometric import apply_photometric
 from shared.stage import output_dir, portable_path, read_pointer, write_pointer
 from train.contrastive_config import PRESETS, ContrastiveConfig, resolve_config  # noqa: F401  (re-exported)
-from train.loop import (NonFiniteLoss, RunLog, export_backbone, load_run_checkpoint, progress_bar,  # noqa: F401
-                        require_finite, restore, save_run_checkpoint, seed_everything, set_lr, warmup_cosine)
+from train.loop import (NonFiniteLoss, RunLog, capped_steps_note, export_backbone, load_run_checkpoint,  # noqa: F401
+                        progress_bar, require_finite, restore, save_run_checkpoint, seed_everything, set_lr,
+                        warmup_cosine)
 from train.positives import Positives
 from train.shard_reader import is_remote
 from train.shard_loader import (Augment, EpochPlan, ShardSet, ShardStream, check_batch, make_loader, open_shard_set,
@@ -284,7 +285,9 @@ def train(cfg: ContrastiveConfig) -> Path:
                                                        "seed_free_hash": config_hash(dataclasses.replace(cfg, seed=0),
                                                                                      extra={"shards_digest": ss.digest})})
         where = (f"complete ({total} steps), reusing {run_dir}" if start >= total else
-                 f"resuming at step {start}/{total}" if start else f"starting, {total} steps")
+                 f"resuming {run_dir} at step {start}/{total}" if start else
+                 f"starting, {total} steps{capped_steps_note(cfg.max_steps, cfg.epochs, int(epoch_starts[-1]))}, "
+                 f"new run {run_dir}")
         click.echo(f"contrastive: {where}; {len(ss.shards)} shards x {ss.images_per_group}-image groups from {ss.root}; "
                    f"{cfg.backbone}, K={cfg.num_prototypes}, crop {crop_h}x{crop_w}, {images_per_step} images/step, "
                    f"device {device}" + (f" x {world} ranks" if world > 1 else "")

@@ -49,6 +49,16 @@ def warmup_cosine(total: int, warmup: int, peaks: Iterable[float], final: float)
     return out
 
 
+def capped_steps_note(max_steps: int, epochs: int, epoch_steps: int) -> str:
+    """Why a run takes fewer steps than --max-steps asked for ('' when it does not): --epochs hold fewer.
+    Said on the run's first line, with its folder, so a rerun with other settings (a new run folder)
+    is never a surprise."""
+    if 0 < epoch_steps < max_steps:
+        return (f" (not --max-steps {max_steps}: {epochs} epoch(s) of this data hold {epoch_steps} steps; "
+                f"raise --epochs for more)")
+    return ""
+
+
 def set_lr(opt: torch.optim.Optimizer, lrs: np.ndarray | float) -> None:
     """Each parameter group's rate from one row of `warmup_cosine` (or one rate for all)."""
     row = np.broadcast_to(np.asarray(lrs, dtype=float), (len(opt.param_groups),))

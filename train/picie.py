@@ -54,8 +54,8 @@ from shared.stage import cached_frames, output_dir, write_pointer
 from train.picie_config import PRESETS, PicieConfig  # noqa: F401  (re-exported)
 from train.picie_losses import (PicieTerms, cluster_weights, equivariant_crop, grayscale, kmeans_plus_plus, lloyd,
                                 minibatch_update, nearest_centroid, picie_loss)
-from train.loop import (NonFiniteLoss, RunLog, export_backbone, load_run_checkpoint, progress_bar,  # noqa: F401
-                        require_finite, restore, save_run_checkpoint, seed_everything)
+from train.loop import (NonFiniteLoss, RunLog, capped_steps_note, export_backbone, load_run_checkpoint,  # noqa: F401
+                        progress_bar, require_finite, restore, save_run_checkpoint, seed_everything)
 
 
 # The options and presets live in train/picie_config.py, which does not import torch.
@@ -369,7 +369,9 @@ def train(cfg: PicieConfig) -> Path:
                                                     "view_size": list(rt.view_size), "total_steps": total,
                                                     "steps_per_epoch": per_epoch})
     where = (f"complete ({total} steps), reusing {run_dir}" if start >= total else
-             f"resuming at step {start}/{total}" if start else f"starting, {total} steps")
+             f"resuming {run_dir} at step {start}/{total}" if start else
+             f"starting, {total} steps{capped_steps_note(cfg.max_steps, cfg.epochs, cfg.epochs * per_epoch)}, "
+             f"new run {run_dir}")
     click.echo(f"picie: {where}; {n} frames ({','.join(cfg.splits)}) at {size[0]}x{size[1]}, views "
                f"{rt.view_size[0]}x{rt.view_size[1]}, {cfg.backbone}, K={cfg.num_clusters}, "
                f"{2 * cfg.batch_size} images/step, device {device}"
