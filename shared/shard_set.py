@@ -1,4 +1,4 @@
-"""The shard set's contract (docs/design.md#shard-set): its manifest, written by `preprocess shards` alone
+"""The shard set's contract (docs/design.md#shard-format): its manifest, written by `preprocess shards` alone
 and read by the trainer, `preprocess inspect`, the ablation and the benches through this module, and
 the one way a shard's tar members are read back into groups.
 
