@@ -98,6 +98,21 @@ def initial_model(task: str, arch: str, n_classes: int, init: Path | None, seed:
     return model, set(load_init(model, task, arch, init) if init is not None else [])
 
 
+def optimiser(model: torch.nn.Module, loaded: set[str], cfg: FinetuneConfig, total: int
+              ) -> tuple[torch.optim.Optimizer, np.ndarray]:
+    """SGD over two parameter groups, the pre-trained (`loaded`) at --lr and the new at --new-lr, and the
+    learning rate of each group at each step [total, G] (warm-up, then cosine to --final-lr)."""
+    named = list(model.named_parameters())
+    groups = [{"params": [p for n, p in named if n in loaded], "lr": cfg.lr, "name": "pretrained"},
+              {"params": [p for n, p in named if n not in loaded], "lr": cfg.new_lr, "name": "new"}]
+    groups = [g for g in groups if g["params"]]
+    opt = torch.optim.SGD(groups, lr=cfg.new_lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    warmup = min(1000, total // 10) if cfg.warmup_steps < 0 else cfg.warmup_steps
+    if warmup >= total:
+        raise click.UsageError(f"--warmup-steps {warmup} must be below the run's {total} iterations")
+    return opt, warmup_cosine(total, warmup, [g["lr"] for g in groups], cfg.final_lr)
+
+
 def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, batch: dict[str, Any], lrs: np.ndarray,
                task: str, device: torch.device, autocast: Any, grad_clip: float = 0.0) -> torch.Tensor:
     """One SGD step on one batch; returns the detached loss (on the device: no host sync)."""
@@ -141,15 +156,8 @@ def train_network(cfg: FinetuneConfig, fold: Fold, repeat: int, run_dir: Path, i
     model.to(device)
     if cuda:
         model.to(memory_format=torch.channels_last)
-    named = list(model.named_parameters())
-    groups = [{"params": [p for n, p in named if n in loaded], "lr": cfg.lr, "name": "pretrained"},
-              {"params": [p for n, p in named if n not in loaded], "lr": cfg.new_lr, "name": "new"}]
-    groups = [g for g in groups if g["params"]]
-    opt = torch.optim.SGD(groups, lr=cfg.new_lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    warmup = min(1000, total // 10) if cfg.warmup_steps < 0 else cfg.warmup_steps
-    if warmup >= total:
-        raise click.UsageError(f"--warmup-steps {warmup} must be below the run's {total} iterations")
-    lrs = warmup_cosine(total, warmup, [g["lr"] for g in groups], cfg.final_lr)  # [total, G]
+    opt, lrs = optimiser(model, loaded, cfg, total)
+    groups = opt.param_groups
     start = restore(load_run_checkpoint(ckpt_path, run_key, "settings, init or frames differ"), model, opt)
     if eta is not None:
         eta.done_before(min(start, total))

@@ -32,6 +32,14 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def tune_cuda(device: torch.device) -> None:
+    """On CUDA: cuDNN picks the fastest kernels once (a run's input size is fixed) and matmuls use TF32."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
 def warmup_cosine(total: int, warmup: int, peaks: Iterable[float], final: float) -> np.ndarray:
     """Learning rate of each parameter group at each step [total, G]: linear from peak/(warmup+1) up to
     (not reaching) the peak over `warmup` steps, then cosine from the peak down to `final` at the last step.

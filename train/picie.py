@@ -55,7 +55,7 @@ from train.picie_config import PRESETS, PicieConfig  # noqa: F401  (re-exported)
 from train.picie_losses import (PicieTerms, cluster_weights, equivariant_crop, grayscale, kmeans_plus_plus, lloyd,
                                 minibatch_update, nearest_centroid, picie_loss)
 from train.loop import (NonFiniteLoss, RunLog, capped_steps_note, export_backbone, load_run_checkpoint,  # noqa: F401
-                        progress_bar, require_finite, restore, save_run_checkpoint, seed_everything)
+                        progress_bar, require_finite, restore, save_run_checkpoint, seed_everything, tune_cuda)
 
 
 # The options and presets live in train/picie_config.py, which does not import torch.
@@ -334,10 +334,7 @@ def train(cfg: PicieConfig) -> Path:
     """Train (or resume) the PiCIE run of `cfg` (presets already applied); returns the run folder."""
     t_start = time.time()
     device = pick_device(cfg.device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    tune_cuda(device)
     check_config(cfg)  # each option's bounds, as the command checks them, for callers that build a config
 
     # ---- data, schedule, run folder, model, optimiser, resume
@@ -365,22 +362,7 @@ def train(cfg: PicieConfig) -> Path:
     ckpt = load_run_checkpoint(ckpt_path, run_key, "settings or frames differ")
     start = restore(ckpt, model, opt)
     state = _state_from(ckpt.get("epoch_state") if ckpt else None, device)
-    save_config(cfg, run_dir / "config.json", extra={"frames": len(frames), "size": list(size),
-                                                    "view_size": list(rt.view_size), "total_steps": total,
-                                                    "steps_per_epoch": per_epoch})
-    where = (f"complete ({total} steps), reusing {run_dir}" if start >= total else
-             f"resuming {run_dir} at step {start}/{total}" if start else
-             f"starting, {total} steps{capped_steps_note(cfg.max_steps, cfg.epochs, cfg.epochs * per_epoch)}, "
-             f"new run {run_dir}")
-    click.echo(f"picie: {where}; {n} frames ({','.join(cfg.splits)}) at {size[0]}x{size[1]}, views "
-               f"{rt.view_size[0]}x{rt.view_size[1]}, {cfg.backbone}, K={cfg.num_clusters}, "
-               f"{2 * cfg.batch_size} images/step, device {device}"
-               + ("; the time estimate follows the first steps" if start < total else ""))
-    warning = gpu_recipe_warning("picie", device.type, rt.view_size[0] * rt.view_size[1] * 2 * cfg.batch_size,
-                                 f"{2 * cfg.batch_size} views of {rt.view_size[0]}x{rt.view_size[1]} per step",
-                                 "make picie DEMO_SIZE=small (ResNet-18)")
-    if warning and start < total:
-        click.echo(warning)
+    _announce(cfg, rt, n, run_dir, start, total, per_epoch)
 
     # ---- the step loop: an epoch starts with its clustering, then steps through its frame order
     bar = progress_bar(total, start, cfg.progress)
@@ -406,14 +388,10 @@ def train(cfg: PicieConfig) -> Path:
                     mean = (sums / k).tolist()  # the one host sync per log interval
                     require_finite(mean, f"in steps {step_log + 1}..{step}; the last checkpoint (step {last_good}) "
                                          f"is intact. Try a lower --lr or --no-amp.")
-                    now, seen = time.time(), images_seen(step, per_epoch, n, cfg.batch_size)
-                    ips = (seen - images_seen(step_log, per_epoch, n, cfg.batch_size)) / max(now - t_log, 1e-9)
-                    rec = {"step": step, "epoch": epoch, "loss": mean[0], "loss_within": mean[1], "loss_across": mean[2],
-                           "lr": cfg.lr, "images_seen": seen, "images_per_s": ips,
-                           "eta_s": (images_seen(total, per_epoch, n, cfg.batch_size) - seen) / max(ips, 1e-9),
-                           "kmeans_loss": state.kmeans_loss, "clusters_used": state.clusters_used}
+                    now = time.time()
+                    rec = _log_record(cfg, state, mean, (step_log, step), now - t_log, total, per_epoch, n)
                     log.write(rec)
-                    bar.set_postfix(loss=f"{mean[0]:.3f}", ips=f"{ips:.1f}")
+                    bar.set_postfix(loss=f"{mean[0]:.3f}", ips=f"{rec['images_per_s']:.1f}")
                     sums.zero_()
                     t_log, step_log = now, step
                 stopped = cfg.stop_after > 0 and step - start >= cfg.stop_after
@@ -429,8 +407,46 @@ def train(cfg: PicieConfig) -> Path:
             if stopped:
                 break
     bar.close()
+    _finish(cfg, model, opt, rt, run_dir, run_key, state, (start, step, total), t_start)
+    return run_dir
 
-    wrote = [ckpt_path, log_path, run_dir / "config.json"]
+
+def _announce(cfg: PicieConfig, rt: Runtime, n: int, run_dir: Path, start: int, total: int, per_epoch: int) -> None:
+    """Save the resolved config and say what this invocation will do, and where."""
+    (h, w), (vh, vw) = rt.size, rt.view_size
+    save_config(cfg, run_dir / "config.json", extra={"frames": n, "size": [h, w], "view_size": [vh, vw],
+                                                    "total_steps": total, "steps_per_epoch": per_epoch})
+    where = (f"complete ({total} steps), reusing {run_dir}" if start >= total else
+             f"resuming {run_dir} at step {start}/{total}" if start else
+             f"starting, {total} steps{capped_steps_note(cfg.max_steps, cfg.epochs, cfg.epochs * per_epoch)}, "
+             f"new run {run_dir}")
+    click.echo(f"picie: {where}; {n} frames ({','.join(cfg.splits)}) at {h}x{w}, views {vh}x{vw}, {cfg.backbone}, "
+               f"K={cfg.num_clusters}, {2 * cfg.batch_size} images/step, device {rt.device}"
+               + ("; the time estimate follows the first steps" if start < total else ""))
+    warning = gpu_recipe_warning("picie", rt.device.type, vh * vw * 2 * cfg.batch_size,
+                                 f"{2 * cfg.batch_size} views of {vh}x{vw} per step", "make picie DEMO_SIZE=small (ResNet-18)")
+    if warning and start < total:
+        click.echo(warning)
+
+
+def _log_record(cfg: PicieConfig, state: EpochState, mean: list[float], steps: tuple[int, int], seconds: float,
+                total: int, per_epoch: int, n: int) -> dict[str, Any]:
+    """The log line of the steps (after steps[0], up to steps[1]) whose mean loss terms are `mean`."""
+    seen = images_seen(steps[1], per_epoch, n, cfg.batch_size)
+    ips = (seen - images_seen(steps[0], per_epoch, n, cfg.batch_size)) / max(seconds, 1e-9)
+    return {"step": steps[1], "epoch": state.epoch, "loss": mean[0], "loss_within": mean[1], "loss_across": mean[2],
+            "lr": cfg.lr, "images_seen": seen, "images_per_s": ips,
+            "eta_s": (images_seen(total, per_epoch, n, cfg.batch_size) - seen) / max(ips, 1e-9),
+            "kmeans_loss": state.kmeans_loss, "clusters_used": state.clusters_used}
+
+
+def _finish(cfg: PicieConfig, model: DenseSwAVNet, opt: torch.optim.Optimizer, rt: Runtime, run_dir: Path,
+            run_key: str, state: EpochState | None, steps: tuple[int, int, int], t_start: float) -> None:
+    """A finished run: the final centroids as prototypes, the backbone export, the pointer; the last line.
+    steps: (this invocation's first step, its last, the run's total)."""
+    start, step, total = steps
+    ckpt_path = run_dir / "checkpoint.pt"
+    wrote = [ckpt_path, run_dir / "log.jsonl", run_dir / "config.json"]
     export = run_dir / f"backbone_{cfg.backbone}.pth"
     # The export is written after the final centroids' checkpoint: a finished run that has it is left as
     # it is (rewriting the checkpoint would make `make eval` score it again).
@@ -450,7 +466,6 @@ def train(cfg: PicieConfig) -> Path:
     else:
         done = "finished" if step >= total else f"stopped at step {step}/{total} (rerun to resume)"
         click.echo(f"picie: {done} in {time.time() - t_start:.1f} s; wrote {names} into {run_dir}")
-    return run_dir
 
 
 def _checkpoint(path: Path, model: DenseSwAVNet, opt: torch.optim.Optimizer, step: int, cfg: PicieConfig,
