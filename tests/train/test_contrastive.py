@@ -244,3 +244,12 @@ def test_a_rerun_capped_by_its_epochs_says_so_and_where_it_went(shard_dir, tmp_p
     assert steps < 50
     assert first.startswith(f"contrastive: starting, {steps} steps (not --max-steps 50: 1 epoch(s) of this data hold "
                             f"{steps} steps; raise --epochs for more), new run {run_dir};")
+
+
+def test_a_finished_run_prints_no_progress_bar(full_run, shard_dir, capsys):
+    # tqdm opened at the end prints the full bar, and again when closed: a reused run printed it twice
+    run_dir, out = full_run
+    capsys.readouterr()
+    assert C.train(_cfg(shard_dir, out, progress=True)) == run_dir
+    said = capsys.readouterr()
+    assert "6/6" not in said.err and said.out.startswith(f"contrastive: complete (6 steps), reusing {run_dir}")
