@@ -181,60 +181,39 @@ def _training_matches(run_a: Path, run_b: Path, steps: int) -> None:
         torch.testing.assert_close(v, b["model"][k], atol=1e-5, rtol=1e-5, msg=k)
 
 
-def test_contrastive_training_survives_kills(tiny_city, reference, tmp_path):
-    rng = np.random.default_rng([13, 3])
-    train = lambda out: stage_args(["train", "contrastive"], tiny_city, out, "--shards",  # noqa: E731
-                                   str(reference["shards"]), "--epochs", "3", "--max-steps", "8",
-                                   "--checkpoint-every", "2", "--log-every", "1", "--no-progress")
+def trainer_survives_kills(name: str, train, steps: int, seed: int, tmp_path: Path) -> None:
+    """`train(out)`: the trainer's arguments writing under `out`. Uninterrupted (a), killed KILLS times with a
+    torn log line after each kill (b), and stopped after 2 steps with a torn line (c): the same run."""
     points = count_points(train(tmp_path / "a"), tmp_path)
-    hits = kill_then_finish(train(tmp_path / "b"), points, rng, lambda _: tear_logs(tmp_path / "b"))
+    hits = kill_then_finish(train(tmp_path / "b"), points, np.random.default_rng([13, seed]),
+                            lambda _: tear_logs(tmp_path / "b"))
     stop_tear_finish(train(tmp_path / "c"))
     (run_a,), (run_b,), (run_c,) = ([p.parent for p in (tmp_path / o).rglob("checkpoint.pt")] for o in "abc")
-    _training_matches(run_a, run_b, 8)
-    _training_matches(run_a, run_c, 8)
+    _training_matches(run_a, run_b, steps)
+    _training_matches(run_a, run_c, steps)
     no_temporaries(tmp_path / "b")
-    print(f"contrastive: killed at points {hits} of {points}")
+    print(f"{name}: killed at points {hits} of {points}")
+
+
+def test_contrastive_training_survives_kills(tiny_city, reference, tmp_path):
+    trainer_survives_kills("contrastive", lambda out: stage_args(
+        ["train", "contrastive"], tiny_city, out, "--shards", str(reference["shards"]), "--epochs", "3",
+        "--max-steps", "8", "--checkpoint-every", "2", "--log-every", "1", "--no-progress"), 8, 3, tmp_path)
 
 
 def test_depth_training_survives_kills(tiny_city, tmp_path):
-    rng = np.random.default_rng([13, 4])
-    train = lambda out: stage_args(["train", "depth-train"], tiny_city, out, "--max-steps", "8",  # noqa: E731
-                                   "--ckpt-every", "2", "--log-every", "1", "--image-every", "3", "--height", "64",
-                                   "--width", "64", "--batch-size", "2")
-    points = count_points(train(tmp_path / "a"), tmp_path)
-    hits = kill_then_finish(train(tmp_path / "b"), points, rng, lambda _: tear_logs(tmp_path / "b"))
-    stop_tear_finish(train(tmp_path / "c"))
-    (run_a,), (run_b,), (run_c,) = ([p.parent for p in (tmp_path / o).rglob("checkpoint.pt")] for o in "abc")
-    _training_matches(run_a, run_b, 8)
-    _training_matches(run_a, run_c, 8)
-    no_temporaries(tmp_path / "b")
-    print(f"depth: killed at points {hits} of {points}")
+    trainer_survives_kills("depth", lambda out: stage_args(
+        ["train", "depth-train"], tiny_city, out, "--max-steps", "8", "--ckpt-every", "2", "--log-every", "1",
+        "--image-every", "3", "--height", "64", "--width", "64", "--batch-size", "2"), 8, 4, tmp_path)
 
 
 def test_picie_training_survives_kills(tiny_city, tmp_path):
-    rng = np.random.default_rng([13, 5])
-    train = lambda out: stage_args(["train", "picie"], tiny_city, out, "--epochs", "3",  # noqa: E731
-                                   "--checkpoint-every", "2", "--log-every", "1", "--no-progress")
-    points = count_points(train(tmp_path / "a"), tmp_path)
-    hits = kill_then_finish(train(tmp_path / "b"), points, rng, lambda _: tear_logs(tmp_path / "b"))
-    stop_tear_finish(train(tmp_path / "c"))
-    (run_a,), (run_b,), (run_c,) = ([p.parent for p in (tmp_path / o).rglob("checkpoint.pt")] for o in "abc")
-    _training_matches(run_a, run_b, 6)
-    _training_matches(run_a, run_c, 6)
-    no_temporaries(tmp_path / "b")
-    print(f"picie: killed at points {hits} of {points}")
+    trainer_survives_kills("picie", lambda out: stage_args(
+        ["train", "picie"], tiny_city, out, "--epochs", "3", "--checkpoint-every", "2", "--log-every", "1",
+        "--no-progress"), 6, 5, tmp_path)
 
 
 def test_finetune_training_survives_kills(tiny_city, tmp_path):
-    rng = np.random.default_rng([13, 6])
-    train = lambda out: stage_args(["train", "finetune"], tiny_city, out, "--init", "scratch",  # noqa: E731
-                                   "--iterations", "6", "--checkpoint-every", "2", "--log-every", "1",
-                                   "--no-progress")
-    points = count_points(train(tmp_path / "a"), tmp_path)
-    hits = kill_then_finish(train(tmp_path / "b"), points, rng, lambda _: tear_logs(tmp_path / "b"))
-    stop_tear_finish(train(tmp_path / "c"))
-    (run_a,), (run_b,), (run_c,) = ([p.parent for p in (tmp_path / o).rglob("checkpoint.pt")] for o in "abc")
-    _training_matches(run_a, run_b, 6)
-    _training_matches(run_a, run_c, 6)
-    no_temporaries(tmp_path / "b")
-    print(f"finetune: killed at points {hits} of {points}")
+    trainer_survives_kills("finetune", lambda out: stage_args(
+        ["train", "finetune"], tiny_city, out, "--init", "scratch", "--iterations", "6", "--checkpoint-every", "2",
+        "--log-every", "1", "--no-progress"), 6, 6, tmp_path)
