@@ -5,7 +5,12 @@ DATASET ?= synthetic
 DATA_ROOT ?=
 OUT ?= runs
 DEMO_SIZE ?=
-WORKERS ?= 2
+# Worker processes of the CPU stages: the machine's cores unless given. The trainers' data loaders keep
+# their own defaults (chosen to feed a GPU) unless WORKERS is given on the command line or in the environment.
+ifeq ($(origin WORKERS),undefined)
+WORKERS := $(shell nproc 2>/dev/null || getconf _NPROCESSORS_ONLN 2>/dev/null || echo 2)
+endif
+LOADER_WORKERS = $(if $(filter command line environment environment override,$(origin WORKERS)),--workers $(WORKERS))
 
 # Common flags every stage understands.
 STAGE_ARGS = --dataset $(DATASET) --out $(OUT) $(if $(DATA_ROOT),--data-root $(DATA_ROOT)) $(if $(DEMO_SIZE),--demo-size $(DEMO_SIZE))
@@ -14,8 +19,15 @@ RUN_DIR = $(OUT)/$(DATASET)$(if $(DEMO_SIZE),-$(DEMO_SIZE))
 # Depth for regions/proposals: DEPTH if given; ground truth on the synthetic city; otherwise the
 # trained depth network, trained first (`make depth`) when none is recorded yet (a pointer holds a
 # path relative to its own folder; older ones an absolute path).
+# Each DATASET/DEMO_SIZE has its own run folder: when it has no depth model, say so, name any other run
+# folder's model (DEPTH=model:... reuses it), then train one.
 RESOLVE_DEPTH = depth="$(DEPTH)"; if [ -z "$$depth" ] && [ "$(DATASET)" != synthetic ]; then \
-	  test -f $(RUN_DIR)/depth/model.current || $(MAKE) --no-print-directory depth || exit 1; \
+	  if ! test -f $(RUN_DIR)/depth/model.current; then \
+	    echo "depth: run folder $(RUN_DIR)/ (DATASET=$(DATASET)$(if $(DEMO_SIZE), DEMO_SIZE=$(DEMO_SIZE))) has no depth model yet: training one"; \
+	    for other in $(OUT)/$(DATASET)/depth/model.current $(OUT)/$(DATASET)-*/depth/model.current; do \
+	      [ -f "$$other" ] && [ "$$other" != $(RUN_DIR)/depth/model.current ] && \
+	        echo "  another run folder has one: $$other (DEPTH=model:<the checkpoint it names> uses it instead)"; done; \
+	    $(MAKE) --no-print-directory depth || exit 1; fi; \
 	  ckpt=$$(cat $(RUN_DIR)/depth/model.current); case "$$ckpt" in /*) ;; *) ckpt=$(RUN_DIR)/depth/$$ckpt;; esac; \
 	  depth="model:$$ckpt"; echo "regions: depth from the trained network ($$depth)"; fi;
 
@@ -26,7 +38,7 @@ help:  ## list the targets
 	  for (i = 1; i <= n; i++) { if (length(line) + length(w[i]) > 72) { printf (first ? "  make %-15s %s\n" : "  %-20s %s\n"), (first ? $$1 : ""), line; line = ""; first = 0 } \
 	  line = line (line == "" ? "" : " ") w[i] } printf (first ? "  make %-15s %s\n" : "  %-20s %s\n"), (first ? $$1 : ""), line }'
 	@echo "  variables: DATASET=synthetic|kitti|cityscapes|folder|kitti-semantic DATA_ROOT=path OUT=runs"
-	@echo "             DEMO_SIZE=tiny|small WORKERS=2 DEMO_DEPTH=model|gt DEMO_SEEDS=\"0 1 2\""
+	@echo "             DEMO_SIZE=tiny|small WORKERS=$(WORKERS) DEMO_DEPTH=model|gt DEMO_SEEDS=\"0 1 2\""
 
 .venv/.done: requirements.txt
 	python3 -m venv .venv
@@ -49,7 +61,7 @@ synth: .venv/.done  ## render the built-in synthetic city (DEMO_SIZE=tiny|small,
 
 .PHONY: depth depth-infer
 depth: .venv/.done  ## train the self-supervised depth network on DATASET's videos (resumes; DEPTH_ARGS=...)
-	$(PY) -m train depth-train $(STAGE_ARGS) --workers $(WORKERS) $(DEPTH_ARGS)
+	$(PY) -m train depth-train $(STAGE_ARGS) $(LOADER_WORKERS) $(DEPTH_ARGS)
 
 depth-infer: .venv/.done  ## write per-frame depth .npy of DATASET with the current depth model (INFER_ARGS=...)
 	$(PY) -m preprocess depth-infer $(STAGE_ARGS) --workers $(WORKERS) $(INFER_ARGS)
@@ -66,7 +78,9 @@ regions: .venv/.done  ## coherent depth regions -> region store (DEPTH=gt|files:
 	@$(RESOLVE_DEPTH) $(PY) -m preprocess regions $(STAGE_ARGS) --workers $(WORKERS) $${depth:+--depth $$depth} $(if $(PROPOSALS),--proposals $(PROPOSALS)) $(REGIONS_ARGS)
 
 proposals: .venv/.done  ## region-proposal quality report vs SLIC / Felzenszwalb baselines on labelled frames (DEPTH=..., PROPOSALS_ARGS=...)
-	@$(RESOLVE_DEPTH) $(PY) -m evaluate proposals $(STAGE_ARGS) --workers $(WORKERS) $${depth:+--depth $$depth} $(PROPOSALS_ARGS)
+	@# without DEPTH, a recorded region store's own depth source is scored (the command says which)
+	@if [ -z "$(DEPTH)" ] && [ -f $(RUN_DIR)/regions/$(or $(PROPOSALS),depth).current ]; then depth=; \
+	else $(RESOLVE_DEPTH) true; fi; $(PY) -m evaluate proposals $(STAGE_ARGS) --workers $(WORKERS) $${depth:+--depth $$depth} $(PROPOSALS_ARGS)
 # `make proposals` scores the grouping `make regions` makes: the same PROPOSALS and REGIONS_ARGS (--depth-kind,
 # --depth-scale, grouping knobs), then PROPOSALS_ARGS, which win where both set an option.
 override PROPOSALS_ARGS := $(if $(PROPOSALS),--proposals $(PROPOSALS)) $(REGIONS_ARGS) $(PROPOSALS_ARGS)
@@ -86,11 +100,11 @@ inspect: .venv/.done  ## PNG contact sheet of one group of the current shards (G
 .PHONY: train
 train: .venv/.done  ## dense SwAV pre-training from the shard set of `make shards` (resumes; TRAIN_ARGS=...)
 	@test -f $(RUN_DIR)/shards/$(or $(PROPOSALS),depth).current || $(MAKE) --no-print-directory shards
-	$(PY) -m train contrastive $(STAGE_ARGS) --workers $(WORKERS) $(if $(PROPOSALS),--proposals $(PROPOSALS)) $(TRAIN_ARGS)
+	$(PY) -m train contrastive $(STAGE_ARGS) $(LOADER_WORKERS) $(if $(PROPOSALS),--proposals $(PROPOSALS)) $(TRAIN_ARGS)
 
 .PHONY: picie
 picie: .venv/.done  ## PiCIE (Cho et al. 2021) on the frames and network of `make train`, the peer `make eval` scores beside ours (resumes; PICIE_ARGS=...)
-	$(PY) -m train picie $(STAGE_ARGS) --workers $(WORKERS) $(PICIE_ARGS)
+	$(PY) -m train picie $(STAGE_ARGS) $(LOADER_WORKERS) $(PICIE_ARGS)
 
 .PHONY: report
 .PHONY: ablate
@@ -124,14 +138,14 @@ NEED_PRETRAINED = test -f $(RUN_DIR)/train/model.current || [ "$(DATASET)" = kit
 .PHONY: finetune finetune-compare
 finetune: .venv/.done  ## fine-tune on LABEL_FRACTION of the labels and score it (TASK, INIT=pretrained|scratch|PATH, FINETUNE_ARGS=...)
 	@$(if $(filter pretrained,$(INIT)),$(NEED_PRETRAINED)) start=$$(date +%s); set -e; \
-	$(PY) -m train finetune $(STAGE_ARGS) --workers $(WORKERS) --init $(INIT) $(FT_FLAGS); \
+	$(PY) -m train finetune $(STAGE_ARGS) $(LOADER_WORKERS) --init $(INIT) $(FT_FLAGS); \
 	$(PY) -m evaluate finetune-eval $(STAGE_ARGS) --task $(TASK) --runs "$(FT_RUN)" $(FINETUNE_EVAL_ARGS); \
 	echo "finetune: done in $$(( $$(date +%s) - start )) s"
 
 finetune-compare: .venv/.done  ## scratch vs pretrained (vs TORCHVISION=PATH) with the same frames, seeds and budget: one table
 	@$(NEED_PRETRAINED) start=$$(date +%s); set -e; runs=""; \
 	for init in scratch pretrained $(TORCHVISION); do \
-	  $(PY) -m train finetune $(STAGE_ARGS) --workers $(WORKERS) --init $$init $(FT_FLAGS); \
+	  $(PY) -m train finetune $(STAGE_ARGS) $(LOADER_WORKERS) --init $$init $(FT_FLAGS); \
 	  runs="$$runs$${runs:+,}$(FT_RUN)"; \
 	done; \
 	$(PY) -m evaluate finetune-eval $(STAGE_ARGS) --task $(TASK) --runs "$$runs" $(FINETUNE_EVAL_ARGS); \

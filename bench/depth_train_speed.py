@@ -1,10 +1,17 @@
-"""Depth network benchmark: quality after a fixed budget, training and inference throughput.
+"""Depth network benchmark: steps to the baseline, quality after a fixed budget, training and inference throughput.
 
     .venv/bin/python bench/depth_train_speed.py                       # all parts, CPU
+    .venv/bin/python bench/depth_train_speed.py --parts reach         # paper vs cpu recipe: steps to beat the baseline
     .venv/bin/python bench/depth_train_speed.py --parts speed         # throughput only
     .venv/bin/python bench/depth_train_speed.py --device cuda         # GPU throughput (bf16, channels_last)
 
 Parts:
+  reach    for each recipe (--recipes, default the paper's and the cpu one) and seed (--seeds): train on
+           the demo city (--reach-city, default tiny) at its DEMO_SIZE preset's size and batch, one torch
+           thread, and every --reach-every steps score the held-out val frames (abs rel, median-scaled,
+           cap 80 m); print the first step, and the training CPU-seconds up to it (evaluation not
+           counted), at which the learnt depth beats the mean training depth map, or "not reached
+           within N steps" (--reach-cap).
   quality  train on the synthetic city (preset --city, training frames) for --steps steps and
            evaluate on its held-out val sequence against the exact depth: abs rel and delta<1.25 of
            the model next to the trivial baseline (mean training depth map, median-scaled), same run.
@@ -40,6 +47,57 @@ def city(root: Path, preset: str):
     if not city_is_complete(root):
         generate_preset(root, preset)
     return read_synthetic(root)
+
+
+def steps_to_baseline(root: Path, frames, cfg: DepthTrainConfig, cap: int, every: int) -> dict:
+    """Train `cfg` on the city at `root` for up to `cap` steps (the schedule of a `cap`-step run),
+    scoring its val frames every `every` steps; stops at the first score below the mean-depth
+    baseline. -> {"step" (None: not reached), "cpu_s" (training only), "abs_rel", "baseline"}."""
+    import torch.nn.functional as F
+
+    from evaluate.depth_metrics import evaluate_depth, mean_depth_map, read_gt_depth, resize_nearest
+    from shared.frames import by_id
+    from shared.imageio import read_rgb
+    from shared.nets.depth_net import disp_to_depth
+    from train.depth import TripletBatches, build_frame_cache, lr_at, training_triplets
+
+    cfg = resolved(cfg)
+    triplets, _ = training_triplets(frames, "train")
+    index = by_id(frames)
+    used = sorted({i for t in triplets for i in t})
+    row_of = {fid: r for r, fid in enumerate(used)}
+    cache = build_frame_cache([index[i] for i in used], cfg.height, cfg.width, Path(cfg.out) / "cache", 1)
+    rows = np.array([[row_of[t], row_of[p], row_of[n]] for p, t, n in triplets])  # [N,3]: t, t-1, t+1
+    K = torch.tensor(np.stack([index[t].K(cfg.width, cfg.height) for _, t, _ in triplets]), dtype=torch.float32)
+    cams = camera_tensors(K, cfg.width)
+    val = [f for f in frames if f.split == "val" and f.depth]
+    gts = [read_gt_depth(f.depth) for f in val]
+    base = mean_depth_map([f.depth for f in frames if f.split == "train" and f.depth], gts[0].shape)
+    baseline = float(np.mean([evaluate_depth(g, resize_nearest(base, g.shape))[0]["abs_rel"] for g in gts]))
+    x = torch.stack([torch.from_numpy(np.array(read_rgb(f.image))).permute(2, 0, 1) for f in val]).float() / 255
+    x = F.interpolate(x, (cfg.height, cfg.width), mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
+    torch.manual_seed(cfg.seed)
+    model = DepthModel(None, cfg.pose_translation_scale)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    run = step_setup(model, cfg, torch.device("cpu"))
+    batches = TripletBatches(cache, rows, cfg.batch_size, cfg.seed)
+    cpu, rel = 0.0, float("nan")
+    for step in range(1, cap + 1):
+        t0 = time.process_time()
+        batch, targets = batches(step - 1)
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step - 1, cap, cfg)
+        model.train()
+        train_step(model, batch, cams[targets], step - 1, opt, run)
+        cpu += time.process_time() - t0
+        if step % every == 0 or step == cap:
+            model.eval()
+            with torch.no_grad():
+                depth = disp_to_depth(model.disparities(x)[0], cfg.min_depth, cfg.max_depth)[:, 0].numpy()
+            rel = float(np.mean([evaluate_depth(g, d)[0]["abs_rel"] for g, d in zip(gts, depth)]))
+            if rel < baseline:
+                return {"step": step, "cpu_s": cpu, "abs_rel": rel, "baseline": baseline}
+    return {"step": None, "cpu_s": cpu, "abs_rel": rel, "baseline": baseline}
 
 
 def step_throughput(device: torch.device, height: int, width: int, batch: int, steps: int, bf16: bool,
@@ -103,9 +161,14 @@ def inference_throughput(ckpt: Path, device: str, n: int, batch: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--parts", default="quality,speed,infer")
+    ap.add_argument("--parts", default="reach,quality,speed,infer")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--out", default="", help="work folder (default: a temporary one)")
+    ap.add_argument("--recipes", default="paper,cpu", help="reach: recipes to compare")
+    ap.add_argument("--seeds", default="0,1,2", help="reach: seeds")
+    ap.add_argument("--reach-city", default="tiny", help="reach: synthetic city preset (and DEMO_SIZE of the sizes)")
+    ap.add_argument("--reach-cap", type=int, default=200, help="reach: give up after this many steps")
+    ap.add_argument("--reach-every", type=int, default=10, help="reach: steps between evaluations")
     ap.add_argument("--city", default="small", help="synthetic city preset for quality / end to end")
     ap.add_argument("--steps", type=int, default=300, help="quality: training steps")
     ap.add_argument("--height", type=int, default=96, help="quality: training height")
@@ -124,8 +187,41 @@ def main() -> None:
         torch.set_num_threads(a.threads)
     work = Path(a.out) if a.out else Path(tempfile.mkdtemp(prefix="depth-bench-"))
     print(f"device {a.device} ({torch.cuda.get_device_name() if a.device == 'cuda' else f'{torch.get_num_threads()} torch threads'}), work folder {work}")
-    frames = city(work / f"city-{a.city}", a.city)
     ckpt = None
+
+    if "reach" in parts:
+        import os
+
+        n_threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # CPU-seconds of one thread: comparable on a shared machine
+        root = work / f"city-{a.reach_city}"
+        reach_frames = city(root, a.reach_city)
+        recipes, seeds = a.recipes.split(","), [int(s) for s in a.seeds.split(",")]
+        size = resolved(DepthTrainConfig(demo_size=a.reach_city))
+        print(f"steps to beat the mean-depth baseline on the {a.reach_city} city's val frames, {size.width}x"
+              f"{size.height} batch {size.batch_size}, one torch thread, evaluated every {a.reach_every} steps, "
+              f"load {os.getloadavg()[0]:.2f}:")
+        print(f"  {'seed':>4s}" + "".join(f"  {r + ': steps':>16s}{'CPU-s':>8s}" for r in recipes))
+        found: dict[str, list] = {r: [] for r in recipes}
+        for seed in seeds:
+            line = f"  {seed:4d}"
+            for r in recipes:
+                cfg = DepthTrainConfig(out=str(work / "reach" / f"{r}-{seed}"), data_root=str(root), demo_size=a.reach_city,
+                                       recipe=r, seed=seed, device="cpu")
+                res = steps_to_baseline(root, reach_frames, cfg, a.reach_cap, a.reach_every)
+                found[r].append(res)
+                steps = str(res["step"]) if res["step"] else f">{a.reach_cap}"
+                line += f"  {steps:>16s}{res['cpu_s']:8.0f}"
+            print(line, flush=True)
+        for r in recipes:
+            missed = [s for s, res in zip(seeds, found[r]) if res["step"] is None]
+            if missed:
+                at_cap = ", ".join(f"{res['abs_rel']:.3f}" for res in found[r] if res["step"] is None)
+                print(f"  {r}: seed(s) {missed} not reached within {a.reach_cap} steps (abs rel at the cap "
+                      f"{at_cap}, baseline {found[r][0]['baseline']:.3f})")
+        torch.set_num_threads(n_threads)
+
+    frames = city(work / f"city-{a.city}", a.city) if parts & {"quality", "speed", "infer"} else None
 
     if "quality" in parts:
         from evaluate.depth_metrics import DepthEvalConfig, run_depth_eval

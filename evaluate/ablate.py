@@ -481,38 +481,32 @@ def run_grid(cfg: AblateConfig, echo=click.echo) -> Path:
 
 
 def _plots(tables: dict[str, Any], ms: list[int], root: Path) -> None:
+    """One plot per metric: mIoU against M, one line per grid row with its seed spread as error bars;
+    the peers (SwAV, PiCIE, random init), measured once, as dashed lines across the M axis."""
     import math as _m
 
-    from evaluate.report_pictures import SERIES_COLOURS, line_chart
+    from evaluate.plots import Series, line_plot
     from shared.imageio import write_png
 
-    # the peers keep their own colours (grey SwAV, brown PiCIE, black random init) however many rows the grid has
-    peer_colours = {SWAV: (127, 127, 127), RANDOM: (0, 0, 0), PICIE: (140, 86, 75)}
-    palette = [c for c in SERIES_COLOURS if c not in peer_colours.values()] + [(23, 190, 207), (188, 189, 34)]
+    peer_colours = {SWAV: "tab:grey", RANDOM: "black", PICIE: "tab:brown"}
     for metric, rows in tables.items():
-        series, errors, values = [], {}, []
+        series = []
         for row, cells in rows.items():
-            colour = peer_colours.get(row) or palette[len(series) % len(palette)]
-            if row in peer_colours:  # peers: a flat line across the M axis
+            if row in peer_colours:
                 v = cells.get("-")
                 if v and v["n"]:
-                    series.append((row, [float(m) for m in ms], [v["mean"]] * len(ms), colour))
-                    values.append(v["mean"])
+                    series.append(Series(row, [float(m) for m in ms], [v["mean"]] * len(ms),
+                                         colour=peer_colours[row], dashed=True))
                 continue
             xs = [m for m in ms if str(m) in cells and cells[str(m)]["n"]]
             if xs:
-                ys = [cells[str(m)]["mean"] for m in xs]
                 errs = [0.0 if _m.isnan(cells[str(m)]["std"]) else cells[str(m)]["std"] for m in xs]
-                series.append((row, [float(m) for m in xs], ys, colour))
-                errors[row] = errs
-                values += [y + e for y, e in zip(ys, errs)] + [y - e for y, e in zip(ys, errs)]
+                series.append(Series(row, [float(m) for m in xs], [cells[str(m)]["mean"] for m in xs], errs))
         if series:
-            lo, hi = min(values), max(values)
-            pad = max(1.0, 0.1 * (hi - lo))
-            x_hi = max(ms) if max(ms) > min(ms) else min(ms) + 1
-            write_png(root / f"{metric}.png", line_chart(METRICS[metric], series, "M (source frames pasted)", "mIoU",
-                                                         (min(ms) - 0.3, x_hi + 0.3), (max(0.0, lo - pad), hi + pad),
-                                                         x_log=False, size=(360, 640), errors=errors))
+            plot = line_plot(METRICS[metric] + " (bars: ± 1 std over seeds)", series,
+                             "M (source frames pasted per group)", "mIoU (%)", y_top=100.0, size=(7.5, 3.8),
+                             dodge=0.06)
+            write_png(root / f"{metric}.png", plot.rgb)
 
 
 @click.command("ablate")
@@ -520,7 +514,10 @@ def _plots(tables: dict[str, Any], ms: list[int], root: Path) -> None:
 def ablate(**kwargs: Any) -> None:
     """The paper's ablations: proposals x lambda x M (x seeds), each pre-trained, clustered and fine-tuned;
     tables with seed spreads and plots. Reruns reuse every finished run."""
-    cfg = apply_preset(build_config(AblateConfig, kwargs), PRESETS, explicit_options(), click.echo, "ablate")
+    explicit = explicit_options()
+    if explicit & {"proposals", "lams", "ms"}:  # a preset's cells would replace the axes the user typed
+        explicit.add("cells")
+    cfg = apply_preset(build_config(AblateConfig, kwargs), PRESETS, explicit, click.echo, "ablate")
     try:
         run_grid(cfg)
     except DataError as e:

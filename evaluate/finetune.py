@@ -29,9 +29,11 @@ from PIL import Image, ImageDraw
 
 from evaluate.instance_ap import ImageInstances, instance_ap
 from evaluate.report_html import markdown_page
-from evaluate.report_pictures import (LABEL_ID_COLOURS, class_palette, colourise, confusion_picture, iou_bars,
+from evaluate.plots import iou_bars
+from evaluate.report_pictures import (LABEL_ID_COLOURS, class_palette, colourise, confusion_picture,
                                       panel)
 from evaluate.segmentation_metrics import confusion_matrix, scores
+from evaluate.verdict import label_count, verdict
 from shared.atomic import write_json, write_text
 from shared.checkpoint import load_checkpoint
 from shared.config import save_config
@@ -206,7 +208,8 @@ def evaluate_run(run_dir: Path, device: torch.device, n_pictures: int, threshold
               f"{config.get('batch_size')}") if config else "?"
     summary = {"run": str(run_dir), "task": task, "init": plan["init"], "init_path": plan["init_path"], "recipe": recipe,
                "label_fraction": plan["label_fraction"], "folds": len(plan["folds"]), "repeats": plan["repeats"],
-               "train_frames": [len(f["train"]) for f in plan["folds"]], "val_frames": [len(f["val"]) for f in plan["folds"]],
+               "train_frames": [len(f["train"]) for f in plan["folds"]], "pool_frames": [f.get("pool") for f in plan["folds"]],
+               "val_frames": [len(f["val"]) for f in plan["folds"]],
                "networks": nets, "std": "sample standard deviation (ddof 1) over folds x repeats"}
     for k in HEADLINE[task]:
         summary[k], summary[k + "_std"] = mean_std([n[k] for n in nets])
@@ -219,8 +222,10 @@ def write_run_report(run_dir: Path, summary: dict[str, Any]) -> None:
     lines = [f"# Fine-tuning ({task}): {run_dir.name}", "",
              f"- init: {summary['init']}" + (f" (`{summary['init_path']}`)" if summary["init_path"] else ""),
              f"- recipe: {summary['recipe']}",
-             f"- label fraction {summary['label_fraction']}: {summary['train_frames']} train frames, "
-             f"{summary['val_frames']} val frames per fold; {summary['folds']} fold(s) x {summary['repeats']} repeat(s)",
+             f"- labels (--label-fraction {summary['label_fraction']}): "
+             + "; ".join(label_count(t, p) for t, p in zip(summary["train_frames"], summary.get("pool_frames") or
+                                                          [None] * len(summary["train_frames"])))
+             + f", {summary['val_frames']} val frames per fold; {summary['folds']} fold(s) x {summary['repeats']} repeat(s)",
              f"- mean ± {summary['std']}", "",
              "| network | seed | " + " | ".join(HEADLINE[task]) + " |", "| --- | --- | " + " | ".join("---" for _ in HEADLINE[task]) + " |"]
     for n in nets:
@@ -232,7 +237,7 @@ def write_run_report(run_dir: Path, summary: dict[str, Any]) -> None:
         conf = np.sum([np.array(n["confusion"]) for n in nets], axis=0)
         write_png(run_dir / "confusion.png", confusion_picture(conf, TRAIN_NAMES, title="all networks, summed"))
         s = scores(conf)
-        write_png(run_dir / "iou.png", iou_bars(TRAIN_NAMES, [(summary["init"], s.iou, (31, 119, 180))]))
+        write_png(run_dir / "iou.png", iou_bars(TRAIN_NAMES, [(summary["init"], s.iou)]).rgb)
         present = [i for i in range(len(TRAIN_NAMES)) if s.present[i]]
         lines += ["## Per-class IoU (mean over networks)", "", "| class | IoU |", "| --- | --- |"]
         for i in present:
@@ -267,10 +272,9 @@ def write_comparison(out: Path, summaries: list[dict[str, Any]]) -> list[str]:
         for s in summaries:
             if s is base:
                 continue
-            d = s[k] - base[k]
-            spread = max(s[k + "_std"], base[k + "_std"])
-            lines.append(f"- {Path(s['run']).name} ({s['init']}) - {Path(base['run']).name} (scratch): {k} {d:+.2f} "
-                         f"({'exceeds' if abs(d) > spread else 'within'} the larger std, {spread:.2f})")
+            v = verdict(s[k], s[k + "_std"], base[k], base[k + "_std"])
+            lines.append(f"- {Path(s['run']).name} ({s['init']}) vs {Path(base['run']).name} (scratch), {k}: {v.text} "
+                         "(spread: the larger of the two stds)")
     write_json(out / "compare.json", {"runs": summaries})
     write_text(out / "compare.md", "\n".join(lines) + "\n")
     write_text(out / "compare.html", markdown_page(lines, out, "Fine-tuning comparison"))

@@ -41,6 +41,7 @@ from tqdm import tqdm
 from evaluate.proposals import MethodSummary, frame_scores, labelled_frames, read_labelled
 from evaluate.weak_depth import WeakDepth, degrade_depth
 from shared.config import build_config, config_hash, config_options, field, save_config
+from shared.executor import watch_driver
 from shared.frames import DataError, Frame
 from shared.imageio import write_png
 from shared.regions.config import (RegionsConfig, depth_rgb_params, grouping_params, parse_size, working_size)
@@ -305,7 +306,7 @@ def run_sweep(cfg: SweepConfig, echo=click.echo) -> dict[str, Any]:
          f"({', '.join(c.key for c, _, _ in conds)}), methods {', '.join(cfg.methods)}, {cfg.workers} worker(s)")
     results: dict[str, list[dict[str, Any]]] = {c.key: [] for c, _, _ in conds}
     keys = [k for k, _ in tasks]
-    with parallel_config(backend="loky", inner_max_num_threads=1):
+    with parallel_config(backend="loky", inner_max_num_threads=1, initializer=watch_driver, initargs=(os.getpid(),)):
         par = Parallel(n_jobs=max(1, min(cfg.workers, len(tasks))), return_as="generator")
         for key, res in tqdm(zip(keys, par(t for _, t in tasks)), total=len(tasks), desc="proposals-sweep",
                              unit="frame"):
@@ -409,24 +410,19 @@ def below_line(matched: list[dict[str, Any]], other: str) -> str:
 
 def sweep_picture(report: dict[str, Any]) -> np.ndarray:
     """GT-query mIoU against regions per frame, one panel per condition, one line per method."""
-    from evaluate.report_pictures import SERIES_COLOURS, line_chart, side_by_side, stack_rows  # torch: not for --help
+    from evaluate.plots import Series, line_plot
+    from evaluate.report_pictures import side_by_side, stack_rows
 
     panels = []
-    colours = dict(zip(("depth", "depth-rgb", "slic", "felzenszwalb", "gt"), SERIES_COLOURS))
     for c in report["conditions"]:
-        if not c["rows"]:
-            continue
-        ns = [r["regions_per_frame"] for r in c["rows"] if r["regions_per_frame"] > 0]
-        top = max(r["gt_query_miou"] for r in c["rows"])
         series = []
         for m in (*METHODS, "gt"):
             pts = [r for r in c["rows"] if r["method"] == m and r["regions_per_frame"] > 0]
             if pts:
-                series.append((m, [p["regions_per_frame"] for p in pts], [p["gt_query_miou"] for p in pts],
-                               colours[m]))
-        panels.append(line_chart(f"{c['title']} ({c['frames']} frames)", series, "regions per frame",
-                                 "GT-query mIoU", x_range=(max(min(ns) * 0.8, 1.0), max(ns) * 1.25),
-                                 y_range=(0.0, float(np.ceil(top / 10 + 0.5) * 10)), size=(300, 560)))
+                series.append(Series(m, [p["regions_per_frame"] for p in pts], [p["gt_query_miou"] for p in pts]))
+        if series:
+            panels.append(line_plot(f"{c['title']} ({c['frames']} frames)", series, "regions per frame (log scale)",
+                                    "GT-query mIoU (%)", x_log=True, y_top=100.0, size=(5.6, 3.2)).rgb)
     rows = [side_by_side(panels[i:i + 2]) for i in range(0, len(panels), 2)]
     return stack_rows(rows)
 

@@ -27,6 +27,7 @@ Writes <out>/<dataset>[-<demo>]/reports/proposals-<hash>/report.{json,md} and ov
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import statistics
@@ -39,11 +40,12 @@ import click
 import numpy as np
 from tqdm import tqdm
 
+from evaluate.verdict import count_mismatch
 from shared.regions.depth_source import DepthSource, DepthSpec, parse_depth_spec
 from shared.regions.grouping import (boundary_weight_map, depth_regions, felzenszwalb_regions, filter_regions,
                                  gt_regions, instance_components, slic_superpixels)
-from shared.regions.config import (DEPTH_METHODS, RegionsConfig, depth_rgb_params, grouping_params, regions_hash,
-                                   working_size)
+from shared.regions.config import (DEPTH_METHODS, RegionsConfig, depth_rgb_params, grouping_params, recorded_depth,
+                                   regions_hash, working_size)
 from shared.regions.depth_rgb import DepthRgbParams, depth_rgb_regions
 from shared.regions.grouping import GroupingParams
 from shared.config import build_config, config_options, field, save_config
@@ -295,8 +297,22 @@ def report_inputs(frames: list[Frame], spec: DepthSpec | None) -> dict[str, str]
     return inputs
 
 
+def same_depth_as_regions(cfg: RegionsConfig, stage: str, echo=click.echo) -> RegionsConfig:
+    """Without --depth, the depth the current region store was built from (so a report describes the
+    regions that are trained on), said in one line; with --depth, cfg unchanged."""
+    if cfg.depth:
+        return cfg
+    method = cfg.proposals if cfg.proposals in DEPTH_METHODS else "depth"
+    recorded = recorded_depth(cfg, method)
+    if recorded is None or not recorded[0]:
+        return cfg
+    echo(f"{stage}: depth {recorded[0]}, the source of the region store {recorded[1]} (--depth / DEPTH= overrides)")
+    return dataclasses.replace(cfg, depth=recorded[0])
+
+
 def run_report(cfg: ProposalsConfig, echo=click.echo) -> dict:
     t0 = time.perf_counter()
+    cfg = same_depth_as_regions(cfg, "proposals", echo)
     frames = labelled_frames(cfg)
     if cfg.max_frames > 0:
         frames = frames[:cfg.max_frames]
@@ -326,7 +342,7 @@ def run_report(cfg: ProposalsConfig, echo=click.echo) -> dict:
     methods_run = ([depth_method] if spec is not None else []) + ["slic", "felzenszwalb", "gt"]
     echo(f"proposals: plan: {len(frames)} labelled frames at {size[0]}x{size[1]}, methods {', '.join(methods_run)}, "
          f"depth {(spec.kind + (':' + spec.arg if spec.arg else '')) if spec is not None else 'none'}"
-         + (f" on {cfg.device}" if spec is not None and spec.kind == "model" else "")
+         + (f" on {spec.device}" if spec is not None and spec.kind == "model" else "")
          + f", {len(tasks)} task(s) on {workers} worker(s) ({cfg.backend}); the time estimate follows the first frames")
     eta = Eta("proposals", len(frames), "frame", echo)
     per_frame: list[dict[str, Any]] = []
@@ -346,6 +362,7 @@ def run_report(cfg: ProposalsConfig, echo=click.echo) -> dict:
         reasons = "\n".join(f"  {s['path']}: {s['problem']}" for s in skipped)
         raise DataError(skipped[0]["path"], f"every frame was skipped ({len(skipped)}), nothing to report:\n{reasons}")
     results = {m: s.summary() for m, s in methods.items() if s.frames}
+    notes += count_notes(results, depth_method)
     report = {"dataset": cfg.dataset, "size": list(size), "frames": len(frames) - len(skipped),
               "params": params.__dict__, "min_gt_pixels": cfg.min_gt_pixels, "depth_method": depth_method,
               **({"depth_rgb_params": rgb_params.__dict__} if depth_method == "depth-rgb" else {}),
@@ -373,6 +390,18 @@ def run_report(cfg: ProposalsConfig, echo=click.echo) -> dict:
         echo(f"skipped {len(skipped)} bad frame(s): " + "; ".join(f"{s['path']}: {s['problem']}" for s in skipped))
     echo(f"proposals: wrote report.md, report.json and {len(overlays)} overlays into {out} in {report['seconds']} s")
     return report
+
+
+def count_notes(results: dict[str, dict[str, float]], method: str) -> list[str]:
+    """A note for each baseline whose region count is more than 10 % away from the method's: its scores
+    are then not a comparison at equal region counts."""
+    ours = results.get(method)
+    if not ours:
+        return []
+    return [f"{b}: {results[b]['regions_per_frame']:.1f} regions per frame, more than 10 % away from {method}'s "
+            f"{ours['regions_per_frame']:.1f}; its scores are not a comparison at an equal region count"
+            for b in ("slic", "felzenszwalb")
+            if b in results and count_mismatch(results[b]["regions_per_frame"], ours["regions_per_frame"])]
 
 
 def format_table(results: dict[str, dict[str, float]]) -> list[str]:

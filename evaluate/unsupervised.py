@@ -1,5 +1,5 @@
 """`python -m evaluate unsupervised`: unsupervised semantic segmentation of pre-trained networks side
-by side: our pre-training ("pre-trained"), PiCIE trained on the same frames (`make picie`, "picie",
+by side: our pre-training ("pre-trained"), PiCIE trained on the same frames (`make picie`, "PiCIE peer",
 when there is a run) and randomly initialised networks of the same architecture ("random init"), all
 on the same frames with the same clustering. Several checkpoints of one method (one per seed) are
 each scored and reported as mean and standard deviation.
@@ -57,9 +57,9 @@ DEMO_MAX_FRAMES = {"tiny": 4, "small": 16}
 # small compares with 3 random inits, so random init has a spread of its own beside the seeds of ours
 DEMO_RANDOM_INITS = {"tiny": 1, "small": 3}
 MODEL_NAMES = ("pre-trained", "random init")
-PICIE = "picie"
+# The peer method; not "picie", the name of the 27-class protocol, so tables never read "picie | picie".
+PICIE = "PiCIE peer"
 DONE = "done.json"  # the done record (shared.reuse), written after every other file of the report
-SERIES_COLOURS = {"pre-trained": (31, 119, 180), PICIE: (214, 39, 40), "random init": (200, 200, 200)}
 # torch, the clustering and the pictures are imported inside the functions that use them, so that
 # `--help` stays light (docs/design.md#command-line)
 if TYPE_CHECKING:
@@ -228,7 +228,7 @@ def resolve_picie(cfg: UnsupervisedConfig) -> list[Path]:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    method: str  # "pre-trained" | "picie" | "random init": runs of one method are aggregated
+    method: str  # "pre-trained" | PICIE | "random init": runs of one method are aggregated
     checkpoint: Path | None  # None: a random init
     seed: int | None  # the random init's seed
 
@@ -344,7 +344,7 @@ def write_report(out: Path, summary: dict[str, Any], pictures: dict[str, list[st
               "| --- | --- | --- | --- | --- | --- |"]
     for pname, pr in summary["protocols"].items():
         for mname, mr in pr["models"].items():
-            lines.append(f"| {pname} | {mname} | {mr.get('n_runs', 1)} | {pr['n_clusters']} | "
+            lines.append(f"| {pname} protocol ({len(pr['classes'])} classes) | {mname} | {mr.get('n_runs', 1)} | {pr['n_clusters']} | "
                          f"{_spread(mr, 'pixel_accuracy')} | {_spread(mr, 'miou')} |")
     for pname, pr in summary["protocols"].items():
         models = list(pr["models"])
@@ -508,7 +508,8 @@ def _write_pictures(out: Path, summary: dict[str, Any], results: dict[str, list[
                     gts: dict[str, list[np.ndarray]], size: tuple[int, int]) -> dict[str, list[str]]:
     """Confusion and IoU charts per protocol, and the prediction and PCA panels of each method's first network;
     returns the panels' file names by frame id."""
-    from evaluate.report_pictures import (class_palette, colourise, confusion_picture, iou_bars, panel, pca_rgb,
+    from evaluate.plots import iou_bars
+    from evaluate.report_pictures import (class_palette, colourise, confusion_picture, panel, pca_rgb,
                                           side_by_side, stack_rows)
 
     pnames = list(summary["protocols"])
@@ -517,12 +518,12 @@ def _write_pictures(out: Path, summary: dict[str, Any], results: dict[str, list[
         mres = summary["protocols"][p]["models"]
         confs = [confusion_picture(mres[m]["_class_conf"], proto.class_names, title=f"{m} ({p})") for m in mres]
         write_png(out / f"confusion_{p}.png", side_by_side(confs))
-        bars = iou_bars(proto.class_names, [(m, mres[m]["_iou"], SERIES_COLOURS[m]) for m in mres])
-        write_png(out / f"iou_{p}.png", bars)
+        bars = iou_bars(proto.class_names, [(m, mres[m]["_iou"]) for m in mres], f"Per-class IoU, {p} protocol")
+        write_png(out / f"iou_{p}.png", bars.rgb)
     pictures: dict[str, list[str]] = {}
     firsts = {m: rs[0] for m, rs in results.items()}
     first = firsts[MODEL_NAMES[0]]
-    pcas = {m: pca_rgb(r.features) for m, r in firsts.items()}
+    pcas = {m: pca_rgb(r.features) for m, r in firsts.items()} if first.images else {}  # --pictures 0: none
     tile_h = min(size[0], 256)
     for i, image in enumerate(first.images):
         fid = frames[i].id

@@ -70,13 +70,16 @@ def index(**kwargs) -> None:
     """Build the frame index of DATASET and print a summary (frames, sequences, resolution, intrinsics, labels)."""
     cfg = build_config(IndexConfig, kwargs)
     t0 = time.perf_counter()
+    out = output_dir(cfg, "index.jsonl")
+    before = out.read_bytes() if out.is_file() else None  # the index is rewritten only when it changes
     try:
         frames = frames_for(cfg, strict=cfg.strict, verify=cfg.verify)
     except DataError as e:
         raise click.ClickException(str(e)) from e
-    out = output_dir(cfg, "index.jsonl")
     with refresh_only(click.echo):  # the index is the output; its config.json names this run's OUT
         save_config(cfg, output_dir(cfg, "index.config.json"))
     for line in summarise(frames):
         click.echo(line)
-    click.echo(f"index: wrote {len(frames)} frames into {out} in {time.perf_counter() - t0:.1f} s")
+    verb = "reused" if before is not None and out.read_bytes() == before else "wrote"
+    click.echo(f"index: {verb} {len(frames)} frames {'in' if verb == 'reused' else 'into'} {out} "
+               f"in {time.perf_counter() - t0:.1f} s" + (" (the dataset is unchanged)" if verb == "reused" else ""))

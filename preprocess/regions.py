@@ -50,7 +50,7 @@ from shared.imageio import read_label, read_rgb
 from shared.presets import explicit_options
 from shared.region_store import (RegionRecord, chunk_is_finished, chunk_name, read_manifest,
                                  write_chunk, write_manifest)
-from shared.stage import frames_for, output_dir, write_pointer
+from shared.stage import frames_for, output_dir, portable_path, write_pointer
 
 # ---------------------------------------------------------------------------------------------
 # one frame
@@ -136,11 +136,14 @@ def process_frame(frame: Frame, size: tuple[int, int], spec: DepthSpec, max_inva
     return {"frame": frame.id, "record": rec, "timings": t}
 
 
-def write_finished_chunk(store: Path, name: str, frames: list[Frame], results: dict[str, dict[str, Any]]
-                         ) -> dict[str, Any]:
+def write_finished_chunk(store: Path, name: str, frames: list[Frame], results: dict[str, dict[str, Any]],
+                         out: str | os.PathLike) -> dict[str, Any]:
     """Write a chunk whose every frame has a result; records in the chunk's frame order, so the bytes do
-    not depend on which worker finished first. Returns its manifest entry."""
-    records = [results[f.id]["record"] for f in frames if "record" in results[f.id]]
+    not depend on which worker finished first. An image inside the output root `out` is recorded relative
+    to the store, so the bytes (and the shard-set name hashed from them) do not depend on where OUT is,
+    and a moved or copied tree names its own images. Returns its manifest entry."""
+    records = [dataclasses.replace(r, attrs={**r.attrs, "image": portable_path(r.attrs["image"], store, out)})
+               for r in (results[f.id]["record"] for f in frames if "record" in results[f.id])]
     entry = write_chunk(store / name, records)
     entry["skipped"] = [results[f.id]["skipped"] for f in frames if "skipped" in results[f.id]]
     return entry
@@ -169,6 +172,16 @@ def check_frame_task(frame: Frame, size: tuple[int, int], spec: DepthSpec, max_i
     if odd:
         return {"frame": frame.id, "path": frame.image, "problem": odd}
     return check_frame(frame, size, spec, max_invalid, proposals)
+
+
+def reads_again(frame: Frame, skip: dict[str, str], size: tuple[int, int], spec: DepthSpec, max_invalid: float,
+                proposals: str, odd: str | None = None) -> bool:
+    """Whether a frame a finished chunk skipped would now be stored (its file was repaired). With a depth
+    model only the files are checked, so only a skip that named one of them is retried: a frame the model
+    itself failed on is not recomputed on every rerun."""
+    if spec.kind == "model" and skip["path"] not in (frame.image, frame.instance):
+        return False
+    return check_frame_task(frame, size, spec, max_invalid, proposals, odd) is None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,6 +232,10 @@ def run_regions(cfg: RegionsConfig, echo=click.echo, explicit: Collection[str] =
             == sorted(f.id for f in fs) and chunk_is_finished(store, name, manifest)}
     if not any(chunks[name]["frames"] for name in done):
         done = set()  # a store in which every frame was skipped is not complete: try its frames again
+    by_id = {f.id: f for f in frames}
+    repaired = {s["frame"] for name in done for s in chunks[name].get("skipped", [])
+                if reads_again(by_id[s["frame"]], s, size, spec, cfg.max_invalid_depth, cfg.proposals, odd.get(s["frame"]))}
+    done -= {name for name in done if repaired & {s["frame"] for s in chunks[name].get("skipped", [])}}
     for name in set(chunks) - done:
         del chunks[name]
     pending = [name for name in plan if name not in done]
@@ -250,7 +267,7 @@ def run_regions(cfg: RegionsConfig, echo=click.echo, explicit: Collection[str] =
     workers = n_workers(cfg, len(todo))
     echo(f"regions: plan: {len(todo)} frames in {len(pending)} chunks ({len(done)} chunks already done) at "
          f"{size[0]}x{size[1]}, proposals={cfg.proposals}, depth={spec.kind}{':' + spec.arg if spec.arg else ''}"
-         + (f" on {cfg.device}" if spec.kind == "model" else "")
+         + (f" on {spec.device}" if spec.kind == "model" else "")
          + f", n_segments={params.n_segments}, {workers} worker(s), backend={cfg.backend}; the time estimate "
          "follows the first frames")
     eta = Eta("regions", len(todo), "frame", echo)
@@ -283,7 +300,7 @@ def run_regions(cfg: RegionsConfig, echo=click.echo, explicit: Collection[str] =
                     n_regions.append(int(res["record"].attrs["n_regions"]))
                 if len(results[name]) < len(plan[name]):
                     continue
-                chunks[name] = write_finished_chunk(store, name, plan[name], results.pop(name))
+                chunks[name] = write_finished_chunk(store, name, plan[name], results.pop(name), cfg.out)
                 manifest["skipped"] = sorted((s for e in chunks.values() for s in e.get("skipped", [])),
                                              key=lambda s: s["frame"])
                 write_manifest(store, manifest)  # after the rename: a listed chunk is a finished chunk
@@ -295,6 +312,10 @@ def run_regions(cfg: RegionsConfig, echo=click.echo, explicit: Collection[str] =
         lines.append(f"regions: per frame: median {statistics.median(n_regions):g} regions (min {min(n_regions)}, "
                      f"max {max(n_regions)}); mean s/frame per step: "
                      + ", ".join(f"{k} {np.mean([t.get(k, 0.0) for t in all_t]):.3f}" for k in steps))
+    if repaired:
+        stored = {fid for e in chunks.values() for fid in e["frames"]}
+        lines.append(f"regions: recovered {len(repaired & stored)} of {len(repaired)} frame(s) skipped by an "
+                     "earlier run whose files now read")
     if skipped:
         lines.append(f"regions: skipped {len(skipped)} bad frame(s) (listed in manifest.json):")
         lines += [f"    {s['path']}: {s['problem']}" for s in skipped[:10]]

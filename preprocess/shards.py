@@ -297,6 +297,16 @@ def check_images(images: dict[str, str], size: tuple[int, int]) -> list[dict[str
     return problems
 
 
+def store_depth(store: Path) -> str:
+    """The depth source the region store was built from, as its saved config names it."""
+    try:
+        saved = json.loads((store / "config.json").read_text())
+    except (OSError, ValueError):
+        return "unknown: the store has no readable config.json"
+    depth = (saved.get("config") or saved).get("depth")
+    return "unknown" if depth is None else depth or "the dataset's default (exact depth on the synthetic city)"
+
+
 def resolve_store(cfg: ShardsConfig) -> Path:
     return Path(cfg.regions) if cfg.regions else read_pointer(cfg, "regions", cfg.proposals)
 
@@ -431,7 +441,8 @@ def run_shards(cfg: ShardsConfig, echo: Callable[[str], None] = click.echo,
     echo(f"shards: plan: {n_todo} groups ({n_todo * n_images} images) in {len(pending)} shards to write "
          f"({len(done)} shards already done) from {len(frame_ids)} frames, {cfg.epochs} epochs x "
          f"{n_groups // cfg.epochs} groups, M={cfg.group_size} -> {n_images} images per group at {H}x{W}, "
-         f"{gps} groups per shard, workers={cfg.workers} (CPU), backend={cfg.backend}, from {store_root}; the time "
+         f"{gps} groups per shard, workers={cfg.workers} (CPU), backend={cfg.backend}, from {store_root} "
+         f"(regions and depth built from depth {store_depth(store_root)}); the time "
          "estimate follows the first shards")
     eta = Eta("shards", n_todo, "group", echo, after=max(1, min(3, n_todo // 4)))
     times = {"read": 0.0, "synthesise": 0.0, "encode": 0.0}

@@ -10,19 +10,22 @@ tests/shared/test_cli.py checks that `--help` of every command loads none of the
 
 The group is also where errors become messages: a filesystem error (no space left, read-only,
 not a folder, permission denied) or a `DataError` ends the command with one line naming the path
-and what to do, wherever in the stage (or in which worker) it happened; `--debug` before the
-command name shows the traceback instead (docs/design.md#reliability)."""
+and what to do, wherever in the stage (or in which worker) it happened; Ctrl-C ends it with one
+line saying what was kept and the command that resumes; `--debug` before the command name shows
+the traceback instead (docs/design.md#reliability)."""
 from __future__ import annotations
 
 import errno
 import importlib
 import re
+import shlex
 
 import click
 
 from shared.frames import DataError
 
 DEBUG = "shared.cli.debug"  # ctx.meta key: --debug was given
+ARGS = "shared.cli.args"  # ctx.meta key: the arguments after the group's name
 
 # what to do about an OSError, by errno; the message names the path first
 FILESYSTEM_HINTS = {
@@ -77,14 +80,42 @@ class LazyGroup(click.Group):
             callback=lambda ctx, param, value: ctx.meta.__setitem__(DEBUG, value),
             help="show the full traceback of an error (before the command name: python -m train --debug ...)"))
 
+    def parse_args(self, ctx, args):
+        ctx.meta[ARGS] = list(args)  # what was typed after the group's name: the resume command repeats it
+        return super().parse_args(ctx, args)
+
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except KeyboardInterrupt:
+            if ctx.meta.get(DEBUG):
+                raise
+            click.echo(self.interrupted(ctx), err=True)
+            ctx.exit(130)  # the shell's code for "ended by Ctrl-C"
         except (OSError, DataError) as e:
             message = str(e) if isinstance(e, DataError) else filesystem_message(e)
             if message is None or ctx.meta.get(DEBUG):
                 raise
             raise click.ClickException(message) from e
+
+    def interrupted(self, ctx) -> str:
+        """The one line Ctrl-C prints (instead of click's "Aborted!"): what was kept and the command that
+        resumes. Every stage writes whole files only (chunks, shards, checkpoints) and a rerun goes on
+        from them, so the command is the one that was typed."""
+        typed = ctx.meta.get(ARGS, [])
+        where = ""
+        name = next((a for a in typed if not a.startswith("-")), None)
+        cmd = self.get_command(ctx, name) if name else None
+        if cmd is not None:
+            try:
+                with cmd.make_context(name, typed[typed.index(name) + 1:], parent=ctx, resilient_parsing=True) as sub:
+                    p = sub.params
+            except (click.ClickException, KeyboardInterrupt):
+                p = {}
+            if p.get("out") and p.get("dataset"):
+                where = f" in {p['out']}/{p['dataset']}{'-' + p['demo_size'] if p.get('demo_size') else ''}"
+        return (f"interrupted: the finished work is kept{where} (whole files only: chunks, shards, checkpoints); "
+                f"resume with `{shlex.join([*ctx.command_path.split(), *typed])}`")
 
     def list_commands(self, ctx):
         return sorted(set(super().list_commands(ctx)) | set(self.lazy))

@@ -28,6 +28,8 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence, TypeVar
@@ -64,6 +66,40 @@ def _engine(module: str, backend: str) -> Any:
 def _ray_token_at_hand() -> bool:
     return bool(os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
                 or (Path.home() / ".ray" / "auth_token").is_file())
+
+
+def _driver_gone(driver: int) -> bool:
+    """Whether the driver process has ended (a zombie not yet reaped by its own parent counts as ended)."""
+    try:
+        os.kill(driver, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, someone else's: pid reuse, so ours is gone
+        return True
+    try:
+        return Path(f"/proc/{driver}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):  # no /proc (macOS): os.kill's answer stands
+        return False
+
+
+_WATCHED: set[int] = set()
+
+
+def watch_driver(driver: int, every_s: float = 0.25) -> None:
+    """In a loky worker process: end this process soon after the
+    driver `driver` dies. A SIGKILLed driver (OOM killer, closed terminal) cannot stop its workers,
+    and they used to go on computing for a minute or more, holding cores and memory; a daemon thread
+    polls instead. (A local Dask cluster's workers and a local Ray runtime already end with their driver.) A task holding the GIL in compiled code delays the exit until it lets go."""
+    if driver in _WATCHED or driver == os.getpid():
+        return
+    _WATCHED.add(driver)
+
+    def watch() -> None:
+        while not _driver_gone(driver):
+            time.sleep(every_s)
+        os._exit(1)  # no cleanup: the driver that would record this work is gone; temporaries go on the rerun
+
+    threading.Thread(target=watch, name="watch-driver", daemon=True).start()
 
 
 class Executor:
@@ -144,7 +180,7 @@ class Executor:
         from joblib import Parallel, delayed, parallel_config
 
         n_jobs = min(self.n_jobs, len(task_args))  # one job: joblib runs the tasks in this process
-        with parallel_config(backend="loky", inner_max_num_threads=1):
+        with parallel_config(backend="loky", inner_max_num_threads=1, initializer=watch_driver, initargs=(os.getpid(),)):
             yield from Parallel(n_jobs=n_jobs, return_as="generator_unordered")(delayed(fn)(*a) for a in task_args)
 
     def _dask(self, fn: Callable[..., R], task_args: list[tuple], desc: str) -> Iterator[R]:

@@ -7,6 +7,8 @@ The stages call `kill_point()` where a kill is most telling: before and after ev
 (regions), group (shards, mid-tar) and training step. With the environment variable
 CPCDR_KILL_AT=N the N-th point this process passes is its last; with CPCDR_KILL_COUNT=FILE the
 number of points it passed is written to FILE at exit (how a test learns the range to draw N from).
+With CPCDR_KILL_SIGNAL=INT the point sends SIGINT to its process group instead, as Ctrl-C in a
+terminal does (the test starts the command in a session of its own).
 
 `full_disk(path)`: with CPCDR_FULL_DISK=TEXT, an atomic write of a file whose name contains TEXT
 fails as on a full disk (OSError ENOSPC naming the file), in whichever process makes it (joblib
@@ -36,7 +38,10 @@ def kill_point() -> None:
         _counting = True
         atexit.register(lambda: Path(count_file).write_text(str(_passed)))
     if at and _passed == int(at):
-        os.kill(os.getpid(), signal.SIGKILL)
+        if os.environ.get("CPCDR_KILL_SIGNAL") == "INT":  # Ctrl-C: the terminal signals the whole process group
+            os.killpg(os.getpgrp(), signal.SIGINT)
+        else:
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
 def full_disk(path: str | os.PathLike) -> None:

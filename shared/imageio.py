@@ -5,27 +5,69 @@ import os
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from shared.atomic import atomic_path
 from shared.frames import DataError
 
 
-def _open(path: str | os.PathLike) -> Image.Image:
+def _open(path: str | os.PathLike, draft: tuple[int, int] | None = None) -> Image.Image:
+    """The decoded image; `draft` = (height, width) lets a JPEG decode at 1/2, 1/4 or 1/8 scale while
+    staying at least that large (a 50-megapixel frame then never exists in memory at full size)."""
     p = Path(path)
     if not p.is_file():
         raise DataError(p, "file not found")
     try:
         img = Image.open(p)
+        if draft is not None and img.format == "JPEG":
+            h, w = draft
+            if _orientation(img) in _SWAPS_AXES:  # the stored frame is the displayed one turned by 90 degrees
+                h, w = w, h
+            img.draft(img.mode, (w, h))
         img.load()  # forces a full decode, so truncated files fail here and not later
     except (OSError, SyntaxError, ValueError) as e:
         raise DataError(p, f"unreadable or truncated image ({e})") from e
     return img
 
 
+# EXIF orientations (tag 0x0112) whose displayed frame is the stored one turned by 90 degrees.
+_SWAPS_AXES = (5, 6, 7, 8)
+
+
+def _orientation(img: Image.Image) -> int:
+    """The EXIF orientation, 1 (as stored) when absent or unreadable."""
+    try:
+        return int(img.getexif().get(0x0112, 1))
+    except (OSError, SyntaxError, ValueError, TypeError):  # a damaged EXIF block does not make the pixels bad
+        return 1
+
+
+def to_rgb8(img: Image.Image, path: str | os.PathLike) -> Image.Image:
+    """Any camera frame -> 8-bit RGB as displayed. 16-bit samples keep their high byte (v // 256): the
+    bit-depth rule Pillow already applies to 16-bit colour PNGs, so grey and colour 16-bit frames agree
+    and a dark frame stays dark (docs/reliability.md#16-bit-frames). Alpha is dropped (the stored
+    colour is the camera's), palette and CMYK are converted by Pillow. Modes that are not camera
+    frames (32-bit integer, float) are refused, naming the file and the mode."""
+    if _orientation(img) != 1:  # exif_transpose copies even when there is nothing to turn
+        img = ImageOps.exif_transpose(img)
+    if img.mode.startswith("I;16"):
+        grey = np.asarray(img)  # [H, W] uint16, whatever the file's byte order
+        img = Image.fromarray((grey >> 8).astype(np.uint8))
+    if img.mode in ("I", "F"):
+        raise DataError(path, f"image mode {img.mode} ({'32-bit integer' if img.mode == 'I' else 'floating point'}"
+                              " samples) is not a camera frame: save it as 8- or 16-bit grey or RGB")
+    if img.mode == "RGB":
+        return img
+    try:
+        return img.convert("RGB")
+    except ValueError as e:
+        raise DataError(path, f"image mode {img.mode} cannot be converted to RGB ({e})") from e
+
+
 def read_rgb(path: str | os.PathLike, size: tuple[int, int] | None = None) -> np.ndarray:
-    """uint8 [H, W, 3]; `size` = (height, width) resizes bilinearly (antialiased)."""
-    img = _open(path).convert("RGB")
+    """uint8 [H, W, 3] as displayed (EXIF orientation applied, any bit depth or mode: `to_rgb8`);
+    `size` = (height, width) resizes bilinearly (antialiased)."""
+    img = to_rgb8(_open(path, draft=size), path)
     if size is not None and (img.height, img.width) != tuple(size):
         img = img.resize((size[1], size[0]), Image.BILINEAR)
     return np.asarray(img, dtype=np.uint8)
@@ -82,13 +124,13 @@ def read_depth_map(path: str | os.PathLike) -> np.ndarray:
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
-    """(height, width) from the header only."""
+    """(height, width) as displayed (EXIF orientation applied), from the header only."""
     p = Path(path)
     if not p.is_file():
         raise DataError(p, "file not found")
     try:
         with Image.open(p) as img:
-            return img.height, img.width
+            return (img.width, img.height) if _orientation(img) in _SWAPS_AXES else (img.height, img.width)
     except (OSError, SyntaxError) as e:
         raise DataError(p, f"not an image ({e})") from e
 

@@ -11,7 +11,7 @@ Layout of a store folder (written by `preprocess regions`, read by `shards` and 
 Inside a chunk, one group per frame id:
     /<frame_id>/depth    float16 [H, W]  depth at the working resolution (units in the manifest)
     /<frame_id>/regions  uint16  [H, W]  region ids, 0 = no region (filtered out), 1..N regions
-    attrs: image (source image path), n_regions, and whatever per-frame parameters the writer adds.
+    attrs: image (source image path; relative to the store when inside OUT), n_regions, and whatever per-frame parameters the writer adds.
 
 Depth outside float16's normal range (above 65504, e.g. millimetres, or below 2^-14) is stored
 divided by a power of two, recorded as the attribute `depth_scale` (exact: a power of two changes
@@ -37,7 +37,7 @@ import numpy as np
 
 from shared.atomic import write_bytes, write_json
 from shared.frames import DataError
-from shared.stage import make_command
+from shared.stage import current_out, from_portable, make_command
 
 if TYPE_CHECKING:
     import h5py
@@ -128,10 +128,11 @@ def write_manifest(root: str | os.PathLike, manifest: dict[str, Any]) -> None:
     write_json(Path(root) / MANIFEST, manifest, indent=1)
 
 
-def repair_hint(manifest: dict[str, Any]) -> str:
+def repair_hint(manifest: dict[str, Any], root: str | os.PathLike) -> str:
     """What rewrites a damaged chunk: the regions stage of the store's own settings recomputes
-    every chunk that does not match the manifest."""
+    every chunk that does not match the manifest. OUT is where the store is now."""
     cfg = manifest.get("config", {})
+    cfg = {**cfg, "out": current_out(cfg.get("out", ""), root)}
     return "rewrite it with " + make_command("regions", cfg) + " (chunks that do not match the manifest are recomputed)"
 
 
@@ -188,17 +189,17 @@ class RegionStore:
         try:
             data = p.read_bytes()
         except OSError as e:
-            raise DataError(p, f"unreadable region chunk ({e.strerror or e}); {repair_hint(self.manifest)}") from e
+            raise DataError(p, f"unreadable region chunk ({e.strerror or e}); {repair_hint(self.manifest, self.root)}") from e
         entry = self.manifest["chunks"][name]
         digest = hashlib.sha256(data).hexdigest()
         if len(data) != entry.get("bytes") or digest != entry.get("sha256"):
             raise DataError(p, f"region chunk is damaged: {len(data)} bytes with sha256 {digest[:16]}..., the "
                                f"manifest lists {entry.get('bytes')} bytes with sha256 {str(entry.get('sha256'))[:16]}...; "
-                               f"{repair_hint(self.manifest)}")
+                               f"{repair_hint(self.manifest, self.root)}")
         try:
             h5 = h5py.File(io.BytesIO(data), "r")
         except OSError as e:
-            raise DataError(p, f"unreadable region chunk ({e}); {repair_hint(self.manifest)}") from e
+            raise DataError(p, f"unreadable region chunk ({e}); {repair_hint(self.manifest, self.root)}") from e
         while len(self._open) >= self.keep_open:
             self._open.pop(next(iter(self._open))).close()
         self._open[name] = h5
@@ -209,7 +210,10 @@ class RegionStore:
         if frame_id not in self._where:
             raise KeyError(f"frame {frame_id!r} is not in region store {self.root}")
         g = self._file(self._where[frame_id])[frame_id]
-        return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in g.attrs.items()}
+        attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in g.attrs.items()}
+        if "image" in attrs:  # relative to the store when the image lies in the same output tree
+            attrs["image"] = str(from_portable(attrs["image"], self.root))
+        return attrs
 
     def read(self, frame_id: str) -> RegionRecord:
         attrs = self.attrs(frame_id)

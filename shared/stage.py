@@ -154,6 +154,15 @@ def make_command(target: str, config: dict, **variables: str) -> str:
     return "`" + " ".join(parts) + "`"
 
 
+def current_out(recorded: str, folder: str | os.PathLike) -> str:
+    """The OUT a message about a stage's output folder <out>/<dataset>[-<demo>]/<stage>/<name> names: the
+    OUT its config recorded while that still holds the folder (as the user typed it, often relative),
+    else the root the folder lies in now (the tree was moved or copied)."""
+    parents = Path(os.path.abspath(folder)).parents
+    here = parents[min(2, len(parents) - 1)]
+    return recorded if recorded and Path(recorded).resolve() == here.resolve() else str(here)
+
+
 def portable_path(target: str | os.PathLike, folder: str | os.PathLike, root: str | os.PathLike) -> str:
     """How a file in `folder` records `target`: relative to `folder` when the target lies inside
     the output root `root` (so a moved or copied output tree still finds it, in its new place),

@@ -29,3 +29,20 @@ def test_make_proposals_takes_the_regions_args():
     sweep = dry_run("proposals-sweep", "REGIONS_ARGS=--depth-kind disparity", "SWEEP_ARGS=--synthetic-frames 2")
     line = next(ln for ln in sweep.splitlines() if "-m evaluate proposals-sweep" in ln)
     assert line.rstrip().endswith("--depth-kind disparity --synthetic-frames 2")
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="GNU make is not installed")
+def test_make_proposals_leaves_the_depth_to_the_region_store(tmp_path):
+    """With a region store recorded and no DEPTH, `make proposals` passes no --depth (the command then scores
+    the store's own source) instead of the trained network or the exact depth; DEPTH= still wins."""
+    (tmp_path / "kitti" / "regions").mkdir(parents=True)
+    (tmp_path / "kitti" / "regions" / "depth.current").write_text("depth-abc\n")
+
+    def run(*args: str) -> str:
+        r = subprocess.run(["make", "-s", "-o", ".venv/.done", "-C", str(ROOT), "proposals", "PY=echo", "DATASET=kitti",
+                            "DATA_ROOT=/data", f"OUT={tmp_path}", *args], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        return next(ln for ln in r.stdout.splitlines() if ln.startswith("-m evaluate proposals"))
+
+    assert "--depth" not in run().replace("--depth-", "")
+    assert "--depth files:/d" in run("DEPTH=files:/d")

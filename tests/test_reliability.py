@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from shared.frames import DataError
 from shared.imageio import write_png
+from shared.region_store import RegionStore
 from shared.stage import StageConfig, read_pointer
 
 
@@ -218,6 +220,70 @@ def test_a_moved_output_tree_reads_its_own_inputs(tiny_run, tmp_path):
     assert (read_pointer(cfg, "shards", "depth") / "shard-000001.tar").read_bytes() == before
 
 
+def tree_bytes(out: Path) -> dict[str, bytes]:
+    """Every file of an output tree by its path inside the tree; configs and manifests without the OUT
+    they record (a rerun in a new place may refresh that field, nothing else)."""
+    def content(p: Path) -> bytes:
+        if p.suffix != ".json":
+            return p.read_bytes()
+        data = json.loads(p.read_text())
+        for d in (data, data.get("config") if isinstance(data, dict) else None):
+            if isinstance(d, dict):
+                d.pop("out", None)
+        return json.dumps(data, sort_keys=True).encode()
+
+    return {str(p.relative_to(out)): content(p) for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+def test_a_copied_output_tree_reruns_every_stage_as_nothing_to_do(tiny_run, tmp_path):
+    """Copy a finished OUT, remove the original, rerun every stage in the copy: each one reuses what it
+    finds, names the new place, and no byte changes (the region chunks used to record absolute image
+    paths, so the copy's stores named the old OUT's images)."""
+    train = ["--dataset", "synthetic", "--demo-size", "tiny", "--workers", "1", "--no-progress", "--max-steps", "1"]
+    assert invoke("train", "contrastive", "--out", str(tiny_run), *train).exit_code == 0
+    copy = tmp_path / "copy" / "runs"
+    shutil.copytree(tiny_run, copy)
+    before = tree_bytes(copy)
+    shutil.rmtree(tiny_run)
+    args = ["--dataset", "synthetic", "--out", str(copy), "--demo-size", "tiny", "--workers", "1"]
+    for package, stage, extra, said in (("preprocess", "synth", (), "nothing to do"),
+                                        ("preprocess", "regions", ("--chunk-size", "4"), "nothing to do"),
+                                        ("preprocess", "shards", (), "reusing"),
+                                        ("train", "contrastive", train[6:], "nothing to do")):
+        r = invoke(package, stage, *args, *extra)
+        assert r.exit_code == 0 and said in r.output and str(copy) in r.output, r.output
+        assert str(tiny_run) not in r.output, r.output
+    assert tree_bytes(copy) == before
+    with RegionStore(read_pointer(StageConfig(dataset="synthetic", out=str(copy), demo_size="tiny"), "regions",
+                                  "depth")) as store:
+        assert all(store.attrs(f)["image"].startswith(str(copy)) for f in store.frame_ids())
+
+
+def test_the_same_data_under_two_output_roots_gets_the_same_shard_set_name(tiny_run, tiny_city, tmp_path):
+    other = tmp_path / "other"
+    shutil.copytree(tiny_city, other / "synthetic" / "city-tiny")
+    args = ["--dataset", "synthetic", "--out", str(other), "--demo-size", "tiny", "--workers", "1"]
+    assert invoke("preprocess", "regions", *args, "--chunk-size", "4").exit_code == 0
+    assert invoke("preprocess", "shards", *args).exit_code == 0
+    names = [(out / "synthetic-tiny" / "shards" / "depth.current").read_text() for out in (tiny_run, other)]
+    assert names[0] == names[1]
+    stores = [read_pointer(StageConfig(dataset="synthetic", out=str(out), demo_size="tiny"), "regions", "depth")
+              for out in (tiny_run, other)]
+    assert [p.read_bytes() for p in sorted(stores[0].glob("chunk_*.h5"))] == \
+        [p.read_bytes() for p in sorted(stores[1].glob("chunk_*.h5"))]
+
+
+def test_a_damaged_chunk_in_a_copied_tree_names_the_copy_in_its_repair(tiny_run, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_run, copy)
+    store = read_pointer(StageConfig(dataset="synthetic", out=str(copy), demo_size="tiny"), "regions", "depth")
+    chunk = store / "chunk_00000.h5"
+    chunk.write_bytes(chunk.read_bytes()[:-10])
+    with pytest.raises(DataError) as e, RegionStore(store) as rs:
+        rs.read(rs.frame_ids()[0])
+    assert f"OUT={copy}" in str(e.value) and f"OUT={tiny_run} " not in str(e.value) + " "
+
+
 def test_old_absolute_pointers_are_still_read(tmp_path):
     cfg = StageConfig(dataset="synthetic", out=str(tmp_path), demo_size="tiny")
     target = tmp_path / "synthetic-tiny" / "regions" / "depth-abc"
@@ -277,3 +343,31 @@ def test_a_finished_tree_moved_to_read_only_storage_is_used_as_it_is(tiny_run, t
     assert r.exit_code == 0 and "reusing" in r.output and "note:" in r.output, r.output
     r = invoke("preprocess", "regions", *args, "--chunk-size", "3")  # other settings: something to write
     assert r.exit_code == 1 and "read-only filesystem" in error_line(r.output)
+
+
+def test_ctrl_c_prints_one_line_saying_what_was_kept_and_how_to_resume(tiny_city, tmp_path):
+    """Ctrl-C (SIGINT to the whole process group, workers included) mid-stage: exit code 130 and, instead
+    of click's bare "Aborted!" or workers' tracebacks, one line naming what was kept and the command that
+    resumes; that command, run as printed, finishes the stage."""
+    import os
+    import shlex
+    import subprocess
+    import sys
+
+    out = tmp_path / "runs"
+    shutil.copytree(tiny_city, out / "synthetic" / "city-tiny")
+    args = ["regions", "--dataset", "synthetic", "--out", str(out), "--demo-size", "tiny", "--workers", "2",
+            "--chunk-size", "2"]
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "CPCDR_KILL_AT": "2", "CPCDR_KILL_SIGNAL": "INT"}  # the second frame a worker finishes
+    r = subprocess.run([sys.executable, "-m", "preprocess", *args], cwd=root, env=env, capture_output=True, text=True,
+                       start_new_session=True, timeout=300)
+    said = [ln for ln in r.stderr.replace("\r", "\n").splitlines() if ln.strip() and "frame/s]" not in ln
+            and not ln.startswith("regions:")]
+    assert r.returncode == 130 and len(said) == 1, r.stderr
+    assert said[0].startswith(f"interrupted: the finished work is kept in {out}/synthetic-tiny ")
+    assert "Aborted" not in r.stderr and "Traceback" not in r.stderr
+    resume = shlex.split(said[0].split("resume with `")[1].rstrip("`"))
+    assert resume[:3] == ["python", "-m", "preprocess"] and resume[3:] == args
+    done = subprocess.run([sys.executable, *resume[1:]], cwd=root, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "regions: wrote" in done.stdout, done.stdout + done.stderr

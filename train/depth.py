@@ -551,7 +551,7 @@ def train(cfg: DepthTrainConfig, frames: list[Frame] | None = None, echo=click.e
 
     device = pick_device(cfg.device)
     seed_everything(cfg.seed)
-    model = DepthModel(cfg.init_weights or None).to(device)
+    model = DepthModel(cfg.init_weights or None, cfg.pose_translation_scale).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     step = 0
     if state is not None:

@@ -1,8 +1,9 @@
-"""The depth trainer's options (`DepthTrainConfig`) and DEMO_SIZE presets: a light module (no torch) that
-the command (train/depth_command.py) and the trainer (train/depth.py) both import, so neither imports
-the other (docs/design.md#command-line)."""
+"""The depth trainer's options (`DepthTrainConfig`), DEMO_SIZE presets and named recipes: a light module (no
+torch) that the command (train/depth_command.py) and the trainer (train/depth.py) both import, so neither
+imports the other (docs/design.md#command-line)."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import click
@@ -12,10 +13,15 @@ from shared.presets import apply_preset
 from shared.stage import StageConfig
 from train.options import progress_field, stop_after_field
 
-# The fields whose 0 means "from the preset"; "" = the paper's setting (max_steps stays 0: from epochs).
+# The fields whose 0 / "" means "from the preset"; "" = the paper's setting (max_steps stays 0: from epochs).
+# The demo sizes train with the CPU recipe.
 PRESETS = {"": dict(height=192, width=640, batch_size=12),
-           "small": dict(height=96, width=320, batch_size=6, max_steps=300),
-           "tiny": dict(height=64, width=192, batch_size=4, max_steps=24)}
+           "small": dict(height=96, width=320, batch_size=6, max_steps=300, recipe="cpu"),
+           "tiny": dict(height=64, width=192, batch_size=4, max_steps=24, recipe="cpu")}
+# Named recipes: fields they change where the caller left the dataclass default. "paper" is
+# Monodepth2's GPU recipe (the defaults); "cpu" leaves the far plateau in about a hundred steps
+# instead of a thousand (docs/depth.md, "Why training sat on a plateau").
+RECIPES: dict[str, dict] = {"paper": {}, "cpu": dict(pose_translation_scale=0.1)}
 
 
 @dataclass
@@ -28,6 +34,9 @@ class DepthTrainConfig(StageConfig):
     epochs: int = field(20, "passes over the training targets (Monodepth2: 20)", bounds="[1, inf)")
     max_steps: int = field(0, "stop after this many steps instead (0 = preset: from epochs; small 300, tiny 24)",
                            bounds="[0, inf)")
+    recipe: str = field("", "named recipe filling the options left at their defaults: paper (Monodepth2, GPU) or "
+                            "cpu (leaves the far plateau early; docs/depth.md) (empty = preset: paper; small, tiny cpu)",
+                        choices=["", *RECIPES])
     lr: float = field(1e-4, "Adam learning rate", bounds="[0, inf)")
     lr_decay_epochs: int = field(15, "multiply the learning rate by --lr-decay after this many of --epochs (the same fraction of --max-steps)",
                                  bounds="[0, inf)")
@@ -36,6 +45,9 @@ class DepthTrainConfig(StageConfig):
     max_depth: float = field(100.0, "depth range of the sigmoid disparity: farthest", bounds="(0, inf)")
     ssim_weight: float = field(0.85, "photometric error = w * SSIM dissimilarity + (1 - w) * L1", bounds="[0, 1]")
     smoothness: float = field(1e-3, "edge-aware smoothness weight (divided by 2^scale)", bounds="[0, inf)")
+    pose_translation_scale: float = field(0.01, "factor on the pose network's translation output (Monodepth2 0.01); with "
+                                                "the initial disparity it sets how far away the scene starts",
+                                          bounds="(0, inf)")
     automask: bool = field(True, "auto-mask pixels where an unwarped neighbour already matches")
     min_reprojection: bool = field(True, "per-pixel minimum over the two neighbours (else their mean)")
     color_aug: float = field(0.5, "probability of colour jitter (brightness/contrast/saturation 0.2, hue 0.1) on network inputs",
@@ -67,6 +79,9 @@ class DepthTrainConfig(StageConfig):
 def resolved(cfg: DepthTrainConfig) -> DepthTrainConfig:
     """Fill the preset-dependent fields (0 = preset) and validate."""
     cfg = apply_preset(cfg, PRESETS, explicit=())  # a field the caller set (non-zero) is kept
+    cfg = dataclasses.replace(cfg, recipe=cfg.recipe or "paper")
+    # the recipe as a one-entry preset table: it fills only the fields still at their defaults
+    cfg = apply_preset(cfg, {cfg.demo_size: RECIPES[cfg.recipe]}, explicit=())
     if cfg.height % 32 or cfg.width % 32 or min(cfg.height, cfg.width) < 64:
         # stride 32 and the decoder's reflection padding need at least 2x2 coarsest features
         raise click.UsageError(f"--height/--width must be multiples of 32 and at least 64, got {cfg.height}x{cfg.width}")

@@ -120,8 +120,9 @@ class DepthDecoder(nn.Module):
 
 
 class PoseDecoder(nn.Module):
-    def __init__(self, encoder_channels: int = 512):
+    def __init__(self, encoder_channels: int = 512, translation_scale: float = 0.01):
         super().__init__()
+        self.translation_scale = translation_scale
         self.squeeze = nn.Conv2d(encoder_channels, 256, 1)
         self.convs = nn.Sequential(
             nn.ReLU(inplace=True), nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(inplace=True),
@@ -130,20 +131,22 @@ class PoseDecoder(nn.Module):
     def forward(self, feats: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """-> (axis-angle [B,3], translation [B,3])."""
         x = self.convs(self.squeeze(feats[-1])).float().mean((2, 3))
-        # Small outputs at init: the first warps start near identity instead of wild poses.
-        x = 0.01 * x
-        return x[:, :3], x[:, 3:]
+        # Small outputs at init: the first warps start near identity instead of wild poses. The
+        # translation's factor also sets the scene's initial distance in units of the camera's step:
+        # the sigmoid disparity starts near depth 0.2, so 0.01 (Monodepth2) puts everything some 60
+        # steps away, where the photometric loss has almost no slope (docs/depth.md).
+        return 0.01 * x[:, :3], self.translation_scale * x[:, 3:]
 
 
 class DepthModel(nn.Module):
     """Depth network + pose network; one state dict for the checkpoint."""
 
-    def __init__(self, init_weights: str | os.PathLike | None = None):
+    def __init__(self, init_weights: str | os.PathLike | None = None, pose_translation_scale: float = 0.01):
         super().__init__()
         self.depth_encoder = ResNetEncoder(1, init_weights)
         self.depth_decoder = DepthDecoder()
         self.pose_encoder = ResNetEncoder(2, init_weights)
-        self.pose_decoder = PoseDecoder()
+        self.pose_decoder = PoseDecoder(translation_scale=pose_translation_scale)
 
     def disparities(self, image: torch.Tensor) -> list[torch.Tensor]:
         """image [B,3,H,W] in [0,1] -> sigmoid disparity at 4 scales (finest first)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Collection
 
@@ -17,7 +18,8 @@ from shared.presets import apply_preset
 from shared.regions.depth_rgb import DepthRgbParams
 from shared.regions.depth_source import DepthSpec, parse_depth_spec
 from shared.regions.grouping import GroupingParams
-from shared.stage import StageConfig
+from shared.frames import DataError
+from shared.stage import StageConfig, output_dir, read_pointer
 
 PROPOSALS = ["depth", "depth-rgb", "felzenszwalb", "gt"]
 DEPTH_METHODS = ("depth", "depth-rgb")  # the proposal methods that use depth
@@ -43,7 +45,7 @@ class RegionsConfig(StageConfig):
     depth_scale: float = field(1.0, "files: value = raw / scale (e.g. 256 for KITTI 16-bit PNG)", bounds="(0, inf)")
     max_invalid_depth: float = field(0.0, "fraction of NaN/inf/non-positive depth pixels tolerated (filled from "
                                           "the nearest valid pixel); above it the frame is bad", bounds="[0, 1]")
-    device: str = field("cpu", "model depth: torch device", hash=False)
+    device: str = field("auto", "model depth: torch device; auto = cuda when a GPU is present, else cpu", hash=False)
     size: str = field("", "working size HEIGHTxWIDTH (empty = per dataset: cityscapes/folder 384x768, "
                           "kitti 384x1280, synthetic native)")
     n_segments: int = field(PAPER.n_segments, "SLIC superpixels (scaled down at demo sizes)", bounds="[1, inf)")
@@ -154,3 +156,20 @@ def regions_hash(cfg: RegionsConfig) -> str:
     left the hash of every other method's store as it was)."""
     extra = {"depth_rgb": dataclasses.asdict(depth_rgb_params(cfg))} if cfg.proposals == "depth-rgb" else None
     return config_hash(cfg, extra=extra)
+
+
+def recorded_depth(cfg: StageConfig, proposals: str = "depth") -> tuple[str, Path] | None:
+    """(depth, store): the --depth the current region store of `proposals` was built with (its saved
+    config; "" is the dataset's default), so later stages can use the same source. None when no store
+    is recorded or it saved no depth."""
+    import json
+
+    if not output_dir(cfg, "regions", f"{proposals}.current").is_file():
+        return None
+    try:
+        store = read_pointer(cfg, "regions", proposals)
+        saved = json.loads((store / "config.json").read_text())
+    except (DataError, OSError, ValueError):
+        return None
+    depth = (saved.get("config") or saved).get("depth")
+    return (str(depth), store) if depth is not None else None

@@ -64,6 +64,10 @@ def parse_depth_spec(text: str, dataset: str, depth_kind: str = "depth", scale: 
         raise DataError(arg, "depth folder not found (--depth files:DIR)")
     if kind == "model" and not Path(arg).is_file():
         raise DataError(arg, "depth checkpoint not found (--depth model:CKPT)")
+    if kind == "model" and device == "auto":  # the local processes are fresh (loky), so CUDA is safe in them
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     return DepthSpec(kind, arg, depth_kind, float(scale), device)
 
 

@@ -166,3 +166,40 @@ def test_rerun_reuses_the_report_until_an_input_changes(tiny_city, tmp_path):
     assert changed.exit_code == 0 and "reusing" not in changed.output and "| method |" in changed.output  # scored
     forced = CliRunner().invoke(main, args + ["--force"])
     assert forced.exit_code == 0 and "reusing" not in forced.output
+
+
+def test_a_baseline_off_the_region_count_is_noted():
+    from evaluate.proposals import count_notes
+
+    results = {"depth": {"regions_per_frame": 60.0}, "slic": {"regions_per_frame": 65.0},
+               "felzenszwalb": {"regions_per_frame": 70.0}}
+    notes = count_notes(results, "depth")
+    assert len(notes) == 1 and notes[0].startswith("felzenszwalb: 70.0 regions per frame, more than 10 % away from depth's 60.0")
+    assert count_notes({"slic": {"regions_per_frame": 5.0}}, "depth") == []  # no depth source: nothing to match
+
+
+def test_report_uses_the_depth_the_region_store_was_built_from(tiny_city, tmp_path):
+    """`make proposals` after regions built from another depth scores that depth, not the dataset's default."""
+    import shutil
+
+    from shared.stage import StageConfig, write_pointer
+
+    city = tmp_path / "city"
+    shutil.copytree(tiny_city, city)
+    maps = tmp_path / "maps"
+    maps.mkdir()
+    for npy in sorted(city.glob("seq*/depth/*.npy")):
+        np.save(maps / npy.name, 3 * np.load(npy))  # another depth source, named like the frames' own
+    common = dict(dataset="synthetic", data_root=str(city), out=str(tmp_path / "o"), demo_size="tiny")
+    store = tmp_path / "o" / "synthetic-tiny" / "regions" / "depth-abc"
+    store.mkdir(parents=True)
+    (store / "config.json").write_text(json.dumps({"config": {"depth": f"files:{maps}"}}))
+    write_pointer(StageConfig(**common), "regions", "depth", store)
+    lines: list[str] = []
+    rep = run_report(ProposalsConfig(**common, max_frames=1, overlays=0, workers=1), echo=lines.append)
+    assert lines[0] == f"proposals: depth files:{maps}, the source of the region store {store.resolve()} " \
+                       "(--depth / DEPTH= overrides)"
+    assert rep["depth"] == f"files:{maps}"
+    # --depth wins over the store's
+    rep = run_report(ProposalsConfig(**common, depth="gt", max_frames=1, overlays=0, workers=1), echo=lambda s: None)
+    assert rep["depth"] == "gt"

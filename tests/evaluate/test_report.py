@@ -58,7 +58,8 @@ def fake_run(root: Path, seeds: int = 3) -> Path:
                                              "baseline": {"abs_rel": 0.375, "a1": 0.4}})
     _json(run / "finetune" / "semantic-pretrained-1" / "report.json",
           {"task": "semantic", "init": "pretrained", "label_fraction": "1", "miou": 30.5, "miou_std": 2.25,
-           "pixel_accuracy": 70.0, "pixel_accuracy_std": 1.0, "networks": [{}, {}, {}]})
+           "pixel_accuracy": 70.0, "pixel_accuracy_std": 1.0, "networks": [{}, {}, {}],
+           "train_frames": [1], "pool_frames": [8]})
     return run
 
 
@@ -71,9 +72,9 @@ def test_page_shows_every_stage_with_spreads(tmp_path):
         assert f'id="{anchor}"' in text
     assert "<script" not in text.lower()
     assert "model:/x/depth/run-1/checkpoint.pt" in text  # which depth the regions used
-    assert "21.25 &plusmn; 1.50 <small>(3 networks)" in text and "9.75 &plusmn; 0.50" in text
-    assert "30.50 &plusmn; 2.25" in text  # fine-tuning mean +- std over its 3 networks
-    assert "only pretrained networks: no second initialisation to compare with" in text
+    assert "21.25 ± 1.50 <small>(3 networks)" in text and "9.75 ± 0.50" in text
+    assert "30.50 ± 2.25" in text  # fine-tuning mean +- std over its 3 networks
+    assert "no scratch run with these labels" in text
     assert "<td>0.125</td>" in text and "<td>0.375</td>" in text  # depth model vs mean-depth baseline
     assert "91.50" in text and "88.25" in text
     assert NOISE_NOTE not in text and TINY_NOTE not in text  # 3 seeds, small preset: no noise note
@@ -91,7 +92,7 @@ def test_single_seed_and_tiny_preset_say_the_difference_means_nothing(tmp_path):
     run = fake_run(tmp_path, seeds=1)
     text = make_report(run, "small")[0].read_text()
     unsupervised = text.split('id="unsupervised"')[1].split("<h2")[0]
-    assert NOISE_NOTE in unsupervised and "&plusmn;" not in unsupervised
+    assert NOISE_NOTE in unsupervised and "±" not in unsupervised
     assert "21.25 <small>(1 network)" in unsupervised
     text = make_report(run, "tiny", force=True)[0].read_text()
     assert TINY_NOTE in text
@@ -156,8 +157,73 @@ def test_layout_orders_frames_zooms_small_pictures_and_aligns_names(tmp_path):
         assert f'<a href="{src}"><img src="{src}"' in text
     # Names left-aligned, numbers right-aligned (the default).
     unsupervised = text.split('id="unsupervised"')[1].split("<h2")[0]
-    assert '<td class="text">random init</td>' in unsupervised and '<td>9.75 &plusmn;' in unsupervised
-    # A long run name widens the loss chart; the plot keeps its width.
-    short = make_report(fake_run(tmp_path / "short"), "small")[0]
-    assert Image.open(short.parent / "img" / "loss_train.png").size == (460, 300)
-    assert Image.open(page.parent / "img" / "loss_train.png").size[0] > 460
+    assert '<td class="text">random init</td>' in unsupervised and '<td>9.75 ±' in unsupervised
+
+
+def test_every_image_the_page_names_exists_and_opens(tmp_path):
+    page = make_report(fake_run(tmp_path), "small")[0]
+    sources = re.findall(r'<img src="([^"]+)"', page.read_text())
+    assert sources
+    for src in sources:
+        with Image.open(page.parent / src) as img:
+            img.verify()  # a truncated or non-image file raises here
+
+
+def test_loss_plots_are_matplotlib_with_labelled_axes_from_zero(tmp_path):
+    page = make_report(fake_run(tmp_path), "small")[0]
+    plots = json.loads((page.parent / "plots.json").read_text())
+    assert {p["file"] for p in plots} == {"img/loss_depth.png", "img/loss_train.png"}
+    for p in plots:
+        assert p["x_label"] == "training step" and "loss" in p["y_label"] and "(" in p["y_label"]  # a unit
+        assert p["y_range"][0] == 0.0  # losses of 0.3 -> 0.15 are not stretched over the whole axis
+        with Image.open(page.parent / p["file"]) as img:
+            assert img.size[0] >= 400 and len(img.getcolors(1 << 16) or range(1 << 16)) > 50  # drawn, anti-aliased
+
+
+def test_headlines_have_verdicts_and_both_fine_tuning_rows(tmp_path):
+    run = fake_run(tmp_path, seeds=3)
+    text = make_report(run, "small")[0].read_text()
+    unsupervised = text.split('id="unsupervised"')[1].split("<h2")[0]
+    assert "pre-trained vs random init, mIoU, paper protocol: </b>ahead: +11.50 against a spread of 1.50" in unsupervised
+    finetune = text.split('id="finetune"')[1].split("<h2")[0]
+    assert "semantic, trained on 1 labelled frame of 8 (1/8)" in finetune
+    assert '<td class="text">scratch</td><td class="text">not run <small>(make finetune INIT=scratch)</small>' in finetune
+    _json(run / "finetune" / "semantic-scratch-1" / "report.json",
+          {"task": "semantic", "init": "scratch", "label_fraction": "1", "miou": 29.5, "miou_std": 2.0,
+           "pixel_accuracy": 69.0, "pixel_accuracy_std": 1.0, "networks": [{}, {}, {}],
+           "train_frames": [1], "pool_frames": [8]})
+    finetune = make_report(run, "small")[0].read_text().split('id="finetune"')[1].split("<h2")[0]
+    assert finetune.count("<tr>") == 3  # head, pretrained, scratch
+    assert "pre-trained vs scratch, mIoU: </b>within the spread: +1.00 against a spread of 2.25" in finetune
+    assert "make demo DEMO_SIZE=small" in finetune  # what can separate them
+    depth = text.split('id="depth"')[1].split("<h2")[0]
+    assert "ahead: -0.25 with one network per side" in depth  # abs_rel 0.125 vs 0.375, lower is better
+
+
+def test_proposal_rows_off_the_region_count_and_another_depth_are_flagged(tmp_path):
+    run = fake_run(tmp_path)
+    prop = run / "reports" / "proposals-123" / "report.json"
+    rep = json.loads(prop.read_text())
+    rep["results"]["felzenszwalb"] = {"purity": 80.0, "regions_per_frame": 70.0}  # 16.7 % above 60
+    rep["depth"] = "gt"  # not the depth of the region store
+    rep["results"]["depth"]["gt_query_miou"] = rep["results"]["slic"]["gt_query_miou"] = 50.0
+    prop.write_text(json.dumps(rep))
+    section = make_report(run, "small")[0].read_text().split('id="proposals"')[1].split("<h2")[0]
+    assert "felzenszwalb ⚠ region count off by more than 10 %" in section
+    assert "slic ⚠" not in section
+    assert "this report used depth gt, the region store model:/x/depth/run-1/checkpoint.pt" in section
+    assert "depth vs slic, GT-query mIoU: </b>within the spread: +0.00 (deterministic methods: no seed spread)" in section
+    assert "depth vs felzenszwalb" not in section  # no verdict against a baseline at another region count
+
+
+def test_summary_picture_shows_the_losses_and_the_verdicts(tmp_path):
+    from evaluate.report import collect, verdict_lines
+    from evaluate.report_summary import summary_picture
+
+    run = fake_run(tmp_path, seeds=3)
+    (tmp_path / "img").mkdir()
+    lines = verdict_lines(collect(run, tmp_path / "img", tiny=False))
+    assert ("ahead", "pre-trained vs random init, mIoU, paper protocol: ahead: +11.50 against a spread of 1.50") in lines
+    out = summary_picture(run, tmp_path / "summary.png", tiny=False)
+    with Image.open(out) as img:
+        assert img.size[0] >= 1000 and len(img.convert("RGB").getcolors(1 << 20)) > 100

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from PIL import Image
 from torch import nn
 
-from evaluate.unsupervised import select_frames, unsupervised
+from evaluate.unsupervised import PICIE, select_frames, unsupervised
 from shared.frames import Frame
 from shared.labels import CAR, ROAD, SKY
 
@@ -231,11 +231,11 @@ def test_joint_report_scores_every_method_on_the_same_frames(tmp_path):
     pointer.write_text(str(picie) + "\n")
     _run(common + ["--checkpoint", ",".join(map(str, ours)), "--random-inits", "2", "--name", "joint"])
     report = json.loads((tmp_path / "runs" / "cityscapes" / "eval" / "joint" / "report.json").read_text())
-    assert report["networks"] == {"pre-trained": [str(p) for p in ours], "picie": [str(picie)],
+    assert report["networks"] == {"pre-trained": [str(p) for p in ours], PICIE: [str(picie)],
                                   "random init": ["seed 0", "seed 1"]}
     for pname in ("paper", "picie"):
         models = report["protocols"][pname]["models"]
-        assert list(models) == ["pre-trained", "picie", "random init"]
+        assert list(models) == ["pre-trained", PICIE, "random init"]
         assert [models[m]["n_runs"] for m in models] == [2, 1, 2]
         for m in ("pre-trained", "random init"):
             runs = [r["miou"] for r in models[m]["runs"]]
@@ -243,11 +243,13 @@ def test_joint_report_scores_every_method_on_the_same_frames(tmp_path):
             assert models[m]["miou_std"] == pytest.approx(np.std(runs, ddof=1))
             assert runs[0] != runs[1]  # different seeds really are different networks
     md = (tmp_path / "runs" / "cityscapes" / "eval" / "joint" / "report.md").read_text()
-    assert "| paper | picie | 1 | 3 |" in md and " +- " in md
+    assert "| paper protocol (19 classes) | PiCIE peer | 1 | 3 |" in md and " +- " in md
+    # the peer and the 27-class protocol have distinct names: no row reads "picie | picie"
+    assert "| picie protocol (27 classes) | PiCIE peer |" in md and "picie | picie" not in md.lower()
     # the same PiCIE checkpoint given by path scores the same; --picie none leaves it out
     _run(common + ["--checkpoint", str(ours[0]), "--picie", str(picie), "--no-baseline", "--name", "bypath"])
     again = json.loads((tmp_path / "runs" / "cityscapes" / "eval" / "bypath" / "report.json").read_text())
-    assert again["protocols"]["paper"]["models"]["picie"]["miou"] == report["protocols"]["paper"]["models"]["picie"]["miou"]
+    assert again["protocols"]["paper"]["models"][PICIE]["miou"] == report["protocols"]["paper"]["models"][PICIE]["miou"]
     assert again["protocols"]["paper"]["models"]["pre-trained"]["miou"] == \
         report["protocols"]["paper"]["models"]["pre-trained"]["runs"][0]["miou"]
     _run(common + ["--checkpoint", str(ours[0]), "--picie", "none", "--no-baseline", "--name", "alone"])

@@ -42,6 +42,17 @@ def test_cityscapes_without_camera_files_names_the_default_and_where_real_ones_g
     assert note.startswith("intrinsics   2 of 2 frames use built-in default intrinsics: Cityscapes' typical camera")
     assert "fx=1.105 fy=2.212 cx=0.536 cy=0.501" in note and "camera/<split>/<city>/" in note
     assert lines[-1].startswith(f"index: wrote 2 frames into {tmp_path / 'runs' / 'cityscapes' / 'index.jsonl'} in ")
+    # a rerun on the same files finds the same index: it says so instead of "wrote"
+    again = CliRunner().invoke(main, ["index", "--dataset", "cityscapes", "--data-root", str(tmp_path / "cs"),
+                                      "--out", str(tmp_path / "runs")])
+    assert again.exit_code == 0, again.output
+    assert again.stdout.strip().splitlines()[-1].startswith(
+        f"index: reused 2 frames in {tmp_path / 'runs' / 'cityscapes' / 'index.jsonl'} in ")
+    # a new frame changes the index: "wrote" again
+    Image.fromarray(np.zeros((16, 32, 3), np.uint8)).save(img / "testcity_000000_000002_leftImg8bit.png")
+    third = CliRunner().invoke(main, ["index", "--dataset", "cityscapes", "--data-root", str(tmp_path / "cs"),
+                                      "--out", str(tmp_path / "runs")])
+    assert third.stdout.strip().splitlines()[-1].startswith("index: wrote 3 frames into ")
 
 
 def test_own_intrinsics_are_not_flagged(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -339,3 +340,49 @@ def test_depth_files_within_two_percent_of_the_working_aspect_are_resized(tmp_pa
     src._files = None
     with pytest.raises(DataError, match="differs from the working size 384x1280 by 5.6%"):
         src.load(frame, (384, 1280))
+
+
+def test_a_rerun_retries_frames_whose_files_were_repaired(city, tmp_path):
+    """A frame whose header reads but whose body is truncated is skipped; once the file is repaired, the
+    same command stores it (before, the finished chunk kept it out: "already complete ..., nothing to do")."""
+    mine = tmp_path / "city"
+    shutil.copytree(city, mine)
+    cfg = config(mine, tmp_path / "out")
+    victim = Path(stage.frames_for(cfg)[1].image)
+    good = victim.read_bytes()
+    victim.write_bytes(good[:len(good) // 2])
+    store = stage.run_regions(cfg, echo=lambda s: None)
+    assert [s["frame"] for s in read_manifest(store)["skipped"]] == [stage.frames_for(cfg)[1].id]
+
+    lines: list[str] = []
+    assert stage.run_regions(cfg, echo=lines.append) == store  # still truncated: nothing to retry
+    assert "nothing to do" in lines[-1] and "1 skipped" in lines[-1]
+
+    victim.write_bytes(good)
+    lines.clear()
+    stage.run_regions(cfg, echo=lines.append)
+    out = "\n".join(lines)
+    assert "plan: 2 frames in 1 chunks (1 chunks already done)" in out and "recovered 1 of 1 frame(s)" in out
+    assert read_manifest(store)["skipped"] == []
+    fresh = stage.run_regions(config(mine, tmp_path / "fresh"), echo=lambda s: None)
+    assert store_bytes(store) == store_bytes(fresh)  # as if the file had never been damaged
+    lines.clear()
+    stage.run_regions(cfg, echo=lines.append)
+    assert "nothing to do" in lines[-1] and "0 skipped" in lines[-1]
+
+
+def test_regions_depth_network_uses_the_gpu_when_there_is_one(tmp_path, monkeypatch):
+    """The regions stage's default device is auto: cuda where torch sees a GPU, cpu elsewhere; an explicit
+    --device is kept."""
+    import torch
+
+    from shared.regions.config import RegionsConfig
+
+    assert RegionsConfig().device == "auto"
+    ckpt = tmp_path / "m.pt"
+    ckpt.write_bytes(b"x")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert parse_depth_spec(f"model:{ckpt}", "kitti", device="auto").device == "cuda"
+    assert parse_depth_spec(f"model:{ckpt}", "kitti", device="cpu").device == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert parse_depth_spec(f"model:{ckpt}", "kitti", device="auto").device == "cpu"

@@ -337,3 +337,13 @@ def test_automatic_shard_size_respects_the_size_cap_and_the_minimum_shard_count(
     man = json.loads((run_shards(_cfg(tmp_path, store, min_shards=1, shard_mb=0.001, **base), _echo([]))
                       / "manifest.json").read_text())
     assert man["groups_per_shard"] == 1 and len(man["shards"]) == 4
+
+
+def test_the_plan_names_the_depth_the_region_store_was_built_from(tmp_path):
+    from preprocess.shards import store_depth
+
+    assert store_depth(tmp_path) == "unknown: the store has no readable config.json"
+    (tmp_path / "config.json").write_text(json.dumps({"config": {"depth": "model:runs/x/depth/run-1/checkpoint.pt"}}))
+    assert store_depth(tmp_path) == "model:runs/x/depth/run-1/checkpoint.pt"
+    (tmp_path / "config.json").write_text(json.dumps({"config": {"depth": ""}}))
+    assert store_depth(tmp_path) == "the dataset's default (exact depth on the synthetic city)"

@@ -66,29 +66,31 @@ def test_chunk_bytes_do_not_depend_on_how_long_a_dataset_object_lives(tmp_path, 
     held = write_chunk(tmp_path / "held.h5", recs)
     assert len(kept) == 6
     assert held == plain
-def test_a_damaged_chunk_is_refused_when_read_naming_the_file_and_the_repair(tmp_path):
+def test_a_damaged_chunk_is_refused_when_read_naming_the_file_and_the_repair(tmp_path, monkeypatch):
     """A chunk is verified against the manifest as it is read: one flipped byte (same size) is a
     DataError naming the chunk and the `make regions` that rewrites it, not maps from bad bytes or
     an HDF5 error that names no file."""
     from shared.frames import DataError
 
-    entry = write_chunk(tmp_path / chunk_name(0), _records(2))
-    write_manifest(tmp_path, {"height": 6, "width": 9, "chunks": {chunk_name(0): entry},
+    monkeypatch.chdir(tmp_path)  # the recorded OUT, relative as typed, still holds the store
+    store = tmp_path / "runs" / "kitti-tiny" / "regions" / "depth-0"
+    entry = write_chunk(store / chunk_name(0), _records(2))
+    write_manifest(store, {"height": 6, "width": 9, "chunks": {chunk_name(0): entry},
                               "config": {"dataset": "kitti", "data_root": "/data/kitti", "out": "runs",
                                          "demo_size": "tiny", "proposals": "depth"}})
-    p = tmp_path / chunk_name(0)
+    p = store / chunk_name(0)
     data = bytearray(p.read_bytes())
     for where in (len(data) // 2, 200, len(data) - 10):  # map data, HDF5 structure, the tail
         bad = bytearray(data)
         bad[where] ^= 0x01
         p.write_bytes(bytes(bad))
-        with RegionStore(tmp_path) as store, pytest.raises(DataError) as info:
-            store.read("seq_000000")
+        with RegionStore(store) as rs, pytest.raises(DataError) as info:
+            rs.read("seq_000000")
         assert info.value.path == str(p) and "damaged" in info.value.problem
         assert "`make regions DATASET=kitti DATA_ROOT=/data/kitti DEMO_SIZE=tiny OUT=runs`" in info.value.problem
     p.write_bytes(bytes(data))
-    with RegionStore(tmp_path) as store:  # control: the intact chunk reads
-        assert store.read("seq_000000").regions.shape == (6, 9)
+    with RegionStore(store) as rs:  # control: the intact chunk reads
+        assert rs.read("seq_000000").regions.shape == (6, 9)
 
 
 def test_chunks_are_verified_again_after_leaving_memory(tmp_path):
@@ -126,7 +128,8 @@ def test_no_finite_depth_is_stored_as_inf_or_zero(tmp_path, unit, factor):
         back = store.read("f")
     assert np.isfinite(back.depth).all() and (back.depth > 0).all()
     np.testing.assert_allclose(back.depth, depth, rtol=1e-3)  # float16's precision, at any magnitude
-    assert back.attrs == {"image": "x.png"}  # the scale is how it was stored, not an attribute of the frame
+    assert back.attrs == {"image": str(tmp_path / "x.png")}  # the scale is how it was stored, not an attribute;
+    # a relative image path is relative to the store (a moved output tree names its own images)
 
 
 def test_usual_depth_is_stored_as_before(tmp_path):

@@ -94,6 +94,28 @@ def test_presets_fill_unset_fields_only():
     assert resolved(DepthTrainConfig(demo_size="tiny", width=96)).width == 96
 
 
+def test_recipes_the_paper_by_default_the_cpu_one_for_demo_sizes_and_only_where_unset():
+    full = resolved(DepthTrainConfig())
+    assert (full.recipe, full.pose_translation_scale, full.lr) == ("paper", 0.01, 1e-4)
+    for size in ("tiny", "small"):
+        assert resolved(DepthTrainConfig(demo_size=size)).pose_translation_scale == 0.1
+    assert resolved(DepthTrainConfig(recipe="cpu")).pose_translation_scale == 0.1  # full size, CPU recipe
+    assert resolved(DepthTrainConfig(demo_size="tiny", recipe="paper")).pose_translation_scale == 0.01
+    assert resolved(DepthTrainConfig(demo_size="tiny", pose_translation_scale=0.5)).pose_translation_scale == 0.5
+
+
+def test_translation_scale_multiplies_only_the_translation():
+    torch.manual_seed(0)
+    a = DepthModel(pose_translation_scale=0.01).eval()
+    b = DepthModel(pose_translation_scale=0.1).eval()
+    b.load_state_dict(a.state_dict())
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        (ra, ta), (rb, tb) = a.pose(x, x.flip(-1)), b.pose(x, x.flip(-1))
+    assert torch.equal(ra, rb)
+    torch.testing.assert_close(tb, 10 * ta)
+
+
 def test_training_triplets_and_bad_input_errors_name_frames():
     good = link_sequences([_frame(f"a_{i}", "a", i) for i in range(4)])
     trips, problems = training_triplets(good, "train")
