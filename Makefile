@@ -12,8 +12,14 @@ WORKERS := $(shell nproc 2>/dev/null || getconf _NPROCESSORS_ONLN 2>/dev/null ||
 endif
 LOADER_WORKERS = $(if $(filter command line environment environment override,$(origin WORKERS)),--workers $(WORKERS))
 
+# DATASET=video's frame selection, the same for every stage: STRIDE=N or FPS=F, START and END in seconds.
+STRIDE ?=
+FPS ?=
+START ?=
+END ?=
 # Common flags every stage understands.
-STAGE_ARGS = --dataset $(DATASET) --out $(OUT) $(if $(DATA_ROOT),--data-root $(DATA_ROOT)) $(if $(DEMO_SIZE),--demo-size $(DEMO_SIZE))
+STAGE_ARGS = --dataset $(DATASET) --out $(OUT) $(if $(DATA_ROOT),--data-root $(DATA_ROOT)) $(if $(DEMO_SIZE),--demo-size $(DEMO_SIZE)) \
+	$(if $(STRIDE),--stride $(STRIDE)) $(if $(FPS),--fps $(FPS)) $(if $(START),--start $(START)) $(if $(END),--end $(END))
 # Where this DATASET/DEMO_SIZE's outputs live; each stage records its current output as <stage>/<name>.current.
 RUN_DIR = $(OUT)/$(DATASET)$(if $(DEMO_SIZE),-$(DEMO_SIZE))
 # Depth for regions/proposals: DEPTH if given; ground truth on the synthetic city; otherwise the
@@ -37,7 +43,8 @@ help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{ n = split($$2, w, " "); line = ""; first = 1; \
 	  for (i = 1; i <= n; i++) { if (length(line) + length(w[i]) > 72) { printf (first ? "  make %-15s %s\n" : "  %-20s %s\n"), (first ? $$1 : ""), line; line = ""; first = 0 } \
 	  line = line (line == "" ? "" : " ") w[i] } printf (first ? "  make %-15s %s\n" : "  %-20s %s\n"), (first ? $$1 : ""), line }'
-	@echo "  variables: DATASET=synthetic|kitti|cityscapes|folder|kitti-semantic DATA_ROOT=path OUT=runs"
+	@echo "  variables: DATASET=synthetic|kitti|cityscapes|folder|kitti-semantic|video DATA_ROOT=path OUT=runs"
+	@echo "             video: STRIDE=N | FPS=F, START=s END=s"
 	@echo "             DEMO_SIZE=tiny|small WORKERS=$(WORKERS) DEMO_DEPTH=model|gt DEMO_SEEDS=\"0 1 2\""
 
 .venv/.done: requirements.txt

@@ -54,7 +54,7 @@ from shared.executor import run_tasks
 from shared.frames import DataError, Frame
 from shared.imageio import read_label, read_rgb, write_png
 from shared.reuse import done_key, file_stamp, folder_stamp, frames_stamp, mark_done, reuse
-from shared.stage import StageConfig, frames_for, output_dir
+from shared.stage import UNLABELLED, StageConfig, frames_for, no_labels, output_dir
 
 METHODS = ("depth", "depth-rgb", "slic", "felzenszwalb", "gt")
 DONE = "done.json"  # the done record (shared.reuse), written after every other file of the report
@@ -228,7 +228,8 @@ def labelled_frames(cfg: StageConfig) -> list[Frame]:
     """DATASET's frames that have both labelIds and instanceIds: the ones proposals are scored on."""
     frames = [f for f in frames_for(cfg) if f.semantic and f.instance]
     if not frames:
-        raise DataError(cfg.data_root or cfg.dataset, "no frames with labelIds and instanceIds to evaluate")
+        raise DataError(cfg.data_root or cfg.dataset, no_labels(cfg, "scoring region proposals") if cfg.dataset in UNLABELLED
+                        else "no frames with labelIds and instanceIds to evaluate")
     return frames
 
 

@@ -48,7 +48,7 @@ from shared.frames import DataError, Frame
 from shared.imageio import read_label, read_rgb, write_png
 from shared.presets import apply_preset, explicit_options
 from shared.reuse import done_key, file_stamp, frames_stamp, mark_done, reuse
-from shared.stage import StageConfig, frames_for, output_dir, read_pointer, write_pointer
+from shared.stage import UNLABELLED, StageConfig, frames_for, no_labels, output_dir, read_pointer, write_pointer
 
 # Working resolution (H, W) of the datasets with a fixed one; the others are evaluated at native size.
 DEFAULT_SIZES = {"cityscapes": (384, 768), "kitti": (384, 1280)}
@@ -163,7 +163,12 @@ def eval_size(cfg: UnsupervisedConfig, frames: list[Frame]) -> tuple[int, int]:
         return cfg.height, cfg.width
     if cfg.dataset in DEFAULT_SIZES:
         return DEFAULT_SIZES[cfg.dataset]
-    # synthetic (already rendered at its demo size) and folders: the first frame's native size
+    if cfg.dataset in UNLABELLED:  # the regions' working size: the frames' aspect, 384 rows (a demo: fewer)
+        from shared.regions.config import DEMO_DIVISOR as REGIONS_DIVISOR, aspect_size, common_size
+
+        h, w = aspect_size(*common_size(frames))
+        return h // REGIONS_DIVISOR[cfg.demo_size], w // REGIONS_DIVISOR[cfg.demo_size]
+    # synthetic (already rendered at its demo size): the first frame's native size
     return frames[0].height, frames[0].width
 
 
@@ -562,6 +567,8 @@ def evaluate_unsupervised(cfg: UnsupervisedConfig) -> Path:
     assert ckpt is not None
     all_frames = frames_for(cfg)
     frames, split = select_frames(all_frames, cfg.split, cfg.max_frames)
+    if not frames and cfg.dataset in UNLABELLED:
+        return feature_pictures(cfg, all_frames, ckpt, device)
     if not frames:
         raise DataError(output_dir(cfg, "index.jsonl"),
                         f"no frames with semantic labels in split {cfg.split!r} of dataset {cfg.dataset}")
@@ -618,6 +625,51 @@ def evaluate_unsupervised(cfg: UnsupervisedConfig) -> Path:
     n_pictures = len(charts) + sum(len(fs) for fs in pictures.values())
     click.echo(f"unsupervised eval: wrote {html.name}, {md.name}, {report_json.name} and {n_pictures} pictures into "
                f"{out} in {time.perf_counter() - t_start:.1f} s")
+    return out
+
+
+FEATURE_CLUSTERS = 19  # without labels to count classes: Cityscapes' 19, the paper protocol's
+
+
+def feature_pictures(cfg: UnsupervisedConfig, all_frames: list[Frame], ckpt: Path, device: torch.device) -> Path:
+    """Footage without labels: no scores, only what the pre-trained features show. For frames spread
+    evenly over the index: the image, the PCA of its features and their spherical k-means clusters
+    (C = --n-clusters, else 19), as feature_<frame>.png and a report.json that says why there are no scores."""
+    from evaluate.clustering import assign_clusters, kmeans_codebook
+    from evaluate.report_pictures import class_palette, colourise, panel, pca_rgb
+    from shared.nets.semantic_fpn import load_pretrained
+
+    t_start = time.perf_counter()
+    n = min(len(all_frames), cfg.max_frames or cfg.pictures or 1)
+    frames = [all_frames[i * len(all_frames) // n] for i in range(n)]
+    size = eval_size(cfg, frames)
+    name = cfg.name or f"{ckpt.parent.name}-features"
+    out = output_dir(cfg, "eval", name)
+    click.echo(f"unsupervised eval: {no_labels(cfg, 'scoring segmentation (pixel accuracy, mIoU)')}; drawing the features "
+               f"of {n} frames at {size[0]}x{size[1]} instead")
+    net, _ = load_pretrained(ckpt, map_location="cpu")
+    net = net.to(device).eval()
+    sample = kmeans_sample(net, frames, size, device, cfg.kmeans_samples, cfg.batch_size, cfg.seed, "features")
+    k = cfg.n_clusters or FEATURE_CLUSTERS
+    codebook = kmeans_codebook(sample, k, seed=cfg.seed)
+    feats, images, clusters = [], [], []
+    for batch in _batches(frames, cfg.batch_size):
+        z, imgs = _features(net, batch, size, device)
+        feats += list(z.cpu())
+        images += list(imgs)
+        clusters += list(assign_clusters(z, codebook, size).cpu().numpy())
+    pcas, palette = pca_rgb(feats), class_palette("paper")
+    names = []
+    for f, image, pca, cl in zip(frames, images, pcas, clusters):
+        names.append(f"feature_{f.id}.png")
+        write_png(out / names[-1], panel([("image", image), ("PCA", pca), (f"k-means, C={k}",
+                                          colourise(cl % len(palette), palette))], min(size[0], 256)))
+    summary = {"dataset": cfg.dataset, "frames": [f.id for f in frames], "size": list(size), "checkpoint": str(ckpt),
+               "clusters": k, "scores": None, "why_no_scores": no_labels(cfg, "scoring segmentation"), "pictures": names}
+    write_text(out / "report.json", json.dumps(summary, indent=1) + "\n")
+    save_config(cfg, out / "config.json")
+    click.echo(f"unsupervised eval: wrote report.json and {len(names)} feature pictures into {out} in "
+               f"{time.perf_counter() - t_start:.1f} s")
     return out
 
 

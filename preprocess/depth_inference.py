@@ -27,7 +27,7 @@ from shared.config import build_config, config_options, field, save_config
 from shared.eta import Eta
 from shared.executor import backend_field, run_tasks, scheduler_field
 from shared.frames import DataError, Frame, odd_sized
-from shared.stage import StageConfig, frames_for, output_dir, portable_path, read_pointer
+from shared.stage import UNLABELLED, StageConfig, frames_for, output_dir, portable_path, read_pointer
 
 # torch and the network are imported where they are used: `--help` stays light (docs/design.md#command-line)
 
@@ -42,9 +42,11 @@ WORKING_SIZE = {"cityscapes": (384, 768), "kitti": (384, 1280)}
 @dataclass
 class DepthInferConfig(StageConfig):
     checkpoint: str = field("", "depth checkpoint (default: the current `make depth` model of this DATASET/DEMO_SIZE)")
-    height: int = field(0, "output height (0 = working size: cityscapes 384, kitti 384, else the image's)",
+    height: int = field(0, "output height (0 = working size: cityscapes 384, kitti 384, folder/video the regions' "
+                           "(384 rows, the frames' aspect), else the image's)",
                         bounds="[0, inf)")
-    width: int = field(0, "output width (0 = working size: cityscapes 768, kitti 1280, else the image's)",
+    width: int = field(0, "output width (0 = working size: cityscapes 768, kitti 1280, folder/video the regions', "
+                          "else the image's)",
                        bounds="[0, inf)")
     split: str = field("", "only frames of this split (empty = all)")
     device: str = field("auto", "auto = cuda when available; cpu = joblib worker processes; cuda = batches on one GPU",
@@ -61,6 +63,11 @@ class DepthInferConfig(StageConfig):
 def output_size(cfg: DepthInferConfig, frame: Frame) -> tuple[int, int]:
     if cfg.height and cfg.width:
         return cfg.height, cfg.width
+    if cfg.dataset in UNLABELLED:  # the user's footage: the regions' size, which follows the frame's aspect
+        from shared.regions.config import DEMO_DIVISOR, aspect_size
+
+        h, w = aspect_size(frame.height, frame.width)
+        return h // DEMO_DIVISOR[cfg.demo_size], w // DEMO_DIVISOR[cfg.demo_size]
     return WORKING_SIZE.get(cfg.dataset, (frame.height, frame.width))
 
 

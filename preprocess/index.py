@@ -29,7 +29,7 @@ def _builtin_intrinsics() -> dict[tuple[float, float, float, float], tuple[str, 
                          "camera package) beside leftImg8bit/"),
             FOLDER: ("a KITTI-like camera (no intrinsics.json found)",
                      'give real ones as intrinsics.json {"fx", "fy", "cx", "cy"} (normalised by the image size) '
-                     "in the folder")}
+                     "in the folder (a video: <video>.intrinsics.json beside it, or intrinsics.json in its folder)")}
 
 
 def default_intrinsics_note(frames: list[Frame]) -> str | None:
@@ -61,7 +61,17 @@ def summarise(frames: list[Frame]) -> list[str]:
         f"labels       semantic {sum(f.semantic is not None for f in frames)}, "
         f"instance {sum(f.instance is not None for f in frames)}, depth {sum(f.depth is not None for f in frames)}",
         f"neighbours   {with_both} frames have both temporal neighbours (usable as depth-training targets)",
-    ] + ([note] if (note := default_intrinsics_note(frames)) else [])
+    ] + ([note] if (note := default_intrinsics_note(frames)) else []) + crop_notes(frames)
+
+
+def crop_notes(frames: list[Frame]) -> list[str]:
+    """One line per crop of video frames to the working size's aspect (shared.video.aspect_crop)."""
+    from shared.video import ref_crop
+
+    crops = Counter(c for f in frames if (c := ref_crop(f.image)))
+    return [f"crop         {n} video frames are read as their centre {w}x{h} ({x} px off the left and right, {y} off "
+            f"the top and bottom): the working size's aspect, scaled without a stretch; intrinsics moved with it"
+            for (x, y, w, h), n in crops.most_common()]
 
 
 @click.command("index")

@@ -63,6 +63,7 @@ from shared.shard_schema import encode_group, group_key
 from shared.shard_set import new_manifest, write_manifest
 from shared.shard_set import read_manifest as read_shard_manifest
 from shared.stage import StageConfig, cached_frames, output_dir, portable_path, read_pointer, write_pointer
+from shared.video import check_frames, parse_ref
 
 PAPER = PasteParams()
 PAPER_HEIGHT = 384
@@ -277,24 +278,73 @@ def shard_is_finished(out_dir: Path, entry: dict[str, Any] | None, verify: bool)
 # ----------------------------------------------------------------------------------------------
 # the stage
 
-def source_images(store: RegionStore) -> dict[str, str]:
-    """frame id -> source image path, from the chunks' attributes only (no map is decompressed;
-    every chunk is verified against the manifest as it is read)."""
-    return {fid: str(store.attrs(fid).get("image", "")) for fid in store.frame_ids()}
-
-
-def check_images(images: dict[str, str], size: tuple[int, int]) -> list[dict[str, str]]:
+def check_images(images: dict[str, str]) -> list[dict[str, str]]:
     """{"frame", "path", "problem"} for every source image that is missing or does not decode (a
-    worker task: synthesis must not meet a bad frame halfway through a shard)."""
+    worker task: synthesis must not meet a bad frame halfway through a shard). Video frames are checked
+    by one straight decode of each video, not a seek each."""
     problems = []
+    frames_of = {path: fid for fid, path in images.items() if parse_ref(path)}
+    for ref, problem in check_frames(list(frames_of)).items():
+        problems.append({"frame": frames_of[ref], "path": ref, "problem": problem})
     for fid, path in images.items():
+        if path in frames_of:
+            continue
         try:
             if not path:
                 raise DataError(fid, "the region store names no source image for this frame")
-            read_rgb(path, size)
+            read_rgb(path)  # a full decode finds a truncated file; resizing it would find nothing more
         except DataError as e:
             problems.append({"frame": fid, "path": e.path, "problem": e.problem})
-    return problems
+    return sorted(problems, key=lambda p: p["frame"])
+
+
+def source_exists(path: str) -> bool:
+    """The source image is there (a video frame: its video file)."""
+    ref = parse_ref(path) if path else None
+    return bool(path) and Path(ref[0] if ref else path).is_file()
+
+
+def shard_set_hash(cfg: ShardsConfig, store_key: str, horizons: dict[str, float]) -> tuple[str, str]:
+    """(the shard set's hash, its horizons' hash). The horizons (and the split filter's result) come from
+    the frame index, not the config: they key the output too."""
+    horizon_key = hashlib.sha256(json.dumps(horizons, sort_keys=True).encode()).hexdigest()[:16]
+    return config_hash(cfg, extra={"region_store": store_key, "horizons": horizon_key,
+                                   "synthesis": SYNTHESIS_VERSION}), horizon_key
+
+
+def finished_set(cfg: ShardsConfig, store_key: str, horizons: dict[str, float]) -> tuple[Path, dict] | None:
+    """(folder, manifest) of a complete shard set for these settings and frames that left no source out,
+    every shard matching its size (and checksum, with --verify); None: plan and write as usual. Checked
+    before the sources are decoded: a finished set does not need them (one decode each is hours at the
+    size of Cityscapes)."""
+    h, _ = shard_set_hash(cfg, store_key, horizons)
+    out_dir = output_dir(cfg, "shards", f"{cfg.proposals}-{h}")
+    try:
+        manifest = json.loads((out_dir / MANIFEST).read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    if not isinstance(manifest, dict) or manifest.get("config_hash") != h or manifest.get("complete") is not True \
+            or manifest.get("skipped") or not manifest.get("shards"):
+        return None
+    if sum(e.get("samples", 0) for e in manifest["shards"]) != manifest.get("n_groups"):
+        return None
+    if not all(shard_is_finished(out_dir, e, cfg.verify) for e in manifest["shards"]):
+        return None  # the usual path names and rewrites the damaged ones
+    return out_dir, manifest
+
+
+def reuse_finished(cfg: ShardsConfig, found: tuple[Path, dict], store_root: Path, height: int,
+                   explicit: Collection[str], echo: Callable[[str], None]) -> Path:
+    out_dir, manifest = found
+    with refresh_only(echo):
+        save_config(cfg, out_dir / "config.json", extra={"params": asdict(paste_params(cfg, height, explicit)),
+                    "region_store": portable_path(store_root.resolve(), out_dir.resolve(), Path(cfg.out).resolve())})
+        write_pointer(cfg, "shards", cfg.proposals, out_dir)
+    total = sum(e["bytes"] for e in manifest["shards"])
+    echo(f"shards: reusing {out_dir} ({len(manifest['shards'])} shards, {manifest['n_groups']} groups of "
+         f"{manifest['images_per_group']} images, {total / 1e6:.1f} MB; checksums "
+         f"{'verified' if cfg.verify else 'not checked'})")
+    return out_dir
 
 
 def store_depth(store: Path) -> str:
@@ -329,13 +379,13 @@ def frame_info(cfg: ShardsConfig, frame_ids: list[str], echo: Callable[[str], No
             {fid: index[fid].image if fid in index else "" for fid in frame_ids})
 
 
-def _check_sources(cfg: ShardsConfig, images: dict[str, str], size: tuple[int, int]) -> list[dict[str, str]]:
+def _check_sources(cfg: ShardsConfig, images: dict[str, str]) -> list[dict[str, str]]:
     """check_images over the workers (one decode of every source image: regions read them, but an
     image can go missing or be damaged since)."""
     ids = sorted(images)
     n = max(1, min(cfg.workers, len(ids) // 16))  # a process costs more than a few decodes
     parts = [ids[i::n] for i in range(n)]
-    found = run_tasks(check_images, [({f: images[f] for f in part}, size) for part in parts], cfg.backend,
+    found = run_tasks(check_images, [({f: images[f] for f in part},) for part in parts], cfg.backend,
                       cfg.scheduler, n, desc="check sources")
     return sorted((p for ps in found for p in ps), key=lambda p: p["frame"])
 
@@ -353,11 +403,16 @@ def run_shards(cfg: ShardsConfig, echo: Callable[[str], None] = click.echo,
         # pre-training sees the chosen splits only (frames the index does not know are kept)
         frame_ids = [f for f in frame_ids if not splits[f] or splits[f] in cfg.splits]
         H, W = store.size
-        stored = source_images(store)
-        # the index's path follows a moved output tree; the store's is where the image was
-        images = {f: next((c for c in (indexed[f], stored.get(f, "")) if c and Path(c).is_file()),
+        store_key = region_store_key(store_manifest)
+        reused = finished_set(cfg, store_key, {f: horizons[f] for f in frame_ids})
+        if reused is not None:  # nothing to write: the sources are not read at all
+            return reuse_finished(cfg, reused, store_root, H, explicit, echo)
+        # the index's path follows a moved output tree; the store's is where the image was (read from the
+        # chunks only for frames whose indexed source is gone: listing every chunk's attributes reads the store)
+        stored = {f: str(store.attrs(f).get("image", "")) for f in frame_ids if not source_exists(indexed[f])}
+        images = {f: next((c for c in (indexed[f], stored.get(f, "")) if c and source_exists(c)),
                           indexed[f] or stored.get(f, "")) for f in frame_ids}
-        skipped = _check_sources(cfg, images, (H, W))
+        skipped = _check_sources(cfg, images)
         if skipped:
             lines = [f"  {s['path']}: {s['problem']}" for s in skipped]
             if cfg.strict:
@@ -381,11 +436,7 @@ def run_shards(cfg: ShardsConfig, echo: Callable[[str], None] = click.echo,
                                                                       images))
             per_epoch = len(epoch_groups(frame_ids, cfg.group_size, 0, cfg.seed, cfg.max_groups))
             gps = max(1, min(by_size, math.ceil(per_epoch / max(1, cfg.min_shards))))
-    store_key = region_store_key(store_manifest)
-    # the horizons (and the split filter's result) come from the frame index, not the config: they key
-    # the output too
-    horizon_key = hashlib.sha256(json.dumps(horizons, sort_keys=True).encode()).hexdigest()[:16]
-    h = config_hash(cfg, extra={"region_store": store_key, "horizons": horizon_key, "synthesis": SYNTHESIS_VERSION})
+    h, horizon_key = shard_set_hash(cfg, store_key, horizons)
     out_dir = output_dir(cfg, "shards", f"{cfg.proposals}-{h}")
     out_dir.mkdir(parents=True, exist_ok=True)
     plans = plan_shards(frame_ids, cfg.group_size, cfg.epochs, cfg.seed, cfg.max_groups, gps)

@@ -9,7 +9,9 @@ command line still win (docs/design.md#config).
 Field metadata:
   help: str          one line for --help
   choices: list      restrict the value to these strings
-  hash: bool         False for fields that do not change the output (workers, progress bars)
+  hash: bool | "set" False for fields that do not change the output (workers, progress bars);
+                     "set": hashed only when not at its default (an option added later leaves the
+                     names of outputs made without it as they were)
   bounds: str        the allowed values of a number (each value of a list) as an interval:
                      "[0, 1]", "(0, inf)", "[1, 100]", "(-inf, inf)" = any finite number
   n: int             lists: exactly this many values (else at least one)
@@ -40,7 +42,7 @@ from shared.atomic import write_json
 C = TypeVar("C")
 
 
-def field(default: Any, help: str = "", choices: list[str] | None = None, hash: bool = True,
+def field(default: Any, help: str = "", choices: list[str] | None = None, hash: bool | str = True,
           bounds: str | None = None, n: int | None = None, ordered: bool = False, rerun: bool = True,
           aliases: tuple[str, ...] = ()) -> Any:
     """A dataclass field with a --help line; lists/tuples are passed by value (immutable tuples).
@@ -278,7 +280,8 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
 def config_hash(cfg: Any, extra: dict[str, Any] | None = None, length: int = 12) -> str:
     """Stable hash of the fields that change the output (metadata hash=False excluded)."""
-    keep = {f.name for f in dataclasses.fields(cfg) if (f.metadata or {}).get("hash", True)}
+    keep = {f.name for f in dataclasses.fields(cfg) if (f.metadata or {}).get("hash", True) is True
+            or ((f.metadata or {}).get("hash") == "set" and getattr(cfg, f.name) != f.default)}
     d = {k: v for k, v in to_dict(cfg).items() if k in keep}
     if extra:
         d["__extra__"] = extra

@@ -61,6 +61,19 @@ class Frame:
         return None if self.pose is None else np.asarray(self.pose, dtype=np.float64).reshape(4, 4)
 
 
+WORKING_ROWS = 384  # the paper's working height
+SIZE_MULTIPLE = 32  # the networks' coarsest stride: working widths are multiples of it
+
+
+def aspect_size(height: int, width: int, rows: int = WORKING_ROWS) -> tuple[int, int]:
+    """(rows, the width that a height x width frame's aspect gives at `rows`, rounded to a multiple of
+    SIZE_MULTIPLE): 1080x1920 -> (384, 672), 1024x2048 -> (384, 768), 375x1242 -> (384, 1280). The
+    rounding changes the aspect by at most half a step (16 px of ~680, 2.4%); video frames are cropped
+    to the rounded aspect (shared.video), folder images keep that small residual scale, and the
+    intrinsics follow each axis (Frame.K), so the 3D geometry stays exact."""
+    return rows, max(SIZE_MULTIPLE, round(rows * width / height / SIZE_MULTIPLE) * SIZE_MULTIPLE)
+
+
 def link_sequences(frames: Sequence[Frame]) -> list[Frame]:
     """Fill prev/next from (sequence, index) order; neighbours must be consecutive indices."""
     by_seq: dict[str, list[Frame]] = {}
@@ -106,8 +119,10 @@ def save_index(frames: Iterable[Frame], path: str | os.PathLike, root: str | os.
     path = Path(path)
     folder, top = path.parent.absolute(), Path(os.path.abspath(root)) if root is not None else None
 
+    names = [fl.name for fl in dataclasses.fields(Frame)]
+
     def row(f: Frame) -> dict:
-        d = dataclasses.asdict(f)
+        d = {k: getattr(f, k) for k in names}  # not dataclasses.asdict: its deep copy was a quarter of an index's time
         for k in PATH_FIELDS:
             if top is not None and d[k] and (top in Path(os.path.abspath(d[k])).parents):
                 d[k] = os.path.relpath(os.path.abspath(d[k]), folder)

@@ -9,6 +9,7 @@ from PIL import Image, ImageOps
 
 from shared.atomic import atomic_path
 from shared.frames import DataError
+from shared.video import is_video_frame, read_frame
 
 
 def _open(path: str | os.PathLike, draft: tuple[int, int] | None = None) -> Image.Image:
@@ -66,8 +67,12 @@ def to_rgb8(img: Image.Image, path: str | os.PathLike) -> Image.Image:
 
 def read_rgb(path: str | os.PathLike, size: tuple[int, int] | None = None) -> np.ndarray:
     """uint8 [H, W, 3] as displayed (EXIF orientation applied, any bit depth or mode: `to_rgb8`);
-    `size` = (height, width) resizes bilinearly (antialiased)."""
-    img = to_rgb8(_open(path, draft=size), path)
+    `size` = (height, width) resizes bilinearly (antialiased). A video frame reference
+    (shared.video) is decoded from its video."""
+    if is_video_frame(path):
+        img = Image.fromarray(read_frame(path))
+    else:
+        img = to_rgb8(_open(path, draft=size), path)
     if size is not None and (img.height, img.width) != tuple(size):
         img = img.resize((size[1], size[0]), Image.BILINEAR)
     return np.asarray(img, dtype=np.uint8)
@@ -124,7 +129,10 @@ def read_depth_map(path: str | os.PathLike) -> np.ndarray:
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
-    """(height, width) as displayed (EXIF orientation applied), from the header only."""
+    """(height, width) as displayed (EXIF orientation applied), from the header only (a video
+    frame: decoded)."""
+    if is_video_frame(path):
+        return read_frame(path).shape[:2]
     p = Path(path)
     if not p.is_file():
         raise DataError(p, "file not found")

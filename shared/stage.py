@@ -16,7 +16,7 @@ from shared.atomic import write_json, write_text
 from shared.config import field
 from shared.frames import DataError, Frame, link_sequences, load_index, save_index
 
-DATASETS = ["synthetic", "kitti", "cityscapes", "folder", "kitti-semantic"]
+DATASETS = ["synthetic", "kitti", "cityscapes", "folder", "kitti-semantic", "video"]
 DEMO_SIZES = ["", "tiny", "small"]
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,6 +29,12 @@ class StageConfig:
     data_root: str = field("", "dataset root in its official layout (synthetic: default <out>/synthetic/city-<size>)")
     out: str = field("runs", "output root; stages write under <out>/<dataset>[-<demo-size>]/", hash=False)
     demo_size: str = field("", "sizing preset for quick CPU runs: tiny | small (empty = full size)", choices=DEMO_SIZES)
+    # DATASET=video's frame selection; hashed only when set, so the other datasets' output names stay as they were
+    stride: int = field(1, "video: keep every N-th frame (1 = all)", bounds="[1, inf)", hash="set")
+    fps: float = field(0.0, "video: keep the first frame at or after each 1/FPS s, by timestamp (0 = use --stride)",
+                       bounds="[0, inf)", hash="set")
+    start: float = field(0.0, "video: first second kept", bounds="[0, inf)", hash="set")
+    end: float = field(0.0, "video: keep frames before this second (0 = to the end)", bounds="[0, inf)", hash="set")
 
 
 def dataset_root(cfg: StageConfig) -> Path:
@@ -96,6 +102,29 @@ def ensure_synthetic_city(cfg: StageConfig) -> Path:
     return root
 
 
+UNLABELLED = ("folder", "video")  # the user's own footage: the readers find no labels
+
+
+def no_labels(cfg: StageConfig, what: str) -> str:
+    """Why a stage that scores against ground truth cannot run on DATASET, in one line."""
+    return (f"DATASET={cfg.dataset} has no labels, and {what} needs them (DATASET=cityscapes, kitti-semantic or "
+            "synthetic have them); index, depth, depth-infer, regions, shards, train and eval's feature pictures run "
+            "without labels")
+
+
+def video_options(cfg: StageConfig) -> dict[str, float]:
+    """The video reader's frame selection; the other readers take none (and refuse one that is set)."""
+    chosen = {k: getattr(cfg, k) for k in ("stride", "fps", "start", "end")}
+    if cfg.dataset == "video":
+        if cfg.stride != 1 and cfg.fps > 0:
+            raise click.UsageError("give --stride or --fps, not both")
+        return chosen
+    typed = [f"--{k}" for k, v in chosen.items() if v != (1 if k == "stride" else 0)]
+    if typed:
+        raise click.UsageError(f"{', '.join(typed)}: only for DATASET=video")
+    return {}
+
+
 def frames_for(cfg: StageConfig, strict: bool = False, verify: bool = False, echo=click.echo) -> list[Frame]:
     """The frame index of the configured dataset (cached as <out>/<dataset>/index.jsonl). Images
     that cannot be read are left out, listed (echo, and index.skipped.json beside the index); with
@@ -105,7 +134,7 @@ def frames_for(cfg: StageConfig, strict: bool = False, verify: bool = False, ech
 
     root = ensure_synthetic_city(cfg)
     skipped: list[dict[str, str]] = []
-    frames = build_index(cfg.dataset, root, skipped=skipped)
+    frames = build_index(cfg.dataset, root, skipped=skipped, **video_options(cfg))
     if verify:
         from tqdm import tqdm
 

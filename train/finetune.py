@@ -35,11 +35,12 @@ from shared.device import pick_device
 from shared.eta import Eta, gpu_recipe_warning
 from shared.faults import kill_point
 from shared.finetune_data import Fold, class_names, make_folds, parse_label_fraction, subrun_name, write_plan
+from shared.frames import DataError
 from shared.labels import IGNORE
 from shared.nets.finetune_models import build_model, checkpoint_arch, init_kind, load_init
 from shared.nets.semantic_fpn import normalize_images
 from shared.photometric import apply_photometric
-from shared.stage import frames_for, output_dir, read_pointer, write_pointer
+from shared.stage import UNLABELLED, frames_for, no_labels, output_dir, read_pointer, write_pointer
 from train.finetune_config import (DEFAULT_ITERATIONS, OTHER_ITERATIONS, PRESETS, PRETRAIN_DATASET,  # noqa: F401
                                      TASK_DEFAULTS, FinetuneConfig)
 from train.finetune_samples import FinetuneSamples, SampleSpec, collate
@@ -221,6 +222,8 @@ def finetune(cfg: FinetuneConfig) -> Path:
     """Train every (fold, repeat) network of `cfg` (resuming); returns the run folder."""
     t0 = time.time()
     check_options(cfg)
+    if cfg.dataset in UNLABELLED:
+        raise DataError(cfg.data_root, no_labels(cfg, "fine-tuning"))
     fraction = parse_label_fraction(cfg.label_fraction)
     init, kind = resolve_init(cfg)
     if kind == "checkpoint" and checkpoint_arch(init) != cfg.backbone:  # type: ignore[arg-type]

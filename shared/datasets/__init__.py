@@ -5,6 +5,7 @@
     build_index("cityscapes", root)  leftImg8bit_sequence/, leftImg8bit/, gtFine/
     build_index("folder", root)      any folder of images, sorted = sequence order
     build_index("synthetic", root)   the built-in synthetic city (preprocess.synth)
+    build_index("video", root, stride=, fps=, start=, end=)   a video file or a folder of them
 """
 from __future__ import annotations
 
@@ -21,17 +22,20 @@ READERS = {
     "cityscapes": "shared.datasets.cityscapes:read_cityscapes",
     "folder": "shared.datasets.folder:read_folder",
     "synthetic": "shared.datasets.synthetic:read_synthetic",
+    "video": "shared.datasets.video:read_video",
 }
 
 
-def build_index(dataset: str, root: str | os.PathLike, skipped: list[dict[str, str]] | None = None) -> list[Frame]:
+def build_index(dataset: str, root: str | os.PathLike, skipped: list[dict[str, str]] | None = None,
+                **options: float) -> list[Frame]:
     """The frame index of `root`. skipped: where an unreadable image (zero bytes, not an image) is
-    listed ({"path", "problem"}) and left out; None: it is a DataError instead."""
+    listed ({"path", "problem"}) and left out; None: it is a DataError instead. options: the reader's
+    own (video: stride, fps, start, end)."""
     if dataset not in READERS:
         raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(READERS)}")
     module, fn = READERS[dataset].split(":")
     # Absolute paths: the index is read by stages (and joblib workers) from other working folders.
-    return getattr(importlib.import_module(module), fn)(os.path.abspath(root), skipped=skipped)
+    return getattr(importlib.import_module(module), fn)(os.path.abspath(root), skipped=skipped, **options)
 
 
 def readable_size(image: Path, skipped: list[dict[str, str]] | None) -> tuple[int, int] | None:

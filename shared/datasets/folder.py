@@ -26,18 +26,21 @@ def _images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in _EXTS)
 
 
+def read_intrinsics(path: Path) -> tuple[float, float, float, float]:
+    """(fx, fy, cx, cy) of an intrinsics.json, normalised by the image size."""
+    try:
+        d = json.loads(path.read_text())
+        return float(d["fx"]), float(d["fy"]), float(d["cx"]), float(d["cy"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, UnicodeDecodeError) as e:
+        raise DataError(path, f'expected {{"fx", "fy", "cx", "cy"}} normalised by image size ({e})') from e
+
+
 def read_folder(root: str | os.PathLike, skipped: list[dict[str, str]] | None = None) -> list[Frame]:
     root = Path(root)
     if not root.is_dir():
         raise DataError(root, "image folder not found")
-    intr = DEFAULT_INTRINSICS
     ipath = root / "intrinsics.json"
-    if ipath.is_file():
-        try:
-            d = json.loads(ipath.read_text())
-            intr = (float(d["fx"]), float(d["fy"]), float(d["cx"]), float(d["cy"]))
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-            raise DataError(ipath, f'expected {{"fx", "fy", "cx", "cy"}} normalised by image size ({e})') from e
+    intr = read_intrinsics(ipath) if ipath.is_file() else DEFAULT_INTRINSICS
     seqs = [(root.name or "folder", root)] if _images(root) else [
         (d.name, d) for d in sorted(root.iterdir()) if d.is_dir() and d.name != "depth" and _images(d)]
     if not seqs:

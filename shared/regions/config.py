@@ -13,7 +13,7 @@ import click
 
 from shared.config import config_hash, field
 from shared.executor import backend_field, scheduler_field
-from shared.frames import Frame
+from shared.frames import Frame, aspect_size
 from shared.presets import apply_preset
 from shared.regions.depth_rgb import DepthRgbParams
 from shared.regions.depth_source import DepthSpec, parse_depth_spec
@@ -23,7 +23,8 @@ from shared.stage import StageConfig, output_dir, read_pointer
 
 PROPOSALS = ["depth", "depth-rgb", "felzenszwalb", "gt"]
 DEPTH_METHODS = ("depth", "depth-rgb")  # the proposal methods that use depth
-DEFAULT_SIZE = {"cityscapes": (384, 768), "kitti": (384, 1280), "folder": (384, 768)}
+DEFAULT_SIZE = {"cityscapes": (384, 768), "kitti": (384, 1280)}
+ASPECT_DATASETS = ("folder", "video")  # the user's own footage: the working size follows the frames' aspect
 PAPER = GroupingParams()
 RGB = DepthRgbParams()
 PAPER_HEIGHT = 384
@@ -46,8 +47,9 @@ class RegionsConfig(StageConfig):
     max_invalid_depth: float = field(0.0, "fraction of NaN/inf/non-positive depth pixels tolerated (filled from "
                                           "the nearest valid pixel); above it the frame is bad", bounds="[0, 1]")
     device: str = field("auto", "model depth: torch device; auto = cuda when a GPU is present, else cpu", hash=False)
-    size: str = field("", "working size HEIGHTxWIDTH (empty = per dataset: cityscapes/folder 384x768, "
-                          "kitti 384x1280, synthetic native)")
+    size: str = field("", "working size HEIGHTxWIDTH (empty = per dataset: cityscapes 384x768, kitti 384x1280, "
+                          "folder/video 384 rows and the width of the frames' aspect rounded to a multiple of 32, "
+                          "synthetic native)")
     n_segments: int = field(PAPER.n_segments, "SLIC superpixels (scaled down at demo sizes)", bounds="[1, inf)")
     compactness: float = field(PAPER.compactness, "SLIC compactness", bounds="(0, inf)")
     sigma: float = field(PAPER.sigma, "SLIC Gaussian smoothing", bounds="[0, inf)")
@@ -107,12 +109,20 @@ def parse_size(text: str) -> tuple[int, int]:
     return h, w
 
 
+def common_size(frames: list[Frame]) -> tuple[int, int]:
+    """(height, width) most frames have (a tie: the first frame's)."""
+    counts: dict[tuple[int, int], int] = {}
+    for f in frames:
+        counts[(f.height, f.width)] = counts.get((f.height, f.width), 0) + 1
+    return max(counts.items(), key=lambda kv: kv[1])[0]
+
+
 def working_size(cfg: RegionsConfig, frames: list[Frame]) -> tuple[int, int]:
     if cfg.size:
         return parse_size(cfg.size)
     if cfg.dataset == "synthetic":
         return frames[0].height, frames[0].width
-    h, w = DEFAULT_SIZE[cfg.dataset]
+    h, w = aspect_size(*common_size(frames)) if cfg.dataset in ASPECT_DATASETS else DEFAULT_SIZE[cfg.dataset]
     div = DEMO_DIVISOR[cfg.demo_size]
     return h // div, w // div
 

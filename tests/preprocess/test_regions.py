@@ -6,6 +6,7 @@ import dataclasses
 import json
 import shutil
 from pathlib import Path
+import time
 
 import numpy as np
 import pytest
@@ -386,3 +387,19 @@ def test_regions_depth_network_uses_the_gpu_when_there_is_one(tmp_path, monkeypa
     assert parse_depth_spec(f"model:{ckpt}", "kitti", device="cpu").device == "cpu"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert parse_depth_spec(f"model:{ckpt}", "kitti", device="auto").device == "cpu"
+
+
+def test_a_slow_manifest_is_written_less_often_than_every_chunk(city, tmp_path, monkeypatch):
+    writes: list[int] = []
+    real = stage.write_manifest
+
+    def slow(store, manifest):  # as a big store's manifest would be: much slower than a chunk of frames
+        writes.append(len(manifest.get("chunks", {})))
+        time.sleep(0.2)
+        real(store, manifest)
+
+    monkeypatch.setattr(stage, "write_manifest", slow)
+    cfg = config(city, tmp_path, proposals="felzenszwalb", max_frames=12, chunk_size=1)
+    store = stage.run_regions(cfg, echo=lambda s: None)
+    assert len(writes) < 12  # 12 chunks: the quadratic write-after-every-chunk is gone
+    assert writes[-1] == 12 and len(read_manifest(store)["chunks"]) == 12  # the last write lists them all

@@ -347,3 +347,23 @@ def test_the_plan_names_the_depth_the_region_store_was_built_from(tmp_path):
     assert store_depth(tmp_path) == "model:runs/x/depth/run-1/checkpoint.pt"
     (tmp_path / "config.json").write_text(json.dumps({"config": {"depth": ""}}))
     assert store_depth(tmp_path) == "the dataset's default (exact depth on the synthetic city)"
+
+
+def test_a_finished_set_is_reused_without_reading_its_sources(tmp_path, monkeypatch):
+    import preprocess.shards as shards
+
+    store = make_store(tmp_path, seed=4)
+    out = run_shards(_cfg(tmp_path, store), _echo([]))
+    before = {p.name: p.read_bytes() for p in out.glob("shard-*.tar")}
+    decoded: list[str] = []
+    real = shards.read_rgb
+    monkeypatch.setattr(shards, "read_rgb", lambda path, *a: decoded.append(path) or real(path, *a))
+    (tmp_path / "images" / "seq_000002.png").unlink()  # a source gone after the set was finished
+    lines: list[str] = []
+    assert run_shards(_cfg(tmp_path, store), _echo(lines)) == out
+    assert decoded == [] and any("reusing" in s for s in lines) and not any("left out" in s for s in lines)
+    assert {p.name: p.read_bytes() for p in out.glob("shard-*.tar")} == before
+    # a damaged shard is not a finished set: the usual path checks the sources and rewrites it
+    (out / "shard-000000.tar").write_bytes(b"damaged")
+    run_shards(_cfg(tmp_path, store), _echo(lines := []))
+    assert decoded and any("left out 1 frame(s)" in s for s in lines)
