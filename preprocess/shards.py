@@ -320,10 +320,10 @@ def finished_set(cfg: ShardsConfig, store_key: str, horizons: dict[str, float]) 
     h, _ = shard_set_hash(cfg, store_key, horizons)
     out_dir = output_dir(cfg, "shards", f"{cfg.proposals}-{h}")
     try:
-        manifest = json.loads((out_dir / MANIFEST).read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        manifest = read_shard_manifest(out_dir)
+    except DataError:  # none, or one that does not parse
         return None
-    if not isinstance(manifest, dict) or manifest.get("config_hash") != h or manifest.get("complete") is not True \
+    if manifest.get("config_hash") != h or manifest.get("complete") is not True \
             or manifest.get("skipped") or not manifest.get("shards"):
         return None
     if sum(e.get("samples", 0) for e in manifest["shards"]) != manifest.get("n_groups"):
