@@ -30,6 +30,7 @@ from preprocess import regions as R  # noqa: E402
 from preprocess.shards import PRESETS, ShardsConfig, run_shards  # noqa: E402
 from preprocess.synth import generate_preset  # noqa: E402
 from shared.executor import Executor  # noqa: E402
+from shared.shard_set import read_manifest as read_shard_manifest  # noqa: E402
 
 
 def outputs(store: Path, shards: Path) -> dict[str, bytes]:
@@ -53,7 +54,7 @@ def run(city: Path, out: Path, size: str, **engine) -> tuple[float, float, Path,
     t2 = time.perf_counter()
     CPU.update(regions=c1 - c0, shards=time.process_time() - c1)
     frames = sum(len(e["frames"]) for e in json.loads((store / "manifest.json").read_text())["chunks"].values())
-    groups = json.loads((shards / "manifest.json").read_text())["n_groups"]
+    groups = int(read_shard_manifest(shards)["n_groups"])
     return t1 - t0, t2 - t1, store, shards, frames, groups
 
 

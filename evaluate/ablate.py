@@ -30,10 +30,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import statistics
-import subprocess
-import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -47,7 +44,8 @@ from shared.config import build_config, config_hash, config_options, field, save
 from shared.faults import kill_point
 from shared.frames import DataError
 from shared.presets import apply_preset, explicit_options
-from shared.stage import PROJECT_ROOT, StageConfig, output_dir
+from shared.shard_set import read_manifest as read_shard_manifest
+from shared.stage import StageConfig, output_dir, run_stage
 
 PROPOSALS = ("depth", "felzenszwalb", "gt")
 # metric key -> (title, where it comes from)
@@ -285,15 +283,8 @@ def format_tables(tables: dict[str, Any], ms: list[int]) -> list[str]:
 
 
 def _run(cmd: list[str], log: Path, echo=click.echo) -> None:
-    echo("  $ " + " ".join(cmd[2:]))
-    with open(log, "a") as fh:
-        fh.write("$ " + " ".join(cmd) + "\n")
-        fh.flush()
-        # the runner's kill points (shared/faults.py) are its own: a stage it starts never inherits them
-        env = {k: v for k, v in os.environ.items() if k not in ("CPCDR_KILL_AT", "CPCDR_KILL_COUNT")}
-        done = subprocess.run(cmd, cwd=PROJECT_ROOT, stdout=fh, stderr=subprocess.STDOUT, env=env)
-    if done.returncode != 0:
-        raise DataError(log, f"`{' '.join(cmd[2:5])} ...` exited {done.returncode}; its output is in this log")
+    """A stage in a process of its own (shared.stage.run_stage), its output appended to the ablation's log."""
+    run_stage(cmd[0], cmd[1], cmd[2:], log, log, echo)
 
 
 def _common(cfg: AblateConfig) -> list[str]:
@@ -302,7 +293,8 @@ def _common(cfg: AblateConfig) -> list[str]:
 
 
 def _py(*args: str) -> list[str]:
-    return [sys.executable, "-m", *args]
+    """package, command, arguments: what `_run` runs as `python -m ...`."""
+    return list(args)
 
 
 def _read_pointer(cfg: AblateConfig, stage: str, name: str) -> Path:
@@ -378,7 +370,7 @@ def run_cell(cfg: AblateConfig, cell: Cell, seed: int, per_step: int, root: Path
     if cell.proposals:
         shards, groups = ensure_shards(cfg, cell.proposals, cell.m, per_step, root, log, echo, checked)
         res["shards"] = str(shards)
-        n_groups = json.loads((shards / "manifest.json").read_text())["n_groups"]
+        n_groups = int(read_shard_manifest(shards)["n_groups"])
         steps = schedule_options(n_groups, groups, cfg.train_steps) if cfg.train_steps else []
         _run(_py("train", "contrastive", *_common(cfg), "--shards", str(shards), "--lam", str(cell.lam),
                  "--seed", str(seed), "--run", run, "--groups-per-step", str(groups), "--no-progress", *steps,

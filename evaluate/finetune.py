@@ -37,6 +37,7 @@ from evaluate.verdict import label_count, verdict
 from shared.atomic import write_json, write_text
 from shared.checkpoint import load_checkpoint
 from shared.config import save_config
+from shared.device import pick_device
 from shared.finetune_data import instance_target, read_plan, semantic_target, subrun_name, working_size
 from shared.frames import DataError, Frame
 from shared.imageio import read_rgb, write_png
@@ -44,12 +45,12 @@ from shared.labels import INSTANCE_CLASSES, TRAIN_NAMES
 from shared.nets.finetune_models import build_model
 from shared.nets.semantic_fpn import normalize_images
 from shared.stage import output_dir, read_pointer
-from evaluate.finetune_command import FinetuneEvalConfig
+from evaluate.finetune_config import FinetuneEvalConfig
 
 HEADLINE = {"semantic": ("miou", "pixel_accuracy"), "instance": ("mask_AP", "mask_AP50", "box_AP", "box_AP50")}
 
 
-# The options and command live in evaluate/finetune_command.py, which does not import torch.
+# The options live in evaluate/finetune_config.py, which does not import torch.
 
 
 def _input(frame: Frame, image_width: int, device: torch.device) -> tuple[torch.Tensor, np.ndarray]:
@@ -282,8 +283,7 @@ def write_comparison(out: Path, summaries: list[dict[str, Any]]) -> list[str]:
 
 def evaluate_finetune(cfg: FinetuneEvalConfig) -> list[dict[str, Any]]:
     t0 = time.perf_counter()
-    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
-                          "cpu" if cfg.device == "auto" else cfg.device)
+    device = pick_device(cfg.device)
     runs = [read_pointer(cfg, "finetune", cfg.task)] if cfg.runs == "auto" else \
         [Path(r) for r in cfg.runs.split(",") if r.strip()]
     summaries = []

@@ -1,25 +1,15 @@
-"""`python -m evaluate finetune-eval`: the fine-tuning evaluation's options and click command; the scoring
-is evaluate/finetune.py, imported when the command runs (`--help` stays free of torch)."""
+"""`python -m evaluate finetune-eval`: the click command of the fine-tuning evaluation. Its options are
+evaluate/finetune_config.py; the scoring (evaluate/finetune.py), and with it torch, is imported only when
+the command runs."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import click
 
-from shared.config import build_config, config_options, field
+from shared.config import build_config, config_options
 from shared.frames import DataError
-from shared.stage import StageConfig
-
-
-@dataclass
-class FinetuneEvalConfig(StageConfig):
-    runs: str = field("auto", "fine-tuning run folders, comma-separated (auto: the last `python -m train finetune` "
-                              "run of --task for this DATASET/DEMO_SIZE); several also get one comparison table")
-    task: str = field("semantic", "which run `--runs auto` picks", choices=["semantic", "instance"])
-    pictures: int = field(3, "val frames drawn with prediction overlays (first network of each run)", hash=False, bounds="[0, inf)")
-    score_threshold: float = field(0.5, "instance overlays: detections drawn above this score", hash=False, bounds="[0, 1]")
-    device: str = field("auto", "auto = cuda when available", choices=["auto", "cpu", "cuda"], hash=False)
+from evaluate.finetune_config import FinetuneEvalConfig
 
 
 @click.command("finetune-eval", context_settings={"show_default": True})

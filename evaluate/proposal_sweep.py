@@ -28,8 +28,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import subprocess
-import sys
 import time
 import zlib
 from dataclasses import dataclass
@@ -52,7 +50,7 @@ from shared.regions.depth_source import DepthSource, DepthSpec, parse_depth_spec
 from shared.regions.grouping import (GroupingParams, depth_regions, felzenszwalb_regions, filter_regions, gt_regions,
                                      instance_components, slic_superpixels)
 from shared.datasets import build_index
-from shared.stage import PROJECT_ROOT, output_dir
+from shared.stage import output_dir, run_stage
 
 METHODS = ("depth", "depth-rgb", "slic", "felzenszwalb")
 KNOB = {"depth": "T_e", "depth-rgb": "merge_k", "slic": "n_segments", "felzenszwalb": "scale", "gt": "-"}
@@ -238,13 +236,13 @@ def ensure_bench_city(cfg: SweepConfig, size: tuple[int, int], echo=click.echo) 
 
     if city_is_complete(root):
         return root
-    cmd = [sys.executable, "-m", "preprocess", "synth", "--dataset", "synthetic", "--data-root", str(root.resolve()),
-           "--sequences", str(cfg.synthetic_frames), "--frames", "1", "--size", f"{size[0]}x{size[1]}",
-           "--seed", str(cfg.synthetic_seed), "--workers", str(max(1, cfg.workers))]
     t0 = time.perf_counter()
-    done = subprocess.run(cmd, cwd=PROJECT_ROOT)
-    if done.returncode != 0 or not city_is_complete(root):
-        raise DataError(root, f"rendering the benchmark city failed (`{' '.join(cmd[1:])}` exited {done.returncode})")
+    run_stage("preprocess", "synth", ["--dataset", "synthetic", "--data-root", str(root.resolve()),
+                                      "--sequences", str(cfg.synthetic_frames), "--frames", "1",
+                                      "--size", f"{size[0]}x{size[1]}", "--seed", str(cfg.synthetic_seed),
+                                      "--workers", str(max(1, cfg.workers))], root)
+    if not city_is_complete(root):
+        raise DataError(root, "rendering the benchmark city left it incomplete")
     echo(f"proposals-sweep: rendered the benchmark city into {root} in {time.perf_counter() - t0:.1f} s")
     return root
 

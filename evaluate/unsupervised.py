@@ -206,7 +206,10 @@ def seed_siblings(checkpoint: Path) -> list[Path]:
 def resolve_checkpoints(cfg: UnsupervisedConfig) -> list[Path]:
     """Our pre-trained checkpoints: the one `make train` recorded and its seed siblings, or the listed ones."""
     if cfg.checkpoint == "auto":
-        paths = seed_siblings(_paths(str(read_pointer(cfg, "train", "model")))[0])
+        recorded = _paths(str(read_pointer(cfg, "train", "model")))[0]
+        click.echo(f"unsupervised eval: scoring {recorded.parent} (the run `make train` of this DATASET/DEMO_SIZE "
+                   f"recorded last in {output_dir(cfg, 'train', 'model.current')}; --checkpoint picks another)")
+        paths = seed_siblings(recorded)
         if len(paths) > 1:
             click.echo(f"unsupervised eval: {len(paths)} pre-trainings of the same settings (seeds "
                        f"{', '.join(str(json.loads((p.parent / 'config.json').read_text())['config']['seed']) for p in paths)}"
@@ -242,16 +245,6 @@ def model_specs(cfg: UnsupervisedConfig) -> list[ModelSpec]:
     if cfg.baseline:
         specs += [ModelSpec(MODEL_NAMES[1], None, cfg.seed + i) for i in range(max(1, cfg.random_inits))]
     return specs
-
-
-def _device(name: str) -> torch.device:
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise click.UsageError("--device cuda but no CUDA device is available")
-    return torch.device(name)
 
 
 def _batches(items: list[Any], size: int) -> list[list[Any]]:
@@ -431,18 +424,144 @@ def _spread(scores: dict[str, Any], key: str) -> str:
     return _fmt(scores[key]) + ("" if std is None else f" +- {_fmt(std)}")
 
 
-def evaluate_unsupervised(cfg: UnsupervisedConfig) -> Path:
-    """Evaluate `cfg` (DEMO_SIZE presets already filled in: resolve_config); returns the output folder."""
+def _codebooks(net: Any, cfg: UnsupervisedConfig, n_clusters: dict[str, int], frames: list[Frame],
+               size: tuple[int, int], device: "torch.device", desc: str, eta: Eta) -> dict[str, Any]:
+    """Each protocol's codebook (cluster centres and the cluster of each) for one network."""
+    from evaluate.clustering import Codebook, kmeans_codebook, prototype_codebook
+
+    codebooks: dict[str, Codebook] = {}
+    if cfg.clustering == "agglomerative":
+        # one set of centres (the prototypes) for every protocol: one nearest-prototype search
+        # per pixel serves them all, only the prototype -> cluster grouping differs
+        centres = prototype_codebook(net.prototypes.weight, 1).centres
+        for p, n in n_clusters.items():
+            codebooks[p] = Codebook(centres, prototype_codebook(centres, n).cluster_of, n)
+    else:
+        sample = kmeans_sample(net, frames, size, device, cfg.kmeans_samples, cfg.batch_size, cfg.seed, desc, eta)
+        for p, n in n_clusters.items():
+            codebooks[p] = kmeans_codebook(sample, n, seed=cfg.seed)
+    return codebooks
+
+
+def _score_networks(specs: list[ModelSpec], cfg: UnsupervisedConfig, frames: list[Frame],
+                    gts: dict[str, list[np.ndarray]], n_clusters: dict[str, int], size: tuple[int, int],
+                    device: "torch.device", eta: Eta
+                    ) -> tuple[dict[str, list[ModelResult]], dict[str, list[str]], dict[str, Any], dict[str, Any]]:
+    """Every network in turn, on the same frames with the same clustering; one in memory at a time.
+    Returns (results and run names by method, the architecture of the networks, our first checkpoint's config)."""
     import torch
 
-    from evaluate.clustering import Codebook, kmeans_codebook, prototype_codebook
+    from shared.nets.semantic_fpn import DenseSwAVNet, load_pretrained
+
+    methods = list(dict.fromkeys(s.method for s in specs))
+    results: dict[str, list[ModelResult]] = {m: [] for m in methods}
+    run_names: dict[str, list[str]] = {m: [] for m in methods}
+    model_args: dict[str, Any] = {}
+    ckpt_config: dict[str, Any] = {}
+    for spec in specs:
+        if spec.checkpoint is not None:
+            net, config = load_pretrained(spec.checkpoint, map_location="cpu")
+            if not model_args:  # the first (ours) fixes the random inits' architecture
+                model_args, ckpt_config = dict(net.net_args), config
+            label = str(spec.checkpoint)
+        else:
+            torch.manual_seed(int(spec.seed or 0))
+            net = DenseSwAVNet(**model_args).eval()
+            label = f"seed {spec.seed}"
+        desc = spec.method + (f" #{len(results[spec.method]) + 1}" if len(results[spec.method]) else "")
+        net = net.to(device).eval()
+        codebooks = _codebooks(net, cfg, n_clusters, frames, size, device, desc, eta)
+        # pictures of each method's first network only
+        n_pictures = cfg.pictures if not results[spec.method] else 0
+        results[spec.method].append(run_model(net, frames, gts, codebooks, size, device, cfg.batch_size, n_pictures,
+                                              desc, eta))
+        run_names[spec.method].append(label)
+        del net
+    return results, run_names, model_args, ckpt_config
+
+
+def _summary(cfg: UnsupervisedConfig, split: str, size: tuple[int, int], ckpt: Path,
+             nets: tuple[dict[str, Any], dict[str, Any]], frames: list[Frame], results: dict[str, list[ModelResult]],
+             run_names: dict[str, list[str]], n_clusters: dict[str, int], present: dict[str, np.ndarray]
+             ) -> dict[str, Any]:
+    """The report's numbers (per protocol and method; "_"-keys carry what the pictures need).
+    nets: (the architecture of the scored networks, the first checkpoint's config)."""
+    summary: dict[str, Any] = {
+        "dataset": cfg.dataset, "split": split, "size": list(size), "checkpoint": str(ckpt),
+        "net_args": nets[0], "checkpoint_config": nets[1], "clustering": cfg.clustering,
+        "frames": [f.id for f in frames],
+        "networks": run_names,
+        "averaging_rule": "mean IoU over the classes with ground-truth pixels in the evaluated frames "
+                          "(all classes on the full Cityscapes val set); only those classes are matched",
+        "spread_rule": "methods with several networks (seeds): mean over them, and the sample standard "
+                       "deviation (n - 1) in *_std",
+        "protocols": {},
+        "seconds": {m: round(sum(r.seconds for r in rs), 2) for m, rs in results.items()},
+    }
+    for p in n_clusters:
+        proto = PROTOCOLS[p]
+        summary["protocols"][p] = {
+            "description": proto.description, "matching": proto.matching, "n_clusters": n_clusters[p],
+            "classes": proto.class_names, "present_classes": [proto.class_names[c] for c in present[p]],
+            "models": {m: method_scores([_scores_dict(r.confusions[p], proto) for r in rs], run_names[m])
+                       for m, rs in results.items()},
+        }
+    return summary
+
+
+def _write_pictures(out: Path, summary: dict[str, Any], results: dict[str, list[ModelResult]], frames: list[Frame],
+                    gts: dict[str, list[np.ndarray]], size: tuple[int, int]) -> dict[str, list[str]]:
+    """Confusion and IoU charts per protocol, and the prediction and PCA panels of each method's first network;
+    returns the panels' file names by frame id."""
     from evaluate.plots import iou_bars
     from evaluate.report_pictures import (class_palette, colourise, confusion_picture, panel, pca_rgb,
                                           side_by_side, stack_rows)
-    from shared.nets.semantic_fpn import DenseSwAVNet, load_pretrained
+
+    pnames = list(summary["protocols"])
+    for p in pnames:
+        proto = PROTOCOLS[p]
+        mres = summary["protocols"][p]["models"]
+        confs = [confusion_picture(mres[m]["_class_conf"], proto.class_names, title=f"{m} ({p})") for m in mres]
+        write_png(out / f"confusion_{p}.png", side_by_side(confs))
+        bars = iou_bars(proto.class_names, [(m, mres[m]["_iou"]) for m in mres], f"Per-class IoU, {p} protocol")
+        write_png(out / f"iou_{p}.png", bars.rgb)
+    pictures: dict[str, list[str]] = {}
+    firsts = {m: rs[0] for m, rs in results.items()}
+    first = firsts[MODEL_NAMES[0]]
+    pcas = {m: pca_rgb(r.features) for m, r in firsts.items()} if first.images else {}  # --pictures 0: none
+    tile_h = min(size[0], 256)
+    for i, image in enumerate(first.images):
+        fid = frames[i].id
+        rows = []
+        for p in pnames:
+            proto = PROTOCOLS[p]
+            palette = class_palette(p)
+            tiles = [("image", image), (f"ground truth ({p})", colourise(gts[p][i], palette))]
+            for m, r in firsts.items():
+                mapping = summary["protocols"][p]["models"][m]["_mapping"]
+                classes = np.where(mapping >= 0, mapping, proto.n_classes)[r.cluster_maps[p][i]]
+                tiles.append((f"{m} ({p})", colourise(classes, palette)))
+            rows.append(panel(tiles, tile_h))
+        write_png(out / f"predictions_{fid}.png", stack_rows(rows))
+        write_png(out / f"pca_{fid}.png", panel([("image", image)] + [(f"PCA {m}", pcas[m][i]) for m in firsts],
+                                                 tile_h))
+        pictures[fid] = [f"predictions_{fid}.png", f"pca_{fid}.png"]
+    return pictures
+
+
+def _echo_scores(summary: dict[str, Any], n_clusters: dict[str, int]) -> None:
+    for p, models in summary["protocols"].items():
+        for m, mr in models["models"].items():
+            click.echo(f"  {p:6s} {m:12s} C={n_clusters[p]:3d}  pixel acc {_spread(mr, 'pixel_accuracy'):>14s}  "
+                       f"mIoU {_spread(mr, 'miou'):>14s}" + (f"  ({mr['n_runs']} networks)" if mr["n_runs"] > 1 else ""))
+
+
+def evaluate_unsupervised(cfg: UnsupervisedConfig) -> Path:
+    """Evaluate `cfg` (DEMO_SIZE presets already filled in: resolve_config); returns the output folder."""
+    from shared.device import pick_device
 
     t_start = time.perf_counter()
-    device = _device(cfg.device)
+    device = pick_device(cfg.device)
     specs = model_specs(cfg)
     ckpt = specs[0].checkpoint
     assert ckpt is not None
@@ -486,93 +605,10 @@ def evaluate_unsupervised(cfg: UnsupervisedConfig) -> Path:
                                      for g in gts[p])) for p in pnames}
     n_clusters = {p: cfg.n_clusters or max(1, len(present[p])) for p in pnames}
 
-    # Every network in turn, on the same frames with the same clustering; one in memory at a time.
-    results: dict[str, list[ModelResult]] = {m: [] for m in methods}
-    run_names: dict[str, list[str]] = {m: [] for m in methods}
-    model_args: dict[str, Any] = {}
-    ckpt_config: dict[str, Any] = {}
-    for spec in specs:
-        if spec.checkpoint is not None:
-            net, config = load_pretrained(spec.checkpoint, map_location="cpu")
-            if not model_args:  # the first (ours) fixes the random inits' architecture
-                model_args, ckpt_config = dict(net.net_args), config
-            label = str(spec.checkpoint)
-        else:
-            torch.manual_seed(int(spec.seed or 0))
-            net = DenseSwAVNet(**model_args).eval()
-            label = f"seed {spec.seed}"
-        desc = spec.method + (f" #{len(results[spec.method]) + 1}" if len(results[spec.method]) else "")
-        net = net.to(device).eval()
-        codebooks: dict[str, Codebook] = {}
-        if cfg.clustering == "agglomerative":
-            # one set of centres (the prototypes) for every protocol: one nearest-prototype search
-            # per pixel serves them all, only the prototype -> cluster grouping differs
-            centres = prototype_codebook(net.prototypes.weight, 1).centres
-            for p in pnames:
-                codebooks[p] = Codebook(centres, prototype_codebook(centres, n_clusters[p]).cluster_of, n_clusters[p])
-        else:
-            sample = kmeans_sample(net, frames, size, device, cfg.kmeans_samples, cfg.batch_size, cfg.seed, desc, eta)
-            for p in pnames:
-                codebooks[p] = kmeans_codebook(sample, n_clusters[p], seed=cfg.seed)
-        # pictures of each method's first network only
-        n_pictures = cfg.pictures if not results[spec.method] else 0
-        results[spec.method].append(run_model(net, frames, gts, codebooks, size, device, cfg.batch_size, n_pictures,
-                                              desc, eta))
-        run_names[spec.method].append(label)
-        del net
+    results, run_names, model_args, ckpt_config = _score_networks(specs, cfg, frames, gts, n_clusters, size, device, eta)
 
-    # Numbers.
-    summary: dict[str, Any] = {
-        "dataset": cfg.dataset, "split": split, "size": list(size), "checkpoint": str(ckpt),
-        "net_args": model_args, "checkpoint_config": ckpt_config, "clustering": cfg.clustering,
-        "frames": [f.id for f in frames],
-        "networks": run_names,
-        "averaging_rule": "mean IoU over the classes with ground-truth pixels in the evaluated frames "
-                          "(all classes on the full Cityscapes val set); only those classes are matched",
-        "spread_rule": "methods with several networks (seeds): mean over them, and the sample standard "
-                       "deviation (n - 1) in *_std",
-        "protocols": {},
-        "seconds": {m: round(sum(r.seconds for r in rs), 2) for m, rs in results.items()},
-    }
-    for p in pnames:
-        proto = PROTOCOLS[p]
-        summary["protocols"][p] = {
-            "description": proto.description, "matching": proto.matching, "n_clusters": n_clusters[p],
-            "classes": proto.class_names, "present_classes": [proto.class_names[c] for c in present[p]],
-            "models": {m: method_scores([_scores_dict(r.confusions[p], proto) for r in rs], run_names[m])
-                       for m, rs in results.items()},
-        }
-
-    # Pictures.
-    for p in pnames:
-        proto = PROTOCOLS[p]
-        mres = summary["protocols"][p]["models"]
-        confs = [confusion_picture(mres[m]["_class_conf"], proto.class_names, title=f"{m} ({p})") for m in mres]
-        write_png(out / f"confusion_{p}.png", side_by_side(confs))
-        bars = iou_bars(proto.class_names, [(m, mres[m]["_iou"]) for m in mres], f"Per-class IoU, {p} protocol")
-        write_png(out / f"iou_{p}.png", bars.rgb)
-    pictures: dict[str, list[str]] = {}
-    firsts = {m: rs[0] for m, rs in results.items()}
-    first = firsts[MODEL_NAMES[0]]
-    pcas = {m: pca_rgb(r.features) for m, r in firsts.items()} if first.images else {}  # --pictures 0: none
-    tile_h = min(size[0], 256)
-    for i, image in enumerate(first.images):
-        fid = frames[i].id
-        rows = []
-        for p in pnames:
-            proto = PROTOCOLS[p]
-            palette = class_palette(p)
-            tiles = [("image", image), (f"ground truth ({p})", colourise(gts[p][i], palette))]
-            for m, r in firsts.items():
-                mapping = summary["protocols"][p]["models"][m]["_mapping"]
-                classes = np.where(mapping >= 0, mapping, proto.n_classes)[r.cluster_maps[p][i]]
-                tiles.append((f"{m} ({p})", colourise(classes, palette)))
-            rows.append(panel(tiles, tile_h))
-        write_png(out / f"predictions_{fid}.png", stack_rows(rows))
-        write_png(out / f"pca_{fid}.png", panel([("image", image)] + [(f"PCA {m}", pcas[m][i]) for m in firsts],
-                                                 tile_h))
-        pictures[fid] = [f"predictions_{fid}.png", f"pca_{fid}.png"]
-
+    summary = _summary(cfg, split, size, ckpt, (model_args, ckpt_config), frames, results, run_names, n_clusters, present)
+    pictures = _write_pictures(out, summary, results, frames, gts, size)
     for p in pnames:
         for mr in summary["protocols"][p]["models"].values():
             for k in [k for k in mr if k.startswith("_")]:
@@ -585,10 +621,7 @@ def evaluate_unsupervised(cfg: UnsupervisedConfig) -> Path:
                                                                   *(out / f for fs in pictures.values() for f in fs)])
     write_pointer(cfg, "eval", "unsupervised", out)
 
-    for p in pnames:
-        for m, mr in summary["protocols"][p]["models"].items():
-            click.echo(f"  {p:6s} {m:12s} C={n_clusters[p]:3d}  pixel acc {_spread(mr, 'pixel_accuracy'):>14s}  "
-                       f"mIoU {_spread(mr, 'miou'):>14s}" + (f"  ({mr['n_runs']} networks)" if mr["n_runs"] > 1 else ""))
+    _echo_scores(summary, n_clusters)
     n_pictures = len(charts) + sum(len(fs) for fs in pictures.values())
     click.echo(f"unsupervised eval: wrote {html.name}, {md.name}, {report_json.name} and {n_pictures} pictures into "
                f"{out} in {time.perf_counter() - t_start:.1f} s")

@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
 REFERENCE_HEIGHT = 384  # pixel sizes below are at this image height and scale with it
 
@@ -47,6 +46,8 @@ def degrade_depth(depth: np.ndarray, seed: int, weak: WeakDepth = WeakDepth()) -
         raise ValueError("depth must be finite and > 0 everywhere")
     if weak.range_ratio < 1:
         raise ValueError(f"range_ratio must be >= 1, got {weak.range_ratio}")
+    from scipy import ndimage  # here, not at the top: the sweep's --help imports this module
+
     s = depth.shape[0] / REFERENCE_HEIGHT
     disp = 1.0 / depth.astype(np.float64)
     lo, hi = np.percentile(disp, [weak.clip_percentile, 100.0 - weak.clip_percentile])

@@ -14,7 +14,6 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import click
 import numpy as np
@@ -25,6 +24,8 @@ from shared.frames import DataError
 from shared.imageio import write_png
 from shared.reuse import done_key, manifest_stamp, mark_done, reuse
 from shared.shard_schema import Group, decode_group, group_key, source_ids
+from shared.shard_set import MANIFEST, tar_samples
+from shared.shard_set import read_manifest as read_shard_manifest
 from shared.stage import StageConfig, read_pointer
 
 
@@ -113,21 +114,11 @@ def contact_sheet(g: Group, key: str, n_lines: int, tile_width: int, seed: int) 
     return np.asarray(sheet)
 
 
-def read_shard_manifest(shard_dir: Path) -> dict[str, Any]:
-    p = shard_dir / "manifest.json"
-    if not p.is_file():
-        raise DataError(p, "shard manifest not found (run `make shards` first)")
-    try:
-        return json.loads(p.read_text())
-    except ValueError as e:
-        raise DataError(p, f"not a JSON shard manifest ({e})") from None
-
-
 def shard_for_key(shard_dir: Path, key: str) -> tuple[Path, str]:
     """(the shard holding `key`, the key) from the manifest; an empty key means the first group of
     the first shard (a shard starts with its first group)."""
-    p = shard_dir / "manifest.json"
-    shards = read_shard_manifest(shard_dir).get("shards", [])
+    p = shard_dir / MANIFEST
+    shards = read_shard_manifest(shard_dir)["shards"]
     if not shards:
         raise DataError(p, "the manifest lists no finished shard")
     if not key:
@@ -143,13 +134,12 @@ def shard_for_key(shard_dir: Path, key: str) -> tuple[Path, str]:
 
 
 def read_group(shard: Path, key: str) -> tuple[str, Group]:
-    import webdataset as wds
-
     if not shard.is_file():
         raise DataError(shard, "shard listed in the manifest is missing")
-    for sample in wds.WebDataset(str(shard), shardshuffle=False, empty_check=False):
-        if not key or sample["__key__"] == key:
-            return sample["__key__"], decode_group(sample)
+    with open(shard, "rb") as fh:
+        for sample in tar_samples(fh, str(shard)):
+            if not key or sample["__key__"] == key:
+                return sample["__key__"], decode_group(sample)
     raise DataError(shard, f"group {key} not found in this shard")
 
 

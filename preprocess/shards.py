@@ -50,7 +50,7 @@ import numpy as np
 from tqdm import tqdm
 
 from preprocess.copy_paste import SYNTHESIS_VERSION, PasteParams, SourceFrame, synthesise
-from shared.atomic import atomic_path, refresh_only, remove_stale_temporaries, write_json
+from shared.atomic import atomic_path, refresh_only, remove_stale_temporaries
 from shared.config import build_config, config_hash, config_options, field, save_config, to_dict
 from shared.eta import Eta
 from shared.executor import backend_field, run_tasks, scheduler_field
@@ -60,10 +60,11 @@ from shared.imageio import read_rgb
 from shared.presets import apply_preset, explicit_options
 from shared.region_store import RegionStore, read_manifest, sha256_file
 from shared.shard_schema import encode_group, group_key
+from shared.shard_set import new_manifest, write_manifest
+from shared.shard_set import read_manifest as read_shard_manifest
 from shared.stage import StageConfig, cached_frames, output_dir, portable_path, read_pointer, write_pointer
 from shared.video import check_frames, parse_ref
 
-MANIFEST = "manifest.json"
 PAPER = PasteParams()
 PAPER_HEIGHT = 384
 # DEMO_SIZE presets: fill the options the user did not set (shared.presets).
@@ -319,10 +320,10 @@ def finished_set(cfg: ShardsConfig, store_key: str, horizons: dict[str, float]) 
     h, _ = shard_set_hash(cfg, store_key, horizons)
     out_dir = output_dir(cfg, "shards", f"{cfg.proposals}-{h}")
     try:
-        manifest = json.loads((out_dir / MANIFEST).read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        manifest = read_shard_manifest(out_dir)
+    except DataError:  # none, or one that does not parse
         return None
-    if not isinstance(manifest, dict) or manifest.get("config_hash") != h or manifest.get("complete") is not True \
+    if manifest.get("config_hash") != h or manifest.get("complete") is not True \
             or manifest.get("skipped") or not manifest.get("shards"):
         return None
     if sum(e.get("samples", 0) for e in manifest["shards"]) != manifest.get("n_groups"):
@@ -444,19 +445,14 @@ def run_shards(cfg: ShardsConfig, echo: Callable[[str], None] = click.echo,
     n_groups = sum(len(p.groups) for p in plans)
 
     try:
-        manifest = json.loads((out_dir / MANIFEST).read_text())
-    except (OSError, json.JSONDecodeError):
+        manifest = read_shard_manifest(out_dir)
+    except DataError:  # none yet, or a damaged one: every shard is checked against the plan and rewritten
         manifest = {}
     old = {e["name"]: e for e in manifest.get("shards", [])} if manifest.get("config_hash") == h else {}
-    manifest = {
-        "config": to_dict(cfg), "config_hash": h, "schema": 1,
-        "region_store": {"path": portable_path(store_root.resolve(), out_dir.resolve(), Path(cfg.out).resolve()),
-                         "config_hash": store_manifest.get("config_hash"),
-                         "content_hash": store_key}, "horizons_hash": horizon_key,
-        "height": H, "width": W, "group_size": cfg.group_size, "images_per_group": n_images,
-        "epochs": cfg.epochs, "n_groups": n_groups, "groups_per_shard": gps, "params": asdict(params),
-        "shards": [], "complete": False, "skipped": skipped,
-    }
+    manifest = new_manifest(
+        to_dict(cfg), h, {"path": portable_path(store_root.resolve(), out_dir.resolve(), Path(cfg.out).resolve()),
+                          "config_hash": store_manifest.get("config_hash"), "content_hash": store_key},
+        horizon_key, H, W, cfg.group_size, n_images, cfg.epochs, n_groups, gps, asdict(params), skipped)
     t_check = time.perf_counter()
     done: dict[str, dict[str, Any]] = {}
     rewrite = []
@@ -473,9 +469,7 @@ def run_shards(cfg: ShardsConfig, echo: Callable[[str], None] = click.echo,
     pending = [p for p in plans if p.name not in done]
 
     def save(complete: bool) -> None:
-        manifest["shards"] = [done[p.name] for p in plans if p.name in done]
-        manifest["complete"] = complete
-        write_json(out_dir / MANIFEST, manifest, indent=1)
+        write_manifest(out_dir, manifest, [done[p.name] for p in plans if p.name in done], complete)
 
     def finish(note: str) -> Path:
         with refresh_only(echo) if not pending else contextlib.nullcontext():

@@ -3,9 +3,10 @@
 
 The module a command lives in keeps only light imports at its top (click, dataclasses, numpy,
 shared.config, shared.stage) and imports torch and the like inside the functions that run the stage,
-or, for a module that is torch through and through (the trainers), the command and its config live
-in a light sibling module (train/depth_command.py). tests/shared/test_cli.py checks that `--help` of
-every command loads none of them (docs/design.md#command-line).
+or, for a module that is torch through and through (the trainers), the command lives in a light module
+(train/depth_command.py) beside the config module it shares with the worker (train/depth_config.py).
+tests/shared/test_cli.py checks that `--help` of every command loads none of them
+(docs/design.md#command-line).
 
 The group is also where errors become messages: a filesystem error (no space left, read-only,
 not a folder, permission denied) or a `DataError` ends the command with one line naming the path

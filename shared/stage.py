@@ -51,6 +51,35 @@ def output_dir(cfg: StageConfig, *parts: str) -> Path:
     return Path(cfg.out, tag, *parts)
 
 
+# this process's fault injection (shared/faults.py): a stage started from here never inherits it
+_OWN_ENV = ("CPCDR_KILL_AT", "CPCDR_KILL_COUNT")
+
+
+def run_stage(package: str, command: str, args: list[str], about: str | os.PathLike, log: Path | None = None,
+              echo=None) -> None:
+    """Run `python -m <package> <command> <args>` in a fresh interpreter from the project root.
+
+    The one way a stage starts another where an import cannot do it: shared/ imports no stage and a stage
+    no other stage (docs/design.md#layering), and the ablation runs every cell's training in a process of
+    its own. Output goes to `log` (appended, after the command line) or to this terminal; `echo` shows
+    the command first. A non-zero exit raises DataError naming `about` (what the command was to make), the
+    command and the log."""
+    cmd = [sys.executable, "-m", package, command, *args]
+    shown = "python -m " + " ".join(cmd[2:])
+    if echo is not None:
+        echo("  $ " + shown)
+    env = {k: v for k, v in os.environ.items() if k not in _OWN_ENV}
+    if log is None:
+        code = subprocess.run(cmd, cwd=PROJECT_ROOT, env=env).returncode
+    else:
+        with open(log, "a") as fh:
+            fh.write("$ " + " ".join(cmd) + "\n")
+            fh.flush()
+            code = subprocess.run(cmd, cwd=PROJECT_ROOT, stdout=fh, stderr=subprocess.STDOUT, env=env).returncode
+    if code != 0:
+        raise DataError(about, f"`{shown}` exited {code}" + (f"; its output is in {log}" if log else ""))
+
+
 def ensure_synthetic_city(cfg: StageConfig) -> Path:
     """Render the built-in synthetic city for this demo size unless it is already complete.
 
@@ -65,11 +94,10 @@ def ensure_synthetic_city(cfg: StageConfig) -> Path:
         click.echo(f"synthetic city: reusing {root}")
         return root
     t0 = time.perf_counter()
-    cmd = [sys.executable, "-m", "preprocess", "synth", "--dataset", "synthetic",
-           "--out", str(Path(cfg.out).resolve()), "--demo-size", cfg.demo_size]
-    done = subprocess.run(cmd, cwd=PROJECT_ROOT)
-    if done.returncode != 0 or not city_is_complete(root):
-        raise DataError(root, f"rendering the synthetic city failed (`{' '.join(cmd[1:])}` exited {done.returncode})")
+    run_stage("preprocess", "synth", ["--dataset", "synthetic", "--out", str(Path(cfg.out).resolve()),
+                                      "--demo-size", cfg.demo_size], root)
+    if not city_is_complete(root):
+        raise DataError(root, "rendering the synthetic city left it incomplete")
     click.echo(f"synthetic city: rendered into {root} in {time.perf_counter() - t0:.1f} s")
     return root
 

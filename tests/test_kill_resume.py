@@ -4,7 +4,8 @@ Each stage runs as its real command in a subprocess on the tiny synthetic city. 
 run counts the fault-injection points it passes (shared/faults.py: every frame, group and step,
 before and after every atomic rename); then a second output tree is killed at three points drawn
 with a fixed seed (CPCDR_KILL_AT: the process SIGKILLs itself, nothing runs after it) and the
-command is rerun to the end. Region stores and shard sets must be byte-identical and finished
+command is rerun to the end. After each kill of a trainer the test also leaves a torn last line in its
+log (a write the kill cut short), which the rerun must drop. Region stores and shard sets must be byte-identical and finished
 chunks / shards never rewritten; training must reach the same step with the same logged losses
 (each step logged once) and the same weights. No temporary file may be left behind.
 
@@ -148,6 +149,25 @@ def test_shards_survive_kills(tiny_city, reference, tmp_path):
     print(f"shards: killed at points {hits} of {reference['points']['shards']}")
 
 
+def tear_logs(root: Path) -> None:
+    """Append half a JSON line to every training log under `root`: what a kill in mid-write leaves."""
+    for log in root.rglob("log.jsonl"):
+        with open(log, "a") as fh:
+            fh.write('{"step": 99, "loss": 1.')
+
+
+def stop_tear_finish(args: list[str]) -> None:
+    """Run 2 steps (--stop-after: checkpointed), leave a torn last line in the log, then run to the end:
+    the one kill that always lands after the log has lines."""
+    done = run([*args, "--stop-after", "2"])
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = Path(args[args.index("--out") + 1])
+    assert any(out.rglob("log.jsonl")), "no log after 2 steps"
+    tear_logs(out)
+    done = run(args)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
 def _training_matches(run_a: Path, run_b: Path, steps: int) -> None:
     import torch
 
@@ -161,27 +181,39 @@ def _training_matches(run_a: Path, run_b: Path, steps: int) -> None:
         torch.testing.assert_close(v, b["model"][k], atol=1e-5, rtol=1e-5, msg=k)
 
 
-def test_contrastive_training_survives_kills(tiny_city, reference, tmp_path):
-    rng = np.random.default_rng([13, 3])
-    train = lambda out: stage_args(["train", "contrastive"], tiny_city, out, "--shards",  # noqa: E731
-                                   str(reference["shards"]), "--epochs", "3", "--max-steps", "8",
-                                   "--checkpoint-every", "2", "--log-every", "1", "--no-progress")
+def trainer_survives_kills(name: str, train, steps: int, seed: int, tmp_path: Path) -> None:
+    """`train(out)`: the trainer's arguments writing under `out`. Uninterrupted (a), killed KILLS times with a
+    torn log line after each kill (b), and stopped after 2 steps with a torn line (c): the same run."""
     points = count_points(train(tmp_path / "a"), tmp_path)
-    hits = kill_then_finish(train(tmp_path / "b"), points, rng)
-    (run_a,), (run_b,) = ([p.parent for p in (tmp_path / o).rglob("checkpoint.pt")] for o in ("a", "b"))
-    _training_matches(run_a, run_b, 8)
+    hits = kill_then_finish(train(tmp_path / "b"), points, np.random.default_rng([13, seed]),
+                            lambda _: tear_logs(tmp_path / "b"))
+    stop_tear_finish(train(tmp_path / "c"))
+    (run_a,), (run_b,), (run_c,) = ([p.parent for p in (tmp_path / o).rglob("checkpoint.pt")] for o in "abc")
+    _training_matches(run_a, run_b, steps)
+    _training_matches(run_a, run_c, steps)
     no_temporaries(tmp_path / "b")
-    print(f"contrastive: killed at points {hits} of {points}")
+    print(f"{name}: killed at points {hits} of {points}")
+
+
+def test_contrastive_training_survives_kills(tiny_city, reference, tmp_path):
+    trainer_survives_kills("contrastive", lambda out: stage_args(
+        ["train", "contrastive"], tiny_city, out, "--shards", str(reference["shards"]), "--epochs", "3",
+        "--max-steps", "8", "--checkpoint-every", "2", "--log-every", "1", "--no-progress"), 8, 3, tmp_path)
 
 
 def test_depth_training_survives_kills(tiny_city, tmp_path):
-    rng = np.random.default_rng([13, 4])
-    train = lambda out: stage_args(["train", "depth-train"], tiny_city, out, "--max-steps", "8",  # noqa: E731
-                                   "--ckpt-every", "2", "--log-every", "1", "--image-every", "3", "--height", "64",
-                                   "--width", "64", "--batch-size", "2")
-    points = count_points(train(tmp_path / "a"), tmp_path)
-    hits = kill_then_finish(train(tmp_path / "b"), points, rng)
-    (run_a,), (run_b,) = ([p.parent for p in (tmp_path / o).rglob("checkpoint.pt")] for o in ("a", "b"))
-    _training_matches(run_a, run_b, 8)
-    no_temporaries(tmp_path / "b")
-    print(f"depth: killed at points {hits} of {points}")
+    trainer_survives_kills("depth", lambda out: stage_args(
+        ["train", "depth-train"], tiny_city, out, "--max-steps", "8", "--ckpt-every", "2", "--log-every", "1",
+        "--image-every", "3", "--height", "64", "--width", "64", "--batch-size", "2"), 8, 4, tmp_path)
+
+
+def test_picie_training_survives_kills(tiny_city, tmp_path):
+    trainer_survives_kills("picie", lambda out: stage_args(
+        ["train", "picie"], tiny_city, out, "--epochs", "3", "--checkpoint-every", "2", "--log-every", "1",
+        "--no-progress"), 6, 5, tmp_path)
+
+
+def test_finetune_training_survives_kills(tiny_city, tmp_path):
+    trainer_survives_kills("finetune", lambda out: stage_args(
+        ["train", "finetune"], tiny_city, out, "--init", "scratch", "--iterations", "6", "--checkpoint-every", "2",
+        "--log-every", "1", "--no-progress"), 6, 6, tmp_path)

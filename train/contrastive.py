@@ -19,8 +19,6 @@ collective whatever its data, and the non-finite checks are all-reduced; rank 0 
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
 import os
 import time
 from contextlib import nullcontext
@@ -33,44 +31,35 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from shared.checkpoint import (SaveClock, clear_stale_saves, code_version, load_checkpoint, rng_state,
-                               save_checkpoint, set_rng_state, trim_log)
-from shared.config import config_hash, save_config, to_dict
+from shared.checkpoint import SaveClock, clear_stale_saves
+from shared.config import config_hash, save_config
+from shared.device import pick_device
 from shared.eta import Eta, gpu_recipe_warning
 from shared.faults import kill_point
 from shared.frames import DataError
-from shared.nets.semantic_fpn import (DenseSwAVNet, backbone_state_dict_torchvision, image_stats,
-                                      load_backbone_weights, normalize_images)
+from shared.nets.semantic_fpn import DenseSwAVNet, image_stats, load_backbone_weights, normalize_images
 from shared.photometric import apply_photometric
 from shared.stage import output_dir, portable_path, read_pointer, write_pointer
-from train.contrastive_command import PRESETS, ContrastiveConfig, resolve_config  # noqa: F401  (re-exported)
+from train.contrastive_config import PRESETS, ContrastiveConfig, resolve_config  # noqa: F401  (re-exported)
+from train.loop import (NonFiniteLoss, RunLog, capped_steps_note, export_backbone, load_run_checkpoint,  # noqa: F401
+                        progress_bar, require_finite, restore, save_run_checkpoint, seed_everything, set_lr,
+                        tune_cuda, warmup_cosine)
 from train.positives import Positives
 from train.shard_reader import is_remote
 from train.shard_loader import (Augment, EpochPlan, ShardSet, ShardStream, check_batch, make_loader, open_shard_set,
                                 plan_epoch)
 from train.swav_loss import LossTerms, dense_swav_loss
 
-# The options, presets and command live in train/contrastive_command.py, which does not import torch.
-
-
-def lr_schedule(total: int, warmup: int, peak: float, final: float) -> np.ndarray:
-    """Per-step learning rate [total]: linear 0 -> peak over `warmup` steps, cosine peak -> final after."""
-    warm = np.linspace(peak / max(warmup, 1), peak, warmup)
-    t = np.arange(total - warmup) / max(total - warmup - 1, 1)
-    cos = final + 0.5 * (peak - final) * (1 + np.cos(np.pi * t))
-    return np.concatenate([warm, cos])[:total]
+# The options and presets live in train/contrastive_config.py, which does not import torch.
 
 
 def setup_distributed(device_arg: str) -> tuple[int, int, torch.device]:
     """(rank, world size, device); a process group only under torchrun with several ranks."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    if device_arg == "auto":
-        device = torch.device(f"cuda:{local}" if torch.cuda.is_available() else "cpu")
-    else:
-        device = torch.device(device_arg)
-        if device.type == "cuda" and device.index is None:  # "cuda": this rank's GPU (set_device needs an index)
-            device = torch.device("cuda", local)
+    device = pick_device(device_arg)
+    if device.type == "cuda" and device.index is None:  # this rank's GPU (set_device needs an index)
+        device = torch.device("cuda", local)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():
@@ -95,10 +84,7 @@ def setup_device(cfg: ContrastiveConfig) -> DeviceSetup:
     what the trainer runs."""
     rank, world, device = setup_distributed(cfg.device)
     cuda = device.type == "cuda"
-    if cuda:
-        torch.backends.cudnn.benchmark = True  # one input size all run: pick the fastest kernels once
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    tune_cuda(device)
     return DeviceSetup(rank, world, device, torch.channels_last if cuda else torch.contiguous_format,
                        torch.autocast("cuda", dtype=torch.bfloat16) if (cuda and cfg.amp) else nullcontext())
 
@@ -174,10 +160,6 @@ def resolve_shards(cfg: ContrastiveConfig) -> str | Path:
     return read_pointer(cfg, "shards", cfg.proposals)
 
 
-class NonFiniteLoss(RuntimeError):
-    pass
-
-
 class LogWindow:
     """The steps since the last log line: their loss terms summed on the device, their positive
     counts (from shapes) on the host; read back once per log line. `distributed`: the ranks' sums
@@ -207,11 +189,9 @@ class LogWindow:
         else:
             mean = (self.sums / n).tolist()  # the one host sync per log interval
             c = self.counts / n
-        if not all(math.isfinite(v) for v in mean):
-            raise NonFiniteLoss(
-                f"non-finite loss {mean[0]} (pixel {mean[1]}, region {mean[2]}) in steps {self.since + 1}..{step} "
-                f"at lr {lr:.3g}; the last checkpoint (step {last_good}) is intact. "
-                f"Try a lower --lr, --no-amp, or check the shard set.")
+        require_finite(mean, f"(pixel {mean[1]}, region {mean[2]}) in steps {self.since + 1}..{step} at lr {lr:.3g}; "
+                             f"the last checkpoint (step {last_good}) is intact. Try a lower --lr, --no-amp, or check "
+                             f"the shard set.")
         now = time.time()
         ips = n * images_per_step / max(now - self.t0, 1e-9)
         rec = {"step": step, "epoch": epoch, "loss": mean[0], "loss_pixel": mean[1], "loss_region": mean[2],
@@ -234,9 +214,8 @@ class LogWindow:
             stop = bool(bad > 0)
         else:
             stop = not torch.isfinite(self.sums).all()
-        if stop:
-            raise NonFiniteLoss(f"non-finite loss in steps {self.since + 1}..{step}; the last checkpoint "
-                                f"(step {last_good}) is intact. Try a lower --lr or --no-amp.")
+        require_finite([float("nan") if stop else 0.0], f"in steps {self.since + 1}..{step}; the last checkpoint "
+                                                       f"(step {last_good}) is intact. Try a lower --lr or --no-amp.")
 
 
 def _batches(plans: list[EpochPlan], epoch_starts: np.ndarray, start: int, cfg: ContrastiveConfig, aug: Augment,
@@ -251,24 +230,31 @@ def _batches(plans: list[EpochPlan], epoch_starts: np.ndarray, start: int, cfg: 
             yield epoch, check_batch(batch)  # a damaged shard stops the run here, named
 
 
-def train(cfg: ContrastiveConfig) -> Path:
-    """Train (or resume) the run of `cfg` (presets already resolved: resolve_config); returns the run folder."""
-    t_start = time.time()
-    dev = setup_device(cfg)
-    rank, world, device = dev.rank, dev.world, dev.device
-    main_rank = rank == 0
-    cuda = device.type == "cuda"
+@dataclass(frozen=True)
+class RunPlan:
+    """The run's data and length, known before any step: the shard set, every epoch's plan, the schedule."""
 
-    # ---- data: the shard set and every epoch's plan, so the schedule knows the run's length
+    cfg: ContrastiveConfig  # as run (a demo run's --workers capped at the shard count)
+    ss: ShardSet
+    aug: Augment
+    plans: list[EpochPlan]
+    epoch_starts: np.ndarray  # int [epochs + 1]: the first step of each epoch, then the steps of all epochs
+    total: int
+    warmup: int
+    lrs: np.ndarray  # [total]
+    images_per_step: int
+
+
+def plan_run(cfg: ContrastiveConfig, dev: DeviceSetup) -> RunPlan:
+    """The shard set and every epoch's plan, so the schedule knows the run's length."""
     ss = open_shard_set(resolve_shards(cfg))
-    aug = make_augment(cfg, ss, device)
-    crop_h, crop_w = aug.height, aug.width
-    if cfg.demo_size and cfg.workers > len(ss.shards) // world:
+    aug = make_augment(cfg, ss, dev.device)
+    if cfg.demo_size and cfg.workers > len(ss.shards) // dev.world:
         # demo shard sets are a shard or two; a full run gets the clear error of plan_epoch instead
-        click.echo(f"contrastive: demo run: --workers {cfg.workers} -> {len(ss.shards) // world} "
+        click.echo(f"contrastive: demo run: --workers {cfg.workers} -> {len(ss.shards) // dev.world} "
                    f"(one worker per shard at most)")
-        cfg = dataclasses.replace(cfg, workers=len(ss.shards) // world)
-    plans = [plan_epoch(ss, e, cfg.seed, cfg.groups_per_step, cfg.workers, rank, world) for e in range(cfg.epochs)]
+        cfg = dataclasses.replace(cfg, workers=len(ss.shards) // dev.world)
+    plans = [plan_epoch(ss, e, cfg.seed, cfg.groups_per_step, cfg.workers, dev.rank, dev.world) for e in range(cfg.epochs)]
     epoch_starts = np.cumsum([0] + [p.steps for p in plans])  # [epochs + 1]
     total = int(epoch_starts[-1]) if cfg.max_steps <= 0 else min(cfg.max_steps, int(epoch_starts[-1]))
     if total <= 0:
@@ -276,81 +262,101 @@ def train(cfg: ContrastiveConfig) -> Path:
                                  f"{cfg.groups_per_step} group(s) per worker; use fewer --workers or more groups")
     per_epoch = epoch_starts[-1] / cfg.epochs
     warmup = min(int(round(cfg.warmup_epochs * per_epoch)), total // 2)
-    lrs = lr_schedule(total, warmup, cfg.lr, cfg.final_lr)  # [total]
-    images_per_step = cfg.groups_per_step * ss.images_per_group * world
+    lrs = warmup_cosine(total, warmup, [cfg.lr], cfg.final_lr)[:, 0]  # [total]
+    return RunPlan(cfg, ss, aug, plans, epoch_starts, total, warmup, lrs,
+                   cfg.groups_per_step * ss.images_per_group * dev.world)
+
+
+def _announce(plan: RunPlan, dev: DeviceSetup, run_dir: Path, start: int) -> None:
+    """Rank 0: save the resolved config and say what this invocation will do, and where."""
+    cfg, ss, total, ips = plan.cfg, plan.ss, plan.total, plan.images_per_step
+    crop_h, crop_w = plan.aug.height, plan.aug.width
+    save_config(cfg, run_dir / "config.json", extra={
+        "shards": ss.root if is_remote(ss.root) else portable_path(ss.root, run_dir, cfg.out),
+        "shards_config_hash": ss.config_hash, "shards_digest": ss.digest, "total_steps": total,
+        "warmup_steps": plan.warmup, "crop": [crop_h, crop_w],
+        "seed_free_hash": config_hash(dataclasses.replace(cfg, seed=0), extra={"shards_digest": ss.digest})})
+    where = (f"complete ({total} steps), reusing {run_dir}" if start >= total else
+             f"resuming {run_dir} at step {start}/{total}" if start else
+             f"starting, {total} steps{capped_steps_note(cfg.max_steps, cfg.epochs, int(plan.epoch_starts[-1]))}, "
+             f"new run {run_dir}")
+    click.echo(f"contrastive: {where}; {len(ss.shards)} shards x {ss.images_per_group}-image groups from {ss.root}; "
+               f"{cfg.backbone}, K={cfg.num_prototypes}, crop {crop_h}x{crop_w}, {ips} images/step, "
+               f"device {dev.device}" + (f" x {dev.world} ranks" if dev.world > 1 else "")
+               + ("; the time estimate follows the first steps" if start < total else ""))
+    warning = gpu_recipe_warning("contrastive", dev.device.type, crop_h * crop_w * ips,
+                                 f"{cfg.backbone}, {ips} crops of {crop_h}x{crop_w} per step",
+                                 "make train DEMO_SIZE=small (ResNet-18, 16 crops of 96x192) or TRAIN_ARGS="
+                                 "\"--backbone resnet18 --crop-height 96 --crop-width 192\"")
+    if warning and start < total:
+        click.echo(warning)
+    first = plan.plans[0]
+    if first.groups_used < first.groups_available:
+        click.echo(f"  note: an epoch uses {first.groups_used}/{first.groups_available} groups of this "
+                   f"rank's shards: an epoch ends when the worker with the fewest groups runs out (shards of "
+                   f"equal size and a worker count dividing {len(ss.shards)} use them all)")
+
+
+def _finish(cfg: ContrastiveConfig, model: DenseSwAVNet, run_dir: Path, start: int, step: int, total: int,
+            t_start: float) -> None:
+    """Rank 0: the backbone export and the pointer of a finished run, and the last line."""
+    wrote = [run_dir / "checkpoint.pt", run_dir / "log.jsonl", run_dir / "config.json"]
+    if step >= total:
+        export = run_dir / f"backbone_{cfg.backbone}.pth"
+        if start < total or not export.is_file():  # a run that was already finished has its export
+            export_backbone(model, export)
+        wrote.append(export)
+        write_pointer(cfg, "train", "model", run_dir / "checkpoint.pt")
+    names = ", ".join(p.name for p in wrote)
+    if start >= total:
+        click.echo(f"contrastive: nothing to do in {time.time() - t_start:.1f} s; the finished run is {names} in {run_dir}")
+    else:
+        state = "finished" if step >= total else f"stopped at step {step}/{total} (rerun to resume)"
+        click.echo(f"contrastive: {state} in {time.time() - t_start:.1f} s; wrote {names} into {run_dir}")
+
+
+def train(cfg: ContrastiveConfig) -> Path:
+    """Train (or resume) the run of `cfg` (presets already resolved: resolve_config); returns the run folder."""
+    t_start = time.time()
+    dev = setup_device(cfg)
+    main_rank, device = dev.rank == 0, dev.device
+    plan = plan_run(cfg, dev)
+    cfg, ss, total, lrs = plan.cfg, plan.ss, plan.total, plan.lrs
 
     # ---- run folder, model, optimiser, resume
     # The run is keyed by its settings and by the shard set it reads, down to the checksums the
     # manifest lists (the loader verifies every shard against them): other shards = a new run.
     run_key = config_hash(cfg, extra={"shards": ss.config_hash, "shards_digest": ss.digest})
     run_dir = output_dir(cfg, "train", cfg.run or run_key)
-    ckpt_path, log_path = run_dir / "checkpoint.pt", run_dir / "log.jsonl"
+    ckpt_path = run_dir / "checkpoint.pt"
     if main_rank:
         clear_stale_saves(run_dir)
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed)
+    seed_everything(cfg.seed)
     model = DenseSwAVNet(cfg.backbone, num_prototypes=cfg.num_prototypes)
     if cfg.init_weights:
         load_backbone_weights(model, cfg.init_weights)
     model.to(device, memory_format=dev.memory_format)
     opt = torch.optim.SGD(model.parameters(), lr=float(lrs[0]), momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    start = 0
-    ckpt = load_checkpoint(ckpt_path, map_location="cpu")
-    if ckpt is not None:
-        if ckpt["config_hash"] != run_key:
-            differ = ("it was trained on shard set digest {} and {} now lists {}".format(
-                ckpt.get("shards_digest", "(not recorded)"), ss.root, ss.digest)
-                if ckpt.get("shards_digest") != ss.digest else "settings or shard set differ")
-            raise DataError(ckpt_path, f"belongs to config {ckpt['config_hash']}, not {run_key} ({differ}); "
-                                       f"pass another --run name to start a new run")
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        start = int(ckpt["step"])
-        set_rng_state(ckpt["rng"])
+    start = restore(load_run_checkpoint(ckpt_path, run_key, lambda other: _why_keys_differ(other, ss)), model, opt)
     _same_start_on_all_ranks(start, dev, ckpt_path)
     if main_rank:
-        save_config(cfg, run_dir / "config.json", extra={"shards": ss.root if is_remote(ss.root) else portable_path(ss.root, run_dir, cfg.out),
-                                                       "shards_config_hash": ss.config_hash,
-                                                       "shards_digest": ss.digest, "total_steps": total,
-                                                       "warmup_steps": warmup, "crop": [crop_h, crop_w],
-                                                       "seed_free_hash": config_hash(dataclasses.replace(cfg, seed=0),
-                                                                                     extra={"shards_digest": ss.digest})})
-        trim_log(log_path, start)  # steps after the checkpoint are redone; a killed write's partial line goes
-        where = (f"complete ({total} steps), reusing {run_dir}" if start >= total else
-                 f"resuming at step {start}/{total}" if start else f"starting, {total} steps")
-        click.echo(f"contrastive: {where}; {len(ss.shards)} shards x {ss.images_per_group}-image groups from {ss.root}; "
-                   f"{cfg.backbone}, K={cfg.num_prototypes}, crop {crop_h}x{crop_w}, {images_per_step} images/step, "
-                   f"device {device}" + (f" x {world} ranks" if world > 1 else "")
-                   + ("; the time estimate follows the first steps" if start < total else ""))
-        warning = gpu_recipe_warning("contrastive", device.type, crop_h * crop_w * images_per_step,
-                                     f"{cfg.backbone}, {images_per_step} crops of {crop_h}x{crop_w} per step",
-                                     "make train DEMO_SIZE=small (ResNet-18, 16 crops of 96x192) or TRAIN_ARGS="
-                                     "\"--backbone resnet18 --crop-height 96 --crop-width 192\"")
-        if warning and start < total:
-            click.echo(warning)
-        if plans[0].groups_used < plans[0].groups_available:
-            click.echo(f"  note: an epoch uses {plans[0].groups_used}/{plans[0].groups_available} groups of this "
-                       f"rank's shards: an epoch ends when the worker with the fewest groups runs out (shards of "
-                       f"equal size and a worker count dividing {len(ss.shards)} use them all)")
-    setup = step_setup(model, cfg, dev, aug)
+        _announce(plan, dev, run_dir, start)
+    setup = step_setup(model, cfg, dev, plan.aug)
     tb = _tensorboard(run_dir) if (cfg.tensorboard and main_rank) else None
 
     # ---- the step loop: lr from the schedule, one step, a log line every log_every steps (the one
     # read back from the device), a checkpoint every checkpoint_every
-    from tqdm import tqdm
-
     stop = total if cfg.stop_after <= 0 else min(total, start + cfg.stop_after)
-    bar = tqdm(total=total, initial=start, disable=not (cfg.progress and main_rank), unit="step", dynamic_ncols=True)
-    log = open(log_path, "a") if main_rank else None
-    window = LogWindow(device, start, distributed=world > 1)
-    batches = _batches(plans, epoch_starts, start, cfg, aug, rank, pin_memory=cuda)
+    bar = progress_bar(total, start, cfg.progress and main_rank)
+    log = RunLog(run_dir / "log.jsonl", start, enabled=main_rank)
+    window = LogWindow(device, start, distributed=dev.world > 1)
+    batches = _batches(plan.plans, plan.epoch_starts, start, cfg, plan.aug, dev.rank, pin_memory=device.type == "cuda")
     eta = Eta("contrastive", stop - start, "step", click.echo if main_rank else lambda line: None)
     step = last_good = start
-    clock = SaveClock(cfg.checkpoint_minutes, enabled=world == 1)
+    clock = SaveClock(cfg.checkpoint_minutes, enabled=dev.world == 1)
     try:
         for step, (epoch, batch) in zip(range(start + 1, stop + 1), batches):  # step: steps done after this one
-            for g in opt.param_groups:
-                g["lr"] = float(lrs[step - 1])
+            set_lr(opt, lrs[step - 1])
             positives = Positives.from_batch(batch, device)
             terms = train_step(model, batch, positives, opt, setup)
             window.add(terms, positives)
@@ -358,53 +364,43 @@ def train(cfg: ContrastiveConfig) -> Path:
             eta.update(1)
             kill_point()  # tests: killed between steps
             if step % cfg.log_every == 0 or step == total:
-                rec = window.close(step, epoch, float(lrs[step - 1]), total, images_per_step, last_good)
+                rec = window.close(step, epoch, float(lrs[step - 1]), total, plan.images_per_step, last_good)
                 if main_rank:
-                    _write_log(rec, log, bar, tb)  # type: ignore[arg-type]
+                    _write_log(rec, log, bar, tb)
             if step % cfg.checkpoint_every == 0 or step == stop or clock.due():
                 window.check_finite(step, last_good)
                 if main_rank:
                     _checkpoint(ckpt_path, model, opt, step, cfg, run_key, ss.digest)
                 clock.saved()
                 last_good = step
-                _barrier(world)
+                _barrier(dev.world)
     finally:
         batches.close()  # ends the loader's worker processes
         bar.close()
-        if log is not None:
-            log.close()
+        log.close()
         if tb is not None:
             tb.close()
-
     if main_rank:
-        wrote = [ckpt_path, log_path, run_dir / "config.json"]
-        if step >= total:
-            export = run_dir / f"backbone_{cfg.backbone}.pth"
-            if start < total or not export.is_file():  # a run that was already finished has its export
-                save_checkpoint(backbone_state_dict_torchvision(model), export)
-            wrote.append(export)
-            write_pointer(cfg, "train", "model", ckpt_path)
-        names = ", ".join(p.name for p in wrote)
-        if start >= total:
-            click.echo(f"contrastive: nothing to do in {time.time() - t_start:.1f} s; the finished run is {names} in {run_dir}")
-        else:
-            state = "finished" if step >= total else f"stopped at step {step}/{total} (rerun to resume)"
-            click.echo(f"contrastive: {state} in {time.time() - t_start:.1f} s; wrote {names} into {run_dir}")
-    if world > 1:
+        _finish(cfg, model, run_dir, start, step, total, t_start)
+    if dev.world > 1:
         dist.destroy_process_group()
     return run_dir
 
 
 def _checkpoint(path: Path, model: DenseSwAVNet, opt: torch.optim.Optimizer, step: int, cfg: ContrastiveConfig,
                 run_key: str, shards_digest: str = "") -> None:
-    save_checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                     "rng": rng_state(), "config": to_dict(cfg), "config_hash": run_key,
-                     "shards_digest": shards_digest, "net_args": model.net_args, "code_version": code_version()}, path)
+    save_run_checkpoint(path, model, opt, step, cfg, run_key, shards_digest=shards_digest, net_args=model.net_args)
 
 
-def _write_log(rec: dict[str, Any], log, bar, tb) -> None:
-    log.write(json.dumps(rec) + "\n")
-    log.flush()
+def _why_keys_differ(ckpt: dict[str, Any], ss: ShardSet) -> str:
+    """Why a checkpoint belongs to another run: the shard set's digest when that differs."""
+    if ckpt.get("shards_digest") != ss.digest:
+        return f"it was trained on shard set digest {ckpt.get('shards_digest', '(not recorded)')} and {ss.root} now lists {ss.digest}"
+    return "settings or shard set differ"
+
+
+def _write_log(rec: dict[str, Any], log: RunLog, bar: Any, tb: Any) -> None:
+    log.write(rec)
     bar.set_postfix(loss=f"{rec['loss']:.3f}", lr=f"{rec['lr']:.3g}", ips=f"{rec['images_per_s']:.1f}")
     if tb is not None:
         for k in ("loss", "loss_pixel", "loss_region", "lr", "images_per_s"):

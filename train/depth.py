@@ -36,11 +36,11 @@ import torch
 import torch.nn.functional as F
 
 from shared.camera_torch import pose_from_axis_angle, warp
-from shared.checkpoint import (SaveClock, clear_stale_saves, code_version, rng_state, save_checkpoint,
-                               set_rng_state, trim_log)
+from shared.checkpoint import SaveClock, clear_stale_saves, code_version, rng_state, save_checkpoint, set_rng_state
 from shared.atomic import write_json
 from shared.config import config_hash, save_config, to_dict
 from shared.eta import eta_line as shared_eta_line
+from shared.device import pick_device
 from shared.eta import gpu_recipe_warning
 from shared.faults import kill_point
 from shared.frames import DataError, Frame, by_id
@@ -48,10 +48,11 @@ from shared.nets.depth_net import NUM_SCALES, DepthModel, disp_to_depth
 from shared.nets.depth_predictor import load_depth_checkpoint
 from shared.photometric import colour_jitter
 from shared.stage import frames_for, output_dir, write_pointer
-from train.depth_command import PRESETS, DepthTrainConfig, resolved  # noqa: F401  (PRESETS: re-exported)
+from train.depth_config import PRESETS, DepthTrainConfig, resolved  # noqa: F401  (PRESETS: re-exported)
 from train.depth_losses import min_reprojection, photometric_error, smoothness
+from train.loop import RunLog, progress_bar, require_finite, seed_everything
 
-# The options, presets and command live in train/depth_command.py, which does not import torch.
+# The options and presets live in train/depth_config.py, which does not import torch.
 
 
 # ----------------------------------------------------------------------------------------------
@@ -453,8 +454,7 @@ class LogWindow:
         """One host sync. Checked before any checkpoint is written, so a diverged run never
         overwrites a good one."""
         mean = float(self.loss_sum) / self.n
-        if not math.isfinite(mean):
-            raise RuntimeError(f"non-finite depth loss before step {step}; last checkpoint {ckpt_path} is kept")
+        require_finite([mean], f"(depth) before step {step}; last checkpoint {ckpt_path} is kept")
         return mean
 
     def close(self, step: int, lr: float, parts: dict[str, torch.Tensor], batch_size: int, ckpt_path: Path,
@@ -491,12 +491,6 @@ def plan_lines(cfg: DepthTrainConfig, device: torch.device, targets: int, frames
 
 def eta_line(seconds: float, steps_done: int, steps_left: int) -> str:
     return shared_eta_line("depth", seconds, steps_done, steps_left, "step")  # every stage's wording
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise click.UsageError("--device cuda but no CUDA device is available")
-    return torch.device("cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu")
 
 
 def run_dir(cfg: DepthTrainConfig) -> Path:
@@ -556,8 +550,7 @@ def train(cfg: DepthTrainConfig, frames: list[Frame] | None = None, echo=click.e
     total = cfg.max_steps or cfg.epochs * steps_per_epoch
 
     device = pick_device(cfg.device)
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed)
+    seed_everything(cfg.seed)
     model = DepthModel(cfg.init_weights or None, cfg.pose_translation_scale).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     step = 0
@@ -596,17 +589,14 @@ def train(cfg: DepthTrainConfig, frames: list[Frame] | None = None, echo=click.e
 
     # ---- the step loop: lr from the schedule, one step, a log line every log_every steps (the one
     # read back from the device), a snapshot every image_every, a checkpoint every ckpt_every
-    from tqdm import tqdm
-
     start = step
     last = total if cfg.stop_after <= 0 else min(total, start + cfg.stop_after)  # this invocation's, checkpointed
     stop = last if kill_after is None else min(last, max(kill_after, start + 1))  # at least one step
-    trim_log(out / "log.jsonl", start)  # steps after the checkpoint are redone; a killed write's partial line goes
-    log = open(out / "log.jsonl", "a")
+    log = RunLog(out / "log.jsonl", start)  # steps after the checkpoint are redone; a torn last line goes
     pool = ThreadPoolExecutor(1)  # gathers (and pins) the next batch while this step runs
     pending = pool.submit(fetch, start)
     model.train()
-    bar = tqdm(total=total, initial=start, desc="depth train", unit="step", disable=not cfg.progress)
+    bar = progress_bar(total, start, cfg.progress, "depth train")
     window = LogWindow(device)
     first_loss = None
     clock = SaveClock(cfg.ckpt_minutes)  # a slow (CPU) run also saves by wall time
@@ -630,8 +620,7 @@ def train(cfg: DepthTrainConfig, frames: list[Frame] | None = None, echo=click.e
                 echo(eta_line(time.perf_counter() - t_first, step - start - 1, total - step))
             if step % cfg.log_every == 0 or step == total:
                 rec = window.close(step, opt.param_groups[0]["lr"], parts, cfg.batch_size, ckpt_path, t_start)
-                log.write(json.dumps(rec) + "\n")
-                log.flush()
+                log.write(rec)
                 bar.set_postfix(loss=f"{rec['loss']:.4f}", img_s=f"{rec['images_per_s']:.1f}")
             save = step % cfg.ckpt_every == 0 or step == last or clock.due()  # last: the run's end or --stop-after's
             if save and step % cfg.log_every != 0 and step != total:

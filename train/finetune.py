@@ -17,9 +17,6 @@ autocast + channels_last on CUDA, a host sync only every --log-every steps.
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
-import random
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -31,12 +28,12 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from shared.atomic import write_text
-from shared.checkpoint import (SaveClock, clear_stale_saves, code_version, load_checkpoint, rng_state, save_checkpoint,
-                               set_rng_state)
-from shared.config import config_hash, save_config, to_dict
+from shared.checkpoint import SaveClock, clear_stale_saves
+from shared.config import check_config, config_hash, save_config
 from shared.datasets import instance_encoding
+from shared.device import pick_device
 from shared.eta import Eta, gpu_recipe_warning
+from shared.faults import kill_point
 from shared.finetune_data import Fold, class_names, make_folds, parse_label_fraction, subrun_name, write_plan
 from shared.frames import DataError
 from shared.labels import IGNORE
@@ -44,64 +41,34 @@ from shared.nets.finetune_models import build_model, checkpoint_arch, init_kind,
 from shared.nets.semantic_fpn import normalize_images
 from shared.photometric import apply_photometric
 from shared.stage import UNLABELLED, frames_for, no_labels, output_dir, read_pointer, write_pointer
-from train.finetune_command import (DEFAULT_ITERATIONS, OTHER_ITERATIONS, PRESETS, PRETRAIN_DATASET,  # noqa: F401
+from train.finetune_config import (DEFAULT_ITERATIONS, OTHER_ITERATIONS, PRESETS, PRETRAIN_DATASET,  # noqa: F401
                                      TASK_DEFAULTS, FinetuneConfig)
 from train.finetune_samples import FinetuneSamples, SampleSpec, collate
+from train.loop import (NonFiniteLoss, RunLog, load_run_checkpoint, progress_bar, require_finite,  # noqa: F401
+                        restore, save_run_checkpoint, seed_everything, set_lr, warmup_cosine)
 
 
-# The options, presets and command live in train/finetune_command.py, which does not import torch.
-
-
-class NonFiniteLoss(RuntimeError):
-    pass
+# The options and presets live in train/finetune_config.py, which does not import torch.
 
 
 def check_options(cfg: FinetuneConfig) -> None:
-    """Refuse out-of-range values with one line naming the option and its range."""
-    def bad(ok: bool, msg: str) -> None:
+    """Refuse out-of-range values with one line naming the option: each field's own bounds
+    (FinetuneConfig, the text `--help` shows), then what ties two options together."""
+    def bad(ok: bool, option: str, msg: str) -> None:
         if not ok:
-            raise click.UsageError(msg)
+            raise click.BadParameter(msg, param_hint=f"'{option}'")
 
+    check_config(cfg)
     try:
         parse_label_fraction(cfg.label_fraction)
     except ValueError as e:
-        raise click.UsageError(str(e)) from e
-    bad(cfg.folds == 0 or cfg.folds >= 2, f"--folds must be 0 (val split) or >= 2, got {cfg.folds}")
-    bad(cfg.repeats >= 1, f"--repeats must be >= 1, got {cfg.repeats}")
-    bad(cfg.iterations >= 0, f"--iterations must be >= 0 (0: the dataset's default), got {cfg.iterations}")
-    bad(cfg.batch_size >= 1, f"--batch-size must be >= 1, got {cfg.batch_size}")
-    for name in ("lr", "new_lr"):
-        v = getattr(cfg, name)
-        bad(0 < v <= 10 and math.isfinite(v), f"--{name.replace('_', '-')} must be in (0, 10], got {v}")
-    bad(0 <= cfg.final_lr <= min(cfg.lr, cfg.new_lr), f"--final-lr must be in [0, min(--lr, --new-lr)], got {cfg.final_lr}")
-    bad(cfg.warmup_steps >= -1, f"--warmup-steps must be >= 0, or -1 for auto, got {cfg.warmup_steps}")
-    bad(cfg.grad_clip >= 0, f"--grad-clip must be >= 0 (0: off), got {cfg.grad_clip}")
-    bad(0 <= cfg.momentum < 1, f"--momentum must be in [0, 1), got {cfg.momentum}")
-    bad(0 <= cfg.weight_decay < 1, f"--weight-decay must be in [0, 1), got {cfg.weight_decay}")
-    sr = tuple(cfg.scale_range)
-    bad(len(sr) == 2 and 0 < sr[0] <= sr[1] <= 8, f"--scale-range must be two values 0 < min <= max <= 8, got {sr}")
+        raise click.BadParameter(str(e), param_hint="'--label-fraction'") from e
+    bad(cfg.folds != 1, "--folds", "must be 0 (val split) or >= 2; got 1")
+    bad(cfg.final_lr <= min(cfg.lr, cfg.new_lr), "--final-lr", f"must be at most min(--lr, --new-lr); got {cfg.final_lr}")
     for name in ("crop_height", "crop_width"):
         v = getattr(cfg, name)
-        bad(v > 0 and v % 32 == 0, f"--{name.replace('_', '-')} must be a positive multiple of 32, got {v}")
-    bad(cfg.image_width >= 0, f"--image-width must be >= 0 (0: native), got {cfg.image_width}")
-    bad(0 <= cfg.colour_jitter <= 1, f"--colour-jitter must be in [0, 1], got {cfg.colour_jitter}")
-    bad(cfg.workers >= 0, f"--workers must be >= 0, got {cfg.workers}")
-    bad(cfg.log_every >= 1, f"--log-every must be >= 1, got {cfg.log_every}")
-    bad(cfg.checkpoint_every >= 1, f"--checkpoint-every must be >= 1, got {cfg.checkpoint_every}")
-    bad(cfg.stop_after >= 0, f"--stop-after must be >= 0, got {cfg.stop_after}")
-    bad(bool(cfg.init), "--init must be pretrained, scratch or a file path")
-
-
-def lr_table(total: int, warmup: int, peaks: list[float], final: float) -> np.ndarray:
-    """Per-step learning rate of each parameter group [total, G]: linear 0 -> peak over `warmup` steps,
-    then cosine peak -> final at the last step."""
-    out = np.zeros((total, len(peaks)))
-    warmup = min(warmup, total - 1)
-    t = np.arange(total - warmup) / max(total - warmup - 1, 1)  # 0 .. 1 over the cosine part
-    for g, peak in enumerate(peaks):
-        out[:warmup, g] = peak * np.arange(1, warmup + 1) / (warmup + 1)
-        out[warmup:, g] = final + 0.5 * (peak - final) * (1 + np.cos(np.pi * t))
-    return out
+        bad(v % 32 == 0, f"--{name.replace('_', '-')}", f"must be a multiple of 32; got {v}")
+    bad(bool(cfg.init), "--init", "must be pretrained, scratch or a file path")
 
 
 def semantic_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -127,18 +94,30 @@ def resolve_init(cfg: FinetuneConfig) -> tuple[Path | None, str]:
 def initial_model(task: str, arch: str, n_classes: int, init: Path | None, seed: int) -> tuple[torch.nn.Module, set[str]]:
     """The network before its first step and the names of the parameters `init` set. Every layer is first
     drawn from `seed`, then the pre-trained part is overwritten: new layers are the same whatever the init."""
-    torch.manual_seed(seed)
-    np.random.seed(seed)
-    random.seed(seed)
+    seed_everything(seed)
     model = build_model(task, arch, n_classes)
     return model, set(load_init(model, task, arch, init) if init is not None else [])
+
+
+def optimiser(model: torch.nn.Module, loaded: set[str], cfg: FinetuneConfig, total: int
+              ) -> tuple[torch.optim.Optimizer, np.ndarray]:
+    """SGD over two parameter groups, the pre-trained (`loaded`) at --lr and the new at --new-lr, and the
+    learning rate of each group at each step [total, G] (warm-up, then cosine to --final-lr)."""
+    named = list(model.named_parameters())
+    groups = [{"params": [p for n, p in named if n in loaded], "lr": cfg.lr, "name": "pretrained"},
+              {"params": [p for n, p in named if n not in loaded], "lr": cfg.new_lr, "name": "new"}]
+    groups = [g for g in groups if g["params"]]
+    opt = torch.optim.SGD(groups, lr=cfg.new_lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    warmup = min(1000, total // 10) if cfg.warmup_steps < 0 else cfg.warmup_steps
+    if warmup >= total:
+        raise click.UsageError(f"--warmup-steps {warmup} must be below the run's {total} iterations")
+    return opt, warmup_cosine(total, warmup, [g["lr"] for g in groups], cfg.final_lr)
 
 
 def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, batch: dict[str, Any], lrs: np.ndarray,
                task: str, device: torch.device, autocast: Any, grad_clip: float = 0.0) -> torch.Tensor:
     """One SGD step on one batch; returns the detached loss (on the device: no host sync)."""
-    for g, lr in zip(opt.param_groups, lrs):
-        g["lr"] = float(lr)
+    set_lr(opt, lrs)
     x = apply_photometric(batch["images"].to(device, non_blocking=True),
                           batch["photometric"].to(device, non_blocking=True), 0.0)  # [B, 3, h, w] 0..1
     with autocast:
@@ -163,13 +142,11 @@ def train_network(cfg: FinetuneConfig, fold: Fold, repeat: int, run_dir: Path, i
     """Train (or resume) the network of (fold, repeat) in run_dir/f<k>_r<r>; False when --stop-after
     stopped it early. `budget` = [steps this invocation may still take] (0 = unlimited), shared by all.
     `eta`: the invocation's time estimate over every network's steps."""
-    from tqdm import tqdm
-
     out = run_dir / subrun_name(fold.index, repeat)
     out.mkdir(parents=True, exist_ok=True)
     clear_stale_saves(out)
     ckpt_path, log_path = out / "checkpoint.pt", out / "log.jsonl"
-    device = _device(cfg.device)
+    device = pick_device(cfg.device)
     cuda = device.type == "cuda"
     total = cfg.iterations or DEFAULT_ITERATIONS.get(cfg.dataset, OTHER_ITERATIONS)
     seed = cfg.seed + repeat
@@ -180,25 +157,9 @@ def train_network(cfg: FinetuneConfig, fold: Fold, repeat: int, run_dir: Path, i
     model.to(device)
     if cuda:
         model.to(memory_format=torch.channels_last)
-    named = list(model.named_parameters())
-    groups = [{"params": [p for n, p in named if n in loaded], "lr": cfg.lr, "name": "pretrained"},
-              {"params": [p for n, p in named if n not in loaded], "lr": cfg.new_lr, "name": "new"}]
-    groups = [g for g in groups if g["params"]]
-    opt = torch.optim.SGD(groups, lr=cfg.new_lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    warmup = min(1000, total // 10) if cfg.warmup_steps < 0 else cfg.warmup_steps
-    if warmup >= total:
-        raise click.UsageError(f"--warmup-steps {warmup} must be below the run's {total} iterations")
-    lrs = lr_table(total, warmup, [g["lr"] for g in groups], cfg.final_lr)  # [total, G]
-    start = 0
-    ckpt = load_checkpoint(ckpt_path)
-    if ckpt is not None:
-        if ckpt["config_hash"] != run_key:
-            raise DataError(ckpt_path, f"belongs to run config {ckpt['config_hash']}, not {run_key}; pass another --run")
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        start = int(ckpt["step"])
-        set_rng_state(ckpt["rng"])
-    _trim_log(log_path, start)
+    opt, lrs = optimiser(model, loaded, cfg, total)
+    groups = opt.param_groups
+    start = restore(load_run_checkpoint(ckpt_path, run_key, "settings, init or frames differ"), model, opt)
     if eta is not None:
         eta.done_before(min(start, total))
     name = f"fold {fold.index} repeat {repeat}"
@@ -218,43 +179,38 @@ def train_network(cfg: FinetuneConfig, fold: Fold, repeat: int, run_dir: Path, i
     model.train()
 
     # ---- the step loop
-    bar = tqdm(total=total, initial=start, disable=not cfg.progress, unit="step", desc=name, dynamic_ncols=True)
+    bar = progress_bar(total, start, cfg.progress, name)
     clock = SaveClock(cfg.checkpoint_minutes)
     loss_sum, step_log, t_log = torch.zeros((), device=device), start, time.time()
     step, stopped = start, False
-    with open(log_path, "a") as log:
+    extra = {"net": {"task": cfg.task, "arch": cfg.backbone, "n_classes": n_classes},
+             "init": str(init) if init else "scratch", "fold": fold.index, "repeat": repeat, "seed": seed}
+    with RunLog(log_path, start) as log:
         for batch in loader:
             loss_sum += train_step(net, opt, batch, lrs[step], cfg.task, device, autocast, cfg.grad_clip)
             step += 1
             bar.update(1)
             if eta is not None:
                 eta.update(1)
+            kill_point()  # tests: killed between steps
             if step % cfg.log_every == 0 or step == total:
                 loss = float(loss_sum) / (step - step_log)  # the one host sync per log interval
-                if not math.isfinite(loss):
-                    raise NonFiniteLoss(f"{out}: non-finite loss {loss} in steps {step_log + 1}..{step} at lr "
-                                        f"{lrs[step - 1].max():.3g}; the last checkpoint is intact. Try a lower "
-                                        f"--new-lr / --lr or --no-amp.")
+                require_finite([loss], f"in steps {step_log + 1}..{step} at lr {lrs[step - 1].max():.3g} ({out}); the "
+                                       f"last checkpoint is intact. Try a lower --new-lr / --lr or --no-amp.")
                 now = time.time()
                 ips = (step - step_log) * cfg.batch_size / max(now - t_log, 1e-9)
-                rec = {"step": step, "loss": loss, **{f"lr_{g['name']}": float(lrs[step - 1][i])
-                                                      for i, g in enumerate(groups)},
-                       "images_per_s": ips, "eta_s": (total - step) * cfg.batch_size / max(ips, 1e-9)}
-                log.write(json.dumps(rec) + "\n")
-                log.flush()
+                log.write({"step": step, "loss": loss, **{f"lr_{g['name']}": float(lrs[step - 1][i])
+                                                          for i, g in enumerate(groups)},
+                           "images_per_s": ips, "eta_s": (total - step) * cfg.batch_size / max(ips, 1e-9)})
                 bar.set_postfix(loss=f"{loss:.3f}", ips=f"{ips:.1f}")
                 loss_sum.zero_()
                 step_log, t_log = step, now
             budget[0] -= 1
             stopped = budget[0] == 0
             if step % cfg.checkpoint_every == 0 or step == total or stopped or clock.due():
-                if step != step_log and not torch.isfinite(loss_sum):  # never save weights whose loss is not finite
-                    raise NonFiniteLoss(f"{out}: non-finite loss before step {step}; the last checkpoint is intact")
-                save_checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                                 "rng": rng_state(), "config": to_dict(cfg), "config_hash": run_key,
-                                 "net": {"task": cfg.task, "arch": cfg.backbone, "n_classes": n_classes},
-                                 "init": str(init) if init else "scratch", "fold": fold.index, "repeat": repeat,
-                                 "seed": seed, "code_version": code_version()}, ckpt_path)
+                if step != step_log:  # never save weights whose loss is not finite
+                    require_finite([float(loss_sum)], f"before step {step} ({out}); the last checkpoint is intact")
+                save_run_checkpoint(ckpt_path, model, opt, step, cfg, run_key, **extra)
                 clock.saved()
             if stopped:
                 break
@@ -297,10 +253,10 @@ def finetune(cfg: FinetuneConfig) -> Path:
                f"{cfg.label_fraction}: {', '.join(str(len(f.train)) for f in folds)} train / "
                f"{', '.join(str(len(f.val)) for f in folds)} val frames over {len(folds)} fold(s) x {cfg.repeats} "
                f"repeat(s) = {networks} network(s) of {steps} steps, batch {cfg.batch_size}, crop "
-               f"{cfg.crop_height}x{cfg.crop_width}, {cfg.backbone} on {_device(cfg.device).type}, into {run_dir}; "
+               f"{cfg.crop_height}x{cfg.crop_width}, {cfg.backbone} on {pick_device(cfg.device).type}, into {run_dir}; "
                "the time estimate follows the first steps")
     pixels = cfg.crop_height * cfg.crop_width * cfg.batch_size
-    warning = gpu_recipe_warning("finetune", _device(cfg.device).type, pixels,
+    warning = gpu_recipe_warning("finetune", pick_device(cfg.device).type, pixels,
                                  f"batch {cfg.batch_size} of {cfg.crop_height}x{cfg.crop_width} crops",
                                  "make finetune DEMO_SIZE=small (ResNet-18, batch 4 of 128x256)")
     if warning:
@@ -320,17 +276,3 @@ def finetune(cfg: FinetuneConfig) -> Path:
         click.echo(f"finetune: {state} in {time.time() - t0:.1f} s; wrote checkpoints and logs into {run_dir}{score}")
     return run_dir
 
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise click.UsageError("--device cuda but no CUDA device is available")
-    return torch.device(name)
-
-
-def _trim_log(path: Path, start: int) -> None:
-    """Drop log lines of steps after the checkpoint we resume from: they are about to be redone."""
-    if path.is_file():
-        keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= start]
-        write_text(path, "".join(ln + "\n" for ln in keep))

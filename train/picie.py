@@ -27,7 +27,6 @@ and picie/model.current points at the checkpoint. Single device (CPU, or one GPU
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from contextlib import nullcontext
@@ -41,23 +40,25 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from shared.atomic import atomic_path, write_text
-from shared.checkpoint import (SaveClock, clear_stale_saves, code_version, load_checkpoint, rng_state,
-                               save_checkpoint, set_rng_state)
-from shared.config import config_hash, save_config, to_dict
+from shared.checkpoint import SaveClock, clear_stale_saves
+from shared.config import check_config, config_hash, save_config
+from shared.device import pick_device
 from shared.eta import Eta, gpu_recipe_warning
+from shared.faults import kill_point
 from shared.frames import DataError, Frame
 from shared.imageio import read_rgb
 from shared.photometric import apply_photometric
-from shared.nets.semantic_fpn import DenseSwAVNet, backbone_state_dict_torchvision, load_backbone_weights, normalize_images
+from shared.nets.semantic_fpn import DenseSwAVNet, load_backbone_weights, normalize_images
 from shared.regions.config import working_size
 from shared.stage import cached_frames, output_dir, write_pointer
-from train.picie_command import PRESETS, PicieConfig  # noqa: F401  (re-exported)
+from train.picie_config import PRESETS, PicieConfig  # noqa: F401  (re-exported)
 from train.picie_losses import (PicieTerms, cluster_weights, equivariant_crop, grayscale, kmeans_plus_plus, lloyd,
                                 minibatch_update, nearest_centroid, picie_loss)
+from train.loop import (NonFiniteLoss, RunLog, capped_steps_note, export_backbone, load_run_checkpoint,  # noqa: F401
+                        progress_bar, require_finite, restore, save_run_checkpoint, seed_everything, tune_cuda)
 
 
-# The options, presets and command live in train/picie_command.py, which does not import torch.
+# The options and presets live in train/picie_config.py, which does not import torch.
 
 
 @dataclass(frozen=True)
@@ -322,16 +323,6 @@ def final_centroids(model: DenseSwAVNet, cfg: PicieConfig, rt: Runtime, progress
         model.train()
 
 
-class NonFiniteLoss(RuntimeError):
-    pass
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def training_frames(cfg: PicieConfig) -> list[Frame]:
     frames = [f for f in cached_frames(cfg) if f.split in cfg.splits]
     if not frames:
@@ -342,13 +333,9 @@ def training_frames(cfg: PicieConfig) -> list[Frame]:
 def train(cfg: PicieConfig) -> Path:
     """Train (or resume) the PiCIE run of `cfg` (presets already applied); returns the run folder."""
     t_start = time.time()
-    device = resolve_device(cfg.device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    if len(cfg.crop_scale) != 2 or not 0 < cfg.crop_scale[0] <= cfg.crop_scale[1] <= 1:
-        raise click.UsageError(f"--crop-scale {cfg.crop_scale}: two shares 0 < min <= max <= 1")
+    device = pick_device(cfg.device)
+    tune_cuda(device)
+    check_config(cfg)  # each option's bounds, as the command checks them, for callers that build a config
 
     # ---- data, schedule, run folder, model, optimiser, resume
     frames = training_frames(cfg)
@@ -363,8 +350,7 @@ def train(cfg: PicieConfig) -> Path:
     run_dir = output_dir(cfg, "picie", cfg.run or run_key)
     ckpt_path, log_path = run_dir / "checkpoint.pt", run_dir / "log.jsonl"
     clear_stale_saves(run_dir)
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed)
+    seed_everything(cfg.seed)
     model = DenseSwAVNet(cfg.backbone, num_prototypes=cfg.num_clusters)
     if cfg.init_weights:
         load_backbone_weights(model, cfg.init_weights)
@@ -373,42 +359,18 @@ def train(cfg: PicieConfig) -> Path:
     if rt.cuda:
         model.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
-    start, state = 0, None
-    ckpt = load_checkpoint(ckpt_path, map_location="cpu")
-    if ckpt is not None:
-        if ckpt["config_hash"] != run_key:
-            raise DataError(ckpt_path, f"belongs to config {ckpt['config_hash']}, not {run_key} (settings or frames "
-                                       f"differ); pass another --run name to start a new run")
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        start = int(ckpt["step"])
-        set_rng_state(ckpt["rng"])
-        state = _state_from(ckpt.get("epoch_state"), device)
-    save_config(cfg, run_dir / "config.json", extra={"frames": len(frames), "size": list(size),
-                                                    "view_size": list(rt.view_size), "total_steps": total,
-                                                    "steps_per_epoch": per_epoch})
-    _trim_log(log_path, start)
-    where = (f"complete ({total} steps), reusing {run_dir}" if start >= total else
-             f"resuming at step {start}/{total}" if start else f"starting, {total} steps")
-    click.echo(f"picie: {where}; {n} frames ({','.join(cfg.splits)}) at {size[0]}x{size[1]}, views "
-               f"{rt.view_size[0]}x{rt.view_size[1]}, {cfg.backbone}, K={cfg.num_clusters}, "
-               f"{2 * cfg.batch_size} images/step, device {device}"
-               + ("; the time estimate follows the first steps" if start < total else ""))
-    warning = gpu_recipe_warning("picie", device.type, rt.view_size[0] * rt.view_size[1] * 2 * cfg.batch_size,
-                                 f"{2 * cfg.batch_size} views of {rt.view_size[0]}x{rt.view_size[1]} per step",
-                                 "make picie DEMO_SIZE=small (ResNet-18)")
-    if warning and start < total:
-        click.echo(warning)
+    ckpt = load_run_checkpoint(ckpt_path, run_key, "settings or frames differ")
+    start = restore(ckpt, model, opt)
+    state = _state_from(ckpt.get("epoch_state") if ckpt else None, device)
+    _announce(cfg, rt, n, run_dir, start, total, per_epoch)
 
     # ---- the step loop: an epoch starts with its clustering, then steps through its frame order
-    from tqdm import tqdm
-
-    bar = tqdm(total=total, initial=start, disable=not cfg.progress, unit="step", dynamic_ncols=True)
+    bar = progress_bar(total, start, cfg.progress)
     eta = Eta("picie", total - start if cfg.stop_after <= 0 else min(total - start, cfg.stop_after), "step", click.echo)
     step, step_log, t_log, last_good, stopped = start, start, time.time(), start, False
     clock = SaveClock(cfg.checkpoint_minutes)
     sums = torch.zeros(3, device=device)  # loss, within, across since the last log line
-    with open(log_path, "a") as log:
+    with RunLog(log_path, start) as log:
         while step < total:
             epoch, first = divmod(step, per_epoch)
             views = draw_epoch_views(n, cfg.seed, epoch, cfg.crop_scale, cfg.flip).to(device)
@@ -420,28 +382,23 @@ def train(cfg: PicieConfig) -> Path:
                 step += 1
                 bar.update(1)
                 eta.update(1)  # (an epoch's clustering falls between steps: the first epoch's is not in the rate)
+                kill_point()  # tests: killed between steps
                 if step % cfg.log_every == 0 or step == total:
                     k = step - step_log
                     mean = (sums / k).tolist()  # the one host sync per log interval
-                    if not all(math.isfinite(v) for v in mean):
-                        raise NonFiniteLoss(f"non-finite loss {mean[0]} in steps {step_log + 1}..{step}; the last "
-                                            f"checkpoint (step {last_good}) is intact. Try a lower --lr or --no-amp.")
-                    now, seen = time.time(), images_seen(step, per_epoch, n, cfg.batch_size)
-                    ips = (seen - images_seen(step_log, per_epoch, n, cfg.batch_size)) / max(now - t_log, 1e-9)
-                    rec = {"step": step, "epoch": epoch, "loss": mean[0], "loss_within": mean[1], "loss_across": mean[2],
-                           "lr": cfg.lr, "images_seen": seen, "images_per_s": ips,
-                           "eta_s": (images_seen(total, per_epoch, n, cfg.batch_size) - seen) / max(ips, 1e-9),
-                           "kmeans_loss": state.kmeans_loss, "clusters_used": state.clusters_used}
-                    log.write(json.dumps(rec) + "\n")
-                    log.flush()
-                    bar.set_postfix(loss=f"{mean[0]:.3f}", ips=f"{ips:.1f}")
+                    require_finite(mean, f"in steps {step_log + 1}..{step}; the last checkpoint (step {last_good}) "
+                                         f"is intact. Try a lower --lr or --no-amp.")
+                    now = time.time()
+                    rec = _log_record(cfg, state, mean, (step_log, step), now - t_log, total, per_epoch, n)
+                    log.write(rec)
+                    bar.set_postfix(loss=f"{mean[0]:.3f}", ips=f"{rec['images_per_s']:.1f}")
                     sums.zero_()
                     t_log, step_log = now, step
                 stopped = cfg.stop_after > 0 and step - start >= cfg.stop_after
                 if step % cfg.checkpoint_every == 0 or step == total or stopped or clock.due():
-                    if step != step_log and not bool(torch.isfinite(sums).all()):
-                        raise NonFiniteLoss(f"non-finite loss before step {step}; the last checkpoint (step "
-                                            f"{last_good}) is intact. Try a lower --lr or --no-amp.")
+                    if step != step_log:
+                        require_finite(sums.tolist(), f"before step {step}; the last checkpoint (step {last_good}) "
+                                                      f"is intact. Try a lower --lr or --no-amp.")
                     _checkpoint(ckpt_path, model, opt, step, cfg, run_key, state)
                     clock.saved()
                     last_good = step
@@ -450,8 +407,46 @@ def train(cfg: PicieConfig) -> Path:
             if stopped:
                 break
     bar.close()
+    _finish(cfg, model, opt, rt, run_dir, run_key, state, (start, step, total), t_start)
+    return run_dir
 
-    wrote = [ckpt_path, log_path, run_dir / "config.json"]
+
+def _announce(cfg: PicieConfig, rt: Runtime, n: int, run_dir: Path, start: int, total: int, per_epoch: int) -> None:
+    """Save the resolved config and say what this invocation will do, and where."""
+    (h, w), (vh, vw) = rt.size, rt.view_size
+    save_config(cfg, run_dir / "config.json", extra={"frames": n, "size": [h, w], "view_size": [vh, vw],
+                                                    "total_steps": total, "steps_per_epoch": per_epoch})
+    where = (f"complete ({total} steps), reusing {run_dir}" if start >= total else
+             f"resuming {run_dir} at step {start}/{total}" if start else
+             f"starting, {total} steps{capped_steps_note(cfg.max_steps, cfg.epochs, cfg.epochs * per_epoch)}, "
+             f"new run {run_dir}")
+    click.echo(f"picie: {where}; {n} frames ({','.join(cfg.splits)}) at {h}x{w}, views {vh}x{vw}, {cfg.backbone}, "
+               f"K={cfg.num_clusters}, {2 * cfg.batch_size} images/step, device {rt.device}"
+               + ("; the time estimate follows the first steps" if start < total else ""))
+    warning = gpu_recipe_warning("picie", rt.device.type, vh * vw * 2 * cfg.batch_size,
+                                 f"{2 * cfg.batch_size} views of {vh}x{vw} per step", "make picie DEMO_SIZE=small (ResNet-18)")
+    if warning and start < total:
+        click.echo(warning)
+
+
+def _log_record(cfg: PicieConfig, state: EpochState, mean: list[float], steps: tuple[int, int], seconds: float,
+                total: int, per_epoch: int, n: int) -> dict[str, Any]:
+    """The log line of the steps (after steps[0], up to steps[1]) whose mean loss terms are `mean`."""
+    seen = images_seen(steps[1], per_epoch, n, cfg.batch_size)
+    ips = (seen - images_seen(steps[0], per_epoch, n, cfg.batch_size)) / max(seconds, 1e-9)
+    return {"step": steps[1], "epoch": state.epoch, "loss": mean[0], "loss_within": mean[1], "loss_across": mean[2],
+            "lr": cfg.lr, "images_seen": seen, "images_per_s": ips,
+            "eta_s": (images_seen(total, per_epoch, n, cfg.batch_size) - seen) / max(ips, 1e-9),
+            "kmeans_loss": state.kmeans_loss, "clusters_used": state.clusters_used}
+
+
+def _finish(cfg: PicieConfig, model: DenseSwAVNet, opt: torch.optim.Optimizer, rt: Runtime, run_dir: Path,
+            run_key: str, state: EpochState | None, steps: tuple[int, int, int], t_start: float) -> None:
+    """A finished run: the final centroids as prototypes, the backbone export, the pointer; the last line.
+    steps: (this invocation's first step, its last, the run's total)."""
+    start, step, total = steps
+    ckpt_path = run_dir / "checkpoint.pt"
+    wrote = [ckpt_path, run_dir / "log.jsonl", run_dir / "config.json"]
     export = run_dir / f"backbone_{cfg.backbone}.pth"
     # The export is written after the final centroids' checkpoint: a finished run that has it is left as
     # it is (rewriting the checkpoint would make `make eval` score it again).
@@ -461,8 +456,7 @@ def train(cfg: PicieConfig) -> Path:
         with torch.no_grad():
             model.prototypes.weight.copy_(F.normalize(final_centroids(model, cfg, rt, cfg.progress), dim=1))
         _checkpoint(ckpt_path, model, opt, step, cfg, run_key, state)
-        with atomic_path(export) as tmp:
-            torch.save(backbone_state_dict_torchvision(model), tmp)
+        export_backbone(model, export)
     if step >= total:
         wrote.append(export)
         write_pointer(cfg, "picie", "model", ckpt_path)
@@ -472,7 +466,6 @@ def train(cfg: PicieConfig) -> Path:
     else:
         done = "finished" if step >= total else f"stopped at step {step}/{total} (rerun to resume)"
         click.echo(f"picie: {done} in {time.time() - t_start:.1f} s; wrote {names} into {run_dir}")
-    return run_dir
 
 
 def _checkpoint(path: Path, model: DenseSwAVNet, opt: torch.optim.Optimizer, step: int, cfg: PicieConfig,
@@ -481,9 +474,8 @@ def _checkpoint(path: Path, model: DenseSwAVNet, opt: torch.optim.Optimizer, ste
         "epoch": state.epoch, "centroids": state.centroids.cpu(), "labels": state.labels.cpu(),
         "weights": None if state.weights is None else state.weights.cpu(),
         "kmeans_loss": torch.tensor(state.kmeans_loss), "clusters_used": torch.tensor(state.clusters_used)}
-    save_checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "rng": rng_state(),
-                     "config": to_dict(cfg), "config_hash": run_key, "net_args": model.net_args, "method": "picie",
-                     "epoch_state": epoch_state, "code_version": code_version()}, path)
+    save_run_checkpoint(path, model, opt, step, cfg, run_key, net_args=model.net_args, method="picie",
+                        epoch_state=epoch_state)
 
 
 def _state_from(d: dict[str, Any] | None, device: torch.device) -> EpochState | None:
@@ -493,10 +485,3 @@ def _state_from(d: dict[str, Any] | None, device: torch.device) -> EpochState | 
                       None if d["weights"] is None else d["weights"].to(device),
                       d["kmeans_loss"].tolist(), d["clusters_used"].tolist())
 
-
-def _trim_log(path: Path, start: int) -> None:
-    """Drop log lines of steps after the checkpoint we resume from: they are about to be redone."""
-    if not path.is_file():
-        return
-    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= start]
-    write_text(path, "".join(ln + "\n" for ln in keep))

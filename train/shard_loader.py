@@ -31,9 +31,7 @@ trained on. A worker holds one shard's raw bytes at a time for this (shards are 
 from __future__ import annotations
 
 import hashlib
-import json
 import random
-import re
 import tarfile
 import zlib
 from dataclasses import dataclass, field
@@ -50,6 +48,7 @@ from shared.frames import DataError
 from shared.stage import make_command
 from shared.photometric import IDENTITY, apply_photometric, draw_params, to_uint8
 from shared.shard_schema import decode_group, source_ids
+from shared.shard_set import MANIFEST, images_per_group, parse_manifest, shards_digest, tar_samples
 from train.positives import feature_budget, pixel_keys, region_keys, sample_groups, split_budget
 from train.shard_reader import is_remote, open_url, read_bytes, shard_url
 
@@ -74,18 +73,12 @@ def open_shard_set(path: str | Path) -> ShardSet:
     """Read and check a shard set: manifest.json and its tar files, in a folder, under an http(s)
     URL or through a pipe: command (the shards themselves are checked as they stream)."""
     root = str(path)
-    mpath = shard_url(root, "manifest.json")
+    mpath = shard_url(root, MANIFEST)
     if not is_remote(root) and not Path(mpath).is_file():
         raise DataError(mpath, "shard set has no manifest.json (incomplete or not a shard set folder)")
-    data = read_bytes(mpath)
-    try:
-        m = json.loads(data)
-        shards = tuple((str(s["name"]), int(s["samples"])) for s in m["shards"])
-        # group_size is M, the source frames of a group; a group holds len(rounds) * M images
-        n_images = int(m.get("images_per_group", 2 * int(m["group_size"])))
-        info = (int(m["height"]), int(m["width"]), n_images, int(m["n_groups"]))
-    except (ValueError, KeyError, TypeError) as e:
-        raise DataError(mpath, f"unreadable manifest ({e!r})") from e
+    m = parse_manifest(read_bytes(mpath), mpath)
+    shards = tuple((str(s["name"]), int(s["samples"])) for s in m["shards"])
+    info = (int(m["height"]), int(m["width"]), images_per_group(m), int(m["n_groups"]))
     if not shards:
         raise DataError(mpath, "manifest lists no shards")
     if m.get("complete") is False:
@@ -102,10 +95,8 @@ def open_shard_set(path: str | Path) -> ShardSet:
         if "bytes" in s and p.stat().st_size != int(s["bytes"]):
             raise DataError(p, f"shard has {p.stat().st_size} bytes, manifest says {s['bytes']} (truncated?); "
                                f"rewrite it with {repair}")
-    listed = [[s["name"], int(s["samples"]), s.get("bytes"), s["sha256"]] for s in m["shards"]]
-    digest = hashlib.sha256(json.dumps(listed).encode()).hexdigest()[:16]
     return ShardSet(root, *info, config_hash=str(m.get("config_hash", "")), shards=shards,
-                    sha256={s["name"]: s["sha256"] for s in m["shards"]}, digest=digest, repair=repair)
+                    sha256={s["name"]: s["sha256"] for s in m["shards"]}, digest=shards_digest(m), repair=repair)
 
 
 @dataclass(frozen=True)
@@ -301,27 +292,15 @@ class HashingReader:
                                        "checkpoint")
 
 
-_MEMBER = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")  # key.ext, as webdataset splits tar member names
-
-
 def verified_samples(shards: Iterable[tuple[str, str]], repair: str = "",
                      open_stream: Callable[[str], IO[bytes]] = lambda url: open(url, "rb")) -> Iterator[dict[str, Any]]:
     """The samples ({"__key__", "__url__", ext: bytes}) of each (url, sha256) tar shard in order,
     a shard's samples released only once its bytes matched `sha256`; `open_stream` opens a url."""
     for url, sha256 in shards:
-        samples: list[dict[str, Any]] = []
         try:
             with open_stream(url) as fh:
                 reader = HashingReader(fh, url, sha256, repair)
-                with tarfile.open(fileobj=reader, mode="r|") as tar:  # type: ignore[call-overload]
-                    for member in tar:
-                        m = _MEMBER.match(member.name) if member.isfile() else None
-                        if m is None:
-                            continue
-                        data = tar.extractfile(member).read()  # type: ignore[union-attr]
-                        if not samples or samples[-1]["__key__"] != m.group(1):
-                            samples.append({"__key__": m.group(1), "__url__": url})
-                        samples[-1][m.group(2).lower()] = data
+                samples = list(tar_samples(reader, url))
                 reader.verify()
         except (tarfile.TarError, EOFError) as e:  # a shard damaged beyond the checksum: not a tar at all
             raise DataError(url, f"shard is damaged, not a readable tar ({e}); rewrite it with "

@@ -8,31 +8,24 @@ A shard set's location is one of
                                                  a command that writes one file to stdout; {name} is
                                                  replaced by manifest.json or a shard's file name
 
-and the manifest is read from the same place as the shards. Each shard is read once, as a stream:
-its bytes are counted and hashed as the tar reader consumes them, and when the shard ends the size
-and sha256 are compared with the manifest's. A shard damaged in storage or in transit stops the run
-with a DataError naming its URL. The check comes at the end of the shard, so that shard's samples
-have already been handed on by then; checking every shard before use would read everything twice.
+and the manifest is read from the same place as the shards. This module only opens those locations
+as byte streams, with errors that name the URL; the manifest is parsed by shared/shard_set.py and a
+shard is read and checked against its sha256 by train/shard_loader.py (`verified_samples`).
 """
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import subprocess
-import tarfile
 import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, BinaryIO, Iterable, Iterator, Mapping, Optional
+from typing import BinaryIO, Iterator
 
 from shared.frames import DataError
 
-MANIFEST = "manifest.json"
 PIPE = "pipe:"
 HTTP_TIMEOUT_S = 60.0
-# (bytes, sha256) the manifest promises for a shard; None where it says nothing
-Check = tuple[Optional[int], Optional[str]]
 
 
 def is_remote(location: str) -> bool:
@@ -107,70 +100,3 @@ def read_bytes(url: str) -> bytes:
             return fh.read()
     except OSError as e:  # a connection dropped mid-read
         raise DataError(url, f"read failed ({e})") from e
-
-
-class CheckedStream:
-    """A read-only stream that counts and hashes the bytes passing through it."""
-
-    def __init__(self, raw: BinaryIO):
-        self.raw, self.sha, self.size = raw, hashlib.sha256(), 0
-
-    def read(self, n: int = -1) -> bytes:
-        data = self.raw.read(n)
-        self.sha.update(data)
-        self.size += len(data)
-        return data
-
-    def drain(self, block: int = 1 << 20) -> None:
-        """Read to the end (the tar's end blocks and padding count in the checksum)."""
-        while self.read(block):
-            pass
-
-
-def tar_samples(stream: Any, url: str) -> Iterator[dict[str, Any]]:
-    """webdataset's grouping: consecutive members `<key>.<ext>` -> {"__key__", "__url__", ext: bytes}
-    (the key ends at the first dot of the name; shard keys contain none)."""
-    sample: dict[str, Any] | None = None
-    with tarfile.open(fileobj=stream, mode="r|") as tar:
-        for info in tar:
-            if not info.isreg():
-                continue
-            key, _, ext = info.name.partition(".")
-            if sample is not None and sample["__key__"] != key:
-                yield sample
-                sample = None
-            if sample is None:
-                sample = {"__key__": key, "__url__": url}
-            sample[ext.lower()] = tar.extractfile(info).read()  # type: ignore[union-attr]
-            tar.members = []  # a streamed tar need not remember the members it has passed
-    if sample is not None:
-        yield sample
-
-
-def read_shard(url: str, check: Check = (None, None)) -> Iterator[dict[str, Any]]:
-    """The samples of one shard, in order; its size and sha256 are checked when it ends (DataError)."""
-    size, sha = check
-    with open_url(url) as raw:
-        stream = CheckedStream(raw)
-        last = None
-        try:
-            for sample in tar_samples(stream, url):
-                if last is not None:
-                    yield last
-                last = sample  # held back: a shard's last sample comes after its check
-            stream.drain()
-        except (tarfile.TarError, OSError, EOFError) as e:
-            raise DataError(url, f"unreadable shard after {stream.size} bytes ({e})") from e
-    if size is not None and stream.size != size:
-        raise DataError(url, f"shard has {stream.size} bytes, the manifest says {size} (truncated or replaced)")
-    if sha is not None and stream.sha.hexdigest() != sha:
-        raise DataError(url, f"shard sha256 {stream.sha.hexdigest()[:16]}... differs from the manifest's "
-                             f"{sha[:16]}... (corrupted in storage or in transit)")
-    if last is not None:
-        yield last
-
-
-def read_shards(urls: Iterable[str], checks: Mapping[str, Check]) -> Iterator[dict[str, Any]]:
-    """The samples of several shards one after another, each checked against `checks` (by URL)."""
-    for url in urls:
-        yield from read_shard(url, checks.get(url, (None, None)))

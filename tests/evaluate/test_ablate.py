@@ -191,7 +191,7 @@ def test_shard_sets_are_asked_of_the_stages_not_read_from_an_earlier_record(tmp_
     key = "depth-m2-8"
     (tmp_path / "shard_sets.json").write_text(json.dumps({key: str(stale)}))
     ran: list[str] = []
-    monkeypatch.setattr(ablate, "_run", lambda cmd, log, echo=None: ran.append(cmd[3]))
+    monkeypatch.setattr(ablate, "_run", lambda cmd, log, echo=None: ran.append(cmd[1]))  # [package, command, ...]
     monkeypatch.setattr(ablate, "_read_pointer", lambda cfg, stage, name: fresh if stage == "shards" else tmp_path)
     checked: dict[str, Path] = {}
     path, groups = ablate.ensure_shards(cfg, "depth", 2, 8, tmp_path, tmp_path / "log", lambda s: None, checked)

@@ -57,7 +57,7 @@ def test_min_seeds_marks_cells_with_fewer_finished_seeds():
 
 
 class FakeStages:
-    """Stands in for the stage commands a grid starts (subprocess.run in evaluate.ablate): records each
+    """Stands in for the stage commands a grid starts (subprocess.run in shared.stage.run_stage): records each
     command and writes what the grid reads back (pointers, a shard manifest, reports), so the options
     that only act inside those commands can be read off the commands themselves."""
 
@@ -81,7 +81,8 @@ class FakeStages:
             kind = "regions" if stage[1] == "regions" else "shards"
             target = tag / kind / f"{value('--proposals')}-fake"
             target.mkdir(parents=True, exist_ok=True)
-            (target / "manifest.json").write_text(json.dumps({"n_groups": 8}))
+            (target / "manifest.json").write_text(json.dumps({"n_groups": 8, "height": 32, "width": 64, "group_size": 4,
+                                                              "shards": []}))
             (tag / kind / f"{value('--proposals')}.current").write_text(target.name + "\n")
         elif stage in (("train", "contrastive"), ("train", "picie")):
             folder = tag / ("train" if stage[1] == "contrastive" else "picie") / value("--run")
@@ -100,11 +101,11 @@ class FakeStages:
 
 
 def test_pre_training_and_fine_tuning_options_reach_the_stage_commands(tmp_path, monkeypatch):
-    from evaluate import ablate as A
     from evaluate.__main__ import main
+    from shared import stage
 
     fake = FakeStages()
-    monkeypatch.setattr(A.subprocess, "run", fake)
+    monkeypatch.setattr(stage.subprocess, "run", fake)
     r = CliRunner().invoke(main, ["ablate", "--out", str(tmp_path), "--cells", "depth:0.5:4", "--seeds", "0",
                                   "--no-peers", "--train-steps", "7", "--train-args", "--lr 0.02 --momentum 0.5",
                                   "--finetune-iterations", "3", "--label-fraction", "1/4",

@@ -285,6 +285,22 @@ def test_auto_checkpoint_takes_the_finished_runs_that_differ_only_in_seed(tmp_pa
     assert seed_siblings(train / "old" / "checkpoint.pt") == [train / "old" / "checkpoint.pt"]
 
 
+def test_auto_checkpoint_names_the_run_it_scores(tmp_path, capsys):
+    # `make eval` follows train/model.current; a rerun of the trainer into a new run folder moves it, and
+    # the evaluation must say which run it scores
+    from evaluate.unsupervised import UnsupervisedConfig, resolve_checkpoints
+    from shared.stage import write_pointer
+
+    cfg = UnsupervisedConfig(dataset="synthetic", demo_size="tiny", out=str(tmp_path))
+    train = tmp_path / "synthetic-tiny" / "train"
+    ckpt = _fake_run(train, "f00d", 0, "k")
+    write_pointer(cfg, "train", "model", ckpt)
+    capsys.readouterr()
+    assert resolve_checkpoints(cfg) == [ckpt]
+    said = capsys.readouterr().out.strip().splitlines()
+    assert said[0].startswith(f"unsupervised eval: scoring {train / 'f00d'} (the run `make train`")
+
+
 def test_rerun_reuses_the_report_until_the_checkpoint_changes(tmp_path, monkeypatch):
     import shared.nets.semantic_fpn as semantic_fpn
 

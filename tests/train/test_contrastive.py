@@ -40,14 +40,6 @@ def full_run(shard_dir, tmp_path_factory):
     return C.train(_cfg(shard_dir, out)), out
 
 
-def test_lr_schedule():
-    lrs = C.lr_schedule(100, 10, 0.1, 1e-5)
-    assert lrs.shape == (100,)
-    assert np.allclose(lrs[:10], np.linspace(0.01, 0.1, 10))
-    assert lrs[10] == pytest.approx(0.1) and lrs[-1] == pytest.approx(1e-5)
-    assert (np.diff(lrs[10:]) <= 0).all()
-
-
 def test_loss_goes_down_and_positives_are_logged(full_run):
     run_dir, _ = full_run
     log = _losses(run_dir)
@@ -215,7 +207,7 @@ def test_the_run_says_its_plan_first_and_what_it_wrote_last(full_run, shard_dir,
 def test_a_new_run_estimates_its_time_after_the_first_steps(shard_dir, tmp_path, capsys):
     run_dir = C.train(_cfg(shard_dir, tmp_path, max_steps=6))
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0].startswith("contrastive: starting, 6 steps;") and "crop 32x64" in lines[0]
+    assert lines[0].startswith(f"contrastive: starting, 6 steps, new run {run_dir};") and "crop 32x64" in lines[0]
     assert lines[0].endswith("the time estimate follows the first steps")
     assert any(line.startswith("contrastive: ") and "s/step over the first 3 steps: about" in line for line in lines)
     assert lines[-1].startswith("contrastive: finished in ") and lines[-1].endswith(
@@ -241,3 +233,23 @@ def test_a_gpu_sized_recipe_on_a_cpu_says_so_before_training(shard_dir, tmp_path
     out = capsys.readouterr().out
     assert "contrastive: warning: resnet18, 4 crops of 32x64 per step is a GPU recipe" in out
     assert "CPU recipe: make train DEMO_SIZE=small" in out
+
+
+def test_a_rerun_capped_by_its_epochs_says_so_and_where_it_went(shard_dir, tmp_path, capsys):
+    # --config <a finished run's config.json> --max-steps 5 on a set whose epochs hold 4 steps: the old first
+    # line said "starting, 4 steps" and named no folder, so a new run folder went unnoticed
+    run_dir = C.train(_cfg(shard_dir, tmp_path, epochs=1, max_steps=50))
+    first = capsys.readouterr().out.strip().splitlines()[0]
+    steps = len((run_dir / "log.jsonl").read_text().splitlines())
+    assert steps < 50
+    assert first.startswith(f"contrastive: starting, {steps} steps (not --max-steps 50: 1 epoch(s) of this data hold "
+                            f"{steps} steps; raise --epochs for more), new run {run_dir};")
+
+
+def test_a_finished_run_prints_no_progress_bar(full_run, shard_dir, capsys):
+    # tqdm opened at the end prints the full bar, and again when closed: a reused run printed it twice
+    run_dir, out = full_run
+    capsys.readouterr()
+    assert C.train(_cfg(shard_dir, out, progress=True)) == run_dir
+    said = capsys.readouterr()
+    assert "6/6" not in said.err and said.out.startswith(f"contrastive: complete (6 steps), reusing {run_dir}")

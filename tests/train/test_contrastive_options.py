@@ -55,11 +55,11 @@ def test_lam_weighs_the_pixel_loss_and_one_minus_lam_the_region_loss(shards, bas
 
 def test_optimiser_schedule_and_network_options_reach_the_optimiser_and_the_network(shards, tmp_path):
     """8 groups of 1 per step: an epoch is 8 steps; 4 steps with a quarter-epoch warm-up = 2 warm-up
-    steps (linspace lr/2 .. lr), then the cosine from lr to final-lr over the last 2."""
+    steps (lr/3, 2 lr/3: up to, not reaching, lr), then the cosine from lr to final-lr over the last 2."""
     r = run(shards, tmp_path, "--max-steps", "4", "--lr", "0.05", "--final-lr", "0.02", "--warmup-epochs", "0.25",
             "--momentum", "0.5", "--weight-decay", "0.003", "--num-prototypes", "20", "--run", "named",
             "--crop-height", "64", "--crop-width", "32")
-    assert [row["lr"] for row in r.log] == pytest.approx([0.025, 0.05, 0.05, 0.02])
+    assert [row["lr"] for row in r.log] == pytest.approx([0.05 / 3, 0.1 / 3, 0.05, 0.02])
     group = r.checkpoint["optimizer"]["param_groups"][0]
     assert (group["momentum"], group["weight_decay"]) == (0.5, 0.003)
     assert r.checkpoint["model"]["prototypes.weight"].shape[0] == 20 and r.checkpoint["net_args"]["arch"] == "resnet18"

@@ -20,6 +20,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from shared.checkpoint import load_checkpoint
 from shared.frames import DataError
 from shared.nets.semantic_fpn import DenseSwAVNet
 from train import contrastive as C
@@ -216,8 +217,8 @@ def test_two_ranks_train_like_one_process_on_the_global_batch(two_shards, one_pr
         assert (sum(pix), sum(reg)) == (rec["pixel_samples"], rec["region_samples"])
 
     w0, w1 = (torch.load(out / f"weights.{r}.pt") for r in (0, 1))
-    ref = C.load_checkpoint(one_process_run / "checkpoint.pt")["model"]
-    ckpt = C.load_checkpoint(next((out / "rank0").rglob("checkpoint.pt")))
+    ref = load_checkpoint(one_process_run / "checkpoint.pt")["model"]
+    ckpt = load_checkpoint(next((out / "rank0").rglob("checkpoint.pt")))
     assert ckpt["step"] == STEPS
     init = _frozen_bn_net("resnet18", num_prototypes=20).state_dict()
     moved = 0

@@ -83,14 +83,6 @@ def test_semantic_loss_known_answers():
     assert FT.semantic_loss(uniform, torch.full((1, 2, 2), 255)).item() == 0.0
 
 
-def test_lr_table_warms_up_then_decays_to_final():
-    t = FT.lr_table(20, 4, [0.01, 0.1], 1e-5)
-    assert t.shape == (20, 2)
-    assert np.allclose(t[:4, 1], [0.02, 0.04, 0.06, 0.08]) and t[4, 1] == pytest.approx(0.1)
-    assert t[4, 0] == pytest.approx(0.01) and t[-1, 0] == pytest.approx(1e-5) and t[-1, 1] == pytest.approx(1e-5)
-    assert (np.diff(t[4:], axis=0) <= 0).all()
-
-
 def test_instance_decoding_of_both_encodings():
     city = np.array([[26000, 26001, 7], [24000, 26, 0]])
     labels, key = decode_instances(city, "cityscapes")
@@ -116,8 +108,23 @@ def test_options_are_refused_with_the_option_named():
                      (dict(scale_range=(2.0, 1.0)), "--scale-range"), (dict(folds=1), "--folds"),
                      (dict(label_fraction="2/1"), "--label-fraction"), (dict(new_lr=-1.0), "--new-lr"),
                      (dict(colour_jitter=1.5), "--colour-jitter"), (dict(momentum=1.0), "--momentum")]:
-        with pytest.raises(click.UsageError, match=name):
+        with pytest.raises(click.BadParameter) as e:
             FT.check_options(FT.FinetuneConfig(**kw))
+        assert f"'{name}'" in e.value.format_message()
+
+
+def test_a_bound_has_one_error_text_on_the_command_line_and_in_the_trainer():
+    from click.testing import CliRunner
+
+    from train.finetune_command import finetune_command
+
+    for option, kw in [("--new-lr", dict(new_lr=11.0)), ("--weight-decay", dict(weight_decay=1.0)),
+                       ("--batch-size", dict(batch_size=0))]:
+        with pytest.raises(click.BadParameter) as e:
+            FT.check_options(FT.FinetuneConfig(**kw))
+        value = str(next(iter(kw.values())))
+        cli = CliRunner().invoke(finetune_command, [option, value])
+        assert cli.exit_code == 2 and e.value.format_message() in " ".join(cli.output.split()), cli.output
 
 
 def _pretrained_checkpoint(path, arch="resnet18"):

@@ -55,15 +55,16 @@ def test_equal_seeds_give_equal_weights_and_other_seeds_differ(kitti, tmp_path):
     assert not all(torch.equal(wa[k], wc[k]) for k in wa)
 
 def test_folds_repeats_label_fraction_subset_seed_iterations_and_the_schedule(kitti, tmp_path):
-    """2 folds x 2 repeats; 2 labelled frames of each fold's 3; seeds 7 and 8 for the repeats; 2 steps
-    without warm-up: new-lr, then the cosine's end, final-lr."""
-    args = ["--folds", "2", "--repeats", "2", "--label-fraction", "2", "--seed", "7", "--iterations", "2",
+    """2 folds x 2 repeats; 2 labelled frames of each fold's 3; seeds 7 and 8 for the repeats; 3 steps: the
+    one warm-up step every run of two steps or more gets (half of new-lr), new-lr, then the cosine's end,
+    final-lr."""
+    args = ["--folds", "2", "--repeats", "2", "--label-fraction", "2", "--seed", "7", "--iterations", "3",
             "--new-lr", "0.04", "--final-lr", "0.01", "--run", "named"]
     run_dir, said = run(kitti, tmp_path / "a", *args, "--subset-seed", "5")
     assert run_dir.name == "named"
     assert sorted(p.name for p in run_dir.glob("f*_r*")) == ["f0_r0", "f0_r1", "f1_r0", "f1_r1"]
     assert [checkpoint(run_dir / f"f0_r{r}")["seed"] for r in (0, 1)] == [7, 8]
-    assert [row["lr_new"] for row in log(run_dir / "f1_r1")] == pytest.approx([0.04, 0.01])
+    assert [row["lr_new"] for row in log(run_dir / "f1_r1")] == pytest.approx([0.02, 0.04, 0.01])
     assert len((run_dir / "train_frames_f0.txt").read_text().split()) == 2
 
     def split(folder: Path) -> list[list[str]]:  # the folds and the labelled subsets the seed drew
@@ -74,8 +75,9 @@ def test_folds_repeats_label_fraction_subset_seed_iterations_and_the_schedule(ki
 
 
 def test_optimiser_options_init_and_grad_clip(kitti, tmp_path):
-    """From a torchvision ResNet-18 whose weights are all 0.01: after one step the optimiser holds the
-    pre-trained group at --lr and the new one at --new-lr, with --momentum and --weight-decay; a gradient
+    """From a torchvision ResNet-18 whose weights are all 0.01: after one step (a warm-up step: half of each
+    peak) the optimiser holds the pre-trained group at --lr / 2 and the new one at --new-lr / 2, with
+    --momentum and --weight-decay; a gradient
     clipped to 1e-6 leaves the pre-trained weights within lr x 1e-6 of 0.01."""
     constant_resnet18(tmp_path / "init.pth")
     run_dir, said = run(kitti, tmp_path / "out", "--init", str(tmp_path / "init.pth"), "--iterations", "3",
@@ -83,7 +85,7 @@ def test_optimiser_options_init_and_grad_clip(kitti, tmp_path):
                         "--weight-decay", "0", "--grad-clip", "0.000001", "--crop-height", "32", "--crop-width", "64")
     ck = checkpoint(run_dir / "f0_r0")
     groups = {g["name"]: g for g in ck["optimizer"]["param_groups"]}
-    assert (groups["pretrained"]["lr"], groups["new"]["lr"]) == (0.003, 0.02)
+    assert (groups["pretrained"]["lr"], groups["new"]["lr"]) == pytest.approx((0.003 / 2, 0.02 / 2))
     assert {g["momentum"] for g in groups.values()} == {0.5} and {g["weight_decay"] for g in groups.values()} == {0.0}
     conv1 = next(v for k, v in ck["model"].items() if k.endswith("conv1.weight") and v.shape[1] == 3)
     torch.testing.assert_close(conv1, torch.full_like(conv1, 0.01), atol=1e-8, rtol=0)
@@ -103,8 +105,7 @@ def test_augmentation_and_batch_options_change_the_first_step(kitti, tmp_path, o
 
 
 def test_warmup_steps_ramp_the_first_steps(kitti, tmp_path):
-    """One warm-up step of two: the first step runs at half of --new-lr (without warm-up, at all of it,
-    and the automatic warm-up of a 2-step run is 0 steps, so the default could not pass for this)."""
+    """Warm-up steps ramp towards --new-lr: one of two, and the first step runs at half of it."""
     run_dir, _ = run(kitti, tmp_path, "--iterations", "2", "--warmup-steps", "1", "--new-lr", "0.08",
                      "--stop-after", "1")
     assert log(run_dir / "f0_r0")[0]["lr_new"] == pytest.approx(0.04)

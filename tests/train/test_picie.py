@@ -127,7 +127,8 @@ def test_run_writes_a_checkpoint_that_evaluation_loads(frames_root, tmp_path, ca
     cfg = _cfg(frames_root, tmp_path / "runs", run="r")
     run_dir = train(cfg)
     said = capsys.readouterr().out.strip().splitlines()
-    assert said[0].startswith("picie: starting, 6 steps; 6 frames (train) at 64x128") and "device cpu" in said[0]
+    assert said[0].startswith(f"picie: starting, 6 steps, new run {tmp_path / 'runs' / 'folder' / 'picie' / 'r'}; "
+                              "6 frames (train) at 64x128") and "device cpu" in said[0]
     assert said[-1].startswith("picie: finished in ") and said[-1].endswith(
         f"wrote checkpoint.pt, log.jsonl, config.json, backbone_resnet18.pth into {run_dir}")
     assert run_dir == tmp_path / "runs" / "folder" / "picie" / "r"

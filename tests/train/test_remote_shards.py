@@ -17,8 +17,9 @@ import torch
 from shared.frames import DataError
 from tests.fixtures.toy_shards import build_shard_set
 from train import contrastive as C
-from train.shard_loader import check_batch, Augment, ShardStream, make_loader, open_shard_set, plan_epoch
-from train.shard_reader import read_shard
+from train.shard_loader import (Augment, ShardStream, check_batch, make_loader, open_shard_set, plan_epoch,
+                                verified_samples)
+from train.shard_reader import open_url
 
 H, W = 64, 128
 
@@ -86,18 +87,19 @@ def test_a_flipped_byte_on_the_server_is_caught_by_the_checksum_and_named(served
     listed = {s["name"]: (int(s["bytes"]), s["sha256"])
               for s in json.loads((Path(top) / "set" / "manifest.json").read_text())["shards"]}
     with pytest.raises(DataError, match="sha256") as e:
-        list(read_shard(url, listed["shard-000001.tar"]))
+        list(verified_samples([(url, listed["shard-000001.tar"][1])], open_stream=open_url))
     assert e.value.path == url
     with pytest.raises(DataError, match="sha256") as e:  # and through the training stream
         batches(f"{base}/bad")
     assert e.value.path == url
     # the untouched shard of the same set reads fine; a truncated one is caught by its size
-    assert len(list(read_shard(f"{base}/bad/shard-000000.tar", listed["shard-000000.tar"]))) == 2
+    untouched = [(f"{base}/bad/shard-000000.tar", listed["shard-000000.tar"][1])]
+    assert len(list(verified_samples(untouched, open_stream=open_url))) == 2
     size, sha = listed["shard-000001.tar"]
-    with pytest.raises(DataError, match=f"{size - 512} bytes, the manifest says {size}"):  # lost end padding
-        list(read_shard(f"pipe:head -c {size - 512} {top}/set/shard-000001.tar", (size, sha)))
-    with pytest.raises(DataError, match="unreadable shard after 3072 bytes"):  # cut inside a member
-        list(read_shard(f"pipe:head -c 3072 {top}/set/shard-000001.tar", (size, sha)))
+    with pytest.raises(DataError, match=f"its {size - 512} bytes have sha256"):  # lost end padding
+        list(verified_samples([(f"pipe:head -c {size - 512} {top}/set/shard-000001.tar", sha)], open_stream=open_url))
+    with pytest.raises(DataError, match="not a readable tar"):  # cut inside a member
+        list(verified_samples([(f"pipe:head -c 3072 {top}/set/shard-000001.tar", sha)], open_stream=open_url))
 
 
 def test_missing_sets_and_failing_commands_are_named(served, tmp_path):
@@ -112,7 +114,7 @@ def test_missing_sets_and_failing_commands_are_named(served, tmp_path):
         open_shard_set(f"pipe:cat {top}/set/manifest.json")
     url = f"pipe:cat {tmp_path}/shard-000000.tar"  # the manifest was there, the shard is not
     with pytest.raises(DataError, match="exited with status 1") as e:
-        list(read_shard(url))
+        list(verified_samples([(url, "0" * 64)], open_stream=open_url))
     assert e.value.path == url
 
 
