@@ -558,7 +558,7 @@ def train(cfg: DepthTrainConfig, frames: list[Frame] | None = None, echo=click.e
     device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
-    model = DepthModel(cfg.init_weights or None, cfg.pose_translation_scale).to(device)
+    model = DepthModel(cfg.init_weights or None, cfg.pose_translation_scale, cfg.pose_forward_init).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     step = 0
     if state is not None:

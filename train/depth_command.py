@@ -23,7 +23,7 @@ PRESETS = {"": dict(height=192, width=640, batch_size=12),
 # Named recipes: fields they change where the caller left the dataclass default. "paper" is
 # Monodepth2's GPU recipe (the defaults); "cpu" leaves the far plateau in about a hundred steps
 # instead of a thousand (docs/depth.md, "Why training sat on a plateau").
-RECIPES: dict[str, dict] = {"paper": {}, "cpu": dict(pose_translation_scale=0.1)}
+RECIPES: dict[str, dict] = {"paper": {}, "cpu": dict(pose_translation_scale=0.1, pose_forward_init=0.015)}
 
 
 @dataclass
@@ -50,6 +50,8 @@ class DepthTrainConfig(StageConfig):
     pose_translation_scale: float = field(0.01, "factor on the pose network's translation output (Monodepth2 0.01); with "
                                                 "the initial disparity it sets how far away the scene starts",
                                           bounds="(0, inf)")
+    pose_forward_init: float = field(0.0, "forward translation per frame the pose network starts out predicting (network "
+                                          "units; 0 = Monodepth2's zero-mean init)", bounds="[0, inf)")
     automask: bool = field(True, "auto-mask pixels where an unwarped neighbour already matches")
     min_reprojection: bool = field(True, "per-pixel minimum over the two neighbours (else their mean)")
     color_aug: float = field(0.5, "probability of colour jitter (brightness/contrast/saturation 0.2, hue 0.1) on network inputs",

@@ -96,7 +96,7 @@ def test_presets_fill_unset_fields_only():
 
 def test_recipes_the_paper_by_default_the_cpu_one_for_demo_sizes_and_only_where_unset():
     full = resolved(DepthTrainConfig())
-    assert (full.recipe, full.pose_translation_scale, full.lr) == ("paper", 0.01, 1e-4)
+    assert (full.recipe, full.pose_translation_scale, full.pose_forward_init, full.lr) == ("paper", 0.01, 0.0, 1e-4)
     for size in ("tiny", "small"):
         assert resolved(DepthTrainConfig(demo_size=size)).pose_translation_scale == 0.1
     assert resolved(DepthTrainConfig(recipe="cpu")).pose_translation_scale == 0.1  # full size, CPU recipe
@@ -114,6 +114,24 @@ def test_translation_scale_multiplies_only_the_translation():
         (ra, ta), (rb, tb) = a.pose(x, x.flip(-1)), b.pose(x, x.flip(-1))
     assert torch.equal(ra, rb)
     torch.testing.assert_close(tb, 10 * ta)
+
+
+def test_forward_init_starts_the_camera_moving_forward():
+    """The forward init shifts only the optical-axis translation, by its value, towards the later camera
+    seeing the earlier one's points nearer (z < 0 in the earlier-to-later transform)."""
+    x = torch.rand(4, 3, 64, 64)
+    outputs = []
+    for forward in (0.0, 0.015):
+        torch.manual_seed(0)
+        model = DepthModel(pose_translation_scale=0.1, pose_forward_init=forward).eval()
+        bias = float(model.pose_decoder.convs[-1].bias[5])
+        with torch.no_grad():
+            outputs.append((model.pose(x, x.roll(1, 0)), bias))
+    ((r0, t0), b0), ((r1, t1), b1) = outputs
+    assert b1 == pytest.approx(-0.15)
+    assert torch.equal(r0, r1) and torch.equal(t0[:, :2], t1[:, :2])
+    torch.testing.assert_close(t1[:, 2] - t0[:, 2], torch.full((4,), 0.1 * (b1 - b0)))
+    assert torch.all(t1[:, 2] < t0[:, 2] - 0.01)
 
 
 def test_training_triplets_and_bad_input_errors_name_frames():
