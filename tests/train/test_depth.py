@@ -88,7 +88,7 @@ def _frame(fid: str, seq: str, i: int, w: int = 64, h: int = 32, split: str = "t
 
 def test_presets_fill_unset_fields_only():
     tiny = resolved(DepthTrainConfig(demo_size="tiny"))
-    assert (tiny.height, tiny.width, tiny.batch_size, tiny.max_steps) == (64, 192, 4, 24)
+    assert (tiny.height, tiny.width, tiny.batch_size, tiny.max_steps) == (64, 128, 4, 160)
     full = resolved(DepthTrainConfig())
     assert (full.height, full.width, full.batch_size, full.max_steps) == (192, 640, 12, 0)  # 0: from epochs
     assert resolved(DepthTrainConfig(demo_size="tiny", width=96)).width == 96
