@@ -164,7 +164,7 @@ demo: .venv/.done  ## the whole pipeline on the built-in synthetic city, CPU, mi
 	  times="$$times $$target $$(echo "$$(date +%s.%N) $$t0" | awk '{printf "%.1f", $$1 - $$2}')"; \
 	done; \
 	echo "demo: seconds per stage:$$(echo $$times | awk '{for (i = 1; i < NF; i += 2) printf " %s %s%s", $$i, $$(i + 1), (i + 2 < NF ? "," : "")}')"; \
-	load=$$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || uptime | sed 's/.*average[s]*: //'); cores=$$(nproc 2>/dev/null || echo 1); \
+	load=$$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || uptime | sed 's/.*average[s]*: //'); cores=$$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1); \
 	echo "demo: finished in $$(echo "$$(date +%s.%N) $$start" | awk '{printf "%.0f", $$1 - $$2}') s, load average $$load on $$cores cores; outputs under $(OUT)/synthetic-$(DEMO)/"; \
 	if awk -v l="$${load%% *}" -v c="$$cores" 'BEGIN {exit !(l > c)}'; then \
 	  echo "demo: the machine is busy (load $${load%% *} > $$cores cores): the times above measure the load as much as the demo"; fi
