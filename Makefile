@@ -164,19 +164,31 @@ DEMO_DEPTH ?= model
 # Pre-training seeds of the demo: small trains three so that `make eval` (which scores every finished
 # run of the same settings) reports pre-trained vs random init with a seed spread.
 DEMO_SEEDS ?= $(if $(filter small,$(DEMO)),0 1 2,0)
+# Torch threads per demo process. One: on a 2-core machine shared with other work, two threads per
+# process spin against each other (the tiny depth step measured 4 CPU-seconds at 2 threads, 0.8 at 1).
+DEMO_THREADS ?= 1
+demo: export OMP_NUM_THREADS = $(DEMO_THREADS)
 demo: .venv/.done  ## the whole pipeline on the built-in synthetic city, CPU, minutes (DEMO_SIZE=tiny default, or small; DEMO_DEPTH=model|gt)
-	@start=$$(date +%s); set -e; run=$(OUT)/synthetic-$(DEMO); \
+	@start=$$(date +%s.%N); set -e; run=$(OUT)/synthetic-$(DEMO); times=""; \
 	for target in index depth depth-eval regions proposals shards inspect train eval finetune report; do \
-	  depth=gt; if [ "$(DEMO_DEPTH)" = model ] && [ -f $$run/depth/model.current ]; then \
-	    ckpt=$$(cat $$run/depth/model.current); case "$$ckpt" in /*) ;; *) ckpt=$$run/depth/$$ckpt;; esac; depth="model:$$ckpt"; fi; \
-	  echo "=== make $$target DATASET=synthetic DEMO_SIZE=$(DEMO) DEPTH=$$depth"; \
+	  t0=$$(date +%s.%N); depth=; \
+	  case $$target in regions|proposals|shards) \
+	    depth=gt; if [ "$(DEMO_DEPTH)" = model ] && [ -f $$run/depth/model.current ]; then \
+	      ckpt=$$(cat $$run/depth/model.current); case "$$ckpt" in /*) ;; *) ckpt=$$run/depth/$$ckpt;; esac; depth="model:$$ckpt"; fi;; \
+	  esac; \
+	  echo "=== make $$target DATASET=synthetic DEMO_SIZE=$(DEMO)$${depth:+ DEPTH=$$depth}"; \
 	  seeds=0; [ $$target = train ] && seeds="$(DEMO_SEEDS)"; \
 	  for seed in $$seeds; do \
-	    $(MAKE) --no-print-directory $$target DATASET=synthetic DEMO_SIZE=$(DEMO) DATA_ROOT= OUT=$(OUT) DEPTH=$$depth \
+	    $(MAKE) --no-print-directory $$target DATASET=synthetic DEMO_SIZE=$(DEMO) DATA_ROOT= OUT=$(OUT) $${depth:+DEPTH=$$depth} \
 	      $$([ $$target = train ] && echo TRAIN_ARGS=--seed=$$seed); \
 	  done; \
+	  times="$$times $$target $$(echo "$$(date +%s.%N) $$t0" | awk '{printf "%.1f", $$1 - $$2}')"; \
 	done; \
-	echo "demo: finished in $$(( $$(date +%s) - start )) s; outputs under $(OUT)/synthetic-$(DEMO)/"
+	echo "demo: seconds per stage:$$(echo $$times | awk '{for (i = 1; i < NF; i += 2) printf " %s %s%s", $$i, $$(i + 1), (i + 2 < NF ? "," : "")}')"; \
+	load=$$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || uptime | sed 's/.*average[s]*: //'); cores=$$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1); \
+	echo "demo: finished in $$(echo "$$(date +%s.%N) $$start" | awk '{printf "%.0f", $$1 - $$2}') s, load average $$load on $$cores cores; outputs under $(OUT)/synthetic-$(DEMO)/"; \
+	if awk -v l="$${load%% *}" -v c="$$cores" 'BEGIN {exit !(l > c)}'; then \
+	  echo "demo: the machine is busy (load $${load%% *} > $$cores cores): the times above measure the load as much as the demo"; fi
 
 clean:  ## remove runs/ (keeps .venv)
 	rm -rf runs

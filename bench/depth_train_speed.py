@@ -77,7 +77,7 @@ def steps_to_baseline(root: Path, frames, cfg: DepthTrainConfig, cap: int, every
     x = torch.stack([torch.from_numpy(np.array(read_rgb(f.image))).permute(2, 0, 1) for f in val]).float() / 255
     x = F.interpolate(x, (cfg.height, cfg.width), mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
     torch.manual_seed(cfg.seed)
-    model = DepthModel(None, cfg.pose_translation_scale)
+    model = DepthModel(None, cfg.pose_translation_scale, cfg.pose_forward_init)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     run = step_setup(model, cfg, torch.device("cpu"))
     batches = TripletBatches(cache, rows, cfg.batch_size, cfg.seed)

@@ -15,11 +15,19 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.skipif(shutil.which("make") is None, reason="GNU make is not installed")
 def test_make_demo_runs_every_stage(tmp_path):
     out = tmp_path / "runs"
-    # PY: the interpreter running the tests (CI's .venv); DEPTH_ARGS keeps the depth step short.
-    cmd = ["make", "-C", str(ROOT), "demo", f"OUT={out}", f"PY={sys.executable}", "DEPTH_ARGS=--max-steps 4"]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    # PY: the interpreter running the tests (CI's .venv). The depth stage runs its full preset: the
+    # demo's headlines are about the depth it learns.
+    cmd = ["make", "-C", str(ROOT), "demo", f"OUT={out}", f"PY={sys.executable}"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert "demo: finished" in r.stdout
+    assert "demo: finished" in r.stdout and "load average" in r.stdout
+    stage_times = next(line for line in r.stdout.splitlines() if line.startswith("demo: seconds per stage:"))
+    for stage in ("index", "depth", "regions", "train", "report"):
+        assert f" {stage} " in stage_times + " ", stage_times
+    # only the stages that read depth name a depth source
+    headers = [line for line in r.stdout.splitlines() if line.startswith("=== make ")]
+    for line in headers:
+        assert ("DEPTH=" in line) == (line.split()[2] in ("regions", "proposals", "shards")), line
     run = out / "synthetic-tiny"
     for pointer in ["depth/model.current", "regions/depth.current", "shards/depth.current", "train/model.current",
                     "finetune/semantic.current"]:
@@ -42,6 +50,7 @@ def test_make_demo_runs_every_stage(tmp_path):
     assert f"model:{depth_ckpt}" in page
     assert "one seed / preset too small" in page
     assert list((run / "eval").glob("depth-*.json")) and "No depth evaluation" not in page
+    _check_headlines(run)
     finetuned = run / "finetune" / (run / "finetune/semantic.current").read_text().strip()
     assert finetuned.name.startswith("semantic-pretrained-")  # INIT=pretrained: the demo's own `make train` model
     assert json.loads((finetuned / "report.json").read_text())["networks"][0]["miou"] >= 0
@@ -59,6 +68,27 @@ def test_make_demo_runs_every_stage(tmp_path):
     for stage in ("proposals", "inspect", "unsupervised eval", "depth eval", "report"):
         assert f"\n{stage}: reusing " in "\n" + again.stdout, f"{stage} was recomputed:\n{again.stdout[-3000:]}"
     assert {p: p.stat().st_mtime_ns for p in outputs} == before
+
+
+def _check_headlines(run: Path) -> None:
+    """The directions the demo's page reports, on the depth the demo learnt (docs/depth.md)."""
+    (depth_eval,) = [p for p in (run / "eval").glob("depth-*.json") if p.name.count(".") == 1]  # not .config / .done
+    depth = json.loads(depth_eval.read_text())
+    assert depth["model"]["abs_rel"] < depth["baseline"]["abs_rel"], depth_eval  # learnt depth beats the mean map
+    (eval_report,) = (run / "eval").glob("*/report.json")
+    for protocol, result in json.loads(eval_report.read_text())["protocols"].items():
+        models = result["models"]
+        assert models["pre-trained"]["miou"] > models["random init"]["miou"], (protocol, models)
+    finetuned = run / "finetune" / (run / "finetune/semantic.current").read_text().strip()
+    losses = [json.loads(line)["loss"] for line in (finetuned / "f0_r0" / "log.jsonl").read_text().splitlines()]
+    assert max(losses) < 1.5 * losses[0], losses  # no spike
+    # The paper's regions on this depth do NOT beat SLIC and Felzenszwalb at the tiny size (docs/depth.md,
+    # "The tiny demo's headlines"); what holds is that the table compares matched region counts.
+    (proposals,) = (run / "reports").glob("proposals-*/report.json")
+    results = json.loads(proposals.read_text())["results"]
+    ours = results["depth"]["regions_per_frame"]
+    for baseline in ("slic", "felzenszwalb"):
+        assert abs(results[baseline]["regions_per_frame"] - ours) <= 0.1 * ours, (baseline, results[baseline])
 
 
 def _check_in_a_browser(page: Path, tmp: Path) -> None:

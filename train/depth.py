@@ -472,8 +472,8 @@ class LogWindow:
 
 
 # What a CPU should run instead of a GPU-sized step (shared.eta.GPU_SIZED_PIXELS_PER_STEP).
-CPU_RECIPE = ('docs/depth.md, "A depth model on a CPU in under an hour": DEPTH_ARGS="--height 64 --width 224 '
-              '--batch-size 6 --lr 3e-4 --max-steps 2000", or DEMO_SIZE=small')
+CPU_RECIPE = ('docs/depth.md, "Why training sat on a plateau": DEPTH_ARGS="--recipe cpu --height 64 --width 128 '
+              '--batch-size 4 --max-steps 400", or DEMO_SIZE=tiny|small')
 
 
 def plan_lines(cfg: DepthTrainConfig, device: torch.device, targets: int, frames: int, start: int,
@@ -551,7 +551,7 @@ def train(cfg: DepthTrainConfig, frames: list[Frame] | None = None, echo=click.e
 
     device = pick_device(cfg.device)
     seed_everything(cfg.seed)
-    model = DepthModel(cfg.init_weights or None, cfg.pose_translation_scale).to(device)
+    model = DepthModel(cfg.init_weights or None, cfg.pose_translation_scale, cfg.pose_forward_init).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     step = 0
     if state is not None:

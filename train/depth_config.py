@@ -16,23 +16,24 @@ from train.options import progress_field, stop_after_field
 # The fields whose 0 / "" means "from the preset"; "" = the paper's setting (max_steps stays 0: from epochs).
 # The demo sizes train with the CPU recipe.
 PRESETS = {"": dict(height=192, width=640, batch_size=12),
-           "small": dict(height=96, width=320, batch_size=6, max_steps=300, recipe="cpu"),
-           "tiny": dict(height=64, width=192, batch_size=4, max_steps=24, recipe="cpu")}
+           # 128 wide: the demo cities' 2:1 frames unstretched, two thirds of 192's pixels per step
+           "small": dict(height=64, width=128, batch_size=4, max_steps=300, recipe="cpu"),
+           "tiny": dict(height=64, width=128, batch_size=4, max_steps=160, recipe="cpu")}
 # Named recipes: fields they change where the caller left the dataclass default. "paper" is
 # Monodepth2's GPU recipe (the defaults); "cpu" leaves the far plateau in about a hundred steps
 # instead of a thousand (docs/depth.md, "Why training sat on a plateau").
-RECIPES: dict[str, dict] = {"paper": {}, "cpu": dict(pose_translation_scale=0.1)}
+RECIPES: dict[str, dict] = {"paper": {}, "cpu": dict(pose_translation_scale=0.1, pose_forward_init=0.015)}
 
 
 @dataclass
 class DepthTrainConfig(StageConfig):
-    height: int = field(0, "training height in pixels, a multiple of 32 (0 = preset: 192; small 96, tiny 64)",
+    height: int = field(0, "training height in pixels, a multiple of 32 (0 = preset: 192; small and tiny 64)",
                         bounds="[0, inf)")
-    width: int = field(0, "training width in pixels, a multiple of 32 (0 = preset: 640; small 320, tiny 192)",
+    width: int = field(0, "training width in pixels, a multiple of 32 (0 = preset: 640; small and tiny 128)",
                        bounds="[0, inf)")
-    batch_size: int = field(0, "target frames per step (0 = preset: 12; small 6, tiny 4)", bounds="[0, inf)")
+    batch_size: int = field(0, "target frames per step (0 = preset: 12; small and tiny 4)", bounds="[0, inf)")
     epochs: int = field(20, "passes over the training targets (Monodepth2: 20)", bounds="[1, inf)")
-    max_steps: int = field(0, "stop after this many steps instead (0 = preset: from epochs; small 300, tiny 24)",
+    max_steps: int = field(0, "stop after this many steps instead (0 = preset: from epochs; small 300, tiny 160)",
                            bounds="[0, inf)")
     recipe: str = field("", "named recipe filling the options left at their defaults: paper (Monodepth2, GPU) or "
                             "cpu (leaves the far plateau early; docs/depth.md) (empty = preset: paper; small, tiny cpu)",
@@ -48,6 +49,8 @@ class DepthTrainConfig(StageConfig):
     pose_translation_scale: float = field(0.01, "factor on the pose network's translation output (Monodepth2 0.01); with "
                                                 "the initial disparity it sets how far away the scene starts",
                                           bounds="(0, inf)")
+    pose_forward_init: float = field(0.0, "forward translation per frame the pose network starts out predicting (network "
+                                          "units; 0 = Monodepth2's zero-mean init)", bounds="[0, inf)")
     automask: bool = field(True, "auto-mask pixels where an unwarped neighbour already matches")
     min_reprojection: bool = field(True, "per-pixel minimum over the two neighbours (else their mean)")
     color_aug: float = field(0.5, "probability of colour jitter (brightness/contrast/saturation 0.2, hue 0.1) on network inputs",

@@ -141,12 +141,19 @@ class PoseDecoder(nn.Module):
 class DepthModel(nn.Module):
     """Depth network + pose network; one state dict for the checkpoint."""
 
-    def __init__(self, init_weights: str | os.PathLike | None = None, pose_translation_scale: float = 0.01):
+    def __init__(self, init_weights: str | os.PathLike | None = None, pose_translation_scale: float = 0.01,
+                 pose_forward_init: float = 0.0):
+        """pose_forward_init: the translation along the optical axis (network units) that the pose
+        network starts out predicting for every pair, a camera moving forward; 0 = Monodepth2's
+        zero-mean init."""
         super().__init__()
         self.depth_encoder = ResNetEncoder(1, init_weights)
         self.depth_decoder = DepthDecoder()
         self.pose_encoder = ResNetEncoder(2, init_weights)
         self.pose_decoder = PoseDecoder(translation_scale=pose_translation_scale)
+        if pose_forward_init:
+            with torch.no_grad():  # the pair's motion maps the earlier camera's points into the later one: z shrinks
+                self.pose_decoder.convs[-1].bias[5] = -pose_forward_init / pose_translation_scale
 
     def disparities(self, image: torch.Tensor) -> list[torch.Tensor]:
         """image [B,3,H,W] in [0,1] -> sigmoid disparity at 4 scales (finest first)."""

@@ -107,7 +107,7 @@ def test_depth_and_synth_zero_means_preset():
     from train.depth import DepthTrainConfig, resolved as depth_resolved
 
     small = depth_resolved(DepthTrainConfig(demo_size="small", batch_size=3))
-    assert (small.height, small.width, small.batch_size, small.max_steps) == (96, 320, 3, 300)
+    assert (small.height, small.width, small.batch_size, small.max_steps) == (64, 128, 3, 300)
     city = synth_resolved(SynthConfig(demo_size="tiny", frames=3))
     assert (city.sequences, city.frames, city.size) == (2, 3, "96x192")
     assert synth_resolved(SynthConfig()).size == "384x768"

@@ -88,7 +88,7 @@ def _frame(fid: str, seq: str, i: int, w: int = 64, h: int = 32, split: str = "t
 
 def test_presets_fill_unset_fields_only():
     tiny = resolved(DepthTrainConfig(demo_size="tiny"))
-    assert (tiny.height, tiny.width, tiny.batch_size, tiny.max_steps) == (64, 192, 4, 24)
+    assert (tiny.height, tiny.width, tiny.batch_size, tiny.max_steps) == (64, 128, 4, 160)
     full = resolved(DepthTrainConfig())
     assert (full.height, full.width, full.batch_size, full.max_steps) == (192, 640, 12, 0)  # 0: from epochs
     assert resolved(DepthTrainConfig(demo_size="tiny", width=96)).width == 96
@@ -96,7 +96,7 @@ def test_presets_fill_unset_fields_only():
 
 def test_recipes_the_paper_by_default_the_cpu_one_for_demo_sizes_and_only_where_unset():
     full = resolved(DepthTrainConfig())
-    assert (full.recipe, full.pose_translation_scale, full.lr) == ("paper", 0.01, 1e-4)
+    assert (full.recipe, full.pose_translation_scale, full.pose_forward_init, full.lr) == ("paper", 0.01, 0.0, 1e-4)
     for size in ("tiny", "small"):
         assert resolved(DepthTrainConfig(demo_size=size)).pose_translation_scale == 0.1
     assert resolved(DepthTrainConfig(recipe="cpu")).pose_translation_scale == 0.1  # full size, CPU recipe
@@ -114,6 +114,24 @@ def test_translation_scale_multiplies_only_the_translation():
         (ra, ta), (rb, tb) = a.pose(x, x.flip(-1)), b.pose(x, x.flip(-1))
     assert torch.equal(ra, rb)
     torch.testing.assert_close(tb, 10 * ta)
+
+
+def test_forward_init_starts_the_camera_moving_forward():
+    """The forward init shifts only the optical-axis translation, by its value, towards the later camera
+    seeing the earlier one's points nearer (z < 0 in the earlier-to-later transform)."""
+    x = torch.rand(4, 3, 64, 64)
+    outputs = []
+    for forward in (0.0, 0.015):
+        torch.manual_seed(0)
+        model = DepthModel(pose_translation_scale=0.1, pose_forward_init=forward).eval()
+        bias = float(model.pose_decoder.convs[-1].bias[5])
+        with torch.no_grad():
+            outputs.append((model.pose(x, x.roll(1, 0)), bias))
+    ((r0, t0), b0), ((r1, t1), b1) = outputs
+    assert b1 == pytest.approx(-0.15)
+    assert torch.equal(r0, r1) and torch.equal(t0[:, :2], t1[:, :2])
+    torch.testing.assert_close(t1[:, 2] - t0[:, 2], torch.full((4,), 0.1 * (b1 - b0)))
+    assert torch.all(t1[:, 2] < t0[:, 2] - 0.01)
 
 
 def test_training_triplets_and_bad_input_errors_name_frames():
@@ -170,8 +188,9 @@ def test_short_training_lowers_loss(tmp_path, city, city_frames):
     cache = build_frame_cache(seq, rc.height, rc.width, tmp_path / "evalcache", workers=1)
     K = torch.tensor(seq[0].K(rc.width, rc.height), dtype=torch.float32)[None]
     torch.manual_seed(rc.seed)
-    before = _fixed_loss(DepthModel().train(), cache, K, rc)
-    model = DepthModel()
+    recipe = (None, rc.pose_translation_scale, rc.pose_forward_init)  # the pose output as trained (tiny: cpu recipe)
+    before = _fixed_loss(DepthModel(*recipe).train(), cache, K, rc)
+    model = DepthModel(*recipe)
     model.load_state_dict(state["model"])
     after = _fixed_loss(model.train(), cache, K, rc)
     assert after < 0.9 * before, (before, after)
