@@ -25,6 +25,9 @@ def finetune_command(**kwargs: Any) -> None:
     explicit = explicit_options()
     cfg = apply_preset(cfg, PRESETS, explicit, click.echo, "finetune")
     cfg = dataclasses.replace(cfg, **{k: v for k, v in TASK_DEFAULTS.get(cfg.task, {}).items() if k not in explicit})
+    if "warmup_steps" not in explicit and cfg.iterations and cfg.warmup_steps >= cfg.iterations:
+        # a preset's warm-up is sized for the preset's run; a shorter --iterations keeps a cosine step
+        cfg = dataclasses.replace(cfg, warmup_steps=cfg.iterations - 1)
     try:
         finetune(cfg)
     except (NonFiniteLoss, DataError) as e:
