@@ -390,13 +390,24 @@ def _check_sources(cfg: ShardsConfig, images: dict[str, str]) -> list[dict[str, 
     return sorted((p for ps in found for p in ps), key=lambda p: p["frame"])
 
 
-def run_shards(cfg: ShardsConfig, echo: Callable[[str], None] = click.echo,
-               explicit: Collection[str] = ()) -> Path:
-    """Run the stage; returns the shard folder (also recorded as shards/<proposals>.current).
-    explicit: the options the user typed (demo-size scaling leaves them alone)."""
-    t_start = time.perf_counter()
-    store_root = resolve_store(cfg)
-    store_manifest = read_manifest(store_root)
+@dataclass
+class ShardSources:
+    """The frames a shard set is made of, their source images, and how its groups are laid out."""
+    frame_ids: list[str]
+    horizons: dict[str, Any]
+    images: dict[str, str]
+    skipped: list[dict[str, Any]]  # frames left out: source image missing or unreadable
+    size: tuple[int, int]  # (H, W) of the region store
+    store_key: str
+    params: PasteParams
+    n_images: int  # images per group
+    groups_per_shard: int
+
+
+def shard_sources(cfg: ShardsConfig, store_root: Path, store_manifest: dict[str, Any], explicit: Collection[str],
+                  echo: Callable[[str], None]) -> ShardSources | Path:
+    """The store's frames of the chosen splits whose source images read, and the group layout; or the
+    folder of a finished shard set of the same settings and store (its sources are not read at all)."""
     with RegionStore(store_root) as store:
         frame_ids = sorted(store.frame_ids())
         horizons, splits, indexed = frame_info(cfg, frame_ids, echo)
@@ -405,7 +416,7 @@ def run_shards(cfg: ShardsConfig, echo: Callable[[str], None] = click.echo,
         H, W = store.size
         store_key = region_store_key(store_manifest)
         reused = finished_set(cfg, store_key, {f: horizons[f] for f in frame_ids})
-        if reused is not None:  # nothing to write: the sources are not read at all
+        if reused is not None:
             return reuse_finished(cfg, reused, store_root, H, explicit, echo)
         # the index's path follows a moved output tree; the store's is where the image was (read from the
         # chunks only for frames whose indexed source is gone: listing every chunk's attributes reads the store)
@@ -421,8 +432,6 @@ def run_shards(cfg: ShardsConfig, echo: Callable[[str], None] = click.echo,
             echo(f"shards: left out {len(skipped)} frame(s) whose source image is missing or unreadable (listed "
                  "in the manifest):\n" + "\n".join(lines[:10]))
             frame_ids = [f for f in frame_ids if f not in {s["frame"] for s in skipped}]
-        horizons = {f: horizons[f] for f in frame_ids}
-        images = {f: images[f] for f in frame_ids}
         if len(frame_ids) < cfg.group_size:
             raise DataError(store_root, f"{len(frame_ids)} frames of split {','.join(cfg.splits)} in the region "
                                         f"store" + (f" ({len(skipped)} left out)" if skipped else "")
@@ -436,10 +445,67 @@ def run_shards(cfg: ShardsConfig, echo: Callable[[str], None] = click.echo,
                                                                       images))
             per_epoch = len(epoch_groups(frame_ids, cfg.group_size, 0, cfg.seed, cfg.max_groups))
             gps = max(1, min(by_size, math.ceil(per_epoch / max(1, cfg.min_shards))))
-    h, horizon_key = shard_set_hash(cfg, store_key, horizons)
+    return ShardSources(frame_ids, {f: horizons[f] for f in frame_ids}, {f: images[f] for f in frame_ids}, skipped,
+                        (H, W), store_key, params, n_images, gps)
+
+
+def finished_shards(plans: list[ShardPlan], old: dict[str, dict[str, Any]], out_dir: Path, verify: bool,
+                    echo: Callable[[str], None]) -> dict[str, dict[str, Any]]:
+    """The planned shards already written whole (manifest entry for the same groups, bytes as recorded);
+    one whose bytes do not match is said and left to be rewritten."""
+    done: dict[str, dict[str, Any]] = {}
+    rewrite = []
+    for p in plans:
+        e = old.get(p.name)
+        if e is not None and e.get("epoch") == p.epoch and e.get("first_group") == p.first_group \
+                and e.get("samples") == len(p.groups):
+            if shard_is_finished(out_dir, e, verify):
+                done[p.name] = e
+            else:
+                rewrite.append(p.name)
+    for name in rewrite:
+        echo(f"shards: {out_dir / name} does not match its manifest checksum (truncated or corrupt); rewriting it")
+    return done
+
+
+def write_pending(cfg: ShardsConfig, store_root: Path, out_dir: Path, pending: list[ShardPlan], src: ShardSources,
+                  done: dict[str, dict[str, Any]], save: Callable[[bool], None],
+                  echo: Callable[[str], None]) -> tuple[dict[str, float], int]:
+    """Write the pending shards on the workers, listing each in the manifest as it lands; returns the
+    workers' seconds per part (read, synthesise, encode) and the number of workers."""
+    n_todo = sum(len(p.groups) for p in pending)
+    eta = Eta("shards", n_todo, "group", echo, after=max(1, min(3, n_todo // 4)))
+    times = {"read": 0.0, "synthesise": 0.0, "encode": 0.0}
+    n_jobs = max(1, min(cfg.workers, len(pending)))
+    tasks = [(str(store_root), str(out_dir), p, {f: src.horizons[f] for g in p.groups for f in g}, src.params,
+              cfg.seed, cfg.jpeg_quality, {f: src.images[f] for g in p.groups for f in g}) for p in pending]
+    with tqdm(total=n_todo, unit="group", desc="shards") as bar:
+        for res in run_tasks(write_shard, tasks, cfg.backend, cfg.scheduler, n_jobs, desc="shards"):
+            e = res["entry"]
+            done[e["name"]] = e
+            save(False)  # after the rename: a listed shard is a finished shard
+            for k, v in res["times"].items():
+                times[k] += v
+            bar.update(e["samples"])
+            eta.update(e["samples"])
+    return times, n_jobs
+
+
+def run_shards(cfg: ShardsConfig, echo: Callable[[str], None] = click.echo,
+               explicit: Collection[str] = ()) -> Path:
+    """Run the stage; returns the shard folder (also recorded as shards/<proposals>.current).
+    explicit: the options the user typed (demo-size scaling leaves them alone)."""
+    t_start = time.perf_counter()
+    store_root = resolve_store(cfg)
+    store_manifest = read_manifest(store_root)
+    src = shard_sources(cfg, store_root, store_manifest, explicit, echo)
+    if isinstance(src, Path):  # a finished set: nothing to write
+        return src
+    (H, W), n_images, gps = src.size, src.n_images, src.groups_per_shard
+    h, horizon_key = shard_set_hash(cfg, src.store_key, src.horizons)
     out_dir = output_dir(cfg, "shards", f"{cfg.proposals}-{h}")
     out_dir.mkdir(parents=True, exist_ok=True)
-    plans = plan_shards(frame_ids, cfg.group_size, cfg.epochs, cfg.seed, cfg.max_groups, gps)
+    plans = plan_shards(src.frame_ids, cfg.group_size, cfg.epochs, cfg.seed, cfg.max_groups, gps)
     if not plans:
         raise DataError(store_root, "no groups to write (check --epochs and --max-groups)")
     n_groups = sum(len(p.groups) for p in plans)
@@ -449,23 +515,13 @@ def run_shards(cfg: ShardsConfig, echo: Callable[[str], None] = click.echo,
     except DataError:  # none yet, or a damaged one: every shard is checked against the plan and rewritten
         manifest = {}
     old = {e["name"]: e for e in manifest.get("shards", [])} if manifest.get("config_hash") == h else {}
+    store_path = portable_path(store_root.resolve(), out_dir.resolve(), Path(cfg.out).resolve())
     manifest = new_manifest(
-        to_dict(cfg), h, {"path": portable_path(store_root.resolve(), out_dir.resolve(), Path(cfg.out).resolve()),
-                          "config_hash": store_manifest.get("config_hash"), "content_hash": store_key},
-        horizon_key, H, W, cfg.group_size, n_images, cfg.epochs, n_groups, gps, asdict(params), skipped)
+        to_dict(cfg), h, {"path": store_path, "config_hash": store_manifest.get("config_hash"),
+                          "content_hash": src.store_key},
+        horizon_key, H, W, cfg.group_size, n_images, cfg.epochs, n_groups, gps, asdict(src.params), src.skipped)
     t_check = time.perf_counter()
-    done: dict[str, dict[str, Any]] = {}
-    rewrite = []
-    for p in plans:
-        e = old.get(p.name)
-        if e is not None and e.get("epoch") == p.epoch and e.get("first_group") == p.first_group \
-                and e.get("samples") == len(p.groups):
-            if shard_is_finished(out_dir, e, cfg.verify):
-                done[p.name] = e
-            else:
-                rewrite.append(p.name)
-    for name in rewrite:
-        echo(f"shards: {out_dir / name} does not match its manifest checksum (truncated or corrupt); rewriting it")
+    done = finished_shards(plans, old, out_dir, cfg.verify, echo)
     pending = [p for p in plans if p.name not in done]
 
     def save(complete: bool) -> None:
@@ -474,8 +530,7 @@ def run_shards(cfg: ShardsConfig, echo: Callable[[str], None] = click.echo,
     def finish(note: str) -> Path:
         with refresh_only(echo) if not pending else contextlib.nullcontext():
             save(True)
-            save_config(cfg, out_dir / "config.json", extra={"params": asdict(params), "region_store": portable_path(
-                store_root.resolve(), out_dir.resolve(), Path(cfg.out).resolve())})
+            save_config(cfg, out_dir / "config.json", extra={"params": asdict(src.params), "region_store": store_path})
             write_pointer(cfg, "shards", cfg.proposals, out_dir)
         echo(note)
         return out_dir
@@ -488,30 +543,16 @@ def run_shards(cfg: ShardsConfig, echo: Callable[[str], None] = click.echo,
 
     remove_stale_temporaries(out_dir)  # what killed writers left
     save(False)
-    n_todo = sum(len(p.groups) for p in pending)
-    echo(f"shards: plan: {n_todo} groups ({n_todo * n_images} images) in {len(pending)} shards to write "
-         f"({len(done)} shards already done) from {len(frame_ids)} frames, {cfg.epochs} epochs x "
+    n_new = sum(len(p.groups) for p in pending)
+    echo(f"shards: plan: {n_new} groups ({n_new * n_images} images) in {len(pending)} shards to write "
+         f"({len(done)} shards already done) from {len(src.frame_ids)} frames, {cfg.epochs} epochs x "
          f"{n_groups // cfg.epochs} groups, M={cfg.group_size} -> {n_images} images per group at {H}x{W}, "
          f"{gps} groups per shard, workers={cfg.workers} (CPU), backend={cfg.backend}, from {store_root} "
          f"(regions and depth built from depth {store_depth(store_root)}); the time "
          "estimate follows the first shards")
-    eta = Eta("shards", n_todo, "group", echo, after=max(1, min(3, n_todo // 4)))
-    times = {"read": 0.0, "synthesise": 0.0, "encode": 0.0}
-    n_jobs = max(1, min(cfg.workers, len(pending)))
     t_write = time.perf_counter()
-    tasks = [(str(store_root), str(out_dir), p, {f: horizons[f] for g in p.groups for f in g}, params, cfg.seed,
-              cfg.jpeg_quality, {f: images[f] for g in p.groups for f in g}) for p in pending]
-    with tqdm(total=sum(len(p.groups) for p in pending), unit="group", desc="shards") as bar:
-        for res in run_tasks(write_shard, tasks, cfg.backend, cfg.scheduler, n_jobs, desc="shards"):
-            e = res["entry"]
-            done[e["name"]] = e
-            save(False)  # after the rename: a listed shard is a finished shard
-            for k, v in res["times"].items():
-                times[k] += v
-            bar.update(e["samples"])
-            eta.update(e["samples"])
+    times, n_jobs = write_pending(cfg, store_root, out_dir, pending, src, done, save, echo)
     wall = time.perf_counter() - t_write
-    n_new = sum(len(p.groups) for p in pending)
     cpu = sum(times.values())
     # the rates first, the summary (what was written where, how long it took) last
     lines = [f"shards: {n_new * n_images / wall:.1f} images/s with {n_jobs} workers; per worker: "

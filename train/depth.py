@@ -497,37 +497,19 @@ def run_dir(cfg: DepthTrainConfig) -> Path:
     return output_dir(cfg, "depth", f"run-{config_hash(cfg)}")
 
 
-def train(cfg: DepthTrainConfig, frames: list[Frame] | None = None, echo=click.echo,
-          kill_after: int | None = None) -> Path:
-    """Train (or resume, or reuse) the run of `cfg`; returns the checkpoint path.
+@dataclass
+class TrainingData:
+    """What the step loop reads: the frames decoded once, and for each target its rows and camera."""
+    triplets: list[tuple[str, str, str]]  # (t-1, t, t+1) frame ids
+    frames: int  # distinct frames in the cache
+    batches: TripletBatches
+    cams: torch.Tensor  # [N, 3, 3, 3]: K, K^-1, mirrored K^-1 of each target
 
-    frames: the frame index (default: the configured dataset's). kill_after: leave the loop after
-    this step as a killed run would (tests of resuming), the last checkpoint is what survives.
-    cfg.stop_after, by contrast, checkpoints where it stops.
-    """
-    cfg = resolved(cfg)
-    t_start = time.perf_counter()
-    out = run_dir(cfg)
-    ckpt_path = out / "checkpoint.pt"
-    clear_stale_saves(out)
-    frames = frames if frames is not None else frames_for(cfg, strict=cfg.on_bad == "error", echo=echo)
-    triplets, skipped = training_triplets(frames, cfg.split, cfg.on_bad)
-    for p in skipped[:10]:
-        echo(f"skipped: {p}")
-    if len(skipped) > 10:
-        echo(f"skipped: ... and {len(skipped) - 10} more")
 
-    state = load_depth_checkpoint(ckpt_path, "cpu") if ckpt_path.is_file() else None  # RNG states stay on the CPU
-    if state is not None and "total" in state and int(state["step"]) >= int(state["total"]):
-        echo(f"depth: reusing finished run {ckpt_path} ({state['step']} steps)")
-        slim = ckpt_path.with_name(INFERENCE_FILE)
-        if not slim.is_file():  # a run finished before the slim file existed
-            write_inference_weights(ckpt_path)
-        write_pointer(cfg, "depth", "model", slim)
-        return ckpt_path
-
-    # Frames are decoded once into the cache; one that does not decode is skipped with its triplets
-    # (--on-bad skip) or stops the run before training (--on-bad error).
+def training_data(cfg: DepthTrainConfig, frames: list[Frame], triplets: list[tuple[str, str, str]],
+                  skipped: list[str], echo) -> TrainingData:
+    """Decode the frames the triplets use into the cache. A frame that does not decode is skipped with
+    its triplets (--on-bad skip; appended to `skipped`) or stops the run before training (--on-bad error)."""
     index = by_id(frames)
     used = sorted({i for t in triplets for i in t})
     row_of = {fid: r for r, fid in enumerate(used)}
@@ -545,60 +527,41 @@ def train(cfg: DepthTrainConfig, frames: list[Frame] | None = None, echo=click.e
                                                     f"({len(undecodable)} of them): nothing to train depth on")
     rows = np.array([[row_of[t], row_of[p], row_of[n]] for p, t, n in triplets], dtype=np.int64)  # [N,3]: t, t-1, t+1
     K_all = torch.tensor(np.stack([index[t].K(cfg.width, cfg.height) for _, t, _ in triplets]), dtype=torch.float32)
-    cams_all = camera_tensors(K_all, cfg.width)  # [N, 3, 3, 3]: K, K^-1, mirrored K^-1
-    steps_per_epoch = math.ceil(len(triplets) / cfg.batch_size)
-    total = cfg.max_steps or cfg.epochs * steps_per_epoch
+    return TrainingData(triplets, len(used), TripletBatches(cache, rows, cfg.batch_size, cfg.seed),
+                        camera_tensors(K_all, cfg.width))
 
-    device = pick_device(cfg.device)
-    seed_everything(cfg.seed)
-    model = DepthModel(cfg.init_weights or None, cfg.pose_translation_scale, cfg.pose_forward_init).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    step = 0
-    if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        step = int(state["step"])
-        if step < total:
-            if "python" not in state["rng"]:
-                raise DataError(ckpt_path, "written by an older trainer that did not save every RNG state; "
-                                           "move it away to start over")
-            set_rng_state(state["rng"])
-        echo(f"depth: resuming {ckpt_path} at step {step}/{total}" if step < total
-             else f"depth: reusing finished run {ckpt_path} ({step} steps)")
-    if step >= total:
-        slim = ckpt_path.with_name(INFERENCE_FILE)
-        if not slim.is_file():  # a run finished before the slim file existed
-            write_inference_weights(ckpt_path)
-        write_pointer(cfg, "depth", "model", slim)
-        return ckpt_path
 
-    for line in plan_lines(cfg, device, len(triplets), len(used), step, total):
-        echo(line)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.json", extra={"targets": len(triplets), "frames": len(used), "steps": total,
-                                                 "skipped": skipped})
-    batches = TripletBatches(cache, rows, cfg.batch_size, cfg.seed)
+def publish(cfg: DepthTrainConfig, ckpt_path: Path) -> None:
+    """Point `depth/model.current` at a finished run's inference weights (written first where a run
+    finished before the inference file existed)."""
+    slim = ckpt_path.with_name(INFERENCE_FILE)
+    if not slim.is_file():
+        write_inference_weights(ckpt_path)
+    write_pointer(cfg, "depth", "model", slim)
 
+
+def step_loop(cfg: DepthTrainConfig, model: DepthModel, opt: torch.optim.Optimizer, data: TrainingData,
+              device: torch.device, ckpt_path: Path, start: int, total: int, last: int, stop: int,
+              t_start: float, echo) -> tuple[torch.Tensor, torch.Tensor]:
+    """Steps start+1 .. stop: lr from the schedule, one step, a log line every log_every steps (the one
+    read back from the device), a snapshot every image_every, a checkpoint every ckpt_every and at
+    `last` (the run's end or --stop-after's). Returns the first and the last step's loss."""
+    out = ckpt_path.parent
     run = step_setup(model, cfg, device)
     cuda = device.type == "cuda"
 
     def fetch(i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        batch_u8, targets = batches(i)
-        cams = cams_all[targets]
+        batch_u8, targets = data.batches(i)
+        cams = data.cams[targets]
         return (batch_u8.pin_memory(), cams.pin_memory()) if cuda else (batch_u8, cams)
 
-    # ---- the step loop: lr from the schedule, one step, a log line every log_every steps (the one
-    # read back from the device), a snapshot every image_every, a checkpoint every ckpt_every
-    start = step
-    last = total if cfg.stop_after <= 0 else min(total, start + cfg.stop_after)  # this invocation's, checkpointed
-    stop = last if kill_after is None else min(last, max(kill_after, start + 1))  # at least one step
     log = RunLog(out / "log.jsonl", start)  # steps after the checkpoint are redone; a torn last line goes
     pool = ThreadPoolExecutor(1)  # gathers (and pins) the next batch while this step runs
     pending = pool.submit(fetch, start)
     model.train()
     bar = progress_bar(total, start, cfg.progress, "depth train")
     window = LogWindow(device)
-    first_loss = None
+    first_loss = loss = None
     clock = SaveClock(cfg.ckpt_minutes)  # a slow (CPU) run also saves by wall time
     try:
         for step in range(start + 1, stop + 1):  # step: steps done after this one
@@ -622,30 +585,88 @@ def train(cfg: DepthTrainConfig, frames: list[Frame] | None = None, echo=click.e
                 rec = window.close(step, opt.param_groups[0]["lr"], parts, cfg.batch_size, ckpt_path, t_start)
                 log.write(rec)
                 bar.set_postfix(loss=f"{rec['loss']:.4f}", img_s=f"{rec['images_per_s']:.1f}")
-            save = step % cfg.ckpt_every == 0 or step == last or clock.due()  # last: the run's end or --stop-after's
+            save = step % cfg.ckpt_every == 0 or step == last or clock.due()
             if save and step % cfg.log_every != 0 and step != total:
                 window.mean_loss(step, ckpt_path)
             if (cfg.image_every and step % cfg.image_every == 0) or step == total:
                 write_snapshot(out / "images" / f"step-{step:06d}.png", parts["image"], parts["disp"][0],
                                parts["automask"][0])
             if save:
-                _checkpoint(ckpt_path, model, opt, step, cfg, {"targets": len(triplets), "total": total})
+                _checkpoint(ckpt_path, model, opt, step, cfg, {"targets": len(data.triplets), "total": total})
                 clock.saved()
     finally:
         bar.close()
         log.close()
         pool.shutdown(wait=True)
+    return first_loss, loss  # type: ignore[return-value]
+
+
+def train(cfg: DepthTrainConfig, frames: list[Frame] | None = None, echo=click.echo,
+          kill_after: int | None = None) -> Path:
+    """Train (or resume, or reuse) the run of `cfg`; returns the checkpoint path.
+
+    frames: the frame index (default: the configured dataset's). kill_after: leave the loop after
+    this step as a killed run would (tests of resuming), the last checkpoint is what survives.
+    cfg.stop_after, by contrast, checkpoints where it stops.
+    """
+    cfg = resolved(cfg)
+    t_start = time.perf_counter()
+    out = run_dir(cfg)
+    ckpt_path = out / "checkpoint.pt"
+    clear_stale_saves(out)
+    frames = frames if frames is not None else frames_for(cfg, strict=cfg.on_bad == "error", echo=echo)
+    triplets, skipped = training_triplets(frames, cfg.split, cfg.on_bad)
+    for p in skipped[:10]:
+        echo(f"skipped: {p}")
+    if len(skipped) > 10:
+        echo(f"skipped: ... and {len(skipped) - 10} more")
+
+    state = load_depth_checkpoint(ckpt_path, "cpu") if ckpt_path.is_file() else None  # RNG states stay on the CPU
+    if state is not None and "total" in state and int(state["step"]) >= int(state["total"]):
+        echo(f"depth: reusing finished run {ckpt_path} ({state['step']} steps)")
+        publish(cfg, ckpt_path)
+        return ckpt_path
+
+    data = training_data(cfg, frames, triplets, skipped, echo)
+    total = cfg.max_steps or cfg.epochs * math.ceil(len(data.triplets) / cfg.batch_size)
+    device = pick_device(cfg.device)
+    seed_everything(cfg.seed)
+    model = DepthModel(cfg.init_weights or None, cfg.pose_translation_scale, cfg.pose_forward_init).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    step = 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        step = int(state["step"])
+        if step < total:
+            if "python" not in state["rng"]:
+                raise DataError(ckpt_path, "written by an older trainer that did not save every RNG state; "
+                                           "move it away to start over")
+            set_rng_state(state["rng"])
+        echo(f"depth: resuming {ckpt_path} at step {step}/{total}" if step < total
+             else f"depth: reusing finished run {ckpt_path} ({step} steps)")
+    if step >= total:
+        publish(cfg, ckpt_path)
+        return ckpt_path
+
+    for line in plan_lines(cfg, device, len(data.triplets), data.frames, step, total):
+        echo(line)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.json", extra={"targets": len(data.triplets), "frames": data.frames,
+                                                 "steps": total, "skipped": skipped})
+    last = total if cfg.stop_after <= 0 else min(total, step + cfg.stop_after)  # this invocation's, checkpointed
+    stop = last if kill_after is None else min(last, max(kill_after, step + 1))  # at least one step
+    first_loss, last_loss = step_loop(cfg, model, opt, data, device, ckpt_path, step, total, last, stop, t_start, echo)
     if kill_after is not None and kill_after <= stop:
         return ckpt_path  # left the loop as a killed run would: the last checkpoint is what survives
     if last < total:  # --stop-after: checkpointed above
         echo(f"depth: stopped at step {last}/{total} (rerun to resume) in {time.perf_counter() - t_start:.1f} s; "
              f"wrote {ckpt_path}, {out / 'log.jsonl'}")
         return ckpt_path
-    first_loss, last_loss = float(first_loss), float(loss)  # type: ignore[arg-type]
     slim = write_inference_weights(ckpt_path)
     write_pointer(cfg, "depth", "model", slim)
-    echo(f"depth: {len(triplets)} targets, {total} steps of {cfg.batch_size} at {cfg.width}x{cfg.height}, "
-         f"loss {first_loss:.4f} -> {last_loss:.4f}")
+    echo(f"depth: {len(data.triplets)} targets, {total} steps of {cfg.batch_size} at {cfg.width}x{cfg.height}, "
+         f"loss {float(first_loss):.4f} -> {float(last_loss):.4f}")
     echo(f"depth: wrote {slim} ({slim.stat().st_size / 1e6:.0f} MB, inference), {ckpt_path} "
          f"({ckpt_path.stat().st_size / 1e6:.0f} MB, to extend the run), {out / 'log.jsonl'}, {out / 'images'} in {time.perf_counter() - t_start:.1f} s")
     return ckpt_path
