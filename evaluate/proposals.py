@@ -138,6 +138,18 @@ class MethodSummary:
         }
 
 
+def paired_differences(ours: list[FrameScores], base: list[FrameScores]) -> dict[str, float | int]:
+    """The frame-to-frame spread of a comparison: per frame, our GT-query mIoU (mean best IoU of its
+    GT masks, x100) minus the baseline's on the same frame. {"mean", "frame_std" (sample std; 0 for
+    one frame), "frames"}; frames without GT masks are left out. The methods are deterministic, so
+    frames, not seeds, are what a difference has to exceed."""
+    diffs = np.array([100 * (a.best_iou.mean() - b.best_iou.mean())
+                      for a, b in zip(ours, base, strict=True) if a.best_iou.size])  # [F]
+    return {"mean": float(diffs.mean()) if diffs.size else 0.0,
+            "frame_std": float(diffs.std(ddof=1)) if diffs.size > 1 else 0.0,
+            "frames": int(diffs.size)}
+
+
 # ---------------------------------------------------------------------------------------------
 # baselines at a similar number of regions
 
@@ -363,18 +375,20 @@ def run_report(cfg: ProposalsConfig, echo=click.echo) -> dict:
         reasons = "\n".join(f"  {s['path']}: {s['problem']}" for s in skipped)
         raise DataError(skipped[0]["path"], f"every frame was skipped ({len(skipped)}), nothing to report:\n{reasons}")
     results = {m: s.summary() for m, s in methods.items() if s.frames}
+    paired = {b: paired_differences(methods[depth_method].frames, methods[b].frames)
+              for b in ("slic", "felzenszwalb") if methods[depth_method].frames and methods[b].frames}
     notes += count_notes(results, depth_method)
     report = {"dataset": cfg.dataset, "size": list(size), "frames": len(frames) - len(skipped),
               "params": params.__dict__, "min_gt_pixels": cfg.min_gt_pixels, "depth_method": depth_method,
               **({"depth_rgb_params": rgb_params.__dict__} if depth_method == "depth-rgb" else {}),
               "depth": cfg.depth or ("gt" if cfg.dataset == "synthetic" else ""),
               "felzenszwalb_scale_median": statistics.median(felz_scales) if felz_scales else None,
-              "results": results, "notes": notes, "skipped": skipped,
+              "results": results, "paired": paired, "notes": notes, "skipped": skipped,
               "seconds": round(time.perf_counter() - t0, 1)}
     from shared.atomic import write_text
 
     write_text(out / "report.json", json.dumps(report, indent=1, sort_keys=True) + "\n")
-    table = format_table(results)
+    table = format_table(results) + paired_lines(paired, depth_method)
     md = [f"# Region proposals: {cfg.dataset} ({report['frames']} frames at {size[0]}x{size[1]}, "
           f"depth: {report['depth'] or 'none'})", "", *table, ""] + [f"- {n}" for n in notes]
     write_text(out / "report.md", "\n".join(md) + "\n")
@@ -403,6 +417,12 @@ def count_notes(results: dict[str, dict[str, float]], method: str) -> list[str]:
             f"{ours['regions_per_frame']:.1f}; its scores are not a comparison at an equal region count"
             for b in ("slic", "felzenszwalb")
             if b in results and count_mismatch(results[b]["regions_per_frame"], ours["regions_per_frame"])]
+
+
+def paired_lines(paired: dict[str, dict[str, float]], method: str) -> list[str]:
+    """One line per baseline: the per-frame GT-query difference and its frame-to-frame std."""
+    return [f"{method} - {b}, GT-query mIoU per frame: {p['mean']:+.2f} (std over {p['frames']} frames "
+            f"{p['frame_std']:.2f})" for b, p in paired.items()]
 
 
 def format_table(results: dict[str, dict[str, float]]) -> list[str]:

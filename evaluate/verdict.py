@@ -24,11 +24,13 @@ def _std(v: float | None) -> float | None:
 
 def verdict(method: float, method_std: float | None, baseline: float, baseline_std: float | None,
             higher_is_better: bool = True, unit: str = "",
-            no_spread: str = "with one network per side (no spread to judge it by)") -> Verdict:
+            no_spread: str = "with one network per side (no spread to judge it by)",
+            spread_name: str = "a spread") -> Verdict:
     """Compare a method's mean with its baseline's. The spread is the larger of the two seed stds
     (sample std over networks); the method is "ahead" when it is better by more than the spread,
     "behind" when worse by more, else "within the spread". Without any std (one network per side)
-    the spread counts as 0 and the text says so (`no_spread`)."""
+    the spread counts as 0 and the text says so (`no_spread`). `spread_name` says what the std is
+    over ("a frame-to-frame std" where frames, not seeds, vary)."""
     d = float(method) - float(baseline)
     stds = [s for s in (_std(method_std), _std(baseline_std)) if s is not None]
     spread = max(stds) if stds else None
@@ -36,7 +38,7 @@ def verdict(method: float, method_std: float | None, baseline: float, baseline_s
     margin = spread or 0.0
     word = AHEAD if gain > margin else BEHIND if gain < -margin else WITHIN
     text = f"{word}: {d:+.2f}{unit}"
-    text += (f" against a spread of {spread:.2f}{unit}" if spread is not None
+    text += (f" against {spread_name} of {spread:.2f}{unit}" if spread is not None
              else f" {no_spread}")
     return Verdict(word, d, spread, text)
 

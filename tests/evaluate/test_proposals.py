@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from evaluate.proposals import (MethodSummary, ProposalsConfig, felzenszwalb_matched, frame_scores, iou_matrix,
-                                run_report, slic_matched)
+                                paired_differences, run_report, slic_matched)
 from shared.regions.grouping import filter_regions, instance_components
 
 
@@ -31,6 +31,22 @@ def test_perfect_proposals_score_100():
     assert s["bilateral_miou"] == pytest.approx(100.0)
     assert s["purity"] == pytest.approx(100.0) and s["coverage"] == pytest.approx(100.0)
     assert s["regions_per_frame"] == 3 and s["gt_masks"] == 3
+
+
+def test_paired_differences_are_per_frame_with_the_sample_std():
+    inst, lab = scene()
+    gt = instance_components(inst)
+    perfect = frame_scores(gt, filter_regions(gt, 1, 1), lab)  # every GT mask at IoU 1
+    one = frame_scores(gt, np.ones_like(gt), lab)  # one region over the frame: IoU = mask share
+    base_value = 100 * one.best_iou.mean()
+    # frame 1: ours perfect, baseline one region; frame 2: the other way round
+    p = paired_differences([perfect, one], [one, perfect])
+    d = 100 - base_value
+    assert p["frames"] == 2 and p["mean"] == pytest.approx(0.0)
+    assert p["frame_std"] == pytest.approx(np.std([d, -d], ddof=1))
+    same = paired_differences([perfect, perfect], [one, one])
+    assert same["mean"] == pytest.approx(d) and same["frame_std"] == pytest.approx(0.0)
+    assert paired_differences([perfect], [one])["frame_std"] == 0.0
 
 
 def test_known_iou_values():

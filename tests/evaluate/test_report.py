@@ -206,13 +206,16 @@ def test_proposal_rows_off_the_region_count_and_another_depth_are_flagged(tmp_pa
     rep = json.loads(prop.read_text())
     rep["results"]["felzenszwalb"] = {"purity": 80.0, "regions_per_frame": 70.0}  # 16.7 % above 60
     rep["depth"] = "gt"  # not the depth of the region store
-    rep["results"]["depth"]["gt_query_miou"] = rep["results"]["slic"]["gt_query_miou"] = 50.0
+    rep["results"]["depth"]["gt_query_miou"], rep["results"]["slic"]["gt_query_miou"] = 50.0, 47.0
+    rep["paired"] = {"slic": {"mean": 2.5, "frame_std": 4.0, "frames": 12}}  # per-frame differences
     prop.write_text(json.dumps(rep))
     section = make_report(run, "small")[0].read_text().split('id="proposals"')[1].split("<h2")[0]
     assert "felzenszwalb ⚠ region count off by more than 10 %" in section
     assert "slic ⚠" not in section
     assert "this report used depth gt, the region store model:/x/depth/run-1/checkpoint.pt" in section
-    assert "depth vs slic, GT-query mIoU: </b>within the spread: +0.00 (deterministic methods: no seed spread)" in section
+    # the pooled difference, judged against the frames' spread (deterministic methods have no seeds)
+    assert "depth vs slic, GT-query mIoU: </b>within the spread: +3.00 against a frame-to-frame std of 4.00" in section
+    assert "make demo DEMO_DEPTH=gt" in section and "DEMO_SIZE=small" not in section
     assert "depth vs felzenszwalb" not in section  # no verdict against a baseline at another region count
 
 
