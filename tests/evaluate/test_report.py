@@ -215,7 +215,8 @@ def test_proposal_rows_off_the_region_count_and_another_depth_are_flagged(tmp_pa
     assert "this report used depth gt, the region store model:/x/depth/run-1/checkpoint.pt" in section
     # the pooled difference, judged against the frames' spread (deterministic methods have no seeds)
     assert "depth vs slic, GT-query mIoU: </b>within the spread: +3.00 against a frame-to-frame std of 4.00" in section
-    assert "make demo DEMO_DEPTH=gt" in section and "DEMO_SIZE=small" not in section
+    assert "make demo DEMO_SIZE=small DEMO_DEPTH=gt" in section  # what separates region methods: the depth
+    assert "(three pre-training seeds" not in section  # not seeds: the methods are deterministic
     assert "depth vs felzenszwalb" not in section  # no verdict against a baseline at another region count
 
 
