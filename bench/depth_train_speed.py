@@ -6,7 +6,8 @@
     .venv/bin/python bench/depth_train_speed.py --device cuda         # GPU throughput (bf16, channels_last)
 
 Parts:
-  reach    for each recipe (--recipes, default the paper's and the cpu one) and seed (--seeds): train on
+  reach    for each recipe (--recipes, default the paper's and the cpu one; `cpu+smoothness=1e-4+automask=false`
+           is the cpu recipe with those trainer fields changed) and seed (--seeds): train on
            the demo city (--reach-city, default tiny) at its DEMO_SIZE preset's size and batch, one torch
            thread, and every --reach-every steps score the held-out val frames (abs rel, median-scaled,
            cap 80 m); print the first step, and the training CPU-seconds up to it (evaluation not
@@ -159,6 +160,22 @@ def inference_throughput(ckpt: Path, device: str, n: int, batch: int) -> float:
     return n * batch / (time.perf_counter() - t0)
 
 
+def recipe_variant(spec: str) -> tuple[str, dict]:
+    """'cpu+smoothness=1e-4+automask=false' -> ('cpu', {'smoothness': 0.0001, 'automask': False}): a named
+    recipe with trainer fields changed, each value converted to its field's type."""
+    import dataclasses
+
+    name, *changes = spec.split("+")
+    types = {f.name: type(f.default) for f in dataclasses.fields(DepthTrainConfig)}
+    out = {}
+    for change in changes:
+        key, _, text = change.partition("=")
+        if key not in types:
+            raise SystemExit(f"--recipes {spec!r}: DepthTrainConfig has no field {key!r}")
+        out[key] = text.lower() in ("1", "true", "yes") if types[key] is bool else types[key](text)
+    return name, out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--parts", default="reach,quality,speed,infer")
@@ -206,8 +223,9 @@ def main() -> None:
         for seed in seeds:
             line = f"  {seed:4d}"
             for r in recipes:
+                recipe, changes = recipe_variant(r)
                 cfg = DepthTrainConfig(out=str(work / "reach" / f"{r}-{seed}"), data_root=str(root), demo_size=a.reach_city,
-                                       recipe=r, seed=seed, device="cpu")
+                                       recipe=recipe, seed=seed, device="cpu", **changes)
                 res = steps_to_baseline(root, reach_frames, cfg, a.reach_cap, a.reach_every)
                 found[r].append(res)
                 steps = str(res["step"]) if res["step"] else f">{a.reach_cap}"
