@@ -35,6 +35,7 @@ import numpy as np  # noqa: E402
 from evaluate.proposals import (MethodSummary, ProposalsConfig, paired_differences,  # noqa: E402
                                 score_frame)
 from shared.datasets.synthetic import city_is_complete  # noqa: E402
+from evaluate.verdict import count_mismatch  # noqa: E402
 from shared.datasets import build_index  # noqa: E402
 from shared.regions.config import grouping_params, parse_size  # noqa: E402
 from shared.regions.depth_source import DepthSource, parse_depth_spec  # noqa: E402
@@ -94,7 +95,7 @@ def row(name: str, methods: dict[str, MethodSummary]) -> str:
     for base in ("slic", "felzenszwalb"):
         p = paired_differences(methods["depth"].frames, methods[base].frames)
         count = s[base]["regions_per_frame"]
-        off = abs(count - s["depth"]["regions_per_frame"]) > 0.1 * s["depth"]["regions_per_frame"]
+        off = count_mismatch(count, s["depth"]["regions_per_frame"])
         cells.append(f"{s[base]['gt_query_miou']:6.1f} {count:6.1f}{'!' if off else ' '} "
                      f"{s['depth']['gt_query_miou'] - s[base]['gt_query_miou']:+6.1f} ±{p['frame_std']:4.1f}")
     return "  ".join(cells)
